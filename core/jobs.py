@@ -1,0 +1,115 @@
+"""Background jobs: a Job row records state; Celery only carries the job id.
+
+``job_dispatch`` sends the task after the surrounding transaction commits. With no broker configured
+(the embedded default) Celery runs the task in-process; a configured broker that is down raises
+``BrokerUnavailable`` before anything is stored, so the caller can tell the user.
+"""
+
+import logging
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from core.models import Job, JobStatus, Project
+
+log = logging.getLogger(__name__)
+
+
+class BrokerUnavailable(RuntimeError):
+    """The configured Celery broker cannot be reached."""
+
+
+def broker_check() -> None:
+    """Raise ``BrokerUnavailable`` unless tasks run in-process or the broker answers."""
+    if settings.CELERY_TASK_ALWAYS_EAGER:
+        return
+    from config.celery import app
+
+    try:
+        with app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, timeout=3)
+    except Exception as exc:  # kombu raises several kinds
+        raise BrokerUnavailable(
+            f"The task broker at {settings.CELERY_BROKER_URL} cannot be reached ({exc}). "
+            "Start it, or unset CELERY_BROKER_URL to run jobs in-process."
+        ) from exc
+
+
+def job_create(*, project: Project, kind: str, params: dict | None = None, user=None) -> Job:
+    return Job.objects.create(project=project, kind=kind, params=params or {}, created_by=user)
+
+
+def job_dispatch(*, job: Job, task, **kwargs: Any) -> None:
+    """Send ``task`` with the job id once the current transaction commits (ids only, no payloads)."""
+    broker_check()
+
+    def send() -> None:
+        try:
+            task.apply_async(kwargs={"job_id": job.pk, **kwargs})
+        except Exception as exc:
+            if settings.CELERY_TASK_ALWAYS_EAGER:
+                raise
+            job_fail(job_id=job.pk, reason=f"could not be queued: {exc}")
+            raise BrokerUnavailable(str(exc)) from exc
+
+    transaction.on_commit(send)
+
+
+def job_start(*, job_id: int) -> Job:
+    Job.objects.filter(pk=job_id).update(
+        status=JobStatus.RUNNING, started_at=timezone.now(), attempts=F("attempts") + 1
+    )
+    return Job.objects.get(pk=job_id)
+
+
+def job_progress(*, job_id: int, progress: float, message: str = "", counts: dict | None = None) -> None:
+    fields: dict[str, Any] = {"progress": max(0.0, min(1.0, progress))}
+    if message:
+        fields["message"] = message[:500]
+    if counts is not None:
+        fields["counts"] = counts
+    Job.objects.filter(pk=job_id).update(**fields)
+
+
+def job_succeed(*, job_id: int, result: dict, counts: dict, errors: list[dict]) -> None:
+    Job.objects.filter(pk=job_id).update(
+        status=JobStatus.SUCCEEDED,
+        progress=1.0,
+        result=result,
+        counts=counts,
+        errors=errors,
+        finished_at=timezone.now(),
+        message="done",
+    )
+
+
+def job_fail(*, job_id: int, reason: str, errors: list[dict] | None = None) -> None:
+    fields: dict[str, Any] = {
+        "status": JobStatus.FAILED,
+        "message": reason[:500],
+        "finished_at": timezone.now(),
+    }
+    if errors is not None:
+        fields["errors"] = errors
+    Job.objects.filter(pk=job_id).update(**fields)
+
+
+def job_run(*, job_id: int, body: Callable[[Job], tuple[dict, dict, list[dict]]]) -> None:
+    """Run ``body(job)`` -> ``(result, counts, errors)``, recording the outcome on the job row."""
+    job = job_start(job_id=job_id)
+    try:
+        result, counts, errors = body(job)
+    except Exception as exc:
+        log.exception("job %s failed", job_id)
+        job_fail(
+            job_id=job_id,
+            reason=f"{type(exc).__name__}: {exc}",
+            errors=[{"traceback": traceback.format_exc()[-4000:]}],
+        )
+        raise
+    job_succeed(job_id=job_id, result=result, counts=counts, errors=errors)

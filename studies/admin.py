@@ -1,0 +1,72 @@
+from django.contrib import admin
+
+from studies.models import (
+    GazeAnatomyMask,
+    GazeRecording,
+    Patient,
+    PatientIdentity,
+    Report,
+    Scan,
+    ScanSource,
+    Study,
+)
+
+
+@admin.register(Patient)
+class PatientAdmin(admin.ModelAdmin):
+    list_display = ["pseudonym", "project", "date_shift_days", "created_at"]
+    list_filter = ["project"]
+    search_fields = ["pseudonym"]
+    exclude = ["identity_hash"]
+
+
+@admin.register(PatientIdentity)
+class PatientIdentityAdmin(admin.ModelAdmin):
+    list_display = ["patient", "original_id", "original_name"]
+
+    def has_module_permission(self, request):  # the identity map is for superusers only in the admin
+        return request.user.is_superuser
+
+    def has_view_permission(self, request, obj=None):
+        return request.user.is_superuser
+
+
+@admin.register(Study)
+class StudyAdmin(admin.ModelAdmin):
+    list_display = ["id", "patient", "modality", "study_date", "project"]
+    list_filter = ["modality", "project"]
+
+
+class ScanSourceInline(admin.TabularInline):
+    model = ScanSource
+    extra = 0
+    readonly_fields = ["sop_uid", "checksum"]
+    exclude = ["project"]
+
+
+@admin.register(Scan)
+class ScanAdmin(admin.ModelAdmin):
+    list_display = ["id", "modality", "name", "ndim", "shape", "burned_in_annotation", "project"]
+    list_filter = ["modality", "source_format", "burned_in_annotation", "project"]
+    search_fields = ["name", "series_uid", "series_description"]
+    inlines = [ScanSourceInline]
+
+
+@admin.register(Report)
+class ReportAdmin(admin.ModelAdmin):
+    list_display = ["external_id", "source", "study", "project"]
+    list_filter = ["source", "project"]
+    search_fields = ["external_id", "raw_text"]
+
+
+class GazeAnatomyMaskInline(admin.TabularInline):
+    model = GazeAnatomyMask
+    extra = 0
+
+
+@admin.register(GazeRecording)
+class GazeRecordingAdmin(admin.ModelAdmin):
+    list_display = ["external_id", "source_format", "reader", "fixation_count", "usable", "project"]
+    list_filter = ["source_format", "usable", "project"]
+    search_fields = ["external_id", "image_ref", "transcript_text"]
+    inlines = [GazeAnatomyMaskInline]
