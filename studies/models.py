@@ -49,6 +49,9 @@ class Study(models.Model):
     study_date = models.DateField(null=True, blank=True)  # shifted by the patient's date shift
     modality = models.CharField(max_length=16, blank=True)
     description = models.CharField(max_length=256, blank=True)
+    # Keyed hashes of the identifier tokens in the DICOM headers (names, ids, birth dates): reports
+    # linked later are scrubbed of them without the platform keeping the identifiers themselves.
+    identifier_hashes = models.JSONField(default=list, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -88,6 +88,7 @@ class Migration(migrations.Migration):
                 ('study_date', models.DateField(blank=True, null=True)),
                 ('modality', models.CharField(blank=True, max_length=16)),
                 ('description', models.CharField(blank=True, max_length=256)),
+                ('identifier_hashes', models.JSONField(blank=True, default=list)),
                 ('created_at', models.DateTimeField(auto_now_add=True)),
                 ('patient', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='studies', to='studies.patient')),
                 ('project', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='studies', to='core.project')),

@@ -1,0 +1,1 @@
+"""Reading source files into typed, de-identifiable units. Nothing in this package touches the database."""
