@@ -1,0 +1,97 @@
+"""Shared fixtures. With REQUIRE_SERVICES=1 (CI) a test that needs PostgreSQL or Redis fails instead of
+skipping when the service is not configured or not reachable."""
+
+import os
+from pathlib import Path
+
+import pytest
+from django.db import connection
+from rest_framework.test import APIClient
+
+from core.models import Role
+from core.services import membership_set, project_create, user_create
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATA = REPO.parent / "shared" / "data"
+REQUIRE_SERVICES = os.environ.get("REQUIRE_SERVICES", "") in {"1", "true", "yes"}
+
+
+def need_service(name: str, reason: str) -> None:
+    """Skip (or fail under REQUIRE_SERVICES=1) because service ``name`` is missing."""
+    message = f"{name} is not available: {reason}"
+    if REQUIRE_SERVICES:
+        pytest.fail(message + " (REQUIRE_SERVICES=1)")
+    pytest.skip(message)
+
+
+@pytest.fixture(autouse=True)
+def _media_root(settings, tmp_path):
+    """Each test stores files in its own folder."""
+    settings.MEDIA_ROOT = str(tmp_path / "media")
+    return settings.MEDIA_ROOT
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real test data folder {SHARED_DATA} is absent")
+    return SHARED_DATA
+
+
+@pytest.fixture
+def postgres(db):
+    if connection.vendor != "postgresql":
+        need_service("PostgreSQL", "set DATABASE_URL=postgres://postgres@127.0.0.1:5432/groundlab")
+
+
+@pytest.fixture
+def make_user(db):
+    counter = {"n": 0}
+
+    def make(username: str | None = None, **kwargs):
+        counter["n"] += 1
+        return user_create(username=username or f"user{counter['n']}", password="pw-" + "x" * 12, **kwargs)
+
+    return make
+
+
+@pytest.fixture
+def project(db):
+    return project_create(slug="alpha", name="Alpha")
+
+
+@pytest.fixture
+def other_project(db):
+    return project_create(slug="beta", name="Beta")
+
+
+@pytest.fixture
+def manager(make_user, project):
+    user = make_user("manager")
+    membership_set(project=project, user=user, role=Role.MANAGER)
+    return user
+
+
+@pytest.fixture
+def annotator(make_user, project):
+    user = make_user("annotator")
+    membership_set(project=project, user=user, role=Role.ANNOTATOR)
+    return user
+
+
+@pytest.fixture
+def outsider(make_user, other_project):
+    """A manager of another project: must see nothing of ``project``."""
+    user = make_user("outsider")
+    membership_set(project=other_project, user=user, role=Role.MANAGER)
+    return user
+
+
+@pytest.fixture
+def api_client():
+    def client_for(user) -> APIClient:
+        client = APIClient()
+        client.force_authenticate(user=user)
+        return client
+
+    return client_for
