@@ -1,0 +1,1 @@
+"""Changes to studies data: ingest of scans, reports and gaze recordings."""
