@@ -49,11 +49,15 @@ def job_dispatch(*, job: Job, task, **kwargs: Any) -> None:
     broker_check()
 
     def send() -> None:
+        if settings.CELERY_TASK_ALWAYS_EAGER:
+            try:
+                task.apply(kwargs={"job_id": job.pk, **kwargs})
+            except Exception:  # in-process: the job row already records the failure
+                log.exception("job %s failed in-process", job.pk)
+            return
         try:
             task.apply_async(kwargs={"job_id": job.pk, **kwargs})
         except Exception as exc:
-            if settings.CELERY_TASK_ALWAYS_EAGER:
-                raise
             job_fail(job_id=job.pk, reason=f"could not be queued: {exc}")
             raise BrokerUnavailable(str(exc)) from exc
 

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from django.conf import settings
 from django.core.files import File
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
@@ -26,6 +27,37 @@ def storage_save_path(key: str, local_path: str | os.PathLike) -> str:
     """Store a local file under ``key``; returns the key actually used."""
     with open(local_path, "rb") as fh:
         return default_storage.save(key, File(fh, name=os.path.basename(key)))
+
+
+def storage_scratch_dir() -> Path:
+    """A folder for files on their way into storage: on the same file system as MEDIA_ROOT, so that
+    ``storage_put_file`` can move them into local storage without copying."""
+    base = Path(settings.MEDIA_ROOT) / ".scratch"
+    base.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(dir=base))
+
+
+def storage_put_file(key: str, local_path: str | os.PathLike) -> str:
+    """Store a local file under ``key``, moving it when storage is the local file system (the file is
+    gone afterwards either way). Returns the key actually used."""
+    if _is_local_storage():
+        name = default_storage.get_available_name(key)
+        target = Path(default_storage.path(name))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(os.fspath(local_path), target)
+        return name
+    try:
+        return storage_save_path(key, local_path)
+    finally:
+        Path(local_path).unlink(missing_ok=True)
+
+
+def _is_local_storage() -> bool:
+    try:
+        default_storage.path("x")
+        return True
+    except NotImplementedError:
+        return False
 
 
 def storage_save_bytes(key: str, data: bytes) -> str:

@@ -1,0 +1,60 @@
+"""Projects and jobs. Reads go through core.selectors (membership checked; others' objects are 404)."""
+
+from rest_framework import generics
+
+from core.api.serializers import JobOut, ProjectOut
+from core.models import Membership
+from core.selectors import job_get_for_user, jobs_for_user, project_get_for_user, projects_for_user
+
+
+class ProjectList(generics.ListAPIView):
+    """Projects the caller is a member of, with the caller's role."""
+
+    serializer_class = ProjectOut
+
+    def get_queryset(self):
+        return projects_for_user(self.request.user)
+
+    def get_serializer_context(self):
+        ctx = super().get_serializer_context()
+        ctx["roles"] = dict(
+            Membership.objects.filter(user=self.request.user).values_list("project_id", "role")
+        )
+        return ctx
+
+
+class ProjectDetail(generics.RetrieveAPIView):
+    serializer_class = ProjectOut
+
+    def get_object(self):
+        return project_get_for_user(self.request.user, self.kwargs["slug"])
+
+    def get_serializer_context(self):
+        ctx = super().get_serializer_context()
+        ctx["roles"] = dict(
+            Membership.objects.filter(user=self.request.user).values_list("project_id", "role")
+        )
+        return ctx
+
+
+class JobList(generics.ListAPIView):
+    """Background jobs of a project, newest first; ``?status=`` and ``?kind=`` filter."""
+
+    serializer_class = JobOut
+
+    def get_queryset(self):
+        project = project_get_for_user(self.request.user, self.kwargs["slug"])
+        qs = jobs_for_user(self.request.user).filter(project=project)
+        for field in ("status", "kind"):
+            if value := self.request.query_params.get(field):
+                qs = qs.filter(**{field: value})
+        return qs
+
+
+class JobDetail(generics.RetrieveAPIView):
+    """A job's status, progress (0..1), counts, per-file errors and, when finished, its summary."""
+
+    serializer_class = JobOut
+
+    def get_object(self):
+        return job_get_for_user(self.request.user, self.kwargs["pk"])

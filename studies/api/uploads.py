@@ -1,0 +1,70 @@
+"""POST /api/projects/<slug>/uploads/: store the files and ingest them as a Job (202 + job)."""
+
+from django.conf import settings
+from drf_spectacular.utils import extend_schema
+from rest_framework import status
+from rest_framework.exceptions import PermissionDenied
+from rest_framework.parsers import MultiPartParser
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from core.api.serializers import JobOut
+from core.jobs import BrokerUnavailable
+from core.models import Role
+from core.selectors import project_get_for_user, user_has_role
+from studies.api.serializers import UploadIn
+from studies.services.uploads import UploadSpec, UploadTooLarge, upload_create
+
+
+class UploadCreate(APIView):
+    """Upload scans (files or zip archives), optionally a report CSV and a gaze archive.
+
+    Managers and researchers may upload. The answer is 202 with the job; follow it at
+    ``/api/jobs/<id>/``. Bodies over ``UPLOAD_MAX_BYTES`` get 413 before anything is read.
+    """
+
+    parser_classes = [MultiPartParser]
+
+    @extend_schema(request={"multipart/form-data": UploadIn}, responses={202: JobOut})
+    def post(self, request, slug: str):
+        project = project_get_for_user(request.user, slug)
+        if not user_has_role(request.user, project, [Role.MANAGER, Role.RESEARCHER]):
+            raise PermissionDenied("Only managers and researchers of this project may upload.")
+        length = int(request.META.get("CONTENT_LENGTH") or 0)
+        if length > settings.UPLOAD_MAX_BYTES:
+            return _too_large(length)
+        data = UploadIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        v = data.validated_data
+        options = {
+            "modality": v.get("modality", ""),
+            "study_pattern": v.get("study_pattern") or None,
+            "report_id_column": v.get("report_id_column"),
+            "report_text_columns": [
+                c.strip() for c in v.get("report_text_columns", "").split(",") if c.strip()
+            ],
+            "report_link": v.get("report_link", "id"),
+            "report_link_pattern": v.get("report_link_pattern"),
+            "gaze_format": v.get("gaze_format", "reflacx"),
+        }
+        spec = UploadSpec(
+            files=v.get("files", []),
+            reports_csv=v.get("reports"),
+            gaze_archive=v.get("gaze"),
+            options=options,
+        )
+        try:
+            job = upload_create(project=project, spec=spec, user=request.user)
+        except UploadTooLarge as exc:
+            return Response({"detail": exc.reason}, status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE)
+        except BrokerUnavailable as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
+        job.refresh_from_db()
+        return Response(JobOut(job).data, status=status.HTTP_202_ACCEPTED)
+
+
+def _too_large(length: int) -> Response:
+    return Response(
+        {"detail": f"{length} bytes exceed the upload limit of {settings.UPLOAD_MAX_BYTES} bytes"},
+        status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+    )

@@ -1,0 +1,69 @@
+"""Reads of studies data, always through the caller's project memberships (others' objects: 404)."""
+
+from django.db.models import Count, QuerySet
+from django.http import Http404
+
+from core.models import Project, Role
+from core.selectors import project_get_for_user, projects_for_user
+from studies.models import GazeRecording, Patient, PatientIdentity, Report, Scan, Study
+
+
+def _visible(qs: QuerySet, user) -> QuerySet:
+    return qs.filter(project__in=projects_for_user(user))
+
+
+def _get(qs: QuerySet, pk: int, what: str):
+    obj = qs.filter(pk=pk).first()
+    if obj is None:
+        raise Http404(f"No such {what}.")
+    return obj
+
+
+def patients_for_user(user) -> QuerySet[Patient]:
+    return _visible(Patient.objects.select_related("project"), user).annotate(study_count=Count("studies"))
+
+
+def patient_get_for_user(user, patient_id: int) -> Patient:
+    return _get(patients_for_user(user), patient_id, "patient")
+
+
+def studies_for_user(user) -> QuerySet[Study]:
+    return _visible(Study.objects.select_related("project", "patient"), user).annotate(
+        scan_count=Count("scans")
+    )
+
+
+def study_get_for_user(user, study_id: int) -> Study:
+    return _get(studies_for_user(user), study_id, "study")
+
+
+def scans_for_user(user) -> QuerySet[Scan]:
+    return _visible(Scan.objects.select_related("project", "study", "study__patient"), user)
+
+
+def scan_get_for_user(user, scan_id: int) -> Scan:
+    return _get(scans_for_user(user), scan_id, "scan")
+
+
+def reports_for_user(user) -> QuerySet[Report]:
+    return _visible(Report.objects.select_related("project", "study"), user)
+
+
+def report_get_for_user(user, report_id: int) -> Report:
+    return _get(reports_for_user(user), report_id, "report")
+
+
+def gaze_recordings_for_user(user) -> QuerySet[GazeRecording]:
+    return _visible(GazeRecording.objects.select_related("project", "scan"), user).prefetch_related(
+        "anatomy_masks"
+    )
+
+
+def gaze_recording_get_for_user(user, recording_id: int) -> GazeRecording:
+    return _get(gaze_recordings_for_user(user), recording_id, "gaze recording")
+
+
+def identity_map_for_manager(user, slug: str) -> tuple[Project, QuerySet[PatientIdentity]]:
+    """The original-to-pseudonym map of a project: managers only (everyone else: 404)."""
+    project = project_get_for_user(user, slug, roles=[Role.MANAGER])
+    return project, PatientIdentity.objects.filter(patient__project=project).select_related("patient")

@@ -1,0 +1,260 @@
+"""Storing one read scan unit: patient and study (de-identified), files and rows, all or nothing."""
+
+import gzip
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from django.db import IntegrityError, transaction
+
+from core.models import Project
+from core.storage import project_key, sha256_bytes, storage_delete_all, storage_put_file, storage_save_bytes
+from studies import pseudonyms
+from studies.ingest.types import DicomFile, IngestError
+from studies.models import Patient, PatientIdentity, Scan, ScanSource, SourceFormat, Study
+from studies.scrub import identifier_hashes
+
+
+@dataclass
+class Unit:
+    """One series or image file to read. ``files`` are DICOM headers (DICOM) or one path (others)."""
+
+    kind: str  # dicom, nifti, png, jpeg
+    label: str
+    paths: list[Path]
+    displays: list[str]
+    series_uid: str  # remapped
+    checksums: list[str]
+    sop_uids: list[str]  # remapped; empty for non-DICOM
+    dicom: list[DicomFile] = field(default_factory=list)
+    modality: str = ""
+
+
+@dataclass
+class Loaded:
+    """A unit read and written to a scratch NIfTI file (returned from worker processes: no arrays)."""
+
+    nifti_path: Path
+    thumbnail: bytes
+    shape: list[int]
+    spacing: list[float]
+    affine: list[list[float]]
+    dtype: str
+    modality: str
+    warnings: list[str]
+    meta: dict[str, Any]
+    burned_in_annotation: str
+    series_description: str
+    instances: list[dict[str, Any]] = field(default_factory=list)
+
+
+def scan_summary(scan: Scan) -> dict[str, Any]:
+    return {
+        "id": scan.pk,
+        "series_uid": scan.series_uid,
+        "name": scan.name,
+        "modality": scan.modality,
+        "shape": scan.shape,
+        "spacing": scan.spacing,
+        "affine": scan.affine,
+        "dtype": scan.dtype,
+        "file": scan.file.name,
+        "study_id": scan.study_id,
+        "patient": scan.study.patient.pseudonym,
+        "warnings": scan.warnings,
+        "burned_in_annotation": scan.burned_in_annotation,
+    }
+
+
+def _shift_dicom_dates(meta: dict[str, Any], days: int) -> dict[str, Any]:
+    """Shift DA (``...Date``) and the date part of DT (``...DateTime``) strings in a metadata dict."""
+    out: dict[str, Any] = {}
+    for key, value in meta.items():
+        if isinstance(value, dict):
+            out[key] = _shift_dicom_dates(value, days)
+        elif isinstance(value, str) and (key.endswith("Date") or key.endswith("DateTime")) and value:
+            date = pseudonyms.parse_dicom_date(value)
+            shifted = pseudonyms.shift_date(date, days)
+            out[key] = (shifted.strftime("%Y%m%d") + value.strip()[8:]) if shifted else ""
+        else:
+            out[key] = value
+    return out
+
+
+def _patient_for(project: Project, key: str, identity: dict[str, str] | None) -> Patient:
+    identity_hash = pseudonyms.patient_identity_hash(project.deid_secret, key)
+    defaults = {
+        "pseudonym": pseudonyms.patient_pseudonym(identity_hash),
+        "date_shift_days": pseudonyms.date_shift_days(identity_hash),
+    }
+    try:
+        with transaction.atomic():
+            patient, _ = Patient.objects.get_or_create(
+                project=project, identity_hash=identity_hash, defaults=defaults
+            )
+    except IntegrityError:  # created concurrently by another ingest
+        patient = Patient.objects.get(project=project, identity_hash=identity_hash)
+    if project.keep_identity_map and identity is not None:
+        PatientIdentity.objects.update_or_create(
+            patient=patient,
+            defaults={
+                "original_id": identity.get("patient_id", "")[:128],
+                "original_name": identity.get("patient_name", "")[:256],
+                "original_birth_date": identity.get("birth_date", "")[:16],
+            },
+        )
+    return patient
+
+
+def _study_for(
+    project: Project, patient: Patient, study_uid: str, defaults: dict[str, Any], hashes: list[str]
+) -> Study:
+    try:
+        with transaction.atomic():
+            study, _ = Study.objects.get_or_create(
+                project=project, study_uid=study_uid, defaults={"patient": patient, **defaults}
+            )
+    except IntegrityError:
+        study = Study.objects.get(project=project, study_uid=study_uid)
+    if study.patient_id != patient.pk:
+        raise IngestError("", "study belongs to another patient in this project", "StudyInstanceUID")
+    if hashes and not set(hashes) <= set(study.identifier_hashes):
+        study.identifier_hashes = sorted(set(study.identifier_hashes) | set(hashes))
+        study.save(update_fields=["identifier_hashes"])
+    return study
+
+
+def _dicom_identity(project: Project, unit: Unit, loaded: Loaded) -> tuple[Study, str, dict[str, Any]]:
+    """Patient, study and de-identified header of a DICOM unit. Returns (study, name, header JSON)."""
+    from studies.deid import deidentify_header, header_identity, header_to_json
+
+    first = unit.dicom[0].header if unit.dicom else None
+    if first is None:
+        from studies.ingest.dicom import dicom_read_headers
+
+        files, errors = dicom_read_headers(unit.paths[:1])
+        if errors:
+            raise errors[0]
+        first = files[0].header
+    identity = header_identity(first)
+    key = (
+        identity.get("patient_id") or identity.get("patient_name") or f"study:{identity.get('study_uid', '')}"
+    )
+    patient = _patient_for(project, key, identity)
+    secret = project.deid_secret
+    date = pseudonyms.parse_dicom_date(identity.get("study_date"))
+    accession = identity.get("accession") or ""
+    study = _study_for(
+        project,
+        patient,
+        pseudonyms.uid_remap(secret, identity.get("study_uid") or f"{key}:nostudy"),
+        {
+            "study_date": pseudonyms.shift_date(date, patient.date_shift_days),
+            "modality": loaded.modality,
+            "description": str(first.get("StudyDescription", ""))[:256],
+            "accession_hash": pseudonyms.accession_hash(secret, accession) if accession else "",
+        },
+        identifier_hashes(secret, identity.get("scrub_tokens", ())),
+    )
+    header = header_to_json(
+        deidentify_header(
+            first, secret=secret, pseudonym=patient.pseudonym, date_shift_days=patient.date_shift_days
+        )
+    )
+    name = unit.paths[0].name.removesuffix(".dcm") if len(unit.paths) == 1 else ""
+    return study, name, header
+
+
+def _file_identity(
+    project: Project, unit: Unit, loaded: Loaded, study_pattern: str | None
+) -> tuple[Study, str]:
+    name = unit.paths[0].name
+    for suffix in (".nii.gz", ".nii", ".png", ".jpg", ".jpeg"):
+        if name.lower().endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    key = name
+    if study_pattern:
+        match = re.search(study_pattern, unit.paths[0].name)
+        if match:
+            key = match.group(1) if match.groups() else match.group(0)
+    patient = _patient_for(project, f"file:{key}", None)
+    study = _study_for(
+        project,
+        patient,
+        pseudonyms.uid_remap(project.deid_secret, f"file-study:{key}"),
+        {"modality": loaded.modality, "external_id": key},
+        [],
+    )
+    return study, name
+
+
+def scan_store(*, project: Project, unit: Unit, loaded: Loaded, study_pattern: str | None = None) -> Scan:
+    """Store one read unit: rows and files together, or nothing (files removed on failure)."""
+    keys: list[str] = []
+    base = project_key(project, "scans", unit.series_uid)
+    try:
+        with transaction.atomic():
+            if unit.kind == "dicom":
+                study, name, header = _dicom_identity(project, unit, loaded)
+                date_shift = study.patient.date_shift_days
+                meta = _shift_dicom_dates(loaded.meta, date_shift)
+                meta["instances"] = len(unit.sop_uids)
+                header_key = storage_save_bytes(
+                    f"{base}/header.json.gz", gzip.compress(json.dumps(header).encode())
+                )
+                keys.append(header_key)
+                meta["header_file"] = header_key
+                source_format = SourceFormat.DICOM
+            else:
+                study, name = _file_identity(project, unit, loaded, study_pattern)
+                meta = dict(loaded.meta)
+                source_format = unit.kind
+            file_size = loaded.nifti_path.stat().st_size
+            file_key = storage_put_file(f"{base}/image.nii.gz", loaded.nifti_path)
+            keys.append(file_key)
+            thumb_key = storage_save_bytes(f"{base}/thumbnail.png", loaded.thumbnail)
+            keys.append(thumb_key)
+            scan = Scan.objects.create(
+                project=project,
+                study=study,
+                series_uid=unit.series_uid,
+                name=name[:256],
+                modality=loaded.modality[:16],
+                source_format=source_format,
+                series_description=loaded.series_description[:256],
+                ndim=len(loaded.shape),
+                shape=loaded.shape,
+                spacing=loaded.spacing,
+                affine=loaded.affine,
+                dtype=loaded.dtype,
+                file=file_key,
+                file_size=file_size,
+                thumbnail=thumb_key,
+                source_checksum=sha256_bytes("".join(sorted(unit.checksums)).encode()),
+                burned_in_annotation=loaded.burned_in_annotation,
+                warnings=loaded.warnings,
+                meta=meta,
+            )
+            sops = unit.sop_uids or [""] * len(unit.checksums)
+            ScanSource.objects.bulk_create(
+                [
+                    ScanSource(project=project, scan=scan, sop_uid=s, checksum=c)
+                    for s, c in zip(sops, unit.checksums)
+                ]
+            )
+    except IngestError as exc:
+        storage_delete_all(keys)
+        if not exc.file:
+            exc.file = unit.label
+        raise
+    except IntegrityError as exc:
+        storage_delete_all(keys)
+        raise IngestError(unit.label, f"already being stored by another ingest ({exc})") from exc
+    except Exception:
+        storage_delete_all(keys)
+        raise
+    scan.study = study
+    return scan

@@ -1,0 +1,275 @@
+"""Scan ingest: files, folders and zip archives in; de-identified patients, studies and scans out.
+
+Each series (DICOM) or image file (NIfTI, PNG, JPEG) is one unit: it is stored whole (rows, canonical
+NIfTI, thumbnail, de-identified header) or not at all. Units are read in parallel worker processes
+when there are several; rows are written by the calling process.
+"""
+
+import logging
+import multiprocessing
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.db import connections
+
+from core.models import Project
+from core.storage import (
+    sha256_file,
+    storage_scratch_dir,
+)
+from studies import pseudonyms
+from studies.ingest.files import FoundFile, file_kind, files_collect
+from studies.ingest.types import DicomFile, IngestError, Volume
+from studies.models import Scan, ScanSource
+from studies.services.scan_store import Loaded, Unit, scan_store, scan_summary
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[int, int, str], None]
+
+
+@dataclass
+class IngestSummary:
+    """What an ingest did: stored series, skipped duplicates, and errors (file, reason)."""
+
+    stored: list[dict[str, Any]] = field(default_factory=list)
+    duplicates: list[dict[str, Any]] = field(default_factory=list)
+    errors: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"stored": self.stored, "duplicates": self.duplicates, "errors": self.errors}
+
+    def counts(self) -> dict[str, int]:
+        return {"stored": len(self.stored), "duplicates": len(self.duplicates), "errors": len(self.errors)}
+
+
+def _volume_to_loaded(volume: Volume, out_dir: Path, modality: str) -> Loaded:
+    from studies.ingest.volume_io import thumbnail_png, volume_write_nifti
+
+    nifti_path = out_dir / "image.nii.gz"
+    volume_write_nifti(volume, nifti_path)
+    thumb = thumbnail_png(volume, modality=modality or volume.modality)
+    return Loaded(
+        nifti_path=nifti_path,
+        thumbnail=thumb,
+        shape=[int(n) for n in volume.array.shape],
+        spacing=[float(s) for s in volume.spacing],
+        affine=[[float(v) for v in row] for row in volume.affine],
+        dtype=str(volume.array.dtype),
+        modality=modality or volume.modality,
+        warnings=list(volume.warnings),
+        meta=dict(volume.meta),
+        burned_in_annotation=volume.burned_in_annotation,
+        series_description=volume.series_description,
+    )
+
+
+def _load_unit(
+    kind: str, paths: list[Path], dicom: list[DicomFile] | None, modality: str, out_dir: Path
+) -> Loaded:
+    """Read one unit and write its canonical NIfTI under ``out_dir`` (runs in a worker process)."""
+    if kind == "dicom":
+        from studies.ingest.dicom import dicom_load_series, dicom_read_headers
+
+        if not dicom:
+            dicom, errors = dicom_read_headers(paths)
+            if errors:
+                raise errors[0]
+        volume = dicom_load_series(dicom)
+    elif kind == "nifti":
+        from studies.ingest.images import nifti_load
+
+        volume = nifti_load(paths[0])
+    else:
+        from studies.ingest.images import raster_load
+
+        volume = raster_load(paths[0])
+    if modality:
+        volume.modality = modality
+    loaded = _volume_to_loaded(volume, out_dir, modality)
+    del volume
+    return loaded
+
+
+def _load_unit_safe(args: tuple) -> Loaded | IngestError:
+    kind, paths, dicom, modality, out_dir, label = args
+    try:
+        return _load_unit(kind, paths, dicom, modality, out_dir)
+    except IngestError as exc:
+        return exc
+    except MemoryError:
+        return IngestError(label, "not enough memory to read this series")
+    except Exception as exc:  # a reader bug must not take the whole ingest down
+        log.exception("reading %s failed", label)
+        return IngestError(label, f"could not be read: {type(exc).__name__}: {exc}")
+
+
+def _worker_count(units: int, workers: int | None) -> int:
+    wanted = workers if workers is not None else settings.INGEST_WORKERS
+    if wanted <= 0:
+        wanted = os.cpu_count() or 1
+    if multiprocessing.current_process().daemon:  # e.g. inside a Celery prefork child
+        return 1
+    return max(1, min(wanted, units))
+
+
+def scans_ingest(
+    *,
+    project: Project,
+    paths: Iterable[str | os.PathLike],
+    modality: str = "",
+    study_pattern: str | None = None,
+    progress: Progress | None = None,
+    workers: int | None = None,
+) -> IngestSummary:
+    """Ingest every scan found under ``paths`` into ``project``.
+
+    ``modality`` overrides the modality of non-DICOM files (NIfTI default ``OT``, PNG/JPEG ``CR``).
+    ``study_pattern`` is a regex whose first group, applied to a non-DICOM file name, names the patient
+    and study it belongs to (default: the file stem). Re-ingesting the same files stores nothing new.
+    """
+    summary = IngestSummary()
+    with tempfile.TemporaryDirectory(prefix="ingest-") as tmp:
+        found, collect_errors = files_collect(paths, Path(tmp))
+        summary.errors.extend(e.as_dict() for e in collect_errors)
+        units = _units_plan(project=project, found=found, modality=modality, summary=summary)
+        _units_run(
+            project=project,
+            units=units,
+            summary=summary,
+            progress=progress,
+            workers=workers,
+            study_pattern=study_pattern,
+        )
+    return summary
+
+
+def _units_plan(
+    *, project: Project, found: list[FoundFile], modality: str, summary: IngestSummary
+) -> list[Unit]:
+    from studies.ingest.dicom import dicom_group_series, dicom_read_headers
+
+    secret = project.deid_secret
+    display = {f.path: f.display for f in found}
+    dicom_paths, others = [], []
+    for f in found:
+        kind = file_kind(f.path)
+        (dicom_paths if kind == "dicom" else others).append((f, kind))
+    headers, errors = dicom_read_headers([f.path for f, _ in dicom_paths])
+    for err in errors:
+        err.file = display.get(Path(err.file), err.file)
+        summary.errors.append(err.as_dict())
+    units: list[Unit] = []
+    for series_uid, files in dicom_group_series(headers).items():
+        new_uid = pseudonyms.uid_remap(secret, series_uid)
+        sops = [pseudonyms.uid_remap(secret, f.sop_uid) for f in files]
+        label = display.get(files[0].path, str(files[0].path))
+        if len(files) > 1:
+            label = f"{Path(label).parent}/ (series of {len(files)} files)"
+        units.append(
+            Unit(
+                kind="dicom",
+                label=label,
+                paths=[f.path for f in files],
+                displays=[display.get(f.path, str(f.path)) for f in files],
+                series_uid=new_uid,
+                checksums=[f.checksum for f in files],
+                sop_uids=sops,
+                dicom=files,
+            )
+        )
+    for f, kind in others:
+        checksum = sha256_file(f.path)
+        units.append(
+            Unit(
+                kind=kind,
+                label=f.display,
+                paths=[f.path],
+                displays=[f.display],
+                series_uid=pseudonyms.uid_remap(secret, "sha256:" + checksum),
+                checksums=[checksum],
+                sop_uids=[],
+                modality=modality or ("OT" if kind == "nifti" else "CR"),
+            )
+        )
+    return [u for u in units if not _unit_is_duplicate(project=project, unit=u, summary=summary)]
+
+
+def _unit_is_duplicate(*, project: Project, unit: Unit, summary: IngestSummary) -> bool:
+    existing = Scan.objects.filter(project=project, series_uid=unit.series_uid).first()
+    if existing is None and unit.sop_uids:
+        source = ScanSource.objects.filter(project=project, sop_uid__in=unit.sop_uids).first()
+        existing = source.scan if source else None
+    if existing is None:
+        return False
+    stored = set(existing.sources.values_list("sop_uid" if unit.sop_uids else "checksum", flat=True))
+    wanted = set(unit.sop_uids or unit.checksums)
+    if wanted <= stored:
+        summary.duplicates.append({"file": unit.label, "scan_id": existing.pk, "reason": "already stored"})
+    else:
+        summary.errors.append(
+            {
+                "file": unit.label,
+                "reason": f"series already stored as scan {existing.pk} with other instances "
+                f"({len(wanted - stored)} new of {len(wanted)}); delete that scan to ingest it again",
+            }
+        )
+    return True
+
+
+def _units_run(
+    *,
+    project: Project,
+    units: list[Unit],
+    summary: IngestSummary,
+    progress: Progress | None,
+    workers: int | None,
+    study_pattern: str | None,
+) -> None:
+    total = len(units)
+    if progress:
+        progress(0, total, f"{total} series to read")
+    if not total:
+        return
+    n_workers = _worker_count(total, workers)
+    scratch = storage_scratch_dir()
+    try:
+        jobs = []
+        for i, unit in enumerate(units):
+            out_dir = scratch / f"u{i}"
+            out_dir.mkdir()
+            dicom = unit.dicom if n_workers == 1 else None  # workers re-read headers: no pickled datasets
+            jobs.append((unit.kind, unit.paths, dicom, unit.modality, out_dir, unit.label))
+        if n_workers == 1:
+            results = (_load_unit_safe(job) for job in jobs)
+            _store_results(project, units, results, summary, progress, study_pattern)
+        else:
+            connections.close_all()  # no database sockets shared with forked children
+            ctx = multiprocessing.get_context("fork")
+            with ProcessPoolExecutor(max_workers=n_workers, mp_context=ctx) as pool:
+                results = pool.map(_load_unit_safe, jobs)
+                _store_results(project, units, results, summary, progress, study_pattern)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _store_results(project, units, results, summary, progress, study_pattern) -> None:
+    for done, (unit, loaded) in enumerate(zip(units, results), start=1):
+        if isinstance(loaded, IngestError):
+            summary.errors.append(loaded.as_dict())
+        else:
+            try:
+                scan = scan_store(project=project, unit=unit, loaded=loaded, study_pattern=study_pattern)
+            except IngestError as exc:
+                summary.errors.append(exc.as_dict())
+            else:
+                summary.stored.append(scan_summary(scan))
+        if progress:
+            progress(done, len(units), unit.label)
