@@ -10,7 +10,6 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from django.conf import settings
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
@@ -26,16 +25,16 @@ class BrokerUnavailable(RuntimeError):
 
 def broker_check() -> None:
     """Raise ``BrokerUnavailable`` unless tasks run in-process or the broker answers."""
-    if settings.CELERY_TASK_ALWAYS_EAGER:
-        return
     from config.celery import app
 
+    if app.conf.task_always_eager:
+        return
     try:
         with app.connection_for_write() as conn:
             conn.ensure_connection(max_retries=1, timeout=3)
     except Exception as exc:  # kombu raises several kinds
         raise BrokerUnavailable(
-            f"The task broker at {settings.CELERY_BROKER_URL} cannot be reached ({exc}). "
+            f"The task broker at {app.conf.broker_url} cannot be reached ({exc}). "
             "Start it, or unset CELERY_BROKER_URL to run jobs in-process."
         ) from exc
 
@@ -48,8 +47,10 @@ def job_dispatch(*, job: Job, task, **kwargs: Any) -> None:
     """Send ``task`` with the job id once the current transaction commits (ids only, no payloads)."""
     broker_check()
 
+    from config.celery import app
+
     def send() -> None:
-        if settings.CELERY_TASK_ALWAYS_EAGER:
+        if app.conf.task_always_eager:
             try:
                 task.apply(kwargs={"job_id": job.pk, **kwargs})
             except Exception:  # in-process: the job row already records the failure

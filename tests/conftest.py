@@ -26,8 +26,9 @@ def need_service(name: str, reason: str) -> None:
 
 @pytest.fixture(autouse=True)
 def _media_root(settings, tmp_path):
-    """Each test stores files in its own folder."""
+    """Each test stores files in its own folder; passwords hash fast."""
     settings.MEDIA_ROOT = str(tmp_path / "media")
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     return settings.MEDIA_ROOT
 
 

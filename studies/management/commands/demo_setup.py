@@ -1,0 +1,76 @@
+"""manage.py demo_setup: a demo project with real packaged scans and generated data, and a demo admin."""
+
+import secrets
+from pathlib import Path
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand
+
+from core.models import Project, Role
+from core.services import membership_set, project_create
+from studies import demo
+from studies.services.ingest import GazeOptions, ReportOptions, ingest_run
+
+
+class Command(BaseCommand):
+    help = (
+        "Create the demo project and a demo admin (its password is printed), then ingest demo data: "
+        "the real chest radiograph RG1_UNCR.dcm, pydicom's CT and MR files, a synthetic chest CT with a "
+        "nodule, its report, and a REFLACX-format gaze recording of the radiograph. Safe to run again."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("--username", default="admin")
+        parser.add_argument("--slug", default="demo")
+        parser.add_argument("--data-dir", type=Path, default=Path(settings.BASE_DIR) / "var" / "demo-data")
+
+    def handle(self, *args, **opts):
+        User = get_user_model()
+        password = secrets.token_urlsafe(12)
+        user = User.objects.filter(username=opts["username"]).first()
+        if user is None:
+            user = User.objects.create_superuser(username=opts["username"], email="", password=password)
+        else:
+            user.set_password(password)
+            user.save(update_fields=["password"])
+        project = Project.objects.filter(slug=opts["slug"]).first() or project_create(
+            slug=opts["slug"], name="Demo: chest CT and radiograph", keep_identity_map=True
+        )
+        membership_set(project=project, user=user, role=Role.MANAGER)
+
+        data = opts["data_dir"]
+        ct_dir = data / "synthetic-ct"
+        if not ct_dir.exists():
+            volume, _ = demo.synthetic_chest_ct()
+            demo.write_ct_series(ct_dir, volume, (5.0, 1.8, 1.8))
+        report_csv = demo.write_demo_report_csv(data / "reports.csv")
+        gaze_dir = data / "gaze-reflacx"
+        if not gaze_dir.exists():
+            demo.write_demo_gaze(gaze_dir)
+        self.stdout.write("Ingesting demo data ...")
+        summary = ingest_run(
+            project=project,
+            paths=[*demo.packaged_scans(), ct_dir],
+            reports=ReportOptions(csv=report_csv, id_column="accession", link="accession"),
+            gaze=GazeOptions(path=gaze_dir, format="reflacx"),
+        )
+        scans = summary["scans"]
+        self.stdout.write(
+            f"Scans: {len(scans['stored'])} stored, {len(scans['duplicates'])} already there, "
+            f"{len(scans['errors'])} errors"
+        )
+        for part in ("reports", "gaze"):
+            counts = ", ".join(
+                f"{len(v)} {k}" for k, v in summary.get(part, {}).items() if isinstance(v, list)
+            )
+            self.stdout.write(f"{part.capitalize()}: {counts}")
+        for part, value in summary.items():
+            for err in value.get("errors", []):
+                self.stderr.write(f"  error [{part}] {err.get('file')}: {err.get('reason')}")
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"\nDemo ready. Log in at http://127.0.0.1:8000/admin/ as {opts['username']!r} "
+                f"with password {password!r}\nAPI: http://127.0.0.1:8000/api/docs/"
+            )
+        )
