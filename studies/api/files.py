@@ -50,9 +50,9 @@ class ScanPng(APIView):
         responses={(200, "image/png"): OpenApiTypes.BINARY},
     )
     def get(self, request, pk: int):
+        scan = scan_get_for_user(request.user, pk)
         from studies.ingest.volume_io import nifti_read_slice, render_png, window_presets
 
-        scan = scan_get_for_user(request.user, pk)
         q = request.query_params
         axis = q.get("axis", "axial")
         if axis not in {"axial", "coronal", "sagittal"}:
