@@ -1,0 +1,632 @@
+"""DICOM de-identification (PS3.15 Annex E basic profile, modified dates): studies.deid.
+
+Real headers from pydicom's test files (CT_small, MR_small, RG1_UNCR from pydicom-data) and real Philips
+PET header values from ../shared/data/pet/suv-metadata, plus synthetic datasets that set every attribute
+of the profile's table to a recognisable ``SECRET…`` value.
+"""
+
+import copy
+import datetime as dt
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pydicom
+import pytest
+from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
+from pydicom.dataelem import DataElement
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.sequence import Sequence
+from pydicom.tag import Tag
+
+from studies import scrub
+from studies.deid import (
+    burned_in_status,
+    deidentify_header,
+    header_from_json,
+    header_identity,
+    header_to_json,
+)
+from studies.deid.profile import BASIC_PROFILE, SAFE_PRIVATE, D, K, U, X, Z
+from studies.pseudonyms import uid_remap
+from tests.conftest import SHARED_DATA
+
+SECRET = "project-secret"
+PSEUDONYM = "P0123456789AB"
+SHIFT = -37
+PHILIPS = "Philips PET Private Group"
+CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"
+PET_IMAGE = "1.2.840.10008.5.1.4.1.1.128"
+SUV_DIR = SHARED_DATA / "pet" / "suv-metadata"
+
+
+def deid(ds: Dataset, secret: str = SECRET) -> Dataset:
+    return deidentify_header(ds, secret=secret, pseudonym=PSEUDONYM, date_shift_days=SHIFT)
+
+
+def read_testfile(name: str, *, pixels: bool = False) -> Dataset:
+    path = pydicom.data.get_testdata_file(name)
+    if path is None:
+        pytest.skip(f"pydicom test file {name} is not installed (pydicom-data)")
+    return pydicom.dcmread(path, stop_before_pixels=not pixels)
+
+
+def walk(ds: Dataset, path: str = "") -> Iterator[tuple[str, DataElement]]:
+    """Every element of ``ds`` and of its file meta, recursively through sequence items."""
+    meta = getattr(ds, "file_meta", None)
+    if meta is not None and not path:
+        yield from walk(meta, "meta")
+    for elem in ds:
+        where = f"{path}/{elem.keyword or elem.tag}"
+        yield where, elem
+        if elem.VR == "SQ":
+            for i, item in enumerate(elem.value):
+                yield from walk(item, f"{where}[{i}]")
+
+
+def value_text(elem: DataElement) -> str:
+    value = elem.value
+    if isinstance(value, bytes):
+        return value.decode("latin-1")
+    if elem.VR == "SQ":
+        return ""
+    return str(value)
+
+
+def leaks(ds: Dataset, needles: list[str]) -> list[str]:
+    """``path: value`` of every element whose value contains one of ``needles`` (case-insensitive)."""
+    wanted = [n.lower() for n in needles if n]
+    return [
+        f"{where}: {value_text(elem)!r}"
+        for where, elem in walk(ds)
+        if any(n in value_text(elem).lower() for n in wanted)
+    ]
+
+
+def shifted(date: str, days: int = SHIFT) -> str:
+    return (dt.datetime.strptime(date, "%Y%m%d").date() + dt.timedelta(days=days)).strftime("%Y%m%d")
+
+
+# --- Synthetic datasets -------------------------------------------------------------------------------
+
+_NUMERIC_VRS = {"US", "SS", "UL", "SL", "FL", "FD", "DS", "IS", "UV", "SV"}
+
+
+def secret_value(vr: str, n: int):
+    if vr in _NUMERIC_VRS:
+        return 4242 if vr not in ("DS", "IS") else "4242"
+    if vr in ("OB", "OW", "UN"):
+        return f"SECRET{n:03d}X".encode()
+    if vr == "DA":
+        return "19770707"
+    if vr == "DT":
+        return "19770707121314"
+    if vr == "TM":
+        return "121314"
+    if vr == "AS":
+        return "042Y"
+    if vr == "UI":
+        return f"1.2.3.4.{n}"
+    if vr == "SQ":
+        item = Dataset()
+        item.CodeValue = f"SECRET{n:03d}"
+        item.CodingSchemeDesignator = "99SECRET"
+        item.CodeMeaning = f"SECRET{n:03d} meaning"
+        item.PersonName = f"SECRET{n:03d}^Nested"
+        return Sequence([item])
+    return f"SECRET{n:03d}"
+
+
+def identified_dataset() -> Dataset:
+    """A CT header where every attribute of the table (and a few more) holds a ``SECRET…`` value."""
+    ds = Dataset()
+    for n, (tag, _action) in enumerate(sorted(BASIC_PROFILE.items())):
+        if tag.group == 0x0002:
+            continue  # file meta, set below
+        vr = dictionary_VR(tag).split(" or ")[0]
+        ds.add(DataElement(tag, vr, secret_value(vr, n)))
+    ds.PatientName = "SECRETSURNAME^SECRETGIVEN"
+    ds.PatientID = "SECRETPID42"
+    ds.PatientBirthDate = "19610203"
+    ds.PatientSex = "F"
+    ds.PatientAge = "063Y"
+    ds.PatientWeight = "71.5"
+    ds.PatientSize = "1.68"
+    ds.EvaluatorName = "SECRETEVALUATOR^Eve"  # a person name the table does not list
+    ds.SOPClassUID = CT_IMAGE
+    ds.SOPInstanceUID = "1.2.826.0.1.3680043.99.1.1"
+    ds.StudyInstanceUID = "1.2.826.0.1.3680043.99.2"
+    ds.SeriesInstanceUID = "1.2.826.0.1.3680043.99.3"
+    ds.FrameOfReferenceUID = "1.2.826.0.1.3680043.99.4"
+    ds.StudyDate = "20200315"
+    ds.SeriesDate = "20200316"
+    ds.AcquisitionDateTime = "20200316101112.123456+0100"
+    ds.StudyTime = "101112"
+    ds.Modality = "CT"
+    ds.Manufacturer = "ACME"
+    ds.ImagePositionPatient = [-100.0, -120.5, 30.25]
+    ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+    ds.PixelSpacing = [0.7, 0.7]
+    ds.SliceThickness = "1.25"
+    ds.RescaleSlope = "1"
+    ds.RescaleIntercept = "-1024"
+    ds.Rows = 4
+    ds.Columns = 4
+    ds.PixelData = b"\x00\x01" * 16
+
+    ref = Dataset()  # kept (X/Z/U*): UIDs remapped, identifying attributes inside cleaned
+    ref.ReferencedSOPClassUID = CT_IMAGE
+    ref.ReferencedSOPInstanceUID = "1.2.826.0.1.3680043.99.1.2"
+    ref.InstitutionName = "SECRETNESTEDHOSPITAL"
+    ref.OperatorsName = "SECRETNESTEDOPERATOR"
+    equipment = Dataset()  # a sequence the table does not list, two levels down
+    equipment.StationName = "SECRETDEEPSTN"
+    equipment.DeviceSerialNumber = "SECRETDEEPSERIAL"
+    equipment.InstitutionAddress = "SECRET 1 Deep Street"
+    equipment.ContributionDateTime = "20200301080000"
+    ref.ContributingEquipmentSequence = Sequence([equipment])
+    ds.ReferencedImageSequence = Sequence([ref])
+    ds.SourceImageSequence = Sequence([copy.deepcopy(ref)])
+
+    private = ds.private_block(0x0019, "SECRET VENDOR", create=True)
+    private.add_new(0x01, "LO", "SECRETPRIVATE")
+    ds.add_new(0x00091001, "LO", "SECRETORPHAN")  # a private element without a creator
+
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = CT_IMAGE
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+    ds.file_meta.SourceApplicationEntityTitle = "SECRETAE"
+    return ds
+
+
+def pet_dataset(record: dict) -> Dataset:
+    """A Philips PET header from one record of a cornerstonejs calculate-suv ``*-instances.json`` file,
+    converted to the DICOM JSON model and read with ``Dataset.from_json``, plus identifying attributes."""
+    in_sequence = {
+        "RadionuclideTotalDose",
+        "RadionuclideHalfLife",
+        "RadiopharmaceuticalStartTime",
+        "RadiopharmaceuticalStartDateTime",
+    }
+    top: dict = {}
+    radiopharmaceutical: dict = {}
+    for keyword, value in record.items():
+        if keyword == "PhilipsPETPrivateGroup":
+            continue
+        tag = tag_for_keyword(keyword)
+        target = radiopharmaceutical if keyword in in_sequence else top
+        target[f"{tag:08X}"] = {
+            "vr": dictionary_VR(tag),
+            "Value": value if isinstance(value, list) else [value],
+        }
+    top["00540016"] = {"vr": "SQ", "Value": [radiopharmaceutical]}
+    factors = record.get("PhilipsPETPrivateGroup", {})
+    top["70530010"] = {"vr": "LO", "Value": [PHILIPS]}
+    if "SUVScaleFactor" in factors:
+        top["70531000"] = {"vr": "DS", "Value": [float(factors["SUVScaleFactor"])]}
+    if "ActivityConcentrationScaleFactor" in factors:
+        top["70531009"] = {"vr": "DS", "Value": [float(factors["ActivityConcentrationScaleFactor"])]}
+    top["70531001"] = {"vr": "LO", "Value": ["SECRETPHILIPSOTHER"]}  # same block, not whitelisted
+    top["00190010"] = {"vr": "LO", "Value": ["SECRET VENDOR"]}
+    top["00191001"] = {"vr": "LO", "Value": ["SECRETVENDORVALUE"]}
+    ds = Dataset.from_json(top)
+    ds.SOPClassUID = PET_IMAGE
+    ds.SOPInstanceUID = "1.2.826.0.1.3680043.77.1"
+    ds.StudyInstanceUID = "1.2.826.0.1.3680043.77.2"
+    ds.SeriesInstanceUID = "1.2.826.0.1.3680043.77.3"
+    ds.Modality = "PT"
+    ds.PatientName = "SECRETPET^Patient"
+    ds.PatientID = "SECRETPET01"
+    ds.PatientBirthDate = "19500101"
+    ds.InstitutionName = "SECRET PET CENTRE"
+    ds.RescaleSlope = "2.5"
+    ds.RescaleIntercept = "0"
+    return ds
+
+
+def philips_records(name: str) -> list[dict]:
+    path = SUV_DIR / f"{name}-instances.json"
+    if not path.is_file():
+        pytest.skip(f"real PET header values {path} are absent (../shared/data is not on this machine)")
+    return json.loads(Path(path).read_text())
+
+
+# --- The table ----------------------------------------------------------------------------------------
+
+
+def test_table_covers_the_identifying_attributes_of_the_basic_profile():
+    must_go = [
+        "PatientName", "PatientID", "PatientBirthDate", "PatientBirthTime", "PatientAddress",
+        "PatientTelephoneNumbers", "PatientMotherBirthName", "PatientBirthName", "OtherPatientIDs",
+        "OtherPatientNames", "OtherPatientIDsSequence", "PatientComments", "MedicalRecordLocator",
+        "IssuerOfPatientID", "InstitutionName", "InstitutionAddress", "InstitutionalDepartmentName",
+        "InstitutionCodeSequence", "ReferringPhysicianName", "ReferringPhysicianAddress",
+        "ReferringPhysicianTelephoneNumbers", "PerformingPhysicianName", "NameOfPhysiciansReadingStudy",
+        "PhysiciansOfRecord", "OperatorsName", "RequestingPhysician", "StationName", "DeviceSerialNumber",
+        "AccessionNumber", "StudyID", "AdmissionID", "RequestedProcedureID", "PerformedProcedureStepID",
+        "ScheduledProcedureStepID", "ImageComments", "AdditionalPatientHistory", "RequestAttributesSequence",
+        "ReferencedPatientSequence", "ReferencedStudySequence", "DigitalSignaturesSequence",
+        "OriginalAttributesSequence", "IconImageSequence", "ProtocolName", "StudyDescription",
+        "SeriesDescription", "DetectorID", "PlateID", "CassetteID", "GantryID", "GeneratorID",
+        "ContentSequence", "StationAETitle", "RetrieveAETitle", "TimezoneOffsetFromUTC",
+    ]  # fmt: skip
+    missing = [k for k in must_go if BASIC_PROFILE.get(Tag(tag_for_keyword(k))) not in (X, Z, D)]
+    assert missing == []
+    assert len([a for a in BASIC_PROFILE.values() if a in (X, Z, D)]) > 380
+    # Kept by the options that are applied: patient characteristics and the image references (remapped).
+    for keyword in ("PatientSex", "PatientAge", "PatientWeight", "PatientSize"):
+        assert BASIC_PROFILE[Tag(tag_for_keyword(keyword))] == K
+    for keyword in ("ReferencedImageSequence", "SourceImageSequence"):
+        assert BASIC_PROFILE[Tag(tag_for_keyword(keyword))] == U
+
+
+# --- Synthetic: every attribute of the table ----------------------------------------------------------
+
+
+def test_every_identifying_attribute_of_the_table_is_removed_emptied_or_replaced():
+    ds = identified_dataset()
+    out = deid(ds)
+    assert leaks(out, ["SECRET"]) == []
+    for tag, action in BASIC_PROFILE.items():
+        if tag.group == 0x0002 or action in (K, U):
+            continue
+        keyword = keyword_for_tag(tag)
+        vr = dictionary_VR(tag)
+        if keyword in ("PatientName", "PatientID"):
+            assert out[tag].value == PSEUDONYM
+        elif action == X:
+            assert tag not in out, keyword
+        elif vr in ("DA", "DT", "TM") and keyword not in ("PatientBirthDate",):
+            continue  # modified dates: checked below
+        elif action == Z or vr == "SQ":
+            assert tag in out and out[tag].value in ("", None, [], b""), keyword
+        else:  # D
+            assert tag in out and str(out[tag].value) != str(ds[tag].value), keyword
+    assert "EvaluatorName" in out and out.EvaluatorName == ""
+    assert out.file_meta.get("SourceApplicationEntityTitle") is None
+
+
+def test_identifiers_gone_from_nested_sequences_and_references_remapped():
+    ds = identified_dataset()
+    out = deid(ds)
+    for seq in (out.ReferencedImageSequence, out.SourceImageSequence):
+        item = seq[0]
+        assert "InstitutionName" not in item and "OperatorsName" not in item
+        assert item.ReferencedSOPClassUID == CT_IMAGE
+        assert item.ReferencedSOPInstanceUID == uid_remap(SECRET, "1.2.826.0.1.3680043.99.1.2")
+        equipment = item.ContributingEquipmentSequence[0]
+        assert "StationName" not in equipment and "DeviceSerialNumber" not in equipment
+        assert "InstitutionAddress" not in equipment
+        assert equipment.ContributionDateTime == shifted("20200301") + "080000"
+
+
+def test_patient_becomes_the_pseudonym_and_keeps_only_its_characteristics():
+    out = deid(identified_dataset())
+    assert out.PatientName == PSEUDONYM and out.PatientID == PSEUDONYM
+    assert out.PatientBirthDate == ""
+    assert "PatientBirthTime" not in out
+    assert (out.PatientSex, out.PatientAge, str(out.PatientWeight), str(out.PatientSize)) == (
+        "F",
+        "063Y",
+        "71.5",
+        "1.68",
+    )
+
+
+def test_marks_the_header_as_de_identified():
+    out = deid(identified_dataset())
+    assert out.PatientIdentityRemoved == "YES"
+    assert out.LongitudinalTemporalInformationModified == "MODIFIED"
+    assert out.DeidentificationMethod
+    codes = {(item.CodeValue, item.CodingSchemeDesignator) for item in out.DeidentificationMethodCodeSequence}
+    assert {("113100", "DCM"), ("113107", "DCM")} <= codes
+
+
+def test_private_elements_removed():
+    out = deid(identified_dataset())
+    assert [str(e.tag) for _, e in walk(out) if e.tag.is_private] == []
+    ct = deid(read_testfile("CT_small.dcm"))
+    assert any(e.tag.is_private for e in read_testfile("CT_small.dcm"))
+    assert [str(e.tag) for _, e in walk(ct) if e.tag.is_private] == []
+
+
+def test_input_is_not_changed_and_pixels_are_dropped():
+    ds = identified_dataset()
+    before = copy.deepcopy(ds)
+    out = deid(ds)
+    assert ds == before and ds.file_meta == before.file_meta
+    assert ds.PatientName == "SECRETSURNAME^SECRETGIVEN" and "PixelData" in ds
+    assert "PixelData" not in out
+    real = read_testfile("CT_small.dcm", pixels=True)
+    real_json = real.to_json_dict()
+    out = deid(real)
+    assert real.to_json_dict() == real_json
+    assert "PixelData" not in out and "PixelData" in real
+
+
+# --- Dates --------------------------------------------------------------------------------------------
+
+
+def test_dates_shifted_exactly_and_times_kept():
+    ds = identified_dataset()
+    ds.ContentDate = "20200229"  # leap day
+    ds.InstanceCreationDate = "20200101"
+    ds.AdmittingDate = "20200310"  # X in the basic profile, kept shifted by the modified-dates option
+    ds.add_new(0x00400244, "DA", "20200314")  # PerformedProcedureStepStartDate
+    ds.CalibrationDate = ["20190101", "20191231"]  # multi-valued
+    ds.RadiopharmaceuticalInformationSequence = Sequence([Dataset()])
+    ds.RadiopharmaceuticalInformationSequence[0].RadiopharmaceuticalStartDateTime = "20200316093000"
+    ds.RadiopharmaceuticalInformationSequence[0].RadiopharmaceuticalStartTime = "093000"
+    out = deid(ds)
+    assert out.StudyDate == shifted("20200315")
+    assert out.SeriesDate == shifted("20200316")
+    assert out.ContentDate == shifted("20200229")
+    assert out.InstanceCreationDate == shifted("20200101")
+    assert out.AdmittingDate == shifted("20200310")
+    assert out.PerformedProcedureStepStartDate == shifted("20200314")
+    assert list(out.CalibrationDate) == [shifted("20190101"), shifted("20191231")]
+    assert out.AcquisitionDateTime == shifted("20200316") + "101112.123456+0100"
+    item = out.RadiopharmaceuticalInformationSequence[0]
+    assert item.RadiopharmaceuticalStartDateTime == shifted("20200316") + "093000"
+    assert item.RadiopharmaceuticalStartTime == "093000"
+    assert out.StudyTime == "101112"
+    start = dt.datetime.strptime(ds.StudyDate, "%Y%m%d")
+    assert dt.datetime.strptime(out.StudyDate, "%Y%m%d") - start == dt.timedelta(days=SHIFT)
+
+
+@pytest.mark.filterwarnings("ignore:Invalid value for VR DA")
+def test_partial_and_broken_dates():
+    ds = Dataset()
+    ds.StudyDate = "2020"  # not a date: emptied rather than kept
+    ds.AcquisitionDateTime = "202003"  # month precision: shifted from the 1st, same precision
+    ds.ContentDate = "20200301-20200310"  # a range (queries)
+    out = deid(ds)
+    assert out.StudyDate == ""
+    assert out.AcquisitionDateTime == shifted("20200301")[:6]
+    assert out.ContentDate == f"{shifted('20200301')}-{shifted('20200310')}"
+
+
+# --- UIDs ---------------------------------------------------------------------------------------------
+
+
+def test_uids_remapped_consistently_across_files_and_keyed_by_the_secret():
+    first = read_testfile("CT_small.dcm")
+    second = read_testfile("CT_small.dcm")
+    second.SOPInstanceUID = first.SOPInstanceUID + ".2"
+    a, b = deid(first), deid(second)
+    for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "FrameOfReferenceUID"):
+        assert a[keyword].value == b[keyword].value == uid_remap(SECRET, first[keyword].value)
+        assert a[keyword].value != first[keyword].value
+    assert a.SOPInstanceUID != b.SOPInstanceUID
+    assert a.file_meta.MediaStorageSOPInstanceUID == a.SOPInstanceUID
+    other = deid(first, secret="another-project")
+    assert other.StudyInstanceUID != a.StudyInstanceUID
+    # Well-known UIDs stay.
+    assert a.SOPClassUID == CT_IMAGE
+    assert a.file_meta.TransferSyntaxUID == first.file_meta.TransferSyntaxUID
+    assert a.file_meta.ImplementationClassUID == first.file_meta.ImplementationClassUID
+    assert all(len(e.value) <= 64 for _, e in walk(a) if e.VR == "UI" and isinstance(e.value, str))
+
+
+def test_references_point_at_the_remapped_instances():
+    source = read_testfile("CT_small.dcm")
+    derived = read_testfile("MR_small.dcm")
+    ref = Dataset()
+    ref.ReferencedSOPClassUID = source.SOPClassUID
+    ref.ReferencedSOPInstanceUID = source.SOPInstanceUID
+    derived.ReferencedImageSequence = Sequence([ref])
+    derived.SourceImageSequence = Sequence([copy.deepcopy(ref)])
+    derived.ReferencedSOPSequence = Sequence([copy.deepcopy(ref)])
+    derived.ReferencedSeriesSequence = Sequence([Dataset()])
+    derived.ReferencedSeriesSequence[0].SeriesInstanceUID = source.SeriesInstanceUID
+    new_source, new_derived = deid(source), deid(derived)
+    for seq in ("ReferencedImageSequence", "SourceImageSequence", "ReferencedSOPSequence"):
+        item = new_derived[seq].value[0]
+        assert item.ReferencedSOPInstanceUID == new_source.SOPInstanceUID
+        assert item.ReferencedSOPClassUID == source.SOPClassUID
+    assert new_derived.ReferencedSeriesSequence[0].SeriesInstanceUID == new_source.SeriesInstanceUID
+
+
+# --- Real files ---------------------------------------------------------------------------------------
+
+_IDENTIFYING = [
+    "PatientName", "PatientID", "OtherPatientIDs", "InstitutionName", "InstitutionalDepartmentName",
+    "StationName", "OperatorsName", "ReferringPhysicianName", "NameOfPhysiciansReadingStudy",
+    "DeviceSerialNumber", "AccessionNumber", "StudyID", "StudyInstanceUID", "SeriesInstanceUID",
+    "SOPInstanceUID", "FrameOfReferenceUID", "InstanceCreatorUID", "PatientBirthDate",
+]  # fmt: skip
+_PRESERVED = [
+    "Modality", "SOPClassUID", "Rows", "Columns", "PixelSpacing", "ImagePositionPatient",
+    "ImageOrientationPatient", "SliceThickness", "SpacingBetweenSlices", "SliceLocation", "RescaleSlope",
+    "RescaleIntercept", "BitsAllocated", "BitsStored", "HighBit", "PixelRepresentation",
+    "PhotometricInterpretation", "SamplesPerPixel", "WindowCenter", "WindowWidth", "PatientPosition",
+    "PatientSex", "PatientAge", "PatientWeight", "PatientSize", "KVP", "Manufacturer",
+    "ManufacturerModelName", "ConvolutionKernel", "ViewPosition", "BodyPartExamined", "PixelPaddingValue",
+    "SeriesNumber", "InstanceNumber", "StudyTime", "SeriesTime", "AcquisitionTime",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", ["CT_small.dcm", "MR_small.dcm", "RG1_UNCR.dcm"])
+def test_real_headers_lose_identifiers_and_keep_what_pixels_need(name):
+    ds = read_testfile(name)
+    needles = []
+    for keyword in _IDENTIFYING:
+        value = ds.get(keyword)
+        values = value if isinstance(value, list | pydicom.multival.MultiValue) else [value]
+        needles += [str(v).strip() for v in values if v is not None and len(str(v).strip()) >= 4]
+    # Parts of the kept manufacturer name are not identifiers (MR_small: institution "TOSHIBA").
+    needles = [n for n in needles if n not in str(ds.get("Manufacturer", ""))]
+    assert needles, "the test file should carry identifiers"
+    out = deid(ds)
+    assert leaks(out, needles) == []
+    for keyword in _PRESERVED:
+        if keyword in ds:
+            assert out[keyword].value == ds[keyword].value, keyword
+    for keyword in ("StudyDate", "SeriesDate", "ContentDate", "AcquisitionDate"):
+        if ds.get(keyword):
+            assert out[keyword].value == shifted(ds[keyword].value), keyword
+
+
+# --- PET: SUV factors and dose fields -----------------------------------------------------------------
+
+_PET_KEPT = [
+    "Units", "DecayCorrection", "CorrectedImage", "PatientWeight", "PatientSize", "PatientSex",
+    "ActualFrameDuration", "FrameReferenceTime", "AcquisitionTime", "SeriesTime", "RescaleSlope",
+    "RescaleIntercept", "Modality",
+]  # fmt: skip
+
+
+def check_pet(ds: Dataset) -> None:
+    out = deid(ds)
+    block = out.private_block(0x7053, PHILIPS)
+    for offset in (0x00, 0x09):
+        if (0x7053, 0x1000 + offset) in ds:
+            assert block[offset].value == ds[0x7053, 0x1000 + offset].value
+    assert out[0x7053, 0x0010].value == PHILIPS
+    assert (0x7053, 0x1001) not in out and (0x0019, 0x1001) not in out and (0x0019, 0x0010) not in out
+    assert leaks(out, ["SECRET"]) == []
+    for keyword in _PET_KEPT:
+        if keyword in ds:
+            assert out[keyword].value == ds[keyword].value, keyword
+    before = ds.RadiopharmaceuticalInformationSequence[0]
+    after = out.RadiopharmaceuticalInformationSequence[0]
+    assert after.RadionuclideTotalDose == before.RadionuclideTotalDose
+    assert after.RadionuclideHalfLife == before.RadionuclideHalfLife
+    assert after.RadiopharmaceuticalStartTime == before.RadiopharmaceuticalStartTime
+    if "RadiopharmaceuticalStartDateTime" in before:
+        start = before.RadiopharmaceuticalStartDateTime
+        assert after.RadiopharmaceuticalStartDateTime == shifted(start[:8]) + start[8:]
+    assert out.AcquisitionDate == shifted(ds.AcquisitionDate)
+
+
+@pytest.mark.parametrize("name", ["PHILIPS_BQML", "PHILIPS_CNTS_AND_SUV"])
+def test_real_philips_pet_headers_keep_suv_factors_and_dose(name):
+    for record in philips_records(name):
+        check_pet(pet_dataset(record))
+
+
+def test_synthetic_philips_pet_header_keeps_suv_factors():
+    record = {
+        "SeriesDate": "20201217", "SeriesTime": "110155", "PatientSex": "F", "PatientSize": 1.75,
+        "PatientWeight": 64, "AcquisitionDate": "20201217", "AcquisitionTime": "110156",
+        "DecayCorrection": "START", "Units": "BQML", "RadionuclideTotalDose": 126000000,
+        "RadionuclideHalfLife": 6586.2, "RadiopharmaceuticalStartTime": "100058",
+        "RadiopharmaceuticalStartDateTime": "20201217100058",
+        "PhilipsPETPrivateGroup": {"SUVScaleFactor": "0.0035", "ActivityConcentrationScaleFactor": "4.7"},
+    }  # fmt: skip
+    check_pet(pet_dataset(record))
+    assert {(g, c, o) for g, c, o in SAFE_PRIVATE} == {(0x7053, PHILIPS, 0x00), (0x7053, PHILIPS, 0x09)}
+
+
+def test_philips_block_under_another_creator_is_removed():
+    ds = Dataset()
+    ds.add_new(0x70530010, "LO", "Some Other Vendor")
+    ds.add_new(0x70531000, "DS", "0.5")
+    out = deid(ds)
+    assert not [e for e in out if e.tag.is_private]
+
+
+# --- Identity, burned-in annotation, JSON -------------------------------------------------------------
+
+
+def test_header_identity_returns_the_original_identifiers():
+    ds = read_testfile("MR_small.dcm")
+    ds.AccessionNumber = "ACC12345"
+    ds.PatientBirthDate = "19610203"
+    ds.OtherPatientNames = "Maiden^Mary"
+    ds.OtherPatientIDsSequence = Sequence([Dataset()])
+    ds.OtherPatientIDsSequence[0].PatientID = "MRN-777"
+    ds.PerformingPhysicianName = "Doctor^Dolittle"
+    identity = header_identity(ds)
+    assert identity["patient_id"] == ds.PatientID
+    assert identity["patient_name"] == str(ds.PatientName)
+    assert identity["birth_date"] == "19610203"
+    assert identity["accession"] == "ACC12345"
+    assert identity["study_uid"] == ds.StudyInstanceUID
+    assert identity["series_uid"] == ds.SeriesInstanceUID
+    assert identity["sop_uid"] == ds.SOPInstanceUID
+    assert identity["study_date"] == ds.StudyDate
+    tokens = set(identity["scrub_tokens"])
+    expected = scrub.identifier_tokens(
+        names=[
+            str(ds.PatientName), "Maiden^Mary", str(ds.ReferringPhysicianName), "Doctor^Dolittle",
+            str(ds.NameOfPhysiciansReadingStudy), str(ds.OperatorsName),
+        ],
+        ids=[ds.PatientID, "ACC12345", "MRN-777"],
+        dates=["19610203"],
+    )  # fmt: skip
+    assert tokens == expected
+    assert {"acc12345", "mrn-777", "maiden", "dolittle", "1961-02-03", "03.02.1961"} <= tokens
+
+
+def test_header_identity_of_an_empty_header():
+    identity = header_identity(Dataset())
+    assert identity["patient_id"] == "" and identity["study_uid"] == "" and identity["scrub_tokens"] == []
+
+
+def _with(**attributes) -> Dataset:
+    ds = Dataset()
+    for keyword, value in attributes.items():
+        setattr(ds, keyword, value)
+    return ds
+
+
+@pytest.mark.parametrize(
+    ("ds", "expected"),
+    [
+        (_with(BurnedInAnnotation="YES", Modality="CT", SOPClassUID=CT_IMAGE), "YES"),
+        (_with(BurnedInAnnotation="NO", Modality="OT", SOPClassUID="1.2.840.10008.5.1.4.1.1.7"), "NO"),
+        (_with(Modality="OT", SOPClassUID="1.2.840.10008.5.1.4.1.1.7"), "UNKNOWN"),
+        (_with(Modality="CR", SOPClassUID="1.2.840.10008.5.1.4.1.1.7.4"), "UNKNOWN"),  # multi-frame SC
+        (_with(Modality="CT", SOPClassUID=CT_IMAGE, ConversionType="WSD"), "UNKNOWN"),
+        (_with(Modality="OT"), "UNKNOWN"),
+        (_with(Modality="CT", SOPClassUID=CT_IMAGE), "NO"),
+        (_with(Modality="CR", SOPClassUID="1.2.840.10008.5.1.4.1.1.1"), "NO"),
+    ],
+)
+def test_burned_in_status(ds, expected):
+    assert burned_in_status(ds) == expected
+
+
+def test_burned_in_status_reads_the_sop_class_from_file_meta_and_real_files():
+    ds = _with(Modality="XC")
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
+    assert burned_in_status(ds) == "UNKNOWN"
+    assert burned_in_status(read_testfile("CT_small.dcm")) == "NO"
+    assert burned_in_status(read_testfile("RG1_UNCR.dcm")) == "NO"
+
+
+def test_header_json_round_trip_without_bulk_data():
+    ds = identified_dataset()
+    ds.add_new(0x7053_0010, "LO", PHILIPS)
+    ds.add_new(0x7053_1000, "DS", "0.003515736")
+    out = deid(ds)
+    out.add_new(0x00186011, "SQ", Sequence([Dataset()]))  # SequenceOfUltrasoundRegions, nested bulk
+    out[0x00186011].value[0].add_new(0x00420011, "OB", b"\x01" * 200_000)
+    out.add_new(0x00880200, "SQ", Sequence())
+    out.add_new(0x00189345, "FD", 12.5)  # CTDIvol
+    data = header_to_json(out)
+    text = json.dumps(data)
+    assert "SECRET" not in text
+    back = header_from_json(json.loads(text))
+    assert back.PatientName == PSEUDONYM
+    assert back.StudyInstanceUID == out.StudyInstanceUID
+    assert back.ReferencedImageSequence[0].ReferencedSOPInstanceUID == (
+        out.ReferencedImageSequence[0].ReferencedSOPInstanceUID
+    )
+    assert back[0x7053, 0x1000].value == out[0x7053, 0x1000].value
+    assert back.CTDIvol == 12.5
+    assert "PixelData" not in back
+    assert "EncapsulatedDocument" not in back[0x00186011].value[0]
+    assert len(text) < 100_000
+
+
+def test_header_json_of_real_file_drops_pixels():
+    ds = read_testfile("CT_small.dcm", pixels=True)
+    out = deid(ds)
+    out.PixelData = ds.PixelData  # even when a caller forgot to drop them
+    data = header_to_json(out)
+    assert "7FE00010" not in data
+    assert header_from_json(data).SeriesInstanceUID == out.SeriesInstanceUID
