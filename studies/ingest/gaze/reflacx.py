@@ -137,6 +137,8 @@ def _read_recording(
     if boolean(table, row_no, row, col, "eye_tracking_data_discarded"):
         return GazeSkipped(rec_id, "eye_tracking_data_discarded is true in " + table.name)
     dicom_id = cell(table, row_no, row, col, "dicom_id")
+    if not dicom_id or len(dicom_id) > 256:
+        raise IngestError(table.name, f"row {row_no}: no usable dicom_id: {dicom_id!r}", "dicom_id")
     width = number(table, row_no, row, col, "image_size_x")
     height = number(table, row_no, row, col, "image_size_y")
     for value, column in ((width, "image_size_x"), (height, "image_size_y")):
