@@ -96,3 +96,33 @@ def api_client():
         return client
 
     return client_for
+
+
+@pytest.fixture
+def redis_url() -> str:
+    url = os.environ.get("REDIS_URL", "")
+    if not url:
+        need_service("Redis", "set REDIS_URL=redis://127.0.0.1:6379/15")
+    import redis
+
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=2).ping()
+    except Exception as exc:
+        need_service("Redis", f"{url} does not answer ({exc})")
+    return url
+
+
+@pytest.fixture
+def celery_broker(redis_url):
+    """Point the Celery app at a real Redis broker (no in-process execution) for one test."""
+    from config.celery import app
+
+    old = (app.conf.broker_url, app.conf.task_always_eager)
+    app.conf.broker_url, app.conf.task_always_eager = redis_url, False
+    with app.connection_for_write() as conn:
+        conn.default_channel.queue_purge("default")
+    yield app
+    app.conf.broker_url, app.conf.task_always_eager = old
+    if app._pool is not None:
+        app._pool.force_close_all()
+        app._pool = None
