@@ -149,3 +149,20 @@ def packaged_scans() -> list[Path]:
             raise FileNotFoundError(f"{name}: install pydicom-data (pip install pydicom-data)")
         out.append(Path(found))
     return out
+
+
+DEMO_GAZE_WORDS = [
+    ("the", 0.8, 0.95), ("lungs", 0.95, 1.4), ("are", 1.4, 1.55), ("clear", 1.55, 2.0), (".", 2.0, 2.0),
+    ("heart", 2.9, 3.3), ("size", 3.3, 3.6), ("is", 3.6, 3.7), ("normal", 3.7, 4.2), (".", 4.2, 4.2),
+    ("no", 5.0, 5.15), ("pleural", 5.15, 5.6), ("effusion", 5.6, 6.2), (".", 6.2, 6.2),
+]  # fmt: skip
+
+
+def write_demo_gaze(root: Path) -> Path:
+    """A REFLACX-format recording of the demo radiograph ``RG1_UNCR.dcm`` (1841 x 1955 px)."""
+    from studies.ingest.gaze.synthetic import ReflacxSpec, write_reflacx
+
+    spec = ReflacxSpec(
+        id="P102R000001", dicom_id="RG1_UNCR", image_size=(1841, 1955), n_fixations=40, words=DEMO_GAZE_WORDS
+    )
+    return write_reflacx(root, recordings=[spec])
