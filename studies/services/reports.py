@@ -231,7 +231,7 @@ def _scrub_report(report: Report, study: Study | None, tokens: set[str], secret:
         value, n = _scrub(getattr(report, name), secret, hashes, tokens)
         setattr(report, name, value)
         total += n
-    own = {k: v for k, v in report.extra.items() if k not in {"scrubbed", "link_keys"}}
+    own = {k: v for k, v in report.extra.items() if k != "scrubbed"}
     scrubbed, n = _scrub(own, secret, hashes, tokens)
     report.extra = {**report.extra, **scrubbed, "scrubbed": int(report.extra.get("scrubbed", 0)) + n + total}
     return n + total
@@ -336,7 +336,9 @@ class _Importer:
             return
         existing = {
             r.external_id: r
-            for r in Report.objects.filter(project=self.project, external_id__in=[p[1] for p in planned])
+            for r in Report.objects.filter(
+                project=self.project, external_id__in=[p[1] for p in planned]
+            ).only("id", "external_id", "checksum", "study_id")
         }
         choice = {
             stored_id: _pick(self.resolver.candidates(keys), stored_id, self.summary.warnings)
@@ -348,6 +350,14 @@ class _Importer:
         studies = Study.objects.only("id", "identifier_hashes").in_bulk(wanted)
         with transaction.atomic():
             for data, stored_id, keys in planned:
+                self.summary.warnings.extend(data.warnings)
+                report = existing.get(stored_id)
+                same = report is not None and report.checksum == data.checksum
+                if same and (report.study_id or not choice[stored_id]):
+                    self.summary.skipped += 1  # nothing to do: no savepoint needed
+                    if not report.study_id:
+                        self.summary._unlinked(stored_id)
+                    continue
                 where = data.source_name + (
                     f" row {data.link_keys['row']}" if "row" in data.link_keys else ""
                 )
@@ -366,11 +376,11 @@ class _Importer:
         study_id: int | None,
         studies: dict[int, Study],
     ) -> None:
-        self.summary.warnings.extend(data.warnings)
         if report is not None and report.checksum == data.checksum:
             self.summary.skipped += 1
             if report.study_id is None and study_id:
-                _link_stored(report, studies[study_id], data.scrub_tokens, self.secret)
+                full = Report.objects.get(pk=report.pk)
+                _link_stored(full, studies[study_id], data.scrub_tokens, self.secret)
                 self.summary.linked += 1
             elif report.study_id is None:
                 self.summary._unlinked(stored_id)
@@ -459,6 +469,8 @@ def reports_import(
         done += len(chunk)
         if progress:
             progress(done, max(total, done))
+    if progress:
+        progress(max(total, done), max(total, done))
     return summary
 
 

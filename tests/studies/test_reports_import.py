@@ -284,6 +284,17 @@ def test_non_utf8_bytes_fall_back_with_a_warning(tmp_path, project):
     assert Report.objects.get(external_id="2").extra["warnings"]
 
 
+def test_utf16_and_lone_cr_line_endings(tmp_path):
+    utf16 = tmp_path / "u16.csv"
+    utf16.write_bytes(b"\xff\xfe" + "uid,findings\r\n1,Caf\u00e9 normal.\r\n".encode("utf-16-le"))
+    old_mac = tmp_path / "cr.csv"
+    old_mac.write_bytes(b'uid,findings\r1,Clear.\r2,"Two\rlines."\r')
+    (first,), errors = read_report_csv(utf16)
+    assert errors == [] and first.sections["findings"] == "Caf\u00e9 normal."
+    reports, errors = read_report_csv(old_mac)
+    assert errors == [] and [r.sections["findings"] for r in reports] == ["Clear.", "Two\nlines."]
+
+
 def test_duplicate_ids_and_empty_rows_fail_alone(tmp_path, project):
     path = write_csv(
         tmp_path / "dup.csv",

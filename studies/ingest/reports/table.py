@@ -55,6 +55,15 @@ def column_heading(name: str) -> str:
     return " ".join(words).upper() or name
 
 
+def _lines(fh: io.BufferedReader) -> Iterator[bytes]:
+    """Lines ending in LF, CRLF or a lone CR (old Mac exports)."""
+    for raw in fh:
+        if b"\r" in raw[:-2] or raw.endswith(b"\r"):
+            yield from raw.splitlines(keepends=True)
+        else:
+            yield raw
+
+
 def _decoded_lines(path: Path, fallback_lines: set[int]) -> Iterator[str]:
     """The file's lines as text: UTF-8 (BOM dropped) or UTF-16 with a BOM; a line that is not UTF-8 is
     decoded as cp1252, else latin-1, and its number added to ``fallback_lines``."""
@@ -64,7 +73,7 @@ def _decoded_lines(path: Path, fallback_lines: set[int]) -> Iterator[str]:
         if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
             yield from io.TextIOWrapper(fh, encoding="utf-16", errors="replace", newline="")
             return
-        for number, raw in enumerate(fh, 1):
+        for number, raw in enumerate(_lines(fh), 1):
             if number == 1:
                 raw = raw.removeprefix(codecs.BOM_UTF8)
             try:
@@ -75,6 +84,14 @@ def _decoded_lines(path: Path, fallback_lines: set[int]) -> Iterator[str]:
                     yield raw.decode("cp1252")
                 except UnicodeDecodeError:
                     yield raw.decode("latin-1")
+
+
+@dataclass(frozen=True)
+class _TextColumn:
+    index: int
+    name: str
+    section: str | None  # None: kept in ``extra`` under ``name``
+    heading: str  # in ``raw_text``
 
 
 def _find_column(header: list[str], name: str) -> int | None:
@@ -104,7 +121,7 @@ def _guess_id_column(header: list[str]) -> str | None:
 
 def _plan_columns(
     path: Path, header: list[str], id_column: str | None, text_columns: list[str] | None, layout: str | None
-) -> tuple[int, list[tuple[int, str]]] | IngestError:
+) -> tuple[int, list[_TextColumn]] | IngestError:
     """Index of the id column and ``(index, name)`` of the text columns, or the error that stops it."""
     if layout is not None and layout not in LAYOUTS:
         return IngestError(path, f"unknown layout {layout!r}; known: {', '.join(LAYOUTS)}", "layout")
@@ -132,8 +149,12 @@ def _plan_columns(
         )
     id_index = _find_column(header, id_name)
     assert id_index is not None
-    text = [(i, header[i]) for i in (_find_column(header, n) for n in wanted_text) if i is not None]
-    return id_index, [(i, name) for i, name in dict(text).items() if i != id_index]
+    indexes = dict.fromkeys(i for i in (_find_column(header, n) for n in wanted_text) if i is not None)
+    return id_index, [
+        _TextColumn(i, header[i], column_section(header[i]), column_heading(header[i]))
+        for i in indexes
+        if i != id_index
+    ]
 
 
 def _row_report(
@@ -141,7 +162,7 @@ def _row_report(
     cells: list[str],
     header: list[str],
     ids: tuple[int, str],
-    text: list[tuple[int, str]],
+    text: list[_TextColumn],
     row: int,
 ) -> ReportData | None:
     id_index, ext_id = ids
@@ -149,21 +170,20 @@ def _row_report(
     def cell(i: int) -> str:
         return clean(cells[i]) if i < len(cells) else ""
 
-    text_indexes = {i for i, _ in text}
-    mapped = any(column_section(name) for _, name in text)
+    text_indexes = {col.index for col in text}
+    mapped = any(col.section for col in text)
     sections = {name: "" for name in SECTIONS}
     extra: dict[str, Any] = {}
     paragraphs: list[str] = []
-    for i, name in text:
-        value = cell(i)
+    for col in text:
+        value = cell(col.index)
         if not value:
             continue
-        section = column_section(name)
-        paragraphs.append(f"{column_heading(name)}: {value}" if mapped or len(text) > 1 else value)
-        if section:
-            sections[section] = join(sections[section], value)
+        paragraphs.append(f"{col.heading}: {value}" if mapped or len(text) > 1 else value)
+        if col.section:
+            sections[col.section] = join(sections[col.section], value)
         elif mapped:
-            extra[name] = value
+            extra[col.name] = value
     if not paragraphs:
         return None
     raw_text = "\n\n".join(paragraphs)
@@ -252,7 +272,7 @@ def iter_report_csv(
             continue
         report = _row_report(path, cells, header, (id_index, ext_id), text, row)
         if report is None:
-            names = ", ".join(name for _, name in text)
+            names = ", ".join(col.name for col in text)
             yield IngestError(path, f"no report text in column(s) {names}", f"row {row}")
             continue
         seen[ext_id] = row
