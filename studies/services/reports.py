@@ -309,6 +309,10 @@ def _chunks(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
         yield chunk
 
 
+def _where(data: ReportData) -> str:
+    return data.source_name + (f" row {data.link_keys['row']}" if "row" in data.link_keys else "")
+
+
 class _Importer:
     def __init__(self, project: Project, link: str, resolver: _Resolver, summary: ReportImportSummary):
         self.project, self.link, self.resolver, self.summary = project, link, resolver, summary
@@ -322,15 +326,11 @@ class _Importer:
                 self.summary.errors.append(item.as_dict())
                 continue
             stored_id, keys = _keys_of(item, self.secret, self.link)
-            where = item.source_name + (f" row {item.link_keys['row']}" if "row" in item.link_keys else "")
             if stored_id in self.seen:
-                self.summary.errors.append(
-                    IngestError(
-                        where, f"duplicate report id {item.external_id!r} (also {self.seen[stored_id]})"
-                    ).as_dict()  # fmt: skip
-                )
+                reason = f"duplicate report id {item.external_id!r} (also {self.seen[stored_id]})"
+                self.summary.errors.append(IngestError(_where(item), reason).as_dict())
                 continue
-            self.seen[stored_id] = where
+            self.seen[stored_id] = _where(item)
             planned.append((item, stored_id, keys))
         if not planned:
             return
@@ -358,14 +358,11 @@ class _Importer:
                     if not report.study_id:
                         self.summary._unlinked(stored_id)
                     continue
-                where = data.source_name + (
-                    f" row {data.link_keys['row']}" if "row" in data.link_keys else ""
-                )
                 try:
                     with transaction.atomic():
-                        self._one(data, stored_id, keys, existing.get(stored_id), choice[stored_id], studies)
+                        self._one(data, stored_id, keys, report, choice[stored_id], studies)
                 except (DatabaseError, ValidationError, ValueError, TypeError) as exc:
-                    self.summary.errors.append(IngestError(where, f"not stored: {exc}").as_dict())
+                    self.summary.errors.append(IngestError(_where(data), f"not stored: {exc}").as_dict())
 
     def _one(
         self,
@@ -388,13 +385,13 @@ class _Importer:
         study = studies.get(study_id) if study_id else None
         if study is None and report is not None and report.study_id:
             study = studies.get(report.study_id)  # keep the earlier link when nothing matches now
-        link_keys = {"file": keys.file} if keys.file else {}
-        if keys.accession_hash:
-            link_keys["accession_hash"] = keys.accession_hash
-        if keys.study_uid:
-            link_keys["study_uid"] = keys.study_uid
-        if "row" in data.link_keys:
-            link_keys["row"] = data.link_keys["row"]
+        link_keys = {
+            "file": keys.file,
+            "accession_hash": keys.accession_hash,
+            "study_uid": keys.study_uid,
+            "row": data.link_keys.get("row", ""),
+        }
+        link_keys = {k: v for k, v in link_keys.items() if v}
         values = {
             "study": study,
             "source": data.source,

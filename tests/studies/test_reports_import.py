@@ -293,6 +293,8 @@ def test_utf16_and_lone_cr_line_endings(tmp_path):
     assert errors == [] and first.sections["findings"] == "Caf\u00e9 normal."
     reports, errors = read_report_csv(old_mac)
     assert errors == [] and [r.sections["findings"] for r in reports] == ["Clear.", "Two\nlines."]
+    tsv = write_csv(tmp_path / "r.tsv", ["uid", "impression"], [["5", "Normal, no change."]], delimiter="\t")
+    assert read_report_csv(tsv)[0][0].sections["impression"] == "Normal, no change."
 
 
 def test_duplicate_ids_and_empty_rows_fail_alone(tmp_path, project):

@@ -55,6 +55,10 @@ def column_heading(name: str) -> str:
     return " ".join(words).upper() or name
 
 
+def _delimiter(path: Path) -> str:
+    return "\t" if path.suffix.lower() == ".tsv" else ","
+
+
 def _lines(fh: io.BufferedReader) -> Iterator[bytes]:
     """Lines ending in LF, CRLF or a lone CR (old Mac exports)."""
     for raw in fh:
@@ -224,7 +228,7 @@ def iter_report_csv(
     fallback: set[int] = set()
     try:
         lines = _decoded_lines(path, fallback)
-        reader = csv.reader(lines, skipinitialspace=True)
+        reader = csv.reader(lines, delimiter=_delimiter(path), skipinitialspace=True)
         header: list[str] | None = None
         for header_row in reader:
             if any(c.strip() for c in header_row):
@@ -304,7 +308,7 @@ def read_report_csv(
 def count_csv_rows(path: str | Path) -> int:
     """Data rows of a CSV (quoted multi-line fields counted once), for progress reporting."""
     try:
-        reader = csv.reader(_decoded_lines(Path(path), set()), skipinitialspace=True)
+        reader = csv.reader(_decoded_lines(Path(path), set()), delimiter=_delimiter(Path(path)))
         return max(0, sum(1 for _ in reader) - 1)
     except (OSError, csv.Error):
         return 0
