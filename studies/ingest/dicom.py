@@ -1,0 +1,288 @@
+"""DICOM reading without the database: headers, series grouping, and one series' pixels as a Volume.
+
+``dicom_read_headers`` reads each file once (sha256 of its bytes, header parsed from memory, pixel data
+not decoded and not kept), ``dicom_group_series`` groups headers by original SeriesInstanceUID, and
+``dicom_load_series`` builds the canonical volume: array ``(X, Y, Z)`` (X = image column, Y = image row,
+Z = slices ordered along the slice normal) or ``(X, Y)`` for radiographs, Fortran-ordered, values
+rescaled (CT in Hounsfield units), affine voxel -> RAS+ mm. Geometry rules: ``dicom_geometry``; pixel
+decoding: ``dicom_pixels``; metadata: ``dicom_meta``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pydicom
+from pydicom.dataset import Dataset
+
+from studies.ingest.dicom_geometry import Frame, frames_of, numbers, plane_geometry, stack_geometry
+from studies.ingest.dicom_meta import burned_in, pet_meta, text, window_meta
+from studies.ingest.dicom_pixels import (
+    LOCATION_ATTR,
+    PIXEL_TAGS,
+    VolumeFiller,
+    iter_frames,
+    pixel_location,
+    stored_range,
+    transfer_syntax,
+)
+from studies.ingest.types import DicomFile, IngestError, Volume
+
+__all__ = ["dicom_group_series", "dicom_load_series", "dicom_read_headers"]
+
+# Projection radiography: a single instance is a 2D image even when it carries a position.
+PROJECTION_MODALITIES = {"CR", "DX", "MG", "IO", "PX", "RG", "DG"}
+MEDIA_DIRECTORY = "1.2.840.10008.1.3.10"
+
+
+def dicom_read_headers(paths: Iterable[str | os.PathLike[str]]) -> tuple[list[DicomFile], list[IngestError]]:
+    """Read the header of each file; never raises for a bad file.
+
+    Each file is read once: its bytes give ``checksum`` (sha256) and the parsed header. The pixel data
+    element is dropped from ``header`` (only where it lies in the file is remembered, for
+    ``dicom_load_series``); ``has_pixels`` says whether there was one. ``position``/``orientation`` are
+    ImagePositionPatient (LPS mm) / ImageOrientationPatient, for Enhanced multi-frame files those of the
+    first frame. Returns (headers, errors): an error per non-DICOM, truncated or unusable file (no
+    SOPInstanceUID or SeriesInstanceUID), naming the file and reason.
+    """
+    files: list[DicomFile] = []
+    errors: list[IngestError] = []
+    for p in paths:
+        path = Path(p)
+        try:
+            files.append(_read_header(path))
+        except IngestError as exc:
+            errors.append(exc)
+        except Exception as exc:  # a malformed file must never stop the others
+            errors.append(IngestError(path, f"not a readable DICOM file ({type(exc).__name__}: {exc})"))
+    return files, errors
+
+
+def _looks_like_bare_dataset(data: bytes) -> bool:
+    """DICOM written without the 128-byte preamble and 'DICM' (old ACR-NEMA style writers)."""
+    if len(data) < 8:
+        return False
+    group = int.from_bytes(data[0:2], "little")
+    return group in (0x0002, 0x0008)
+
+
+def _read_header(path: Path) -> DicomFile:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise IngestError(path, f"cannot be read ({exc.strerror or exc})") from exc
+    checksum = hashlib.sha256(data).hexdigest()
+    force = False
+    if len(data) < 132 or data[128:132] != b"DICM":
+        if not _looks_like_bare_dataset(data):
+            raise IngestError(path, "not a DICOM file (no 'DICM' marker at byte 128)")
+        force = True
+    try:
+        ds = pydicom.dcmread(io.BytesIO(data), force=force)
+        location, problem = pixel_location(ds, len(data))
+    except Exception as exc:
+        raise IngestError(path, f"not a readable DICOM file ({type(exc).__name__}: {exc})") from exc
+    if problem:
+        raise IngestError(path, problem, "PixelData")
+    for tag in PIXEL_TAGS:
+        if tag in ds:
+            del ds[tag]
+    ds.buffer = None  # do not keep the file's bytes alive through the header
+    ds.filename = str(path)
+    ds.fileobj_type = open
+    if location is not None:
+        setattr(ds, LOCATION_ATTR, location)
+    del data
+    media_class = text(ds.file_meta.get("MediaStorageSOPClassUID")) if ds.get("file_meta") else ""
+    if media_class == MEDIA_DIRECTORY:
+        raise IngestError(path, "a DICOMDIR (media directory), not an image instance", "SOPClassUID")
+    sop_uid = text(ds.get("SOPInstanceUID"))
+    series_uid = text(ds.get("SeriesInstanceUID"))
+    if not sop_uid:
+        raise IngestError(path, "SOPInstanceUID is missing", "SOPInstanceUID")
+    if not series_uid:
+        raise IngestError(path, "SeriesInstanceUID is missing", "SeriesInstanceUID")
+    position, orientation = _first_frame_plane(ds, path)
+    return DicomFile(
+        path=path,
+        checksum=checksum,
+        sop_uid=sop_uid,
+        series_uid=series_uid,
+        study_uid=text(ds.get("StudyInstanceUID")),
+        modality=text(ds.get("Modality")).upper(),
+        header=ds,
+        rows=_int_or_none(ds.get("Rows")),
+        columns=_int_or_none(ds.get("Columns")),
+        number_of_frames=max(1, _int_or_none(ds.get("NumberOfFrames")) or 1),
+        position=position,  # type: ignore[arg-type]
+        orientation=orientation,
+        has_pixels=location is not None,
+    )
+
+
+def _int_or_none(value: Any) -> int | None:
+    try:
+        return int(value) if value not in (None, "") else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _first_frame_plane(ds: Dataset, path: Path) -> tuple[tuple[float, ...] | None, tuple[float, ...] | None]:
+    position = numbers(ds.get("ImagePositionPatient"), 3, path, "ImagePositionPatient")
+    orientation = numbers(ds.get("ImageOrientationPatient"), 6, path, "ImageOrientationPatient")
+    groups = []
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence")
+    shared = ds.get("SharedFunctionalGroupsSequence")
+    if per_frame:
+        groups.append(per_frame[0])
+    if shared:
+        groups.append(shared[0])
+    for item in groups:
+        plane = item.get("PlanePositionSequence")
+        if position is None and plane:
+            position = numbers(plane[0].get("ImagePositionPatient"), 3, path, "ImagePositionPatient")
+        orient = item.get("PlaneOrientationSequence")
+        if orientation is None and orient:
+            orientation = numbers(
+                orient[0].get("ImageOrientationPatient"), 6, path, "ImageOrientationPatient"
+            )
+    return position, orientation
+
+
+def dicom_group_series(files: Iterable[DicomFile]) -> dict[str, list[DicomFile]]:
+    """Headers grouped by their original SeriesInstanceUID, series and files in the order first seen."""
+    groups: dict[str, list[DicomFile]] = {}
+    for f in files:
+        groups.setdefault(f.series_uid, []).append(f)
+    return groups
+
+
+def dicom_load_series(files: Sequence[DicomFile]) -> Volume:
+    """Decode one series into a canonical :class:`Volume`.
+
+    3D: ``array`` ``(X, Y, Z)``, slices ordered by position along the slice normal (not InstanceNumber),
+    Z spacing the median step (uneven steps and likely missing slices are reported in ``warnings``);
+    Enhanced multi-frame files contribute one slice per frame. 2D (projection radiographs, or a single
+    instance without ImagePositionPatient): ``array`` ``(X, Y)``, affine ``diag(-sx, -sy, 1, 1)``.
+    Values: ``stored * RescaleSlope + RescaleIntercept`` per slice, int16 when every value is an integer
+    in int16 range, else float32; MONOCHROME1 is inverted over the stored range so higher is brighter;
+    colour images become luma. Raises IngestError naming the file and field (no pixel data, differing
+    image sizes or orientations, slices at the same position, undecodable pixel data).
+    """
+    warnings: list[str] = []
+    files = _unique_instances(files, warnings)
+    if not files:
+        raise IngestError("", "empty series: no DICOM files")
+    first = files[0]
+    for f in files:
+        if not f.has_pixels:
+            raise IngestError(f.path, "no pixel data: not an image instance", "PixelData")
+        if f.rows is None or f.columns is None:
+            raise IngestError(f.path, "Rows or Columns is missing", "Rows")
+    for f in files[1:]:
+        if (f.rows, f.columns) != (first.rows, first.columns):
+            raise IngestError(
+                f.path,
+                f"image size {f.rows}x{f.columns} (rows x columns) differs from {first.rows}x{first.columns} "
+                f"of {first.path.name}",
+                "Rows" if f.rows != first.rows else "Columns",
+            )
+    frames = frames_of(list(files))
+    modality = first.modality or "OT"
+    two_d = len(frames) == 1 and (modality in PROJECTION_MODALITIES or frames[0].position is None)
+    geometry = plane_geometry(frames[0]) if two_d else stack_geometry(frames)
+    warnings.extend(geometry.warnings)
+    rows, cols = int(first.rows), int(first.columns)  # type: ignore[arg-type]
+    integral = all(float(fr.slope).is_integer() and float(fr.intercept).is_integer() for fr in frames)
+    integral = integral and not any(_has_float_pixels(f) for f in files)
+    filler = VolumeFiller((cols, rows) if two_d else (cols, rows, len(frames)), integral=integral)
+    slot = {(frames[i].file_index, frames[i].frame): k for k, i in enumerate(geometry.order)}
+    by_key = {(fr.file_index, fr.frame): fr for fr in frames}
+    colour = False
+    for index, f in enumerate(files):
+        photometric = text(f.header.get("PhotometricInterpretation")).upper()
+        colour = colour or photometric not in ("MONOCHROME1", "MONOCHROME2", "")
+        invert = stored_range(f.header) if photometric == "MONOCHROME1" else None
+        decoded = 0
+        for i, pixels in enumerate(iter_frames(f)):
+            fr = by_key.get((index, i))
+            if fr is None:
+                break
+            if pixels.shape != (rows, cols):
+                raise IngestError(
+                    f.path, f"decoded frame {i + 1} is {pixels.shape}, not {(rows, cols)}", "PixelData"
+                )
+            k = None if two_d else slot[(index, i)]
+            filler.put(k, pixels, slope=fr.slope, intercept=fr.intercept, invert_range=invert)
+            decoded += 1
+        if decoded < f.number_of_frames:
+            raise IngestError(
+                f.path,
+                f"pixel data holds {decoded} frames, NumberOfFrames says {f.number_of_frames}",
+                "PixelData",
+            )
+    if colour:
+        warnings.append(
+            f"colour image ({text(first.header.get('PhotometricInterpretation'))}) converted to grayscale"
+        )
+    return Volume(
+        array=filler.array,
+        affine=geometry.affine,
+        spacing=tuple(float(s) for s in geometry.spacing),
+        modality=modality,
+        warnings=warnings,
+        meta=_series_meta(files, frames[geometry.order[0]], two_d),
+        burned_in_annotation=burned_in(list(files)),
+        series_description=text(first.header.get("SeriesDescription")),
+    )
+
+
+def _has_float_pixels(f: DicomFile) -> bool:
+    location = getattr(f.header, LOCATION_ATTR, None)
+    return location is not None and location.tag != 0x7FE00010
+
+
+def _unique_instances(files: Sequence[DicomFile], warnings: list[str]) -> list[DicomFile]:
+    """Drop a second copy of an instance (same SOPInstanceUID and bytes); differing copies are an error."""
+    seen: dict[str, DicomFile] = {}
+    out: list[DicomFile] = []
+    for f in files:
+        other = seen.get(f.sop_uid)
+        if other is None:
+            seen[f.sop_uid] = f
+            out.append(f)
+        elif other.checksum == f.checksum:
+            warnings.append(f"{f.path.name} is a copy of {other.path.name} (same instance): ignored")
+        else:
+            raise IngestError(
+                f.path, f"same SOPInstanceUID as {other.path.name} but different content", "SOPInstanceUID"
+            )
+    return out
+
+
+def _series_meta(files: Sequence[DicomFile], first_slice: Frame, two_d: bool) -> dict[str, Any]:
+    header = files[0].header
+    photometric = text(header.get("PhotometricInterpretation")).upper()
+    meta: dict[str, Any] = {
+        "photometric": photometric,
+        "transfer_syntax": str(transfer_syntax(header)),
+        "instance_count": len(files),
+        "frame_count": sum(max(1, f.number_of_frames) for f in files),
+        "manufacturer": text(header.get("Manufacturer")),
+    }
+    invert_about = None
+    if photometric == "MONOCHROME1":
+        lo, hi = stored_range(header) or (0, 0)
+        invert_about = first_slice.slope * (lo + hi) + 2 * first_slice.intercept
+        meta["inverted"] = True
+    windows = window_meta(first_slice, invert_about)
+    if windows:
+        meta["window"] = windows
+    if files[0].modality == "PT":
+        meta["pet"] = pet_meta(list(files))
+    return meta

@@ -1,0 +1,307 @@
+"""DICOM pixel data: where it lies in the file, decoding it frame by frame, and writing rescaled frames
+into a Fortran-ordered volume.
+
+``dicom_read_headers`` parses each file once from memory and drops the pixel data from the header; it
+records where the pixel data element's value lies in the file (:class:`PixelLocation`, kept on the header
+as the plain Python attribute ``_groundlab_pixels``) so that loading reads just those bytes again, without
+a second header parse. A header without that attribute (copied, or made elsewhere) is read again whole.
+
+Frames come out as ``(rows, columns)`` arrays of stored values (pydicom's decoders for compressed transfer
+syntaxes, ``numpy.frombuffer`` for native little-endian grayscale data), and :class:`VolumeFiller` writes
+``value * slope + intercept`` of each into ``array[:, :, k]`` (X = column, Y = row) of a volume it owns.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.pixels import apply_color_lut, convert_color_space, get_decoder
+from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+from studies.ingest.types import DicomFile, IngestError
+
+PIXEL_TAGS = {0x7FE00010: "PixelData", 0x7FE00008: "FloatPixelData", 0x7FE00009: "DoubleFloatPixelData"}
+LOCATION_ATTR = "_groundlab_pixels"
+_NATIVE_LE = {ExplicitVRLittleEndian, ImplicitVRLittleEndian}
+_PIXEL_MODULE = (
+    "SamplesPerPixel",
+    "PhotometricInterpretation",
+    "PlanarConfiguration",
+    "Rows",
+    "Columns",
+    "BitsAllocated",
+    "BitsStored",
+    "HighBit",
+    "PixelRepresentation",
+    "NumberOfFrames",
+    "ExtendedOffsetTable",
+    "ExtendedOffsetTableLengths",
+    "RedPaletteColorLookupTableDescriptor",
+    "GreenPaletteColorLookupTableDescriptor",
+    "BluePaletteColorLookupTableDescriptor",
+    "RedPaletteColorLookupTableData",
+    "GreenPaletteColorLookupTableData",
+    "BluePaletteColorLookupTableData",
+    "SegmentedRedPaletteColorLookupTableData",
+    "SegmentedGreenPaletteColorLookupTableData",
+    "SegmentedBluePaletteColorLookupTableData",
+)
+_LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601, as Pillow's RGB -> L
+
+
+@dataclass(frozen=True)
+class PixelLocation:
+    """Where a pixel data element's value lies in its file: ``offset`` and ``length`` in bytes."""
+
+    tag: int
+    offset: int
+    length: int
+    file_size: int
+
+
+def transfer_syntax(header: Dataset) -> UID:
+    meta = getattr(header, "file_meta", None)
+    uid = meta.get("TransferSyntaxUID") if meta is not None else None
+    return UID(str(uid)) if uid else ImplicitVRLittleEndian
+
+
+def pixel_location(ds: Dataset, data_size: int) -> tuple[PixelLocation | None, str | None]:
+    """Locate and check the top-level pixel data of a dataset parsed from a file's bytes.
+
+    Returns ``(location, problem)``: location is None where the file has no pixel data (or is deflated, so
+    offsets do not match the file); problem names a truncation.
+    """
+    for tag, keyword in PIXEL_TAGS.items():
+        if tag not in ds:
+            continue
+        raw = ds.get_item(tag)
+        value = raw.value if raw is not None else None
+        if value is None or len(value) == 0:
+            return None, None
+        declared = getattr(raw, "length", len(value))
+        if declared != 0xFFFFFFFF and len(value) < declared:
+            return None, f"file is truncated: {keyword} holds {len(value)} of {declared} bytes"
+        expected = _native_size(ds, keyword)
+        if tag == 0x7FE00010 and transfer_syntax(ds).is_encapsulated:
+            expected = None
+        if expected is not None and len(value) < expected:
+            return None, f"file is truncated: {keyword} holds {len(value)} bytes, the image needs {expected}"
+        offset = getattr(raw, "value_tell", None)
+        if offset is None or transfer_syntax(ds) == DeflatedExplicitVRLittleEndian:
+            return PixelLocation(tag, -1, len(value), data_size), None
+        return PixelLocation(tag, int(offset), len(value), data_size), None
+    return None, None
+
+
+def _native_size(ds: Dataset, keyword: str) -> int | None:
+    try:
+        rows, cols = int(ds.Rows), int(ds.Columns)
+        frames = int(ds.get("NumberOfFrames") or 1)
+        samples = int(ds.get("SamplesPerPixel") or 1)
+        bits = {"PixelData": int(ds.BitsAllocated), "FloatPixelData": 32, "DoubleFloatPixelData": 64}[keyword]
+    except (AttributeError, TypeError, ValueError):
+        return None
+    return (rows * cols * frames * samples * bits + 7) // 8
+
+
+def _read_pixel_bytes(f: DicomFile) -> tuple[int, bytes]:
+    """The raw pixel data element value of ``f`` (bytes exactly as pydicom would hold them)."""
+    loc: PixelLocation | None = getattr(f.header, LOCATION_ATTR, None)
+    try:
+        if loc is not None and loc.offset >= 0:
+            if os.path.getsize(f.path) != loc.file_size:
+                raise IngestError(f.path, "file changed since its header was read")
+            with open(f.path, "rb") as fh:
+                fh.seek(loc.offset)
+                data = fh.read(loc.length)
+            if len(data) != loc.length:
+                raise IngestError(f.path, "file is truncated", "PixelData")
+            return loc.tag, data
+        ds = pydicom.dcmread(f.path)
+    except IngestError:
+        raise
+    except Exception as exc:  # unreadable now: removed, permissions, broken
+        raise IngestError(f.path, f"could not read pixel data: {exc}", "PixelData") from exc
+    for tag in PIXEL_TAGS:
+        if tag in ds:
+            return tag, ds[tag].value
+    raise IngestError(f.path, "no pixel data", "PixelData")
+
+
+def _pixel_dataset(f: DicomFile, tag: int, data: bytes) -> Dataset:
+    """A small dataset with just the image pixel module and pixel data, for pydicom's decoders."""
+    pds = Dataset()
+    pds.file_meta = FileMetaDataset()
+    pds.file_meta.TransferSyntaxUID = transfer_syntax(f.header)
+    for keyword in _PIXEL_MODULE:
+        elem = f.header.get(keyword)
+        if elem is not None:
+            pds[keyword] = f.header[keyword]
+    encapsulated = pds.file_meta.TransferSyntaxUID.is_encapsulated
+    vr = {0x7FE00008: "OF", 0x7FE00009: "OD"}.get(tag, "OB" if encapsulated else "OW")
+    pds.add_new(tag, vr, data)
+    return pds
+
+
+def iter_frames(f: DicomFile) -> Iterator[np.ndarray]:
+    """Yield the frames of one file in file order, each decoded once.
+
+    Each frame is ``(rows, columns)`` of stored values: integers (bits beyond BitsStored cleared, signed
+    values sign-extended) or floats (Float/DoubleFloatPixelData). Colour frames become gray: the Y channel
+    of YBR_FULL(_422) data, else luma ``0.299 R + 0.587 G + 0.114 B`` of RGB (palette colour through its
+    lookup table, 16-bit tables scaled to 8 bits), rounded.
+    """
+    tag, data = _read_pixel_bytes(f)
+    ds = f.header
+    tsyntax = transfer_syntax(ds)
+    if tsyntax == DeflatedExplicitVRLittleEndian:  # pixel bytes were read from the inflated dataset
+        tsyntax = ExplicitVRLittleEndian
+    rows, cols, nframes = int(ds.Rows), int(ds.Columns), max(1, f.number_of_frames)
+    samples = int(ds.get("SamplesPerPixel") or 1)
+    photometric = str(ds.get("PhotometricInterpretation", "")).upper()
+    if tsyntax in _NATIVE_LE and samples == 1 and photometric != "PALETTE COLOR":
+        fast = _native_frames(f, tag, data, rows, cols, nframes)
+        if fast is not None:
+            yield from fast
+            return
+    decoder = get_decoder(tsyntax)
+    if not decoder.is_available:
+        name = getattr(tsyntax, "name", str(tsyntax))
+        raise IngestError(f.path, f"no decoder is installed for transfer syntax {name}", "TransferSyntaxUID")
+    pds = _pixel_dataset(f, tag, data)
+    del data
+    try:
+        for arr, meta in decoder.iter_array(pds, as_rgb=False):
+            yield _to_gray(arr, pds, str(meta.get("photometric_interpretation", photometric)).upper())
+    except IngestError:
+        raise
+    except Exception as exc:
+        raise IngestError(f.path, f"pixel data cannot be decoded: {exc}", "PixelData") from exc
+
+
+def _native_frames(
+    f: DicomFile, tag: int, data: bytes, rows: int, cols: int, nframes: int
+) -> list[np.ndarray] | None:
+    ds = f.header
+    if tag == 0x7FE00008:
+        dtype = np.dtype("<f4")
+    elif tag == 0x7FE00009:
+        dtype = np.dtype("<f8")
+    else:
+        bits = int(ds.get("BitsAllocated") or 0)
+        if bits not in (8, 16, 32):
+            return None  # 1-bit and odd sizes: pydicom's native decoder
+        kind = "i" if int(ds.get("PixelRepresentation") or 0) == 1 else "u"
+        dtype = np.dtype(f"<{kind}{bits // 8}")
+    count = rows * cols * nframes
+    if len(data) < count * dtype.itemsize:
+        raise IngestError(
+            f.path,
+            f"pixel data holds {len(data)} bytes, the image needs {count * dtype.itemsize}",
+            "PixelData",
+        )
+    arr = np.frombuffer(data, dtype=dtype, count=count).reshape(nframes, rows, cols)
+    if dtype.kind in "iu":
+        stored = int(ds.get("BitsStored") or dtype.itemsize * 8)
+        shift = dtype.itemsize * 8 - stored
+        if 0 < shift < dtype.itemsize * 8:
+            if dtype.kind == "i":  # sign-extend from BitsStored
+                arr = (arr << shift) >> shift
+            elif int(arr.max()) >> stored:
+                arr = arr & np.array((1 << stored) - 1, dtype=dtype)
+    return list(arr)
+
+
+def _to_gray(arr: np.ndarray, pds: Dataset, photometric: str) -> np.ndarray:
+    """One decoded frame as gray ``(rows, columns)``; ``photometric`` is the decoder's output space."""
+    if photometric == "PALETTE COLOR" and arr.ndim == 2:
+        arr = apply_color_lut(arr, pds)
+        descriptor = pds.get("RedPaletteColorLookupTableDescriptor")
+        if descriptor is not None and int(descriptor[2]) == 16:
+            arr = arr >> 8
+        photometric = "RGB"
+    if arr.ndim == 2:
+        return arr
+    if photometric.startswith("YBR_FULL"):
+        return arr[..., 0]
+    if photometric != "RGB":
+        arr = convert_color_space(arr, photometric, "RGB")
+    rgb = arr[..., :3].astype(np.float64)
+    gray = np.rint(rgb[..., 0] * _LUMA[0] + rgb[..., 1] * _LUMA[1] + rgb[..., 2] * _LUMA[2])
+    return gray.astype(np.int32) if arr.dtype.kind in "iu" and arr.dtype.itemsize <= 2 else gray
+
+
+class VolumeFiller:
+    """Owns the output array and writes rescaled frames into it.
+
+    ``shape`` is ``(X, Y)`` or ``(X, Y, Z)`` (X = column, Y = row); the array is Fortran-ordered so that
+    ``array[:, :, k].T`` is a C-contiguous ``(rows, columns)`` view of slice k. The dtype is int16 while
+    every value written is an integer in int16 range, else float32: an int16 array is upgraded once, when
+    a frame does not fit (peak memory then volume int16 + float32 bytes).
+    """
+
+    def __init__(self, shape: tuple[int, ...], *, integral: bool):
+        self.array = np.empty(shape, dtype=np.int16 if integral else np.float32, order="F")
+
+    def put(
+        self,
+        k: int | None,
+        frame: np.ndarray,
+        *,
+        slope: float = 1.0,
+        intercept: float = 0.0,
+        invert_range: tuple[int, int] | None = None,
+    ) -> None:
+        """Write ``frame * slope + intercept`` (frame: rows, columns) into slice k (None: a 2D volume).
+
+        ``invert_range`` (MONOCHROME1): stored values v become ``lo + hi - v`` before the rescale.
+        """
+        if frame.ndim != 2:
+            raise ValueError(f"frame must be 2D, got shape {frame.shape}")
+        if invert_range is not None:
+            lo, hi = invert_range
+            wide = np.int64 if frame.dtype.kind in "iub" else np.float64
+            frame = (lo + hi) - frame.astype(wide)
+        integral = frame.dtype.kind in "iub" and float(slope).is_integer() and float(intercept).is_integer()
+        target = self.array.T if k is None else self.array[:, :, k].T
+        if integral and self.array.dtype == np.int16:
+            if frame.size == 0:
+                return
+            ends = (int(frame.min()) * slope + intercept, int(frame.max()) * slope + intercept)
+            if -32768 <= min(ends) and max(ends) <= 32767:
+                if slope == 1 and intercept == 0:
+                    target[...] = frame
+                else:
+                    values = frame.astype(np.int32)
+                    if slope != 1:
+                        values *= int(slope)
+                    if intercept != 0:
+                        values += int(intercept)
+                    target[...] = values
+                return
+        if self.array.dtype == np.int16:
+            self.array = self.array.astype(np.float32, order="F")
+            target = self.array.T if k is None else self.array[:, :, k].T
+        if slope == 1 and intercept == 0:
+            target[...] = frame
+        else:
+            target[...] = frame * float(slope) + float(intercept)
+
+
+def stored_range(header: Any) -> tuple[int, int] | None:
+    """The range of stored integer values that BitsStored and PixelRepresentation allow."""
+    try:
+        bits = int(header.get("BitsStored") or header.get("BitsAllocated"))
+    except (TypeError, ValueError):
+        return None
+    if not 1 <= bits <= 32:
+        return None
+    if int(header.get("PixelRepresentation") or 0) == 1:
+        return -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    return 0, (1 << bits) - 1
