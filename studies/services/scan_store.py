@@ -12,6 +12,7 @@ from django.db import IntegrityError, transaction
 from core.models import Project
 from core.storage import project_key, sha256_bytes, storage_delete_all, storage_put_file, storage_save_bytes
 from studies import pseudonyms
+from studies.ingest.load import LoadedScan as Loaded
 from studies.ingest.types import DicomFile, IngestError
 from studies.models import Patient, PatientIdentity, Scan, ScanSource, SourceFormat, Study
 from studies.scrub import identifier_hashes
@@ -30,24 +31,6 @@ class Unit:
     sop_uids: list[str]  # remapped; empty for non-DICOM
     dicom: list[DicomFile] = field(default_factory=list)
     modality: str = ""
-
-
-@dataclass
-class Loaded:
-    """A unit read and written to a scratch NIfTI file (returned from worker processes: no arrays)."""
-
-    nifti_path: Path
-    thumbnail: bytes
-    shape: list[int]
-    spacing: list[float]
-    affine: list[list[float]]
-    dtype: str
-    modality: str
-    warnings: list[str]
-    meta: dict[str, Any]
-    burned_in_annotation: str
-    series_description: str
-    instances: list[dict[str, Any]] = field(default_factory=list)
 
 
 def scan_summary(scan: Scan) -> dict[str, Any]:

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.db import connections
 
 from core.models import Project
 from core.storage import (
@@ -26,9 +25,10 @@ from core.storage import (
 )
 from studies import pseudonyms
 from studies.ingest.files import FoundFile, file_kind, files_collect
-from studies.ingest.types import DicomFile, IngestError, Volume
+from studies.ingest.load import load_unit_safe
+from studies.ingest.types import IngestError
 from studies.models import Scan, ScanSource
-from studies.services.scan_store import Loaded, Unit, scan_store, scan_summary
+from studies.services.scan_store import Unit, scan_store, scan_summary
 
 log = logging.getLogger(__name__)
 
@@ -48,67 +48,6 @@ class IngestSummary:
 
     def counts(self) -> dict[str, int]:
         return {"stored": len(self.stored), "duplicates": len(self.duplicates), "errors": len(self.errors)}
-
-
-def _volume_to_loaded(volume: Volume, out_dir: Path, modality: str) -> Loaded:
-    from studies.ingest.volume_io import thumbnail_png, volume_write_nifti
-
-    nifti_path = out_dir / "image.nii.gz"
-    volume_write_nifti(volume, nifti_path)
-    thumb = thumbnail_png(volume, modality=modality or volume.modality)
-    return Loaded(
-        nifti_path=nifti_path,
-        thumbnail=thumb,
-        shape=[int(n) for n in volume.array.shape],
-        spacing=[float(s) for s in volume.spacing],
-        affine=[[float(v) for v in row] for row in volume.affine],
-        dtype=str(volume.array.dtype),
-        modality=modality or volume.modality,
-        warnings=list(volume.warnings),
-        meta=dict(volume.meta),
-        burned_in_annotation=volume.burned_in_annotation,
-        series_description=volume.series_description,
-    )
-
-
-def _load_unit(
-    kind: str, paths: list[Path], dicom: list[DicomFile] | None, modality: str, out_dir: Path
-) -> Loaded:
-    """Read one unit and write its canonical NIfTI under ``out_dir`` (runs in a worker process)."""
-    if kind == "dicom":
-        from studies.ingest.dicom import dicom_load_series, dicom_read_headers
-
-        if not dicom:
-            dicom, errors = dicom_read_headers(paths)
-            if errors:
-                raise errors[0]
-        volume = dicom_load_series(dicom)
-    elif kind == "nifti":
-        from studies.ingest.images import nifti_load
-
-        volume = nifti_load(paths[0])
-    else:
-        from studies.ingest.images import raster_load
-
-        volume = raster_load(paths[0])
-    if modality:
-        volume.modality = modality
-    loaded = _volume_to_loaded(volume, out_dir, modality)
-    del volume
-    return loaded
-
-
-def _load_unit_safe(args: tuple) -> Loaded | IngestError:
-    kind, paths, dicom, modality, out_dir, label = args
-    try:
-        return _load_unit(kind, paths, dicom, modality, out_dir)
-    except IngestError as exc:
-        return exc
-    except MemoryError:
-        return IngestError(label, "not enough memory to read this series")
-    except Exception as exc:  # a reader bug must not take the whole ingest down
-        log.exception("reading %s failed", label)
-        return IngestError(label, f"could not be read: {type(exc).__name__}: {exc}")
 
 
 def _worker_count(units: int, workers: int | None) -> int:
@@ -248,13 +187,16 @@ def _units_run(
             dicom = unit.dicom if n_workers == 1 else None  # workers re-read headers: no pickled datasets
             jobs.append((unit.kind, unit.paths, dicom, unit.modality, out_dir, unit.label))
         if n_workers == 1:
-            results = (_load_unit_safe(job) for job in jobs)
+            results = (load_unit_safe(job) for job in jobs)
             _store_results(project, units, results, summary, progress, study_pattern)
         else:
-            connections.close_all()  # no database sockets shared with forked children
-            ctx = multiprocessing.get_context("fork")
+            # forkserver: workers start clean, sharing no database sockets with this process
+            ctx = multiprocessing.get_context("forkserver")
+            ctx.set_forkserver_preload(
+                ["studies.ingest.load", "studies.ingest.dicom", "studies.ingest.volume_io"]
+            )
             with ProcessPoolExecutor(max_workers=n_workers, mp_context=ctx) as pool:
-                results = pool.map(_load_unit_safe, jobs)
+                results = pool.map(load_unit_safe, jobs)
                 _store_results(project, units, results, summary, progress, study_pattern)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

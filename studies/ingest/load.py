@@ -1,0 +1,92 @@
+"""Reading one scan unit into a scratch NIfTI file: the part of ingest that runs in worker processes.
+
+No Django here: worker processes start clean (forkserver) and import only this module's needs.
+"""
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from studies.ingest.types import DicomFile, IngestError, Volume
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LoadedScan:
+    """A unit read and written to a scratch NIfTI file (returned from worker processes: no arrays)."""
+
+    nifti_path: Path
+    thumbnail: bytes
+    shape: list[int]
+    spacing: list[float]
+    affine: list[list[float]]
+    dtype: str
+    modality: str
+    warnings: list[str]
+    meta: dict[str, Any]
+    burned_in_annotation: str
+    series_description: str
+    instances: list[dict[str, Any]] = field(default_factory=list)
+
+
+def volume_to_loaded(volume: Volume, out_dir: Path, modality: str) -> LoadedScan:
+    from studies.ingest.volume_io import thumbnail_png, volume_write_nifti
+
+    nifti_path = out_dir / "image.nii.gz"
+    volume_write_nifti(volume, nifti_path)
+    thumb = thumbnail_png(volume, modality=modality or volume.modality)
+    return LoadedScan(
+        nifti_path=nifti_path,
+        thumbnail=thumb,
+        shape=[int(n) for n in volume.array.shape],
+        spacing=[float(s) for s in volume.spacing],
+        affine=[[float(v) for v in row] for row in volume.affine],
+        dtype=str(volume.array.dtype),
+        modality=modality or volume.modality,
+        warnings=list(volume.warnings),
+        meta=dict(volume.meta),
+        burned_in_annotation=volume.burned_in_annotation,
+        series_description=volume.series_description,
+    )
+
+
+def load_unit(
+    kind: str, paths: list[Path], dicom: list[DicomFile] | None, modality: str, out_dir: Path
+) -> LoadedScan:
+    """Read one unit and write its canonical NIfTI under ``out_dir`` (runs in a worker process)."""
+    if kind == "dicom":
+        from studies.ingest.dicom import dicom_load_series, dicom_read_headers
+
+        if not dicom:
+            dicom, errors = dicom_read_headers(paths)
+            if errors:
+                raise errors[0]
+        volume = dicom_load_series(dicom)
+    elif kind == "nifti":
+        from studies.ingest.images import nifti_load
+
+        volume = nifti_load(paths[0])
+    else:
+        from studies.ingest.images import raster_load
+
+        volume = raster_load(paths[0])
+    if modality:
+        volume.modality = modality
+    loaded = volume_to_loaded(volume, out_dir, modality)
+    del volume
+    return loaded
+
+
+def load_unit_safe(args: tuple) -> LoadedScan | IngestError:
+    kind, paths, dicom, modality, out_dir, label = args
+    try:
+        return load_unit(kind, paths, dicom, modality, out_dir)
+    except IngestError as exc:
+        return exc
+    except MemoryError:
+        return IngestError(label, "not enough memory to read this series")
+    except Exception as exc:  # a reader bug must not take the whole ingest down
+        log.exception("reading %s failed", label)
+        return IngestError(label, f"could not be read: {type(exc).__name__}: {exc}")
