@@ -74,20 +74,22 @@ def storage_delete_all(keys: Iterable[str]) -> None:
 
 
 @contextmanager
-def storage_local_copy(key: str, suffix: str = "") -> Iterator[Path]:
-    """A local path for a stored object: the file itself on local storage, else a temporary copy."""
+def storage_local_copy(key: str) -> Iterator[Path]:
+    """A local path for a stored object: the file itself on local storage, else a temporary copy that
+    keeps the object's file name (so readers that go by extension, like ``.nii.gz``, work)."""
     try:
         yield Path(default_storage.path(key))
         return
     except NotImplementedError:
         pass
-    fd, tmp = tempfile.mkstemp(suffix=suffix or Path(key).suffix)
+    folder = Path(tempfile.mkdtemp(prefix="object-"))
+    target = folder / Path(key).name
     try:
-        with os.fdopen(fd, "wb") as out, default_storage.open(key, "rb") as src:
+        with open(target, "wb") as out, default_storage.open(key, "rb") as src:
             shutil.copyfileobj(src, out, 4 * 1024 * 1024)
-        yield Path(tmp)
+        yield target
     finally:
-        os.unlink(tmp)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 4 * 1024 * 1024) -> str:
