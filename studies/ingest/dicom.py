@@ -20,7 +20,7 @@ from typing import Any
 import pydicom
 from pydicom.dataset import Dataset
 
-from studies.ingest.dicom_geometry import Frame, frames_of, numbers, plane_geometry, stack_geometry
+from studies.ingest.dicom_geometry import Frame, frames_of, numbers, plane_geometry, raw, stack_geometry
 from studies.ingest.dicom_meta import burned_in, pet_meta, text, window_meta
 from studies.ingest.dicom_pixels import (
     LOCATION_ATTR,
@@ -133,8 +133,8 @@ def _int_or_none(value: Any) -> int | None:
 
 
 def _first_frame_plane(ds: Dataset, path: Path) -> tuple[tuple[float, ...] | None, tuple[float, ...] | None]:
-    position = numbers(ds.get("ImagePositionPatient"), 3, path, "ImagePositionPatient")
-    orientation = numbers(ds.get("ImageOrientationPatient"), 6, path, "ImageOrientationPatient")
+    position = numbers(raw(ds, "ImagePositionPatient"), 3, path, "ImagePositionPatient")
+    orientation = numbers(raw(ds, "ImageOrientationPatient"), 6, path, "ImageOrientationPatient")
     groups = []
     per_frame = ds.get("PerFrameFunctionalGroupsSequence")
     shared = ds.get("SharedFunctionalGroupsSequence")
@@ -145,11 +145,11 @@ def _first_frame_plane(ds: Dataset, path: Path) -> tuple[tuple[float, ...] | Non
     for item in groups:
         plane = item.get("PlanePositionSequence")
         if position is None and plane:
-            position = numbers(plane[0].get("ImagePositionPatient"), 3, path, "ImagePositionPatient")
+            position = numbers(raw(plane[0], "ImagePositionPatient"), 3, path, "ImagePositionPatient")
         orient = item.get("PlaneOrientationSequence")
         if orientation is None and orient:
             orientation = numbers(
-                orient[0].get("ImageOrientationPatient"), 6, path, "ImageOrientationPatient"
+                raw(orient[0], "ImageOrientationPatient"), 6, path, "ImageOrientationPatient"
             )
     return position, orientation
 

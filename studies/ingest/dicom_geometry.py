@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from pydicom.datadict import tag_for_keyword
+from pydicom.dataelem import RawDataElement
 
 from studies.ingest.types import DicomFile, IngestError
 
@@ -55,6 +57,29 @@ class Geometry:
     affine: np.ndarray  # 4x4, voxel (i, j, k) -> RAS+ mm
     spacing: tuple[float, ...]  # mm per axis (X, Y[, Z])
     warnings: list[str] = field(default_factory=list)
+
+
+_TAGS: dict[str, int] = {}
+
+
+def raw(ds: Any, keyword: str) -> Any:
+    """A DS/IS element's value, None when absent: the strings of the raw bytes while pydicom has not
+    parsed the element yet (its DS conversion costs more than the rest of reading a slice), else the
+    parsed value."""
+    if ds is None:
+        return None
+    tag = _TAGS.get(keyword)
+    if tag is None:
+        tag = _TAGS[keyword] = int(tag_for_keyword(keyword))  # type: ignore[arg-type]
+    elem = ds.get_item(tag)
+    if elem is None:
+        return None
+    if isinstance(elem, RawDataElement):
+        if elem.VR in (None, "DS", "IS") and isinstance(elem.value, bytes):
+            text = elem.value.decode("latin-1").strip(" \x00")
+            return text.split("\\") if text else None
+        return ds[tag].value
+    return elem.value
 
 
 def as_list(value: Any) -> list[Any]:
@@ -99,9 +124,9 @@ def _first_item(containers: list[Any], keyword: str) -> Any:
 
 
 def _windows(source: Any) -> list[tuple[float, float, str]]:
-    if source is None or "WindowCenter" not in source or "WindowWidth" not in source:
+    centers, widths = as_list(raw(source, "WindowCenter")), as_list(raw(source, "WindowWidth"))
+    if not centers or not widths:
         return []
-    centers, widths = as_list(source.WindowCenter), as_list(source.WindowWidth)
     names = as_list(source.get("WindowCenterWidthExplanation"))
     out = []
     for i, (c, w) in enumerate(zip(centers, widths)):
@@ -122,14 +147,14 @@ def frames_of(files: list[DicomFile]) -> list[Frame]:
         shared_seq = ds.get("SharedFunctionalGroupsSequence")
         shared = shared_seq[0] if shared_seq else None
         nframes = max(1, f.number_of_frames)
-        top_slope = number(ds.get("RescaleSlope"), f, "RescaleSlope", 1.0)
-        top_intercept = number(ds.get("RescaleIntercept"), f, "RescaleIntercept", 0.0)
-        top_spacing = numbers(ds.get("PixelSpacing"), 2, f, "PixelSpacing")
-        top_thickness = number(ds.get("SliceThickness"), f, "SliceThickness")
-        top_between = number(ds.get("SpacingBetweenSlices"), f, "SpacingBetweenSlices")
-        offsets = numbers(ds.get("GridFrameOffsetVector"), nframes, f, "GridFrameOffsetVector")
+        top_slope = number(raw(ds, "RescaleSlope"), f, "RescaleSlope", 1.0)
+        top_intercept = number(raw(ds, "RescaleIntercept"), f, "RescaleIntercept", 0.0)
+        top_spacing = numbers(raw(ds, "PixelSpacing"), 2, f, "PixelSpacing")
+        top_thickness = number(raw(ds, "SliceThickness"), f, "SliceThickness")
+        top_between = number(raw(ds, "SpacingBetweenSlices"), f, "SpacingBetweenSlices")
+        offsets = numbers(raw(ds, "GridFrameOffsetVector"), nframes, f, "GridFrameOffsetVector")
         if top_slope == 1.0 and "RescaleSlope" not in ds and "DoseGridScaling" in ds:  # RT Dose: Gy
-            top_slope = number(ds.get("DoseGridScaling"), f, "DoseGridScaling", 1.0)
+            top_slope = number(raw(ds, "DoseGridScaling"), f, "DoseGridScaling", 1.0)
         for i in range(nframes):
             if per_frame is not None or shared is not None:
                 item = per_frame[i] if per_frame is not None and i < len(per_frame) else None
@@ -140,16 +165,16 @@ def frames_of(files: list[DicomFile]) -> list[Frame]:
                 values = _first_item(groups, "PixelValueTransformationSequence")
                 voi = _first_item(groups, "FrameVOILUTSequence")
                 position = (
-                    numbers(plane.get("ImagePositionPatient"), 3, f, "ImagePositionPatient")
+                    numbers(raw(plane, "ImagePositionPatient"), 3, f, "ImagePositionPatient")
                     if plane
                     else None
                 )
                 orientation = (
-                    numbers(orient.get("ImageOrientationPatient"), 6, f, "ImageOrientationPatient")
+                    numbers(raw(orient, "ImageOrientationPatient"), 6, f, "ImageOrientationPatient")
                     if orient
                     else f.orientation
                 )
-                spacing = numbers(measures.get("PixelSpacing"), 2, f, "PixelSpacing") if measures else None
+                spacing = numbers(raw(measures, "PixelSpacing"), 2, f, "PixelSpacing") if measures else None
                 frame = Frame(
                     file=f,
                     file_index=index,
@@ -157,17 +182,19 @@ def frames_of(files: list[DicomFile]) -> list[Frame]:
                     position=np.array(position) if position else None,
                     orientation=np.array(orientation) if orientation else None,
                     pixel_spacing=spacing or top_spacing,
-                    slope=number(values.get("RescaleSlope"), f, "RescaleSlope", 1.0) if values else top_slope,
+                    slope=number(raw(values, "RescaleSlope"), f, "RescaleSlope", 1.0)
+                    if values
+                    else top_slope,
                     intercept=(
-                        number(values.get("RescaleIntercept"), f, "RescaleIntercept", 0.0)
+                        number(raw(values, "RescaleIntercept"), f, "RescaleIntercept", 0.0)
                         if values
                         else top_intercept
                     ),
-                    thickness=number(measures.get("SliceThickness"), f, "SliceThickness")
+                    thickness=number(raw(measures, "SliceThickness"), f, "SliceThickness")
                     if measures
                     else None,
                     spacing_between=(
-                        number(measures.get("SpacingBetweenSlices"), f, "SpacingBetweenSlices")
+                        number(raw(measures, "SpacingBetweenSlices"), f, "SpacingBetweenSlices")
                         if measures
                         else top_between
                     ),
@@ -226,7 +253,7 @@ def in_plane_spacing(frame: Frame, warnings: list[str]) -> tuple[float, float, s
     ds = frame.file.header
     candidates = [("PixelSpacing", frame.pixel_spacing)]
     for keyword in ("ImagerPixelSpacing", "NominalScannedPixelSpacing"):
-        candidates.append((keyword, numbers(ds.get(keyword), 2, frame.file, keyword)))
+        candidates.append((keyword, numbers(raw(ds, keyword), 2, frame.file, keyword)))
     for keyword, value in candidates:
         if value is not None and value[0] > 0 and value[1] > 0:
             return float(value[1]), float(value[0]), keyword
