@@ -15,7 +15,7 @@ from studies import pseudonyms
 from studies.ingest.load import LoadedScan as Loaded
 from studies.ingest.types import DicomFile, IngestError
 from studies.models import Patient, PatientIdentity, Scan, ScanSource, SourceFormat, Study
-from studies.scrub import identifier_hashes
+from studies.scrub import identifier_hashes, scrub_plain
 
 
 @dataclass
@@ -110,7 +110,10 @@ def _study_for(
 
 
 def _dicom_identity(project: Project, unit: Unit, loaded: Loaded) -> tuple[Study, str, dict[str, Any]]:
-    """Patient, study and de-identified header of a DICOM unit. Returns (study, name, header JSON)."""
+    """Patient, study and de-identified header of a DICOM unit. Returns (study, name, header JSON).
+
+    Study and series descriptions are kept, cleaned of the header's identifiers (PS3.15 Clean
+    Descriptors option); the stored header follows the basic profile, which removes them."""
     from studies.deid import deidentify_header, header_identity, header_to_json
 
     first = unit.dicom[0].header if unit.dicom else None
@@ -122,6 +125,8 @@ def _dicom_identity(project: Project, unit: Unit, loaded: Loaded) -> tuple[Study
             raise errors[0]
         first = files[0].header
     identity = header_identity(first)
+    tokens = identity.get("scrub_tokens", ())
+    loaded.series_description = scrub_plain(loaded.series_description, tokens=tokens)[0]
     key = (
         identity.get("patient_id") or identity.get("patient_name") or f"study:{identity.get('study_uid', '')}"
     )
@@ -136,7 +141,7 @@ def _dicom_identity(project: Project, unit: Unit, loaded: Loaded) -> tuple[Study
         {
             "study_date": pseudonyms.shift_date(date, patient.date_shift_days),
             "modality": loaded.modality,
-            "description": str(first.get("StudyDescription", ""))[:256],
+            "description": scrub_plain(str(first.get("StudyDescription", "")), tokens=tokens)[0][:256],
             "accession_hash": pseudonyms.accession_hash(secret, accession) if accession else "",
         },
         identifier_hashes(secret, identity.get("scrub_tokens", ())),

@@ -271,3 +271,14 @@ def test_demo_setup_builds_the_demo_project(tmp_path, settings):
     assert gaze.scan.name == "RG1_UNCR" and gaze.fixation_count == 40
     call_command("demo_setup", "--data-dir", str(tmp_path / "demo"), stdout=StringIO())
     assert Scan.objects.filter(project=project).count() == 4
+
+
+def test_descriptions_are_cleaned_of_identifiers(project, tmp_path):
+    volume, _ = demo.synthetic_chest_ct(shape=(4, 32, 32), spacing=(5.0, 2.0, 2.0))
+    files = demo.write_ct_series(tmp_path / "ct", volume, (5.0, 2.0, 2.0), patient_name="ROE^RICHARD")
+    for path in files:
+        _rewrite(path, SeriesDescription="Chest Roe follow-up", StudyDescription="CT for RICHARD ROE")
+    summary = scans_ingest(project=project, paths=[tmp_path / "ct"])
+    scan = Scan.objects.get(pk=summary.stored[0]["id"])
+    assert scan.series_description == "Chest XXXX follow-up"
+    assert scan.study.description == "CT for XXXX XXXX"
