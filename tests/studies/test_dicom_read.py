@@ -320,6 +320,8 @@ def test_speed_within_1_5x_of_simpleitk(shared_data, tmp_path):
 @pytest.mark.parametrize(
     ("reference", "compressed"),
     [
+        ("MR_small.dcm", "MR_small_bigendian.dcm"),
+        ("MR_small.dcm", "MR_small_implicit.dcm"),
         ("MR_small.dcm", "MR_small_RLE.dcm"),
         ("MR_small.dcm", "MR_small_jpeg_ls_lossless.dcm"),
         ("emri_small.dcm", "emri_small_jpeg_2k_lossless.dcm"),
@@ -402,6 +404,21 @@ def test_multiframe_without_positions_is_stacked_with_warning():
     assert any("no ImagePositionPatient" in w for w in volume.warnings)
 
 
+def test_deflated_and_rt_dose_files():
+    deflated = load([pydicom_file("image_dfl.dcm")])  # Deflated Explicit VR Little Endian
+    expected = pydicom.dcmread(pydicom_file("image_dfl.dcm")).pixel_array
+    assert np.array_equal(deflated.array, expected.T)
+    dose_ds = pydicom.dcmread(pydicom_file("rtdose.dcm"))
+    dose = load([pydicom_file("rtdose.dcm")])  # classic multi-frame placed by GridFrameOffsetVector
+    assert dose.array.shape == (10, 10, 15) and dose.array.dtype == np.float32
+    assert dose.spacing[2] == pytest.approx(5.0)
+    scaled = dose_ds.pixel_array * float(dose_ds.DoseGridScaling)
+    assert np.allclose(dose.array[:, :, 0], scaled[0].T) and np.allclose(dose.array[:, :, 14], scaled[14].T)
+    assert dose.affine[2, 3] == pytest.approx(-761.87) and (dose.affine @ [0, 0, 14, 1])[2] == pytest.approx(
+        -691.87
+    )
+
+
 # --- PET -------------------------------------------------------------------------------------------------
 
 
@@ -443,3 +460,20 @@ def test_pet_per_slice_slopes_and_suv_header(shared_data, tmp_path):
         if "PHILIPS" in header_set.name:
             assert pet["PhilipsPETPrivateGroup"]["SUVScaleFactor"] > 0
             assert pet["Manufacturer"].startswith("Philips")
+
+
+def test_pet_acquisition_time_is_the_earliest(shared_data, tmp_path):
+    header_set = shared_data / "pet" / "suv-metadata" / "SIEMENS-instances.json"
+    paths, _, _ = write_pet_series(tmp_path / "pet", header_set)
+    changed = [
+        copy_with(paths[0], tmp_path / "a.dcm", AcquisitionTime="110000", FrameReferenceTime="1.5"),
+        copy_with(paths[1], tmp_path / "b.dcm", AcquisitionTime="0959", FrameReferenceTime="2.5"),
+        copy_with(paths[2], tmp_path / "c.dcm", AcquisitionDate="20201218", AcquisitionTime="0100"),
+    ]
+    pet = load(changed).meta["pet"]
+    assert (pet["AcquisitionDate"], pet["AcquisitionTime"], pet["FrameReferenceTime"]) == (
+        "20201217",
+        "0959",
+        2.5,
+    )
+    assert pet["PhilipsPETPrivateGroup"] == {} and pet["Manufacturer"] == "SIEMENS"
