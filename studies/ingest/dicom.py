@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import os
+import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -34,6 +36,7 @@ from studies.ingest.dicom_pixels import (
 from studies.ingest.types import DicomFile, IngestError, Volume
 
 __all__ = ["dicom_group_series", "dicom_load_series", "dicom_read_headers"]
+log = logging.getLogger(__name__)
 
 # Projection radiography: a single instance is a 2D image even when it carries a position.
 PROJECTION_MODALITIES = {"CR", "DX", "MG", "IO", "PX", "RG", "DG"}
@@ -83,12 +86,21 @@ def _read_header(path: Path) -> DicomFile:
             raise IngestError(path, "not a DICOM file (no 'DICM' marker at byte 128)")
         force = True
     try:
-        ds = pydicom.dcmread(io.BytesIO(data), force=force)
-        location, problem = pixel_location(ds, len(data))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            ds = pydicom.dcmread(io.BytesIO(data), force=force)
+            location, problem = pixel_location(ds, len(data))
     except Exception as exc:
         raise IngestError(path, f"not a readable DICOM file ({type(exc).__name__}: {exc})") from exc
+    for warning in caught:
+        message = str(warning.message)
+        if "End of file reached" in message or "truncated" in message.lower():
+            raise IngestError(path, f"file is truncated ({message.strip()})")
+        log.debug("%s: %s", path, message)
     if problem:
         raise IngestError(path, problem, "PixelData")
+    if len(ds) == 0:
+        raise IngestError(path, "no DICOM elements could be read (truncated or not a DICOM dataset)")
     for tag in PIXEL_TAGS:
         if tag in ds:
             del ds[tag]
@@ -174,14 +186,17 @@ def dicom_load_series(files: Sequence[DicomFile]) -> Volume:
     colour images become luma. Raises IngestError naming the file and field (no pixel data, differing
     image sizes or orientations, slices at the same position, undecodable pixel data).
     """
-    warnings: list[str] = []
-    files = _unique_instances(files, warnings)
+    notes: list[str] = []
+    files = _unique_instances(files, notes)
     if not files:
         raise IngestError("", "empty series: no DICOM files")
     first = files[0]
     for f in files:
         if not f.has_pixels:
-            raise IngestError(f.path, "no pixel data: not an image instance", "PixelData")
+            reason = "no pixel data: not an image instance"
+            if f.rows and f.columns:
+                reason = "no pixel data although Rows and Columns are set (is the file truncated?)"
+            raise IngestError(f.path, reason, "PixelData")
         if f.rows is None or f.columns is None:
             raise IngestError(f.path, "Rows or Columns is missing", "Rows")
     for f in files[1:]:
@@ -196,7 +211,7 @@ def dicom_load_series(files: Sequence[DicomFile]) -> Volume:
     modality = first.modality or "OT"
     two_d = len(frames) == 1 and (modality in PROJECTION_MODALITIES or frames[0].position is None)
     geometry = plane_geometry(frames[0]) if two_d else stack_geometry(frames)
-    warnings.extend(geometry.warnings)
+    notes.extend(geometry.warnings)
     rows, cols = int(first.rows), int(first.columns)  # type: ignore[arg-type]
     integral = all(float(fr.slope).is_integer() and float(fr.intercept).is_integer() for fr in frames)
     integral = integral and not any(_has_float_pixels(f) for f in files)
@@ -227,7 +242,7 @@ def dicom_load_series(files: Sequence[DicomFile]) -> Volume:
                 "PixelData",
             )
     if colour:
-        warnings.append(
+        notes.append(
             f"colour image ({text(first.header.get('PhotometricInterpretation'))}) converted to grayscale"
         )
     return Volume(
@@ -235,8 +250,8 @@ def dicom_load_series(files: Sequence[DicomFile]) -> Volume:
         affine=geometry.affine,
         spacing=tuple(float(s) for s in geometry.spacing),
         modality=modality,
-        warnings=warnings,
-        meta=_series_meta(files, frames[geometry.order[0]], two_d),
+        warnings=notes,
+        meta=_series_meta(files, frames[geometry.order[0]]),
         burned_in_annotation=burned_in(list(files)),
         series_description=text(first.header.get("SeriesDescription")),
     )
@@ -247,7 +262,7 @@ def _has_float_pixels(f: DicomFile) -> bool:
     return location is not None and location.tag != 0x7FE00010
 
 
-def _unique_instances(files: Sequence[DicomFile], warnings: list[str]) -> list[DicomFile]:
+def _unique_instances(files: Sequence[DicomFile], notes: list[str]) -> list[DicomFile]:
     """Drop a second copy of an instance (same SOPInstanceUID and bytes); differing copies are an error."""
     seen: dict[str, DicomFile] = {}
     out: list[DicomFile] = []
@@ -257,7 +272,7 @@ def _unique_instances(files: Sequence[DicomFile], warnings: list[str]) -> list[D
             seen[f.sop_uid] = f
             out.append(f)
         elif other.checksum == f.checksum:
-            warnings.append(f"{f.path.name} is a copy of {other.path.name} (same instance): ignored")
+            notes.append(f"{f.path.name} is a copy of {other.path.name} (same instance): ignored")
         else:
             raise IngestError(
                 f.path, f"same SOPInstanceUID as {other.path.name} but different content", "SOPInstanceUID"
@@ -265,7 +280,7 @@ def _unique_instances(files: Sequence[DicomFile], warnings: list[str]) -> list[D
     return out
 
 
-def _series_meta(files: Sequence[DicomFile], first_slice: Frame, two_d: bool) -> dict[str, Any]:
+def _series_meta(files: Sequence[DicomFile], first_slice: Frame) -> dict[str, Any]:
     header = files[0].header
     photometric = text(header.get("PhotometricInterpretation")).upper()
     meta: dict[str, Any] = {

@@ -74,8 +74,9 @@ def transfer_syntax(header: Dataset) -> UID:
 def pixel_location(ds: Dataset, data_size: int) -> tuple[PixelLocation | None, str | None]:
     """Locate and check the top-level pixel data of a dataset parsed from a file's bytes.
 
-    Returns ``(location, problem)``: location is None where the file has no pixel data (or is deflated, so
-    offsets do not match the file); problem names a truncation.
+    Returns ``(location, problem)``: location is None where the file has no pixel data (its offset is -1
+    for deflated files, whose offsets do not match the file: they are read again whole); problem names a
+    truncation.
     """
     for tag, keyword in PIXEL_TAGS.items():
         if tag not in ds:

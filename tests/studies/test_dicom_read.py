@@ -82,9 +82,11 @@ def test_read_headers_reports_bad_files_without_raising(tmp_path, shared_data):
     no_sop = copy_with(good[0], tmp_path / "nosop.dcm", SOPInstanceUID=None)
     no_series = copy_with(good[0], tmp_path / "noseries.dcm", SeriesInstanceUID=None)
     truncated = pydicom_file("MR_truncated.dcm")
+    cut_rle = tmp_path / "cut_rle.dcm"  # encapsulated pixel data cut short
+    cut_rle.write_bytes(Path(pydicom_file("MR_small_RLE.dcm")).read_bytes()[:-2000])
 
     files, errors = dicom_read_headers(
-        [*good, text, empty, no_sop, truncated, no_series, tmp_path / "gone.dcm"]
+        [*good, text, empty, no_sop, truncated, no_series, tmp_path / "gone.dcm", cut_rle]
     )
 
     assert [f.path for f in files] == good
@@ -96,11 +98,12 @@ def test_read_headers_reports_bad_files_without_raising(tmp_path, shared_data):
         "MR_truncated.dcm",
         "noseries.dcm",
         "gone.dcm",
+        "cut_rle.dcm",
     }
     assert "not a DICOM file" in by_file["notes.txt"].reason
     assert by_file["nosop.dcm"].field == "SOPInstanceUID"
     assert by_file["noseries.dcm"].field == "SeriesInstanceUID"
-    assert "truncated" in by_file["MR_truncated.dcm"].reason
+    assert "truncated" in by_file["MR_truncated.dcm"].reason and "truncated" in by_file["cut_rle.dcm"].reason
 
 
 def test_read_headers_fields(shared_data):
