@@ -12,35 +12,44 @@ from __future__ import annotations
 
 import hashlib
 import io
-import logging
 import os
-import warnings
+import struct
+import threading
+from collections import deque
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
 import pydicom
 from pydicom.dataset import Dataset
+from pydicom.uid import DeflatedExplicitVRLittleEndian
 
-from studies.ingest.dicom_geometry import Frame, frames_of, numbers, plane_geometry, raw, stack_geometry
-from studies.ingest.dicom_meta import burned_in, pet_meta, text, window_meta
+from studies.ingest.dicom_geometry import Frame, frames_of, plane_geometry, stack_geometry
+from studies.ingest.dicom_meta import burned_in, pet_meta, window_meta
 from studies.ingest.dicom_pixels import (
     LOCATION_ATTR,
     PIXEL_TAGS,
     VolumeFiller,
     iter_frames,
+    locate_pixels,
     pixel_location,
     stored_range,
     transfer_syntax,
 )
+from studies.ingest.dicom_values import numbers, raw, raw_int, raw_text, text
 from studies.ingest.types import DicomFile, IngestError, Volume
 
 __all__ = ["dicom_group_series", "dicom_load_series", "dicom_read_headers"]
-log = logging.getLogger(__name__)
 
 # Projection radiography: a single instance is a 2D image even when it carries a position.
 PROJECTION_MODALITIES = {"CR", "DX", "MG", "IO", "PX", "RG", "DG"}
 MEDIA_DIRECTORY = "1.2.840.10008.1.3.10"
+READ_THREADS = max(1, min(4, os.cpu_count() or 1))
+READ_AHEAD = 8  # files queued on the reader threads
+HEAD_BYTES = 32 * 1024  # headers are parsed from a copy of this much of the file when they end within it
+_thread_buffers = threading.local()
 
 
 def dicom_read_headers(paths: Iterable[str | os.PathLike[str]]) -> tuple[list[DicomFile], list[IngestError]]:
@@ -55,18 +64,42 @@ def dicom_read_headers(paths: Iterable[str | os.PathLike[str]]) -> tuple[list[Di
     """
     files: list[DicomFile] = []
     errors: list[IngestError] = []
-    for p in paths:
-        path = Path(p)
-        try:
-            files.append(_read_header(path))
-        except IngestError as exc:
-            errors.append(exc)
-        except Exception as exc:  # a malformed file must never stop the others
-            errors.append(IngestError(path, f"not a readable DICOM file ({type(exc).__name__}: {exc})"))
+    todo = iter([Path(p) for p in paths])
+    # Reading and hashing release the GIL, so a few threads overlap them with header parsing.
+    with ThreadPoolExecutor(READ_THREADS) as pool:
+        pending = deque((path, pool.submit(_read_header, path)) for path in islice(todo, READ_AHEAD))
+        while pending:
+            path, future = pending.popleft()
+            following = next(todo, None)
+            if following is not None:
+                pending.append((following, pool.submit(_read_header, following)))
+            try:
+                files.append(future.result())
+            except IngestError as exc:
+                errors.append(exc)
+            except Exception as exc:  # a malformed file must never stop the others
+                errors.append(IngestError(path, f"not a readable DICOM file ({type(exc).__name__}: {exc})"))
     return files, errors
 
 
-def _looks_like_bare_dataset(data: bytes) -> bool:
+def _file_bytes(path: Path) -> memoryview:
+    """The whole file in this thread's reusable buffer (valid until the thread's next call)."""
+    with open(path, "rb", buffering=0) as fh:
+        size = os.fstat(fh.fileno()).st_size
+        buf = getattr(_thread_buffers, "buf", None)
+        if buf is None or len(buf) < size:
+            buf = _thread_buffers.buf = bytearray(max(size, 1 << 20))
+        view = memoryview(buf)[:size]
+        got = 0
+        while got < size:
+            n = fh.readinto(view[got:])
+            if not n:
+                break
+            got += n
+    return view[:got]
+
+
+def _looks_like_bare_dataset(data: memoryview) -> bool:
     """DICOM written without the 128-byte preamble and 'DICM' (old ACR-NEMA style writers)."""
     if len(data) < 8:
         return False
@@ -74,47 +107,67 @@ def _looks_like_bare_dataset(data: bytes) -> bool:
     return group in (0x0002, 0x0008)
 
 
+def _parse(data: bytes, force: bool) -> tuple[Dataset, int]:
+    """Header of ``data`` up to the pixel data, and where it stopped."""
+    stream = io.BytesIO(data)  # shares ``data``: no copy
+    ds = pydicom.dcmread(stream, force=force, stop_before_pixels=True)
+    return ds, stream.tell()
+
+
+def _at_pixel_tag(data: memoryview | bytes, pos: int, ds: Dataset) -> bool:
+    if pos + 12 > len(data):
+        return False
+    group, element = struct.unpack_from("<HH" if transfer_syntax(ds).is_little_endian else ">HH", data, pos)
+    return (group << 16) | element in PIXEL_TAGS
+
+
 def _read_header(path: Path) -> DicomFile:
+    """Read, hash and parse one file (runs on a reader thread)."""
     try:
-        data = path.read_bytes()
+        data = _file_bytes(path)
     except OSError as exc:
         raise IngestError(path, f"cannot be read ({exc.strerror or exc})") from exc
     checksum = hashlib.sha256(data).hexdigest()
     force = False
-    if len(data) < 132 or data[128:132] != b"DICM":
+    if len(data) < 132 or bytes(data[128:132]) != b"DICM":
         if not _looks_like_bare_dataset(data):
             raise IngestError(path, "not a DICOM file (no 'DICM' marker at byte 128)")
         force = True
     try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            ds = pydicom.dcmread(io.BytesIO(data), force=force)
-            location, problem = pixel_location(ds, len(data))
+        ds, pos = None, 0
+        if len(data) > HEAD_BYTES:  # most headers end well before: parse a copy of the start only
+            try:
+                ds, pos = _parse(bytes(data[:HEAD_BYTES]), force)
+                if not _at_pixel_tag(data, pos, ds) or transfer_syntax(ds) == DeflatedExplicitVRLittleEndian:
+                    ds = None
+            except Exception:
+                ds = None
+        if ds is None:
+            whole = bytes(data)
+            ds, pos = _parse(whole, force)
+            if transfer_syntax(ds) == DeflatedExplicitVRLittleEndian:  # offsets are in the inflated data
+                location, problem = pixel_location(pydicom.dcmread(io.BytesIO(whole), force=force), len(data))
+            else:
+                location, problem = locate_pixels(data, pos, ds)
+            del whole
+        else:
+            location, problem = locate_pixels(data, pos, ds)
     except Exception as exc:
         raise IngestError(path, f"not a readable DICOM file ({type(exc).__name__}: {exc})") from exc
-    for warning in caught:
-        message = str(warning.message)
-        if "End of file reached" in message or "truncated" in message.lower():
-            raise IngestError(path, f"file is truncated ({message.strip()})")
-        log.debug("%s: %s", path, message)
     if problem:
         raise IngestError(path, problem, "PixelData")
     if len(ds) == 0:
         raise IngestError(path, "no DICOM elements could be read (truncated or not a DICOM dataset)")
-    for tag in PIXEL_TAGS:
-        if tag in ds:
-            del ds[tag]
     ds.buffer = None  # do not keep the file's bytes alive through the header
     ds.filename = str(path)
     ds.fileobj_type = open
     if location is not None:
         setattr(ds, LOCATION_ATTR, location)
-    del data
     media_class = text(ds.file_meta.get("MediaStorageSOPClassUID")) if ds.get("file_meta") else ""
     if media_class == MEDIA_DIRECTORY:
         raise IngestError(path, "a DICOMDIR (media directory), not an image instance", "SOPClassUID")
-    sop_uid = text(ds.get("SOPInstanceUID"))
-    series_uid = text(ds.get("SeriesInstanceUID"))
+    sop_uid = raw_text(ds, "SOPInstanceUID")
+    series_uid = raw_text(ds, "SeriesInstanceUID")
     if not sop_uid:
         raise IngestError(path, "SOPInstanceUID is missing", "SOPInstanceUID")
     if not series_uid:
@@ -125,23 +178,16 @@ def _read_header(path: Path) -> DicomFile:
         checksum=checksum,
         sop_uid=sop_uid,
         series_uid=series_uid,
-        study_uid=text(ds.get("StudyInstanceUID")),
-        modality=text(ds.get("Modality")).upper(),
+        study_uid=raw_text(ds, "StudyInstanceUID"),
+        modality=raw_text(ds, "Modality").upper(),
         header=ds,
-        rows=_int_or_none(ds.get("Rows")),
-        columns=_int_or_none(ds.get("Columns")),
-        number_of_frames=max(1, _int_or_none(ds.get("NumberOfFrames")) or 1),
+        rows=raw_int(ds, "Rows"),
+        columns=raw_int(ds, "Columns"),
+        number_of_frames=max(1, raw_int(ds, "NumberOfFrames") or 1),
         position=position,  # type: ignore[arg-type]
         orientation=orientation,
         has_pixels=location is not None,
     )
-
-
-def _int_or_none(value: Any) -> int | None:
-    try:
-        return int(value) if value not in (None, "") else None
-    except (TypeError, ValueError):
-        return None
 
 
 def _first_frame_plane(ds: Dataset, path: Path) -> tuple[tuple[float, ...] | None, tuple[float, ...] | None]:

@@ -17,9 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from pydicom.datadict import tag_for_keyword
-from pydicom.dataelem import RawDataElement
 
+from studies.ingest.dicom_values import as_list, number, numbers, raw, raw_int
 from studies.ingest.types import DicomFile, IngestError
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
@@ -57,61 +56,6 @@ class Geometry:
     affine: np.ndarray  # 4x4, voxel (i, j, k) -> RAS+ mm
     spacing: tuple[float, ...]  # mm per axis (X, Y[, Z])
     warnings: list[str] = field(default_factory=list)
-
-
-_TAGS: dict[str, int] = {}
-
-
-def raw(ds: Any, keyword: str) -> Any:
-    """A DS/IS element's value, None when absent: the strings of the raw bytes while pydicom has not
-    parsed the element yet (its DS conversion costs more than the rest of reading a slice), else the
-    parsed value."""
-    if ds is None:
-        return None
-    tag = _TAGS.get(keyword)
-    if tag is None:
-        tag = _TAGS[keyword] = int(tag_for_keyword(keyword))  # type: ignore[arg-type]
-    elem = ds.get_item(tag)
-    if elem is None:
-        return None
-    if isinstance(elem, RawDataElement):
-        if elem.VR in (None, "DS", "IS") and isinstance(elem.value, bytes):
-            text = elem.value.decode("latin-1").strip(" \x00")
-            return text.split("\\") if text else None
-        return ds[tag].value
-    return elem.value
-
-
-def as_list(value: Any) -> list[Any]:
-    """A DICOM value as a list: multi-values as their items, a single value as one item, None as []."""
-    if value is None:
-        return []
-    if isinstance(value, str | bytes) or not hasattr(value, "__iter__"):
-        return [value]
-    return list(value)
-
-
-def numbers(value: Any, count: int, file: DicomFile | Any, field_name: str) -> tuple[float, ...] | None:
-    """``count`` finite floats from a DICOM multi-value, None when absent or empty; IngestError if bad."""
-    items = [v for v in as_list(value) if not (isinstance(v, str) and not v.strip())]
-    if not items:
-        return None
-    try:
-        out = tuple(float(v) for v in items)
-    except (TypeError, ValueError) as exc:
-        raise IngestError(_path(file), f"{field_name} is not numeric: {value!r}", field_name) from exc
-    if len(out) != count or not all(math.isfinite(v) for v in out):
-        raise IngestError(_path(file), f"{field_name} must hold {count} numbers, got {value!r}", field_name)
-    return out
-
-
-def number(value: Any, file: DicomFile | Any, field_name: str, default: float | None = None) -> float | None:
-    got = numbers(value, 1, file, field_name)
-    return default if got is None else got[0]
-
-
-def _path(file: Any) -> str:
-    return str(getattr(file, "path", file))
 
 
 def _first_item(containers: list[Any], keyword: str) -> Any:
@@ -391,7 +335,7 @@ def _unpositioned(frames: list[Frame], sx: float, sy: float, warnings: list[str]
     def key(i: int) -> tuple[float, int, int]:
         f = frames[i]
         try:
-            number_ = float(f.file.header.get("InstanceNumber") or 0)
+            number_ = float(raw_int(f.file.header, "InstanceNumber") or 0)
         except (TypeError, ValueError):
             number_ = 0.0
         return number_, f.file_index, f.frame

@@ -10,22 +10,14 @@ from typing import Any
 
 from pydicom.dataset import Dataset
 
-from studies.ingest.dicom_geometry import Frame, as_list
+from studies.ingest.dicom_geometry import Frame
+from studies.ingest.dicom_values import as_list, text
 from studies.ingest.types import DicomFile
 
 SECONDARY_CAPTURE_PREFIX = "1.2.840.10008.5.1.4.1.1.7"  # SC and multi-frame SC storage classes
 PHILIPS_PET_CREATOR = "Philips PET Private Group"
 # (7053,xx00) SUV scale factor, (7053,xx09) activity concentration scale factor
 PHILIPS_FACTORS = {"SUVScaleFactor": 0x00, "ActivityConcentrationScaleFactor": 0x09}
-
-
-def text(value: Any) -> str:
-    """A DICOM value as a stripped string ('' when absent)."""
-    if value is None:
-        return ""
-    if isinstance(value, bytes):
-        value = value.decode("ascii", "replace").rstrip("\x00")
-    return str(value).strip()
 
 
 def float_or_none(value: Any) -> float | None:

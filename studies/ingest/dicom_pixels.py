@@ -14,6 +14,7 @@ syntaxes, ``numpy.frombuffer`` for native little-endian grayscale data), and :cl
 from __future__ import annotations
 
 import os
+import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +25,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.pixels import apply_color_lut, convert_color_space, get_decoder
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
+from studies.ingest.dicom_values import raw_int
 from studies.ingest.types import DicomFile, IngestError
 
 PIXEL_TAGS = {0x7FE00010: "PixelData", 0x7FE00008: "FloatPixelData", 0x7FE00009: "DoubleFloatPixelData"}
@@ -100,14 +102,69 @@ def pixel_location(ds: Dataset, data_size: int) -> tuple[PixelLocation | None, s
     return None, None
 
 
+_LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
+_ITEM, _SEQUENCE_END = 0xFFFEE000, 0xFFFEE0DD
+
+
+def locate_pixels(data: bytes | memoryview, pos: int, ds: Dataset) -> tuple[PixelLocation | None, str | None]:
+    """Locate the pixel data element starting at byte ``pos`` of a file's ``data``: where a header parse
+    with ``stop_before_pixels`` stopped (not for deflated files). Same result as :func:`pixel_location`
+    without copying the pixel bytes. Encapsulated data is walked item by item to its sequence delimiter.
+    """
+    tsyntax = transfer_syntax(ds)
+    little = tsyntax.is_little_endian
+    end = "<" if little else ">"
+    if pos + 8 > len(data):
+        return None, None
+    group, element = struct.unpack_from(end + "HH", data, pos)
+    tag = (group << 16) | element
+    keyword = PIXEL_TAGS.get(tag)
+    if keyword is None:
+        return None, None
+    if tsyntax.is_implicit_VR:
+        (length,), value_at = struct.unpack_from(end + "I", data, pos + 4), pos + 8
+    elif bytes(data[pos + 4 : pos + 6]) in _LONG_VRS:
+        if pos + 12 > len(data):
+            return None, f"file is truncated: {keyword} header is cut"
+        (length,), value_at = struct.unpack_from(end + "I", data, pos + 8), pos + 12
+    else:
+        (length,), value_at = struct.unpack_from(end + "H", data, pos + 6), pos + 8
+    if length == 0xFFFFFFFF:
+        stop = _sequence_end(data, value_at)
+        if stop is None:
+            return None, f"file is truncated: encapsulated {keyword} ends before its sequence delimiter"
+        length = stop - value_at
+    elif value_at + length > len(data):
+        return None, f"file is truncated: {keyword} holds {len(data) - value_at} of {length} bytes"
+    if length == 0:
+        return None, None
+    expected = None if tsyntax.is_encapsulated and tag == 0x7FE00010 else _native_size(ds, keyword)
+    if expected is not None and length < expected:
+        return None, f"file is truncated: {keyword} holds {length} bytes, the image needs {expected}"
+    return PixelLocation(tag, value_at, length, len(data)), None
+
+
+def _sequence_end(data: bytes | memoryview, at: int) -> int | None:
+    """Offset of the sequence delimiter that ends encapsulated pixel data starting at ``at``."""
+    size = len(data)
+    while at + 8 <= size:
+        tag_group, tag_element, length = struct.unpack_from("<HHI", data, at)
+        tag = (tag_group << 16) | tag_element
+        if tag == _SEQUENCE_END:
+            return at
+        if tag != _ITEM or length == 0xFFFFFFFF:
+            return None
+        at += 8 + length
+    return None
+
+
 def _native_size(ds: Dataset, keyword: str) -> int | None:
-    try:
-        rows, cols = int(ds.Rows), int(ds.Columns)
-        frames = int(ds.get("NumberOfFrames") or 1)
-        samples = int(ds.get("SamplesPerPixel") or 1)
-        bits = {"PixelData": int(ds.BitsAllocated), "FloatPixelData": 32, "DoubleFloatPixelData": 64}[keyword]
-    except (AttributeError, TypeError, ValueError):
+    rows, cols = raw_int(ds, "Rows"), raw_int(ds, "Columns")
+    bits = {"FloatPixelData": 32, "DoubleFloatPixelData": 64}.get(keyword) or raw_int(ds, "BitsAllocated")
+    if not rows or not cols or not bits:
         return None
+    frames = raw_int(ds, "NumberOfFrames") or 1
+    samples = raw_int(ds, "SamplesPerPixel") or 1
     return (rows * cols * frames * samples * bits + 7) // 8
 
 
