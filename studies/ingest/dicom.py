@@ -55,9 +55,10 @@ _thread_buffers = threading.local()
 def dicom_read_headers(paths: Iterable[str | os.PathLike[str]]) -> tuple[list[DicomFile], list[IngestError]]:
     """Read the header of each file; never raises for a bad file.
 
-    Each file is read once: its bytes give ``checksum`` (sha256) and the parsed header. The pixel data
-    element is dropped from ``header`` (only where it lies in the file is remembered, for
-    ``dicom_load_series``); ``has_pixels`` says whether there was one. ``position``/``orientation`` are
+    Each file is read once (on a few reader threads): its bytes give ``checksum`` (sha256) and the
+    header, parsed up to the pixel data. ``header`` holds no pixel data (only where it lies in the file
+    is remembered, for ``dicom_load_series``, nor elements after it such as trailing padding);
+    ``has_pixels`` says whether there was any. ``position``/``orientation`` are
     ImagePositionPatient (LPS mm) / ImageOrientationPatient, for Enhanced multi-frame files those of the
     first frame. Returns (headers, errors): an error per non-DICOM, truncated or unusable file (no
     SOPInstanceUID or SeriesInstanceUID), naming the file and reason.
@@ -118,7 +119,7 @@ def _at_pixel_tag(data: memoryview | bytes, pos: int, ds: Dataset) -> bool:
     if pos + 12 > len(data):
         return False
     group, element = struct.unpack_from("<HH" if transfer_syntax(ds).is_little_endian else ">HH", data, pos)
-    return (group << 16) | element in PIXEL_TAGS
+    return ((group << 16) | element) in PIXEL_TAGS
 
 
 def _read_header(path: Path) -> DicomFile:

@@ -1,10 +1,11 @@
 """DICOM pixel data: where it lies in the file, decoding it frame by frame, and writing rescaled frames
 into a Fortran-ordered volume.
 
-``dicom_read_headers`` parses each file once from memory and drops the pixel data from the header; it
-records where the pixel data element's value lies in the file (:class:`PixelLocation`, kept on the header
-as the plain Python attribute ``_groundlab_pixels``) so that loading reads just those bytes again, without
-a second header parse. A header without that attribute (copied, or made elsewhere) is read again whole.
+``dicom_read_headers`` parses each file's header from memory up to the pixel data, without copying or
+decoding it; it records where the pixel data element's value lies in the file (:class:`PixelLocation`,
+kept on the header as the plain Python attribute ``_groundlab_pixels``) so that loading reads just those
+bytes again, without a second header parse. A header without that attribute (copied, or made
+elsewhere) is read again whole.
 
 Frames come out as ``(rows, columns)`` arrays of stored values (pydicom's decoders for compressed transfer
 syntaxes, ``numpy.frombuffer`` for native little-endian grayscale data), and :class:`VolumeFiller` writes

@@ -480,3 +480,18 @@ def test_pet_acquisition_time_is_the_earliest(shared_data, tmp_path):
         2.5,
     )
     assert pet["PhilipsPETPrivateGroup"] == {} and pet["Manufacturer"] == "SIEMENS"
+
+
+def test_headers_without_pixel_location_are_read_again(tmp_path):
+    paths = write_series(tmp_path / "s", n=3)
+    files, _ = dicom_read_headers(paths)
+    expected = dicom_load_series(files).array
+    for f in files:
+        delattr(f.header, "_groundlab_pixels")  # e.g. a header rebuilt elsewhere
+    assert np.array_equal(dicom_load_series(files).array, expected)
+    paths[1].write_bytes(paths[1].read_bytes() + b"\x00\x00")  # changed after its header was read
+    files, _ = dicom_read_headers(paths)
+    paths[1].write_bytes(paths[1].read_bytes()[:-10])
+    with pytest.raises(IngestError) as err:
+        dicom_load_series(files)
+    assert err.value.file == str(paths[1]) and "changed" in err.value.reason
