@@ -12,13 +12,17 @@ from studies.selectors import scan_get_for_user
 
 
 class ScanNifti(APIView):
-    """The scan's canonical NIfTI file (``.nii.gz``; voxel-to-RAS affine in its header)."""
+    """The scan's canonical NIfTI file (``.nii``, or ``.nii.gz`` where the deployment compresses them;
+    voxel-to-RAS affine in its header)."""
 
-    @extend_schema(responses={(200, "application/gzip"): OpenApiTypes.BINARY})
+    @extend_schema(responses={(200, "application/octet-stream"): OpenApiTypes.BINARY})
     def get(self, request, pk: int):
         scan = scan_get_for_user(request.user, pk)
+        gz = scan.file.name.endswith(".gz")
         return stored_file_response(
-            scan.file.name, filename=f"scan-{scan.pk}.nii.gz", content_type="application/gzip"
+            scan.file.name,
+            filename=f"scan-{scan.pk}.nii" + (".gz" if gz else ""),
+            content_type="application/gzip" if gz else "application/octet-stream",
         )
 
 

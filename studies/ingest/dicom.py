@@ -269,7 +269,8 @@ def dicom_load_series(files: Sequence[DicomFile]) -> Volume:
     for index, f in enumerate(files):
         photometric = text(f.header.get("PhotometricInterpretation")).upper()
         colour = colour or photometric not in ("MONOCHROME1", "MONOCHROME2", "")
-        invert = stored_range(f.header) if photometric == "MONOCHROME1" else None
+        value_range = stored_range(f.header)
+        invert = value_range if photometric == "MONOCHROME1" else None
         decoded = 0
         for i, pixels in enumerate(iter_frames(f)):
             fr = by_key.get((index, i))
@@ -280,7 +281,14 @@ def dicom_load_series(files: Sequence[DicomFile]) -> Volume:
                     f.path, f"decoded frame {i + 1} is {pixels.shape}, not {(rows, cols)}", "PixelData"
                 )
             k = None if two_d else slot[(index, i)]
-            filler.put(k, pixels, slope=fr.slope, intercept=fr.intercept, invert_range=invert)
+            filler.put(
+                k,
+                pixels,
+                slope=fr.slope,
+                intercept=fr.intercept,
+                invert_range=invert,
+                value_range=value_range,
+            )
             decoded += 1
         if decoded < f.number_of_frames:
             raise IngestError(

@@ -316,10 +316,13 @@ class VolumeFiller:
         slope: float = 1.0,
         intercept: float = 0.0,
         invert_range: tuple[int, int] | None = None,
+        value_range: tuple[int, int] | None = None,
     ) -> None:
         """Write ``frame * slope + intercept`` (frame: rows, columns) into slice k (None: a 2D volume).
 
         ``invert_range`` (MONOCHROME1): stored values v become ``lo + hi - v`` before the rescale.
+        ``value_range``: the range stored values can take (BitsStored); when its rescaled ends fit int16
+        the frame is not scanned for its minimum and maximum.
         """
         if frame.ndim != 2:
             raise ValueError(f"frame must be 2D, got shape {frame.shape}")
@@ -332,16 +335,23 @@ class VolumeFiller:
         if integral and self.array.dtype == np.int16:
             if frame.size == 0:
                 return
-            ends = (int(frame.min()) * slope + intercept, int(frame.max()) * slope + intercept)
-            if -32768 <= min(ends) and max(ends) <= 32767:
+            fits = False
+            if value_range is not None and invert_range is None and frame.dtype.itemsize <= 2:
+                lo, hi = value_range  # the values BitsStored allows: no need to scan the frame
+                ends = (lo * slope + intercept, hi * slope + intercept)
+                fits = np.iinfo(frame.dtype).min <= lo and -32768 <= min(ends) and max(ends) <= 32767
+            if not fits:
+                ends = (int(frame.min()) * slope + intercept, int(frame.max()) * slope + intercept)
+                fits = -32768 <= min(ends) and max(ends) <= 32767
+            if fits:
                 if slope == 1 and intercept == 0:
                     target[...] = frame
+                elif slope == 1:  # one pass, computed in int32 and stored as int16
+                    np.add(frame, np.int32(intercept), out=target, casting="unsafe")
                 else:
                     values = frame.astype(np.int32)
-                    if slope != 1:
-                        values *= int(slope)
-                    if intercept != 0:
-                        values += int(intercept)
+                    values *= int(slope)
+                    values += int(intercept)
                     target[...] = values
                 return
         if self.array.dtype == np.int16:

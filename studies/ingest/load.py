@@ -31,10 +31,11 @@ class LoadedScan:
     instances: list[dict[str, Any]] = field(default_factory=list)
 
 
-def volume_to_loaded(volume: Volume, out_dir: Path, modality: str) -> LoadedScan:
+def volume_to_loaded(volume: Volume, out_dir: Path, modality: str, filename: str = "image.nii") -> LoadedScan:
+    """Write ``volume`` as ``out_dir/filename`` (``.nii`` or ``.nii.gz``) and make its thumbnail."""
     from studies.ingest.volume_io import thumbnail_png, volume_write_nifti
 
-    nifti_path = out_dir / "image.nii.gz"
+    nifti_path = out_dir / filename
     volume_write_nifti(volume, nifti_path)
     thumb = thumbnail_png(volume, modality=modality or volume.modality)
     return LoadedScan(
@@ -53,7 +54,12 @@ def volume_to_loaded(volume: Volume, out_dir: Path, modality: str) -> LoadedScan
 
 
 def load_unit(
-    kind: str, paths: list[Path], dicom: list[DicomFile] | None, modality: str, out_dir: Path
+    kind: str,
+    paths: list[Path],
+    dicom: list[DicomFile] | None,
+    modality: str,
+    out_dir: Path,
+    filename: str = "image.nii",
 ) -> LoadedScan:
     """Read one unit and write its canonical NIfTI under ``out_dir`` (runs in a worker process)."""
     if kind == "dicom":
@@ -74,15 +80,15 @@ def load_unit(
         volume = raster_load(paths[0])
     if modality:
         volume.modality = modality
-    loaded = volume_to_loaded(volume, out_dir, modality)
+    loaded = volume_to_loaded(volume, out_dir, modality, filename)
     del volume
     return loaded
 
 
 def load_unit_safe(args: tuple) -> LoadedScan | IngestError:
-    kind, paths, dicom, modality, out_dir, label = args
+    kind, paths, dicom, modality, out_dir, label, filename = args
     try:
-        return load_unit(kind, paths, dicom, modality, out_dir)
+        return load_unit(kind, paths, dicom, modality, out_dir, filename)
     except IngestError as exc:
         return exc
     except MemoryError:

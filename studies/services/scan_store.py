@@ -201,7 +201,7 @@ def scan_store(*, project: Project, unit: Unit, loaded: Loaded, study_pattern: s
                 meta = dict(loaded.meta)
                 source_format = unit.kind
             file_size = loaded.nifti_path.stat().st_size
-            file_key = storage_put_file(f"{base}/image.nii.gz", loaded.nifti_path)
+            file_key = storage_put_file(f"{base}/{loaded.nifti_path.name}", loaded.nifti_path)
             keys.append(file_key)
             thumb_key = storage_save_bytes(f"{base}/thumbnail.png", loaded.thumbnail)
             keys.append(thumb_key)

@@ -181,11 +181,12 @@ def _units_run(
     scratch = storage_scratch_dir()
     try:
         jobs = []
+        filename = "image.nii.gz" if settings.CANONICAL_NIFTI_GZIP else "image.nii"
         for i, unit in enumerate(units):
             out_dir = scratch / f"u{i}"
             out_dir.mkdir()
             dicom = unit.dicom if n_workers == 1 else None  # workers re-read headers: no pickled datasets
-            jobs.append((unit.kind, unit.paths, dicom, unit.modality, out_dir, unit.label))
+            jobs.append((unit.kind, unit.paths, dicom, unit.modality, out_dir, unit.label, filename))
         if n_workers == 1:
             results = (load_unit_safe(job) for job in jobs)
             _store_results(project, units, results, summary, progress, study_pattern)

@@ -30,8 +30,8 @@ def test_ingest_stores_canonical_files_in_the_bucket(
     scan = Scan.objects.get(pk=summary.stored[0]["id"])
     keys = s3_storage.keys()
     assert scan.file.name in keys and scan.thumbnail.name in keys and scan.meta["header_file"] in keys
-    assert not list((tmp_path / "media").rglob("*.nii.gz"))  # nothing on the local disk
-    stored = tmp_path / "from-bucket.nii.gz"
+    assert not list((tmp_path / "media").rglob("*.nii"))  # nothing on the local disk
+    stored = tmp_path / "from-bucket.nii"
     stored.write_bytes(s3_storage.read(scan.file.name))
     assert list(nib.load(stored).shape) == [40, 32, 8]
     assert b"DEMO^SYNTHETIC" not in gzip.decompress(s3_storage.read(scan.meta["header_file"]))

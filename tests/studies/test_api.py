@@ -110,8 +110,9 @@ def ct_scan(project, tmp_path):
 
 def test_nifti_download_matches_the_stored_volume(manager, api_client, ct_scan, tmp_path):
     response = api_client(manager).get(reverse("scan-nifti", args=[ct_scan.pk]))
-    assert response.status_code == 200 and response["Content-Type"] == "application/gzip"
-    path = tmp_path / "dl.nii.gz"
+    assert response.status_code == 200 and response["Content-Type"] == "application/octet-stream"
+    assert response["Content-Disposition"] == f'inline; filename="scan-{ct_scan.pk}.nii"'
+    path = tmp_path / "dl.nii"
     path.write_bytes(b"".join(response.streaming_content))
     image = nib.load(path)
     assert list(image.shape) == ct_scan.shape and np.allclose(image.affine, ct_scan.affine, atol=1e-4)
@@ -160,3 +161,20 @@ def test_list_filters(project, manager, api_client, ct_scan):
     assert client.get(reverse("scan-list"), {"study": "abc"}).status_code == 400
     patients = client.get(reverse("patient-list"), {"project": project.slug}).json()
     assert patients["results"][0]["study_count"] == 1
+
+
+def test_gzip_canonical_files_when_configured(project, manager, api_client, tmp_path, settings):
+    from studies.services.scans import scans_ingest
+
+    settings.CANONICAL_NIFTI_GZIP = True
+    volume, _ = demo.synthetic_chest_ct(shape=(6, 32, 40), spacing=(5.0, 2.0, 2.0))
+    demo.write_ct_series(tmp_path / "ct", volume, (5.0, 2.0, 2.0))
+    scan = Scan.objects.get(pk=scans_ingest(project=project, paths=[tmp_path / "ct"]).stored[0]["id"])
+    assert scan.file.name.endswith("/image.nii.gz")
+    response = api_client(manager).get(reverse("scan-nifti", args=[scan.pk]))
+    assert response["Content-Type"] == "application/gzip"
+    path = tmp_path / "dl.nii.gz"
+    path.write_bytes(b"".join(response.streaming_content))
+    assert np.array_equal(np.asarray(nib.load(path).dataobj), volume.transpose(2, 1, 0))
+    png = api_client(manager).get(reverse("scan-png", args=[scan.pk]), {"axis": "coronal"})
+    assert Image.open(io.BytesIO(png.content)).size == (40, 6)
