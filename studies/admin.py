@@ -70,3 +70,17 @@ class GazeRecordingAdmin(admin.ModelAdmin):
     list_filter = ["source_format", "usable", "project"]
     search_fields = ["external_id", "image_ref", "transcript_text"]
     inlines = [GazeAnatomyMaskInline]
+
+
+@admin.register(ScanSource)
+class ScanSourceAdmin(admin.ModelAdmin):
+    list_display = ["id", "scan", "sop_uid", "checksum"]
+    search_fields = ["sop_uid", "checksum"]
+    raw_id_fields = ["scan"]
+
+
+@admin.register(GazeAnatomyMask)
+class GazeAnatomyMaskAdmin(admin.ModelAdmin):
+    list_display = ["id", "recording", "name", "pixel_count"]
+    list_filter = ["name"]
+    raw_id_fields = ["recording"]

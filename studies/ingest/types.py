@@ -17,6 +17,9 @@ class IngestError(Exception):
         where = f"{self.file}" + (f" [{field}]" if field else "")
         super().__init__(f"{where}: {reason}")
 
+    def __reduce__(self):  # picklable across worker processes
+        return (type(self), (self.file, self.reason, self.field))
+
     def as_dict(self) -> dict[str, str]:
         out = {"file": self.file, "reason": self.reason}
         if self.field:

@@ -12,6 +12,7 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from studies.models import Scan, ScanSource
 from studies.services.scan_store import Unit, scan_store, scan_summary
 
 log = logging.getLogger(__name__)
+FILES_PER_WORKER = 32  # fewer files than this per process are read in this process
 
 Progress = Callable[[int, int, str], None]
 
@@ -75,25 +77,55 @@ def scans_ingest(
     and study it belongs to (default: the file stem). Re-ingesting the same files stores nothing new.
     """
     summary = IngestSummary()
-    with tempfile.TemporaryDirectory(prefix="ingest-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="ingest-") as tmp, ExitStack() as stack:
         found, collect_errors = files_collect(paths, Path(tmp))
         summary.errors.extend(e.as_dict() for e in collect_errors)
-        units = _units_plan(project=project, found=found, modality=modality, summary=summary)
+        n_workers = _worker_count(len(found) // FILES_PER_WORKER + 1, workers)
+        pool = None
+        if n_workers > 1:
+            # forkserver: workers start clean, sharing no database sockets with this process
+            ctx = multiprocessing.get_context("forkserver")
+            ctx.set_forkserver_preload(
+                ["studies.ingest.load", "studies.ingest.dicom", "studies.ingest.volume_io"]
+            )
+            pool = stack.enter_context(ProcessPoolExecutor(max_workers=n_workers, mp_context=ctx))
+        units = _units_plan(project=project, found=found, modality=modality, summary=summary, pool=pool)
         _units_run(
             project=project,
             units=units,
             summary=summary,
             progress=progress,
-            workers=workers,
+            pool=pool if len(units) > 1 else None,
             study_pattern=study_pattern,
         )
     return summary
 
 
+def _read_headers(paths: list[Path], pool: ProcessPoolExecutor | None) -> tuple[list, list[IngestError]]:
+    """DICOM headers of ``paths``, in chunks on the worker processes when there is a pool."""
+    from studies.ingest.dicom import dicom_read_headers
+
+    if pool is None or len(paths) < 2 * FILES_PER_WORKER:
+        return dicom_read_headers(paths)
+    size = max(FILES_PER_WORKER, -(-len(paths) // (pool._max_workers * 4)))
+    files, errors = [], []
+    for chunk_files, chunk_errors in pool.map(
+        dicom_read_headers, [paths[i : i + size] for i in range(0, len(paths), size)]
+    ):
+        files.extend(chunk_files)
+        errors.extend(chunk_errors)
+    return files, errors
+
+
 def _units_plan(
-    *, project: Project, found: list[FoundFile], modality: str, summary: IngestSummary
+    *,
+    project: Project,
+    found: list[FoundFile],
+    modality: str,
+    summary: IngestSummary,
+    pool: ProcessPoolExecutor | None = None,
 ) -> list[Unit]:
-    from studies.ingest.dicom import dicom_group_series, dicom_read_headers
+    from studies.ingest.dicom import dicom_group_series
 
     secret = project.deid_secret
     display = {f.path: f.display for f in found}
@@ -101,7 +133,7 @@ def _units_plan(
     for f in found:
         kind = file_kind(f.path)
         (dicom_paths if kind == "dicom" else others).append((f, kind))
-    headers, errors = dicom_read_headers([f.path for f, _ in dicom_paths])
+    headers, errors = _read_headers([f.path for f, _ in dicom_paths], pool)
     for err in errors:
         err.file = display.get(Path(err.file), err.file)
         summary.errors.append(err.as_dict())
@@ -169,15 +201,15 @@ def _units_run(
     units: list[Unit],
     summary: IngestSummary,
     progress: Progress | None,
-    workers: int | None,
+    pool: ProcessPoolExecutor | None,
     study_pattern: str | None,
 ) -> None:
+    """Read the units (on the pool's processes when given) and store each as it comes back."""
     total = len(units)
     if progress:
         progress(0, total, f"{total} series to read")
     if not total:
         return
-    n_workers = _worker_count(total, workers)
     scratch = storage_scratch_dir()
     try:
         jobs = []
@@ -185,20 +217,9 @@ def _units_run(
         for i, unit in enumerate(units):
             out_dir = scratch / f"u{i}"
             out_dir.mkdir()
-            dicom = unit.dicom if n_workers == 1 else None  # workers re-read headers: no pickled datasets
-            jobs.append((unit.kind, unit.paths, dicom, unit.modality, out_dir, unit.label, filename))
-        if n_workers == 1:
-            results = (load_unit_safe(job) for job in jobs)
-            _store_results(project, units, results, summary, progress, study_pattern)
-        else:
-            # forkserver: workers start clean, sharing no database sockets with this process
-            ctx = multiprocessing.get_context("forkserver")
-            ctx.set_forkserver_preload(
-                ["studies.ingest.load", "studies.ingest.dicom", "studies.ingest.volume_io"]
-            )
-            with ProcessPoolExecutor(max_workers=n_workers, mp_context=ctx) as pool:
-                results = pool.map(load_unit_safe, jobs)
-                _store_results(project, units, results, summary, progress, study_pattern)
+            jobs.append((unit.kind, unit.paths, unit.dicom, unit.modality, out_dir, unit.label, filename))
+        results = pool.map(load_unit_safe, jobs) if pool is not None else map(load_unit_safe, jobs)
+        _store_results(project, units, results, summary, progress, study_pattern)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 

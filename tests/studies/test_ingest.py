@@ -282,3 +282,64 @@ def test_descriptions_are_cleaned_of_identifiers(project, tmp_path):
     scan = Scan.objects.get(pk=summary.stored[0]["id"])
     assert scan.series_description == "Chest XXXX follow-up"
     assert scan.study.description == "CT for XXXX XXXX"
+
+
+def test_cli_text_summary_with_reports_and_gaze(project, phantom_series, tmp_path):
+    from studies.ingest.gaze.synthetic import ReflacxSpec, write_reflacx
+
+    csv = tmp_path / "reports.csv"
+    csv.write_text("accession,findings\nDEMO0001,A nodule.\n")
+    gaze = write_reflacx(tmp_path / "gaze", recordings=[ReflacxSpec(id="P102R000002", dicom_id="x")])
+    out = StringIO()
+    call_command(
+        "ingest", str(phantom_series), "--project", project.slug, "--reports", str(csv),
+        "--report-id-column", "accession", "--report-link", "accession", "--gaze", str(gaze),
+        stdout=out, stderr=StringIO(),
+    )  # fmt: skip
+    text = out.getvalue()
+    assert "Scans: 1 stored, 0 already stored, 0 errors" in text
+    assert "spacing 2, 2, 5 mm" in text
+    assert "Reports:" in text and "Gaze:" in text
+
+
+def test_cli_unknown_project_and_nothing_to_do(project):
+    from django.core.management.base import CommandError
+
+    with pytest.raises(CommandError, match="no project 'nope'"):
+        call_command("ingest", "x", "--project", "nope")
+    with pytest.raises(CommandError, match="nothing to ingest"):
+        call_command("ingest", "--project", project.slug)
+
+
+def test_cli_exits_non_zero_when_everything_failed(project, tmp_path):
+    bad = tmp_path / "bad.dcm"
+    bad.write_text("no")
+    with pytest.raises(SystemExit) as exc:
+        call_command("ingest", str(bad), "--project", project.slug, "--json", stdout=StringIO())
+    assert exc.value.code == 1
+
+
+def test_parallel_ingest_matches_serial(project, other_project, tmp_path, monkeypatch, _media_root):
+    """Headers read in chunks and series read on two worker processes give the same scans."""
+    from studies.services import scans
+
+    for i in range(3):
+        volume, _ = demo.synthetic_chest_ct(shape=(8 + i, 32, 40), spacing=(5.0, 2.0, 2.0))
+        demo.write_ct_series(tmp_path / "in" / f"s{i}", volume, (5.0, 2.0, 2.0), patient_id=f"MRN{i}")
+    (tmp_path / "in" / "junk.dcm").write_text("junk")
+    serial = scans_ingest(project=project, paths=[tmp_path / "in"], workers=1)
+    monkeypatch.setattr(scans, "FILES_PER_WORKER", 2)
+    parallel = scans_ingest(project=other_project, paths=[tmp_path / "in"], workers=2)
+
+    def key(summary):
+        return sorted((s["shape"][2], s["name"], str(s["spacing"])) for s in summary.stored)
+
+    assert len(parallel.stored) == 3 and key(parallel) == key(serial)
+    assert [Path(e["file"]).name for e in parallel.errors] == ["junk.dcm"]
+    for s_serial, s_par in zip(
+        sorted(serial.stored, key=lambda s: s["shape"][2]),
+        sorted(parallel.stored, key=lambda s: s["shape"][2]),
+    ):
+        a = np.asarray(nib.load(Path(_media_root) / s_serial["file"]).dataobj)
+        b = np.asarray(nib.load(Path(_media_root) / s_par["file"]).dataobj)
+        assert np.array_equal(a, b) and np.allclose(s_serial["affine"], s_par["affine"])
