@@ -96,3 +96,45 @@ def load_unit_safe(args: tuple) -> LoadedScan | IngestError:
     except Exception as exc:  # a reader bug must not take the whole ingest down
         log.exception("reading %s failed", label)
         return IngestError(label, f"could not be read: {type(exc).__name__}: {exc}")
+
+
+@dataclass
+class SeriesRead:
+    """A DICOM series read by a worker: its files (original UIDs), the first file's header (for
+    de-identification in the calling process) and the loaded volume or the error."""
+
+    series_uid: str
+    paths: list[Path]
+    sop_uids: list[str]
+    checksums: list[str]
+    first_header: Any
+    loaded: LoadedScan | IngestError
+
+
+def read_partition(args: tuple) -> tuple[list[SeriesRead], list[IngestError]]:
+    """Read the headers of a group of files (one or more folders), group them into series and load
+    each series: every file is read and parsed once. Runs in a worker process."""
+    from studies.ingest import dicom
+
+    paths, out_dir, filename, modality = args
+    dicom.READ_THREADS = 1  # the pool's processes use the cores; threads here would only contend
+    files, errors = dicom.dicom_read_headers(paths)
+    reads = []
+    for i, (series_uid, series) in enumerate(dicom.dicom_group_series(files).items()):
+        unit_dir = Path(out_dir) / f"s{i}"
+        unit_dir.mkdir(parents=True, exist_ok=True)
+        label = str(series[0].path)
+        loaded = load_unit_safe(
+            ("dicom", [f.path for f in series], series, modality, unit_dir, label, filename)
+        )
+        reads.append(
+            SeriesRead(
+                series_uid=series_uid,
+                paths=[f.path for f in series],
+                sop_uids=[f.sop_uid for f in series],
+                checksums=[f.checksum for f in series],
+                first_header=series[0].header,
+                loaded=loaded,
+            )
+        )
+    return reads, errors

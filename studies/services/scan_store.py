@@ -31,6 +31,8 @@ class Unit:
     sop_uids: list[str]  # remapped; empty for non-DICOM
     dicom: list[DicomFile] = field(default_factory=list)
     modality: str = ""
+    first_header: Any = None  # the first file's header when ``dicom`` is not kept
+    loaded: "Loaded | IngestError | None" = None  # read already (by a folder worker)
 
 
 def scan_summary(scan: Scan) -> dict[str, Any]:
@@ -116,7 +118,9 @@ def _dicom_identity(project: Project, unit: Unit, loaded: Loaded) -> tuple[Study
     Descriptors option); the stored header follows the basic profile, which removes them."""
     from studies.deid import deidentify_header, header_identity, header_to_json
 
-    first = unit.dicom[0].header if unit.dicom else None
+    first = (
+        unit.first_header if unit.first_header is not None else (unit.dicom[0].header if unit.dicom else None)
+    )
     if first is None:
         from studies.ingest.dicom import dicom_read_headers
 

@@ -26,13 +26,12 @@ from core.storage import (
 )
 from studies import pseudonyms
 from studies.ingest.files import FoundFile, file_kind, files_collect
-from studies.ingest.load import load_unit_safe
+from studies.ingest.load import load_unit_safe, read_partition
 from studies.ingest.types import IngestError
 from studies.models import Scan, ScanSource
 from studies.services.scan_store import Unit, scan_store, scan_summary
 
 log = logging.getLogger(__name__)
-FILES_PER_WORKER = 32  # fewer files than this per process are read in this process
 
 Progress = Callable[[int, int, str], None]
 
@@ -75,12 +74,23 @@ def scans_ingest(
     ``modality`` overrides the modality of non-DICOM files (NIfTI default ``OT``, PNG/JPEG ``CR``).
     ``study_pattern`` is a regex whose first group, applied to a non-DICOM file name, names the patient
     and study it belongs to (default: the file stem). Re-ingesting the same files stores nothing new.
+
+    With several worker processes (``workers``, default ``INGEST_WORKERS`` or one per core) DICOM
+    folders are read in parallel, each file read and parsed once in its worker; progress counts the
+    folders read in the first half and the series stored in the second.
     """
     summary = IngestSummary()
+    report = progress or (lambda done, total, message: None)
     with tempfile.TemporaryDirectory(prefix="ingest-") as tmp, ExitStack() as stack:
         found, collect_errors = files_collect(paths, Path(tmp))
         summary.errors.extend(e.as_dict() for e in collect_errors)
-        n_workers = _worker_count(len(found) // FILES_PER_WORKER + 1, workers)
+        display = {f.path: f.display for f in found}
+        dicom_paths = [f.path for f in found if file_kind(f.path) == "dicom"]
+        others = [(f, kind) for f in found if (kind := file_kind(f.path)) != "dicom"]
+        scratch = storage_scratch_dir()
+        stack.callback(shutil.rmtree, scratch, ignore_errors=True)
+        partitions = _partitions(dicom_paths)
+        n_workers = _worker_count(len(partitions) + len(others), workers)
         pool = None
         if n_workers > 1:
             # forkserver: workers start clean, sharing no database sockets with this process
@@ -89,88 +99,115 @@ def scans_ingest(
                 ["studies.ingest.load", "studies.ingest.dicom", "studies.ingest.volume_io"]
             )
             pool = stack.enter_context(ProcessPoolExecutor(max_workers=n_workers, mp_context=ctx))
-        units = _units_plan(project=project, found=found, modality=modality, summary=summary, pool=pool)
+        ctx_ = _Context(project=project, display=display, scratch=scratch, summary=summary, modality=modality)
+        if pool is not None and len(partitions) > 1:
+            units = _dicom_units_parallel(ctx_, partitions, pool, report)
+        else:
+            units = _dicom_units(ctx_, dicom_paths)
+        units += [_file_unit(ctx_, f, kind) for f, kind in others]
+        units = [u for u in units if not _unit_is_duplicate(project=project, unit=u, summary=summary)]
         _units_run(
-            project=project,
-            units=units,
-            summary=summary,
-            progress=progress,
-            pool=pool if len(units) > 1 else None,
-            study_pattern=study_pattern,
+            ctx_, units, pool=pool if len(units) > 1 else None, report=report, study_pattern=study_pattern
         )
     return summary
 
 
-def _read_headers(paths: list[Path], pool: ProcessPoolExecutor | None) -> tuple[list, list[IngestError]]:
-    """DICOM headers of ``paths``, in chunks on the worker processes when there is a pool."""
-    from studies.ingest.dicom import dicom_read_headers
+@dataclass
+class _Context:
+    project: Project
+    display: dict[Path, str]
+    scratch: Path
+    summary: IngestSummary
+    modality: str
 
-    if pool is None or len(paths) < 2 * FILES_PER_WORKER:
-        return dicom_read_headers(paths)
-    size = max(FILES_PER_WORKER, -(-len(paths) // (pool._max_workers * 4)))
-    files, errors = [], []
-    for chunk_files, chunk_errors in pool.map(
-        dicom_read_headers, [paths[i : i + size] for i in range(0, len(paths), size)]
-    ):
-        files.extend(chunk_files)
-        errors.extend(chunk_errors)
-    return files, errors
+    @property
+    def filename(self) -> str:
+        return "image.nii.gz" if settings.CANONICAL_NIFTI_GZIP else "image.nii"
+
+    def error(self, exc: IngestError) -> None:
+        exc.file = self.display.get(Path(exc.file), exc.file)
+        self.summary.errors.append(exc.as_dict())
+
+    def dicom_unit(
+        self, series_uid: str, paths: list[Path], sop_uids: list[str], checksums: list[str]
+    ) -> Unit:
+        secret = self.project.deid_secret
+        label = self.display.get(paths[0], str(paths[0]))
+        if len(paths) > 1:
+            label = f"{Path(label).parent}/ (series of {len(paths)} files)"
+        return Unit(
+            kind="dicom",
+            label=label,
+            paths=paths,
+            displays=[self.display.get(p, str(p)) for p in paths],
+            series_uid=pseudonyms.uid_remap(secret, series_uid),
+            checksums=checksums,
+            sop_uids=[pseudonyms.uid_remap(secret, s) for s in sop_uids],
+        )
 
 
-def _units_plan(
-    *,
-    project: Project,
-    found: list[FoundFile],
-    modality: str,
-    summary: IngestSummary,
-    pool: ProcessPoolExecutor | None = None,
-) -> list[Unit]:
-    from studies.ingest.dicom import dicom_group_series
+def _partitions(paths: list[Path]) -> list[list[Path]]:
+    """DICOM candidates grouped by folder (a series rarely spans folders), largest first."""
+    by_folder: dict[Path, list[Path]] = {}
+    for path in paths:
+        by_folder.setdefault(path.parent, []).append(path)
+    return sorted(by_folder.values(), key=len, reverse=True)
 
-    secret = project.deid_secret
-    display = {f.path: f.display for f in found}
-    dicom_paths, others = [], []
-    for f in found:
-        kind = file_kind(f.path)
-        (dicom_paths if kind == "dicom" else others).append((f, kind))
-    headers, errors = _read_headers([f.path for f, _ in dicom_paths], pool)
+
+def _dicom_units(ctx: _Context, paths: list[Path]) -> list[Unit]:
+    """Read all headers here and group them into series (one process)."""
+    from studies.ingest.dicom import dicom_group_series, dicom_read_headers
+
+    headers, errors = dicom_read_headers(paths)
     for err in errors:
-        err.file = display.get(Path(err.file), err.file)
-        summary.errors.append(err.as_dict())
-    units: list[Unit] = []
+        ctx.error(err)
+    units = []
     for series_uid, files in dicom_group_series(headers).items():
-        new_uid = pseudonyms.uid_remap(secret, series_uid)
-        sops = [pseudonyms.uid_remap(secret, f.sop_uid) for f in files]
-        label = display.get(files[0].path, str(files[0].path))
-        if len(files) > 1:
-            label = f"{Path(label).parent}/ (series of {len(files)} files)"
-        units.append(
-            Unit(
-                kind="dicom",
-                label=label,
-                paths=[f.path for f in files],
-                displays=[display.get(f.path, str(f.path)) for f in files],
-                series_uid=new_uid,
-                checksums=[f.checksum for f in files],
-                sop_uids=sops,
-                dicom=files,
-            )
+        unit = ctx.dicom_unit(
+            series_uid, [f.path for f in files], [f.sop_uid for f in files], [f.checksum for f in files]
         )
-    for f, kind in others:
-        checksum = sha256_file(f.path)
-        units.append(
-            Unit(
-                kind=kind,
-                label=f.display,
-                paths=[f.path],
-                displays=[f.display],
-                series_uid=pseudonyms.uid_remap(secret, "sha256:" + checksum),
-                checksums=[checksum],
-                sop_uids=[],
-                modality=modality or ("OT" if kind == "nifti" else "CR"),
-            )
+        unit.dicom, unit.first_header = files, files[0].header
+        units.append(unit)
+    return units
+
+
+def _dicom_units_parallel(ctx: _Context, partitions: list[list[Path]], pool, report: Progress) -> list[Unit]:
+    """Each worker reads and loads whole folders; a series found in several folders is read again whole."""
+    jobs = [(paths, ctx.scratch / f"p{i}", ctx.filename, "") for i, paths in enumerate(partitions)]
+    by_series: dict[str, list] = {}
+    for done, (reads, errors) in enumerate(pool.map(read_partition, jobs), start=1):
+        for err in errors:
+            ctx.error(err)
+        for read in reads:
+            by_series.setdefault(read.series_uid, []).append(read)
+        report(done, 2 * len(jobs), f"read {done} of {len(jobs)} folders")
+    units = []
+    for series_uid, reads in by_series.items():
+        paths = [p for r in reads for p in r.paths]
+        unit = ctx.dicom_unit(
+            series_uid, paths, [s for r in reads for s in r.sop_uids], [c for r in reads for c in r.checksums]
         )
-    return [u for u in units if not _unit_is_duplicate(project=project, unit=u, summary=summary)]
+        unit.first_header = reads[0].first_header
+        if len(reads) == 1:
+            unit.loaded = reads[0].loaded
+            if isinstance(unit.loaded, IngestError):
+                unit.loaded.file = ctx.display.get(Path(unit.loaded.file), unit.loaded.file)
+        units.append(unit)  # spanning folders: loaded is None, read again below
+    return units
+
+
+def _file_unit(ctx: _Context, f: FoundFile, kind: str) -> Unit:
+    checksum = sha256_file(f.path)
+    return Unit(
+        kind=kind,
+        label=f.display,
+        paths=[f.path],
+        displays=[f.display],
+        series_uid=pseudonyms.uid_remap(ctx.project.deid_secret, "sha256:" + checksum),
+        checksums=[checksum],
+        sop_uids=[],
+        modality=ctx.modality or ("OT" if kind == "nifti" else "CR"),
+    )
 
 
 def _unit_is_duplicate(*, project: Project, unit: Unit, summary: IngestSummary) -> bool:
@@ -196,44 +233,28 @@ def _unit_is_duplicate(*, project: Project, unit: Unit, summary: IngestSummary) 
 
 
 def _units_run(
-    *,
-    project: Project,
-    units: list[Unit],
-    summary: IngestSummary,
-    progress: Progress | None,
-    pool: ProcessPoolExecutor | None,
-    study_pattern: str | None,
+    ctx: _Context, units: list[Unit], *, pool, report: Progress, study_pattern: str | None
 ) -> None:
-    """Read the units (on the pool's processes when given) and store each as it comes back."""
+    """Read the units not read yet (on the pool when given) and store each as it comes back."""
     total = len(units)
-    if progress:
-        progress(0, total, f"{total} series to read")
-    if not total:
-        return
-    scratch = storage_scratch_dir()
-    try:
-        jobs = []
-        filename = "image.nii.gz" if settings.CANONICAL_NIFTI_GZIP else "image.nii"
-        for i, unit in enumerate(units):
-            out_dir = scratch / f"u{i}"
+    report(total, 2 * total, f"{total} series to store")
+    jobs = []
+    for i, unit in enumerate(units):
+        if unit.loaded is None:
+            out_dir = ctx.scratch / f"u{i}"
             out_dir.mkdir()
-            jobs.append((unit.kind, unit.paths, unit.dicom, unit.modality, out_dir, unit.label, filename))
-        results = pool.map(load_unit_safe, jobs) if pool is not None else map(load_unit_safe, jobs)
-        _store_results(project, units, results, summary, progress, study_pattern)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-
-
-def _store_results(project, units, results, summary, progress, study_pattern) -> None:
-    for done, (unit, loaded) in enumerate(zip(units, results), start=1):
+            jobs.append((unit.kind, unit.paths, unit.dicom, unit.modality, out_dir, unit.label, ctx.filename))
+    fresh = iter(pool.map(load_unit_safe, jobs) if pool is not None else map(load_unit_safe, jobs))
+    for done, unit in enumerate(units, start=1):
+        loaded = unit.loaded if unit.loaded is not None else next(fresh)
+        unit.dicom = []  # headers no longer needed: free them as we go
         if isinstance(loaded, IngestError):
-            summary.errors.append(loaded.as_dict())
+            ctx.summary.errors.append(loaded.as_dict())
         else:
             try:
-                scan = scan_store(project=project, unit=unit, loaded=loaded, study_pattern=study_pattern)
+                scan = scan_store(project=ctx.project, unit=unit, loaded=loaded, study_pattern=study_pattern)
             except IngestError as exc:
-                summary.errors.append(exc.as_dict())
+                ctx.summary.errors.append(exc.as_dict())
             else:
-                summary.stored.append(scan_summary(scan))
-        if progress:
-            progress(done, len(units), unit.label)
+                ctx.summary.stored.append(scan_summary(scan))
+        report(total + done, 2 * total, unit.label)

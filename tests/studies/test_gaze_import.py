@@ -106,8 +106,6 @@ def test_reflacx_main_data_folder_discarded_and_phase3(tmp_path):
         ("fixations.csv", 3, "x_position", "4o5", "not a number"),
         ("fixations.csv", 2, "timestamp_end_fixation", "0.1", "before it starts"),
         ("fixations.csv", 4, "timestamp_start_fixation", "0.2", "before the previous one"),
-        ("fixations.csv", 0, "x_position", "2544", "outside the image"),
-        ("fixations.csv", 5, "y_position", "-1", "outside the image"),
         ("timestamps_transcription.csv", 1, "timestamp_end_word", "0.5", "before it starts"),
         ("chest_bounding_box.csv", 0, "xmax", "", "not a number"),
     ],
@@ -318,7 +316,7 @@ def test_bad_recordings_leave_nothing_and_good_ones_are_stored(project, tmp_path
     good = EgdSpec(dicom_id="good", image_size=EGD_SIZE)
     bad = EgdSpec(dicom_id="bad", image_size=EGD_SIZE, bad_cells={("fixations.csv", 2, "FPOGD"): "abc"})
     egd = gaze_import(project=project, path=write_egd(tmp_path / "egd", recordings=[bad, good]), fmt="egd")
-    reflacx_bad = ReflacxSpec(id="P102R000020", bad_cells={("fixations.csv", 1, "y_position"): "9999"})
+    reflacx_bad = ReflacxSpec(id="P102R000020", bad_cells={("fixations.csv", 1, "y_position"): "9x99"})
     reflacx = gaze_import(
         project=project,
         path=write_reflacx(tmp_path / "r", recordings=[reflacx_bad, ReflacxSpec()]),
@@ -402,3 +400,25 @@ def test_link_scans_ingested_later_and_egd_size_from_scan(project, tmp_path):
 def test_not_a_gaze_folder_is_one_error(project, tmp_path):
     summary = gaze_import(project=project, path=tmp_path, fmt="reflacx")
     assert summary.stored == [] and len(summary.errors) == 1 and "main_data" in summary.errors[0]["reason"]
+
+
+def test_reflacx_fixations_outside_the_image_are_kept_flagged_and_reported(tmp_path):
+    spec = ReflacxSpec(
+        id="P102R000020",
+        bad_cells={("fixations.csv", 0, "x_position"): "2544", ("fixations.csv", 5, "y_position"): "-1"},
+    )
+    root = write_reflacx(tmp_path, recordings=[spec])
+    [item] = list(read_reflacx(root))
+    assert isinstance(item, GazeRecordingData)
+    inside = item.fixations["inside"]
+    assert inside[0] is False and inside[5] is False and sum(inside) == len(inside) - 2
+    assert item.fixations["x"][0] == 2544
+    assert any("2 of 12 fixations outside the 2544x3056 image (rows 2, 7)" in p for p in item.problems)
+
+
+def test_reflacx_all_fixations_outside_is_an_error(tmp_path):
+    spec = ReflacxSpec(id="P102R000021", fixations=[(0.1, 0.3, 5000, 10), (0.4, 0.6, 6000, 20)])
+    root = write_reflacx(tmp_path, recordings=[spec])
+    [error] = list(read_reflacx(root))
+    assert isinstance(error, IngestError) and error.field == "x_position"
+    assert "2 of 2 fixations outside" in error.reason and "image_size_x" in error.reason

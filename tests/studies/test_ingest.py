@@ -319,17 +319,23 @@ def test_cli_exits_non_zero_when_everything_failed(project, tmp_path):
     assert exc.value.code == 1
 
 
-def test_parallel_ingest_matches_serial(project, other_project, tmp_path, monkeypatch, _media_root):
-    """Headers read in chunks and series read on two worker processes give the same scans."""
-    from studies.services import scans
-
+def test_parallel_ingest_matches_serial(project, other_project, tmp_path, _media_root):
+    """Folders read on two worker processes give the same scans as one process, including a series
+    whose files are spread over two folders (read again whole)."""
     for i in range(3):
         volume, _ = demo.synthetic_chest_ct(shape=(8 + i, 32, 40), spacing=(5.0, 2.0, 2.0))
         demo.write_ct_series(tmp_path / "in" / f"s{i}", volume, (5.0, 2.0, 2.0), patient_id=f"MRN{i}")
+    (tmp_path / "in" / "s2b").mkdir()
+    for path in sorted((tmp_path / "in" / "s2").glob("*.dcm"))[::2]:
+        path.rename(tmp_path / "in" / "s2b" / path.name)
     (tmp_path / "in" / "junk.dcm").write_text("junk")
     serial = scans_ingest(project=project, paths=[tmp_path / "in"], workers=1)
-    monkeypatch.setattr(scans, "FILES_PER_WORKER", 2)
-    parallel = scans_ingest(project=other_project, paths=[tmp_path / "in"], workers=2)
+    progress = []
+    parallel = scans_ingest(
+        project=other_project, paths=[tmp_path / "in"], workers=2, progress=lambda *a: progress.append(a)
+    )
+    fractions = [done / total for done, total, _ in progress]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
 
     def key(summary):
         return sorted((s["shape"][2], s["name"], str(s["spacing"])) for s in summary.stored)

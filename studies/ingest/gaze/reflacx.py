@@ -161,7 +161,7 @@ def _read_recording(
             checksum.add_file(file.name, file)
 
     problems: list[str] = []
-    fixations = _fixations(folder / "fixations.csv", root, width_px, height_px)
+    fixations = _fixations(folder / "fixations.csv", root, width_px, height_px, problems)
     transcript = _words(folder / "timestamps_transcription.csv", root, problems)
     text_path = folder / "transcription.txt"
     text = ""
@@ -199,7 +199,10 @@ def _read_recording(
     )
 
 
-def _fixations(path: Path, root: Path, width: int, height: int) -> dict[str, list[Any]]:
+def _fixations(path: Path, root: Path, width: int, height: int, problems: list[str]) -> dict[str, list[Any]]:
+    """Fixation columns. A fixation outside the image (the reader looked off it) is kept with
+    ``inside`` False and reported in ``problems``, rows named; if every fixation is outside, the image
+    size must be wrong and the recording is refused."""
     name = rel(path, root)
     if not path.is_file():
         raise IngestError(name, "fixations.csv is missing")
@@ -214,7 +217,9 @@ def _fixations(path: Path, root: Path, width: int, height: int) -> dict[str, lis
         "ang_res_x": [],
         "ang_res_y": [],
         "shown_rect": [],
+        "inside": [],
     }
+    outside: list[int] = []
     previous_start = None
     for row_no, row in table.rows:
         start = number(table, row_no, row, col, "timestamp_start_fixation")
@@ -234,10 +239,10 @@ def _fixations(path: Path, root: Path, width: int, height: int) -> dict[str, lis
         previous_start = start
         x = number(table, row_no, row, col, "x_position")
         y = number(table, row_no, row, col, "y_position")
-        if not 0 <= x < width:
-            raise IngestError(name, f"row {row_no}: x {x} outside the image [0, {width})", "x_position")
-        if not 0 <= y < height:
-            raise IngestError(name, f"row {row_no}: y {y} outside the image [0, {height})", "y_position")
+        inside = 0 <= x < width and 0 <= y < height
+        if not inside:
+            outside.append(row_no)
+        out["inside"].append(inside)
         out["start"].append(start)
         out["end"].append(end)
         out["x"].append(compact(x))
@@ -246,6 +251,14 @@ def _fixations(path: Path, root: Path, width: int, height: int) -> dict[str, lis
         out["ang_res_x"].append(compact(number(table, row_no, row, col, FIXATION_COLUMNS[5])))
         out["ang_res_y"].append(compact(number(table, row_no, row, col, FIXATION_COLUMNS[6])))
         out["shown_rect"].append([compact(number(table, row_no, row, col, c)) for c in SHOWN_RECT])
+    if outside:
+        rows = ", ".join(map(str, outside[:10])) + (" ..." if len(outside) > 10 else "")
+        message = (
+            f"{len(outside)} of {len(out['x'])} fixations outside the {width}x{height} image (rows {rows})"
+        )
+        if len(outside) == len(out["x"]):
+            raise IngestError(name, f"{message}: is image_size_x/image_size_y right?", "x_position")
+        problems.append(f"{name}: {message}; kept with inside=false")
     return out
 
 
