@@ -5,11 +5,14 @@ NIfTI, thumbnail, de-identified header) or not at all. Units are read in paralle
 when there are several; rows are written by the calling process.
 """
 
+import gc
+import importlib
 import logging
 import multiprocessing
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import ExitStack
@@ -93,12 +96,11 @@ def scans_ingest(
         n_workers = _worker_count(len(partitions) + len(others), workers)
         pool = None
         if n_workers > 1:
-            # forkserver: workers start clean, sharing no database sockets with this process
-            ctx = multiprocessing.get_context("forkserver")
-            ctx.set_forkserver_preload(
-                ["studies.ingest.load", "studies.ingest.dicom", "studies.ingest.volume_io"]
-            )
-            pool = stack.enter_context(ProcessPoolExecutor(max_workers=n_workers, mp_context=ctx))
+            mp_context = _mp_context()
+            if mp_context.get_start_method() == "fork":
+                gc.freeze()  # children then do not copy the parent's heap pages when their collector runs
+                stack.callback(gc.unfreeze)
+            pool = stack.enter_context(ProcessPoolExecutor(max_workers=n_workers, mp_context=mp_context))
         ctx_ = _Context(project=project, display=display, scratch=scratch, summary=summary, modality=modality)
         if pool is not None and len(partitions) > 1:
             units = _dicom_units_parallel(ctx_, partitions, pool, report)
@@ -110,6 +112,23 @@ def scans_ingest(
             ctx_, units, pool=pool if len(units) > 1 else None, report=report, study_pattern=study_pattern
         )
     return summary
+
+
+_WORKER_MODULES = ["studies.ingest.load", "studies.ingest.dicom", "studies.ingest.volume_io"]
+
+
+def _mp_context():
+    """How worker processes start. ``fork`` (instant) when this process runs a single thread: the
+    children use no database connection and leave with ``os._exit``, so the inherited sockets are never
+    touched. With other threads alive (a threaded server), ``forkserver``: clean processes, slower to
+    start the first time."""
+    for name in _WORKER_MODULES:
+        importlib.import_module(name)
+    if threading.active_count() == 1:
+        return multiprocessing.get_context("fork")
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(_WORKER_MODULES)
+    return ctx
 
 
 @dataclass
