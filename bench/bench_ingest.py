@@ -66,15 +66,7 @@ def run_platform(folder: Path, gz: bool = False) -> dict:
     from studies.services.scans import scans_ingest
 
     project = project_create(slug="bench")
-    # A running worker or server has its readers imported already; SimpleITK and pydicom are imported
-    # before their measurement too.
-    import nibabel  # noqa: F401
-    import PIL.Image  # noqa: F401
-
-    import studies.deid  # noqa: F401
-    import studies.ingest.dicom  # noqa: F401
-    import studies.ingest.volume_io  # noqa: F401
-
+    warm_up()
     try:
         with measured() as m:
             summary = scans_ingest(project=project, paths=[folder], workers=1)
@@ -87,12 +79,25 @@ def run_platform(folder: Path, gz: bool = False) -> dict:
         shutil.rmtree(work, ignore_errors=True)
 
 
+def warm_up() -> None:
+    """A running worker or server has ingested before: its readers are imported and numpy's lazy parts
+    loaded. Ingest pydicom's small CT once in another project (SimpleITK and pydicom are imported before
+    their measurements too)."""
+    from pydicom.data import get_testdata_file
+
+    from core.services import project_create
+    from studies.services.scans import scans_ingest
+
+    scans_ingest(project=project_create(slug="warm-up"), paths=[get_testdata_file("CT_small.dcm")], workers=1)
+
+
 def run_many(folders: list[Path], workers: int) -> dict:
     work = Path(tempfile.mkdtemp(prefix="bench-many-"))
     django_setup(work)
     from core.services import project_create
     from studies.services.scans import scans_ingest
 
+    warm_up()
     project = project_create(slug="bench")
     try:
         t0 = time.perf_counter()

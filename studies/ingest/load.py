@@ -107,7 +107,7 @@ class SeriesRead:
     paths: list[Path]
     sop_uids: list[str]
     checksums: list[str]
-    first_header: Any
+    identity: Any  # DicomIdentity of the first header (None if it failed: the caller tries again)
     loaded: LoadedScan | IngestError
 
 
@@ -115,8 +115,9 @@ def read_partition(args: tuple) -> tuple[list[SeriesRead], list[IngestError]]:
     """Read the headers of a group of files (one or more folders), group them into series and load
     each series: every file is read and parsed once. Runs in a worker process."""
     from studies.ingest import dicom
+    from studies.ingest.dicom_identity import dicom_identity
 
-    paths, out_dir, filename, modality = args
+    paths, out_dir, filename, modality, secret = args
     dicom.READ_THREADS = 1  # the pool's processes use the cores; threads here would only contend
     files, errors = dicom.dicom_read_headers(paths)
     reads = []
@@ -127,13 +128,18 @@ def read_partition(args: tuple) -> tuple[list[SeriesRead], list[IngestError]]:
         loaded = load_unit_safe(
             ("dicom", [f.path for f in series], series, modality, unit_dir, label, filename)
         )
+        try:
+            identity = dicom_identity(series[0].header, secret=secret)
+        except Exception as exc:  # left to the calling process, which reports it with the series
+            identity = None
+            log.warning("identity of %s: %s", label, exc)
         reads.append(
             SeriesRead(
                 series_uid=series_uid,
                 paths=[f.path for f in series],
                 sop_uids=[f.sop_uid for f in series],
                 checksums=[f.checksum for f in series],
-                first_header=series[0].header,
+                identity=identity,
                 loaded=loaded,
             )
         )

@@ -1,7 +1,5 @@
 """Storing one read scan unit: patient and study (de-identified), files and rows, all or nothing."""
 
-import gzip
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,6 +10,7 @@ from django.db import IntegrityError, transaction
 from core.models import Project
 from core.storage import project_key, sha256_bytes, storage_delete_all, storage_put_file, storage_save_bytes
 from studies import pseudonyms
+from studies.ingest.dicom_identity import DicomIdentity, dicom_identity
 from studies.ingest.load import LoadedScan as Loaded
 from studies.ingest.types import DicomFile, IngestError
 from studies.models import Patient, PatientIdentity, Scan, ScanSource, SourceFormat, Study
@@ -32,6 +31,7 @@ class Unit:
     dicom: list[DicomFile] = field(default_factory=list)
     modality: str = ""
     first_header: Any = None  # the first file's header when ``dicom`` is not kept
+    identity: DicomIdentity | None = None  # computed already (by a folder worker)
     loaded: "Loaded | IngestError | None" = None  # read already (by a folder worker)
 
 
@@ -111,52 +111,45 @@ def _study_for(
     return study
 
 
-def _dicom_identity(project: Project, unit: Unit, loaded: Loaded) -> tuple[Study, str, dict[str, Any]]:
-    """Patient, study and de-identified header of a DICOM unit. Returns (study, name, header JSON).
+def _dicom_identity(project: Project, unit: Unit, loaded: Loaded) -> tuple[Study, str, bytes]:
+    """Patient, study and de-identified header of a DICOM unit: (study, name, gzipped header JSON).
 
     Study and series descriptions are kept, cleaned of the header's identifiers (PS3.15 Clean
     Descriptors option); the stored header follows the basic profile, which removes them."""
-    from studies.deid import deidentify_header, header_identity, header_to_json
+    ident = unit.identity
+    if ident is None:
+        first = unit.first_header if unit.first_header is not None else None
+        if first is None and unit.dicom:
+            first = unit.dicom[0].header
+        if first is None:
+            from studies.ingest.dicom import dicom_read_headers
 
-    first = (
-        unit.first_header if unit.first_header is not None else (unit.dicom[0].header if unit.dicom else None)
-    )
-    if first is None:
-        from studies.ingest.dicom import dicom_read_headers
-
-        files, errors = dicom_read_headers(unit.paths[:1])
-        if errors:
-            raise errors[0]
-        first = files[0].header
-    identity = header_identity(first)
+            files, errors = dicom_read_headers(unit.paths[:1])
+            if errors:
+                raise errors[0]
+            first = files[0].header
+        ident = dicom_identity(first, secret=project.deid_secret)
+    identity = ident.identity
     tokens = identity.get("scrub_tokens", ())
     loaded.series_description = scrub_plain(loaded.series_description, tokens=tokens)[0]
-    key = (
-        identity.get("patient_id") or identity.get("patient_name") or f"study:{identity.get('study_uid', '')}"
-    )
-    patient = _patient_for(project, key, identity)
+    patient = _patient_for(project, ident.patient_key, identity)
     secret = project.deid_secret
     date = pseudonyms.parse_dicom_date(identity.get("study_date"))
     accession = identity.get("accession") or ""
     study = _study_for(
         project,
         patient,
-        pseudonyms.uid_remap(secret, identity.get("study_uid") or f"{key}:nostudy"),
+        pseudonyms.uid_remap(secret, identity.get("study_uid") or f"{ident.patient_key}:nostudy"),
         {
             "study_date": pseudonyms.shift_date(date, patient.date_shift_days),
             "modality": loaded.modality,
-            "description": scrub_plain(str(first.get("StudyDescription", "")), tokens=tokens)[0][:256],
+            "description": ident.study_description,
             "accession_hash": pseudonyms.accession_hash(secret, accession) if accession else "",
         },
-        identifier_hashes(secret, identity.get("scrub_tokens", ())),
-    )
-    header = header_to_json(
-        deidentify_header(
-            first, secret=secret, pseudonym=patient.pseudonym, date_shift_days=patient.date_shift_days
-        )
+        identifier_hashes(secret, tokens),
     )
     name = unit.paths[0].name.removesuffix(".dcm") if len(unit.paths) == 1 else ""
-    return study, name, header
+    return study, name, ident.header_gz
 
 
 def _file_identity(
@@ -194,9 +187,7 @@ def scan_store(*, project: Project, unit: Unit, loaded: Loaded, study_pattern: s
                 date_shift = study.patient.date_shift_days
                 meta = _shift_dicom_dates(loaded.meta, date_shift)
                 meta["instances"] = len(unit.sop_uids)
-                header_key = storage_save_bytes(
-                    f"{base}/header.json.gz", gzip.compress(json.dumps(header).encode())
-                )
+                header_key = storage_save_bytes(f"{base}/header.json.gz", header)
                 keys.append(header_key)
                 meta["header_file"] = header_key
                 source_format = SourceFormat.DICOM

@@ -114,7 +114,12 @@ def scans_ingest(
     return summary
 
 
-_WORKER_MODULES = ["studies.ingest.load", "studies.ingest.dicom", "studies.ingest.volume_io"]
+_WORKER_MODULES = [
+    "studies.ingest.load",
+    "studies.ingest.dicom",
+    "studies.ingest.volume_io",
+    "studies.ingest.dicom_identity",
+]
 
 
 def _mp_context():
@@ -192,7 +197,8 @@ def _dicom_units(ctx: _Context, paths: list[Path]) -> list[Unit]:
 
 def _dicom_units_parallel(ctx: _Context, partitions: list[list[Path]], pool, report: Progress) -> list[Unit]:
     """Each worker reads and loads whole folders; a series found in several folders is read again whole."""
-    jobs = [(paths, ctx.scratch / f"p{i}", ctx.filename, "") for i, paths in enumerate(partitions)]
+    secret = ctx.project.deid_secret
+    jobs = [(paths, ctx.scratch / f"p{i}", ctx.filename, "", secret) for i, paths in enumerate(partitions)]
     by_series: dict[str, list] = {}
     for done, (reads, errors) in enumerate(pool.map(read_partition, jobs), start=1):
         for err in errors:
@@ -206,8 +212,8 @@ def _dicom_units_parallel(ctx: _Context, partitions: list[list[Path]], pool, rep
         unit = ctx.dicom_unit(
             series_uid, paths, [s for r in reads for s in r.sop_uids], [c for r in reads for c in r.checksums]
         )
-        unit.first_header = reads[0].first_header
         if len(reads) == 1:
+            unit.identity = reads[0].identity
             unit.loaded = reads[0].loaded
             if isinstance(unit.loaded, IngestError):
                 unit.loaded.file = ctx.display.get(Path(unit.loaded.file), unit.loaded.file)
