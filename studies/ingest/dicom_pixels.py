@@ -341,11 +341,17 @@ class VolumeFiller:
                 ends = (lo * slope + intercept, hi * slope + intercept)
                 fits = np.iinfo(frame.dtype).min <= lo and -32768 <= min(ends) and max(ends) <= 32767
             if not fits:
-                ends = (int(frame.min()) * slope + intercept, int(frame.max()) * slope + intercept)
+                lo, hi = int(frame.min()), int(frame.max())
+                ends = (lo * slope + intercept, hi * slope + intercept)
                 fits = -32768 <= min(ends) and max(ends) <= 32767
             if fits:
                 if slope == 1 and intercept == 0:
                     target[...] = frame
+                elif (
+                    slope == 1 and frame.dtype.itemsize == 2 and hi <= 32767 and -32768 <= intercept <= 32767
+                ):
+                    # values, offset and results all fit int16: add in int16, no conversion pass
+                    np.add(frame.view(np.int16), np.int16(intercept), out=target)
                 elif slope == 1:  # one pass, computed in int32 and stored as int16
                     np.add(frame, np.int32(intercept), out=target, casting="unsafe")
                 else:
