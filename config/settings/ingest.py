@@ -6,6 +6,7 @@ from config.settings.env import env_bool, env_int
 UPLOAD_MAX_BYTES = env_int("UPLOAD_MAX_BYTES", 2 * 1024**3)
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024**2
 FILE_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024**2
+FILE_UPLOAD_HANDLERS = ["core.uploads.LargeChunkUploadHandler"]
 # Zip archives: total uncompressed size, member count and compression ratio of any member.
 ZIP_MAX_TOTAL_BYTES = env_int("ZIP_MAX_TOTAL_BYTES", 20 * 1024**3)
 ZIP_MAX_MEMBERS = env_int("ZIP_MAX_MEMBERS", 200_000)
