@@ -32,7 +32,8 @@ worker: $(VENV)/.installed
 	$(VENV)/bin/celery -A config worker -Q default --loglevel INFO
 
 bench: $(VENV)/.installed
-	$(PY) bench/run_all.py
+	$(PY) bench/bench_ingest.py
+	$(PY) bench/bench_upload.py
 
 clean:
 	rm -rf $(VENV) var
