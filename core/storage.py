@@ -64,6 +64,18 @@ def storage_save_bytes(key: str, data: bytes) -> str:
     return default_storage.save(key, ContentFile(data, name=os.path.basename(key)))
 
 
+@contextmanager
+def storage_all_or_nothing() -> Iterator[list[str]]:
+    """Collects the keys that one unit stores (append them to the yielded list); if the block raises,
+    they are deleted, so a unit that fails leaves no files behind."""
+    keys: list[str] = []
+    try:
+        yield keys
+    except BaseException:
+        storage_delete_all(keys)
+        raise
+
+
 def storage_delete_all(keys: Iterable[str]) -> None:
     for key in keys:
         if key:

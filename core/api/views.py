@@ -7,34 +7,29 @@ from core.models import Membership
 from core.selectors import job_get_for_user, jobs_for_user, project_get_for_user, projects_for_user
 
 
-class ProjectList(generics.ListAPIView):
-    """Projects the caller is a member of, with the caller's role."""
+class _WithRoles:
+    """Puts the caller's role per project in the serializer context (one query)."""
 
     serializer_class = ProjectOut
+
+    def get_serializer_context(self):
+        ctx = super().get_serializer_context()
+        ctx["roles"] = dict(
+            Membership.objects.filter(user=self.request.user).values_list("project_id", "role")
+        )
+        return ctx
+
+
+class ProjectList(_WithRoles, generics.ListAPIView):
+    """Projects the caller is a member of, with the caller's role."""
 
     def get_queryset(self):
         return projects_for_user(self.request.user)
 
-    def get_serializer_context(self):
-        ctx = super().get_serializer_context()
-        ctx["roles"] = dict(
-            Membership.objects.filter(user=self.request.user).values_list("project_id", "role")
-        )
-        return ctx
 
-
-class ProjectDetail(generics.RetrieveAPIView):
-    serializer_class = ProjectOut
-
+class ProjectDetail(_WithRoles, generics.RetrieveAPIView):
     def get_object(self):
         return project_get_for_user(self.request.user, self.kwargs["slug"])
-
-    def get_serializer_context(self):
-        ctx = super().get_serializer_context()
-        ctx["roles"] = dict(
-            Membership.objects.filter(user=self.request.user).values_list("project_id", "role")
-        )
-        return ctx
 
 
 class JobList(generics.ListAPIView):

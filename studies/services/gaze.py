@@ -14,7 +14,7 @@ from typing import Any
 from django.db import IntegrityError, transaction
 
 from core.models import Project
-from core.storage import project_key, storage_delete_all, storage_save_path
+from core.storage import project_key, storage_all_or_nothing, storage_save_path
 from studies.ingest.gaze import GazeRecordingData, GazeSkipped, gaze_units
 from studies.ingest.types import IngestError
 from studies.models import GazeAnatomyMask, GazeRecording, Scan
@@ -122,9 +122,8 @@ def _store(project: Project, data: GazeRecordingData, summary: GazeImportSummary
     scan = scan_for_image(project=project, image_ref=data.image_ref)
     if scan is not None:
         _check_size(data, scan)
-    written: list[str] = []
     try:
-        with transaction.atomic():
+        with storage_all_or_nothing() as written, transaction.atomic():
             recording = GazeRecording.objects.create(
                 project=project,
                 scan=scan,
@@ -155,11 +154,7 @@ def _store(project: Project, data: GazeRecordingData, summary: GazeImportSummary
                     pixel_count=data.anatomy_mask_pixels.get(name, 0),
                 )
     except IntegrityError as exc:
-        storage_delete_all(written)
         raise IngestError(data.source, f"recording {data.external_id} could not be stored: {exc}") from exc
-    except BaseException:
-        storage_delete_all(written)
-        raise
     summary.stored.append(
         {
             "id": recording.id,

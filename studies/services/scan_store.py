@@ -8,7 +8,13 @@ from typing import Any
 from django.db import IntegrityError, transaction
 
 from core.models import Project
-from core.storage import project_key, sha256_bytes, storage_delete_all, storage_put_file, storage_save_bytes
+from core.storage import (
+    project_key,
+    sha256_bytes,
+    storage_all_or_nothing,
+    storage_put_file,
+    storage_save_bytes,
+)
 from studies import pseudonyms
 from studies.ingest.dicom_identity import DicomIdentity, dicom_identity
 from studies.ingest.load import LoadedScan as Loaded
@@ -178,10 +184,9 @@ def _file_identity(
 
 def scan_store(*, project: Project, unit: Unit, loaded: Loaded, study_pattern: str | None = None) -> Scan:
     """Store one read unit: rows and files together, or nothing (files removed on failure)."""
-    keys: list[str] = []
     base = project_key(project, "scans", unit.series_uid)
     try:
-        with transaction.atomic():
+        with storage_all_or_nothing() as keys, transaction.atomic():
             if unit.kind == "dicom":
                 study, name, header = _dicom_identity(project, unit, loaded)
                 date_shift = study.patient.date_shift_days
@@ -229,15 +234,10 @@ def scan_store(*, project: Project, unit: Unit, loaded: Loaded, study_pattern: s
                 ]
             )
     except IngestError as exc:
-        storage_delete_all(keys)
         if not exc.file:
             exc.file = unit.label
         raise
     except IntegrityError as exc:
-        storage_delete_all(keys)
         raise IngestError(unit.label, f"already being stored by another ingest ({exc})") from exc
-    except Exception:
-        storage_delete_all(keys)
-        raise
     scan.study = study
     return scan

@@ -9,7 +9,7 @@ from django.db import transaction
 
 from core.jobs import job_create, job_dispatch
 from core.models import Job, Project
-from core.storage import project_key, storage_delete_all
+from core.storage import project_key, storage_all_or_nothing
 from studies.ingest.types import IngestError
 
 
@@ -42,33 +42,28 @@ def upload_create(*, project: Project, spec: UploadSpec, user) -> Job:
     broker_check()
     from django.core.files.storage import default_storage
 
-    keys: list[str] = []
-    try:
-        with transaction.atomic():
-            job = job_create(project=project, kind="ingest_upload", user=user, params=dict(spec.options))
-            base = project_key(project, "uploads", str(job.pk))
+    with storage_all_or_nothing() as keys, transaction.atomic():
+        job = job_create(project=project, kind="ingest_upload", user=user, params=dict(spec.options))
+        base = project_key(project, "uploads", str(job.pk))
 
-            def put(f: UploadedFile, i: int) -> str:
-                name = f"{base}/{i:05d}_{(f.name or 'file').replace('/', '_')[-120:]}"
-                key = default_storage.save(name, f)
-                keys.append(key)
-                return key
+        def put(f: UploadedFile, i: int) -> str:
+            name = f"{base}/{i:05d}_{(f.name or 'file').replace('/', '_')[-120:]}"
+            key = default_storage.save(name, f)
+            keys.append(key)
+            return key
 
-            params = dict(spec.options)
-            params["upload_keys"] = [put(f, i) for i, f in enumerate(spec.files)]
-            params["upload_names"] = [f.name for f in spec.files]
-            if spec.reports_csv is not None:
-                params["reports_key"] = put(spec.reports_csv, len(keys))
-            if spec.gaze_archive is not None:
-                params["gaze_key"] = put(spec.gaze_archive, len(keys))
-                params["gaze_name"] = spec.gaze_archive.name
-            params["bytes"] = sum(f.size or 0 for f in every)
-            job.params = params
-            job.save(update_fields=["params"])
-            from studies.tasks import ingest_upload
+        params = dict(spec.options)
+        params["upload_keys"] = [put(f, i) for i, f in enumerate(spec.files)]
+        params["upload_names"] = [f.name for f in spec.files]
+        if spec.reports_csv is not None:
+            params["reports_key"] = put(spec.reports_csv, len(keys))
+        if spec.gaze_archive is not None:
+            params["gaze_key"] = put(spec.gaze_archive, len(keys))
+            params["gaze_name"] = spec.gaze_archive.name
+        params["bytes"] = sum(f.size or 0 for f in every)
+        job.params = params
+        job.save(update_fields=["params"])
+        from studies.tasks import ingest_upload
 
-            job_dispatch(job=job, task=ingest_upload)
-    except Exception:
-        storage_delete_all(keys)
-        raise
+        job_dispatch(job=job, task=ingest_upload)
     return job
