@@ -8,5 +8,6 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("api/", include("core.api.urls")),
     path("api/", include("studies.api.urls")),
+    path("api/", include("labeling.api.urls")),
     path("", include("core.urls")),
 ]

@@ -14,6 +14,13 @@ class Project(models.Model):
     slug = models.SlugField(max_length=64, unique=True)
     name = models.CharField(max_length=200)
     description = models.TextField(blank=True)
+    # Label schema of report findings: chexpert (chest X-ray), rexgroundingct (chest CT), petct.
+    label_schema = models.CharField(
+        max_length=16,
+        choices=[("chexpert", "CheXpert (chest X-ray)"), ("rexgroundingct", "ReXGroundingCT (chest CT)"),
+                 ("petct", "PET/CT SUVmax seeds")],
+        default="chexpert",
+    )  # fmt: skip
     # Keep the original-to-pseudonym map (patient id and name); readable by managers only.
     keep_identity_map = models.BooleanField(default=False)
     # Key for pseudonyms, date shifts and UID remapping; never shown through the API.

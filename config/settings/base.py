@@ -27,6 +27,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "core",
     "studies",
+    "labeling",
 ]
 
 MIDDLEWARE = [

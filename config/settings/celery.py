@@ -20,6 +20,7 @@ CELERY_TASK_ROUTES = {
     "studies.*": {"queue": "default"},
     "core.*": {"queue": "default"},
     "labeling.llm.*": {"queue": "llm"},
+    "labeling.*": {"queue": "default"},
     "ml.*": {"queue": "gpu"},
 }
 CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 6 * 3600)

@@ -1,0 +1,12 @@
+"""Celery adapters for label runs."""
+
+from celery import shared_task
+
+from core.jobs import job_run
+
+
+@shared_task(name="labeling.run_labels", acks_late=True, max_retries=0)
+def run_labels(*, job_id: int) -> None:
+    from labeling.services import label_run_job
+
+    job_run(job_id=job_id, body=lambda job: label_run_job(job=job))
