@@ -109,3 +109,16 @@ class FindingProposal(models.Model):
 
     def __str__(self) -> str:
         return f"{self.code} {self.assertion}: {self.phrase[:40]}"
+
+
+class LLMCacheEntry(models.Model):
+    """A model's reply to one prompt, keyed by sha256 of (model, prompt version, input): a re-run with
+    the same settings asks the endpoint nothing."""
+
+    key = models.CharField(max_length=64, unique=True)
+    model_name = models.CharField(max_length=128)
+    prompt_version = models.CharField(max_length=32)
+    reply = models.TextField()
+    tokens_in = models.PositiveIntegerField(default=0)
+    tokens_out = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
