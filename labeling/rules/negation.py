@@ -70,17 +70,20 @@ def _mask(text: str) -> str:
     return _PSEUDO.sub(lambda m: " " * len(m.group(0)), text)
 
 
+def clause_bounds(sentence: str, start: int, end: int) -> tuple[int, int]:
+    """(start, end) of the clause around the mention ``sentence[start:end]``."""
+    clause_start = 0
+    for m in _TERMINATOR.finditer(sentence, 0, start):
+        clause_start = m.end()
+    m = _TERMINATOR.search(sentence, end)
+    return clause_start, (m.start() if m else len(sentence))
+
+
 def assertion_of(sentence: str, start: int, end: int, masked: str | None = None) -> Assertion:
     """Assertion of the mention ``sentence[start:end]``. ``masked`` is ``mask_sentence(sentence)``
     (pass it when assessing several mentions of one sentence)."""
     s = masked if masked is not None else mask_sentence(sentence)
-    clause_start = 0
-    for m in _TERMINATOR.finditer(s, 0, start):
-        clause_start = m.end()
-    clause_end = len(s)
-    m = _TERMINATOR.search(s, end)
-    if m:
-        clause_end = m.start()
+    clause_start, clause_end = clause_bounds(s, start, end)
     nearest = None
     for m in _TRIGGER.finditer(s, clause_start, end):
         if m.start() < end:
