@@ -7,9 +7,13 @@ from core.models import Membership, Project, Role
 
 
 @transaction.atomic
-def project_create(*, slug: str, name: str = "", keep_identity_map: bool = False, owner=None) -> Project:
+def project_create(
+    *, slug: str, name: str = "", keep_identity_map: bool = False, label_schema: str = "chexpert", owner=None
+) -> Project:
     """Create a project; ``owner`` (if given) becomes its manager."""
-    project = Project.objects.create(slug=slug, name=name or slug, keep_identity_map=keep_identity_map)
+    project = Project.objects.create(
+        slug=slug, name=name or slug, keep_identity_map=keep_identity_map, label_schema=label_schema
+    )
     if owner is not None:
         membership_set(project=project, user=owner, role=Role.MANAGER)
     return project

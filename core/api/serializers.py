@@ -8,7 +8,16 @@ class ProjectOut(serializers.ModelSerializer):
 
     class Meta:
         model = Project
-        fields = ["id", "slug", "name", "description", "keep_identity_map", "created_at", "role"]
+        fields = [
+            "id",
+            "slug",
+            "name",
+            "description",
+            "label_schema",
+            "keep_identity_map",
+            "created_at",
+            "role",
+        ]
 
     def get_role(self, obj) -> str | None:
         roles = self.context.get("roles", {})

@@ -15,6 +15,9 @@ class Command(BaseCommand):
             "--keep-identity-map", action="store_true", help="keep original ids (managers only)"
         )
         parser.add_argument(
+            "--label-schema", choices=["chexpert", "rexgroundingct", "petct"], default="chexpert"
+        )
+        parser.add_argument(
             "--member", action="append", default=[], help=f"USER:ROLE, ROLE in {', '.join(Role.values)}"
         )
 
@@ -22,7 +25,10 @@ class Command(BaseCommand):
         if Project.objects.filter(slug=opts["slug"]).exists():
             raise CommandError(f"project {opts['slug']!r} exists already")
         project = project_create(
-            slug=opts["slug"], name=opts["name"], keep_identity_map=opts["keep_identity_map"]
+            slug=opts["slug"],
+            name=opts["name"],
+            keep_identity_map=opts["keep_identity_map"],
+            label_schema=opts["label_schema"],
         )
         User = get_user_model()
         for item in opts["member"]:
