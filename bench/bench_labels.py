@@ -3,8 +3,8 @@ beside a plain keyword + negation-regex baseline, and the rules labeler's speed 
 
     .venv/bin/python bench/bench_labels.py [--csv PATH] [--show OBSERVATION]
 
-Scoring: a report is predicted positive for an observation when its CheXpert value is 1.0 or -1.0
-(uncertain counts as positive: MeSH indexers index hedged findings); truth comes from ``mesh_map``.
+Scoring: a report is predicted positive for an observation when its CheXpert value is 1.0 (U-zeros:
+MeSH indexes stated findings, rarely differentials; ``--uones`` also counts -1.0); truth from ``mesh_map``.
 Rules were tuned looking only at the first half of the file (uid order); the second half is held out.
 """
 
@@ -64,13 +64,16 @@ def sections_of(r: dict) -> dict[str, str]:
     return {k: r.get(k) or "" for k in ("indication", "comparison", "findings", "impression")}
 
 
+POSITIVE = (1.0,)
+
+
 def score(rows, preds, observations_list):
     out = {}
     for obs in observations_list:
         tp = fp = fn = 0
         for r, pred in zip(rows, preds, strict=True):
             truth = obs in r["_truth"]
-            p = pred.get(obs) in (1.0, -1.0)
+            p = pred.get(obs) in POSITIVE
             tp += truth and p
             fp += p and not truth
             fn += truth and not p
@@ -103,7 +106,11 @@ def main() -> None:
     ap.add_argument(
         "--show", default="", help="print false positives/negatives of this observation (first half)"
     )
+    ap.add_argument("--uones", action="store_true", help="count uncertain (-1.0) as positive too")
     args = ap.parse_args()
+    global POSITIVE
+    if args.uones:
+        POSITIVE = (1.0, -1.0)
     with open(args.csv, encoding="utf-8", newline="") as fh:
         all_rows = list(csv.DictReader(fh))
     half = len(all_rows) // 2
@@ -113,9 +120,7 @@ def main() -> None:
     rows = [r for r in all_rows if r["_truth"] is not None]
     rules_preds = [chexpert_row(rules_label(sections_of(r), schema="chexpert")) for r in rows]
     base_preds = [baseline_row((r["findings"] or "") + " . " + (r["impression"] or "")) for r in rows]
-    print(
-        f"{len(all_rows)} reports, {len(rows)} indexed (scored); half A = first {half} (tuning), B = rest (held out)"
-    )
+    print(f"{len(all_rows)} reports, {len(rows)} indexed (scored); half A = first {half} (tuning), B = rest")
     subsets = {
         "all": [i for i in range(len(rows))],
         "A": [i for i, r in enumerate(rows) if r["_half"] == "A"],
@@ -128,7 +133,7 @@ def main() -> None:
             score(sub, [rules_preds[i] for i in idx], SCORED + INFORMATION),
             score(sub, [base_preds[i] for i in idx], SCORED + INFORMATION),
         )
-    print(f"\n{'observation':28s} {'n':>4s} | {'rules P':>7s} {'R':>5s} {'F1':>5s} | {'base P':>6s} {'R':>5s} {'F1':>5s}"
+    print(f"\n{'observation':28s} {'n':>4s} | {'rules P':>7s} {'R':>5s} {'F1':>5s} | {'base P':>6s} {'R':>5s} {'F1':>5s}"  # noqa: E501
           f" | {'F1 A':>5s} {'F1 B':>5s} | {'bF1 A':>5s} {'bF1 B':>5s}")  # fmt: skip
     for obs in SCORED + INFORMATION:
         rp, rr, rf, n = results["all"][0][obs]
@@ -141,22 +146,20 @@ def main() -> None:
         mr = sum(results[name][0][o][2] for o in SCORED) / len(SCORED)
         mb = sum(results[name][1][o][2] for o in SCORED) / len(SCORED)
         print(
-            f"macro-F1 ({len(SCORED)} scored) {name:3s}: rules {mr:.3f}  baseline {mb:.3f}  diff {mr - mb:+.3f}"
+            f"macro-F1 ({len(SCORED)} scored) {name:3s}: rules {mr:.3f}  baseline {mb:.3f}  diff {mr - mb:+.3f}"  # noqa: E501
         )
     if args.show:
         for r, p in zip(rows, rules_preds, strict=True):
             if r["_half"] != "A":
                 continue
             truth = args.show in r["_truth"]
-            pos = p.get(args.show) in (1.0, -1.0)
+            pos = p.get(args.show) in POSITIVE
             if truth != pos:
                 print(
-                    f"\n{'FN' if truth else 'FP'} uid {r['uid']} MeSH={r['MeSH']}\n  F: {r['findings']}\n  I: {r['impression']}"
+                    f"\n{'FN' if truth else 'FP'} uid {r['uid']} MeSH={r['MeSH']}\n  F: {r['findings']}\n  I: {r['impression']}"  # noqa: E501
                 )
     rate = speed(all_rows)
-    print(
-        f"\nspeed: {rate:.0f} reports/s on one core (rules, chexpert schema, {len(all_rows)} reports, best of 3)"
-    )
+    print(f"\nspeed: {rate:.0f} reports/s on one core (rules, chexpert, {len(all_rows)} reports, best of 3)")
 
 
 if __name__ == "__main__":

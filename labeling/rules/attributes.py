@@ -2,14 +2,13 @@
 
 import re
 
-_SIDE = r"(?:right|left|rt\.?|lt\.?|r\.?|l\.?)"
 _LOBE = re.compile(
-    rf"\b(?P<side>right|left|rt|lt|r|l)?\s*(?P<part>upper|middle|mid|lower)\s+(?:lung\s+)?lobes?\b"
-    rf"|\b(?P<ling>lingula|lingular)\b"
-    rf"|\b(?P<side2>right|left)?\s*(?:lung\s+)?(?P<zone>apex|apices|apical|base|bases|basilar|basal|hilum|hila"
-    rf"|hilar|perihilar|retrocardiac|costophrenic|upper\s+lung|lower\s+lung|mid\s+lung|upper\s+zone|lower\s+zone)"
-    rf"(?:\s+(?:zone|region|field)s?)?\b"
-    rf"|\b(?P<biz>bibasilar|bibasal|biapical|bilateral\s+(?:lower|upper)\s+lobes?)\b",
+    r"\b(?P<side>right|left|rt|lt|r|l)?\s*(?P<part>upper|middle|mid|lower)\s+(?:lung\s+)?lobes?\b"
+    r"|\b(?P<ling>lingula|lingular)\b"
+    r"|\b(?P<side2>right|left)?\s*(?:lung\s+)?(?P<zone>apex|apices|apical|base|bases|basilar|basal|hilum|hila"
+    r"|hilar|perihilar|retrocardiac|costophrenic|upper\s+lung|lower\s+lung|mid\s+lung|upper\s+zone|lower\s+zone)"
+    r"(?:\s+(?:zone|region|field)s?)?\b"
+    r"|\b(?P<biz>bibasilar|bibasal|biapical|bilateral\s+(?:lower|upper)\s+lobes?)\b",
     re.I,
 )
 _LATERALITY = re.compile(

@@ -9,85 +9,127 @@ mention lists, extended with common synonyms; all are matched case-insensitively
 
 import re
 
-_ADV = r"(?:(?:mildly|moderately|severely|markedly|slightly|minimally|massively|significantly|somewhat|again|still|now|stably|" \
-    r"borderline|top|upper|at\s+least)\s+)*"  # fmt: skip
+_ADV = (
+    r"(?:(?:mildly|moderately|severely|markedly|slightly|minimally|massively|significantly|somewhat|again"
+    r"|still|now|stably|borderline|top|upper|at\s+least)\s+)*"
+)
 _HEART = (
     r"(?:heart|cardiac\s+(?:silhouette|shadow|size|contour|contours|diameter|outline)|heart\s+size|cardiac)"
 )
-_CM = r"(?:cardiomediastinal\s+(?:silhouette|contours?|shadow|width)|mediastinum|mediastinal\s+(?:silhouette|contours?|width|shadow))"
-_NORMAL = r"(?:normal|within\s+normal\s+limits|unremarkable|stable|not\s+enlarged|normal\s+in\s+size|upper\s+normal)"
+_CM = (
+    r"(?:cardiomediastinal\s+(?:silhouette|contours?|shadow|width)|mediastinum"
+    r"|mediastinal\s+(?:silhouette|contours?|width|shadow))"
+)
+_NORMAL = (
+    r"(?:normal|within\s+normal\s+limits|unremarkable|stable|not\s+enlarged|normal\s+in\s+size"
+    r"|upper\s+normal)"
+)
 _BE = r"(?:\s+(?:is|are|appears?|remains?|looks?|seems?))?(?:\s+(?:to\s+be|again|still|now|stably))*"
 
 LEXICON: dict[str, dict[str, str]] = {
     "Enlarged Cardiomediastinum": {
-        "mention": rf"{_CM}{_BE}\s+{_ADV}(?:enlarged|widened|wide|prominent|increased)|(?:enlarged|widened|wide|prominent)\s+"
-        rf"(?:cardio)?mediastin\w*|mediastinal\s+(?:widening|enlargement|prominence|mass|adenopathy|lymphadenopathy)"
+        "mention": rf"{_CM}{_BE}\s+{_ADV}(?:enlarged|widened|wide|prominent|increased)|(?:enlarged"
+        rf"|widened|wide|prominent)\s+"
+        rf"(?:cardio)?mediastin\w*|mediastinal\s+(?:widening|enlargement|prominence|mass|adenopathy"
+        rf"|lymphadenopathy)"
         r"|widening\s+of\s+the\s+mediastinum|enlargement\s+of\s+the\s+cardiomediastinal\s+silhouette"
         r"|enlarged\s+cardiomediastinal|cardiomediastinal\s+enlargement",
         "absent": rf"{_CM}{_BE}\s+{_NORMAL}|normal\s+(?:size\s+(?:of\s+the\s+)?)?(?:cardio)?mediastin\w*"
-        rf"|(?:cardio)?mediastinal\s+(?:silhouette|contours?)\s+(?:and\s+[\w\s]{{0,30}}?)?(?:is|are)\s+{_NORMAL}",
+        rf"|(?:cardio)?mediastinal\s+(?:silhouette|contours?)\s+(?:and\s+[\w\s]{{0,30}}?)?(?:is"
+        rf"|are)\s+{_NORMAL}",
     },
     "Cardiomegaly": {
-        "mention": rf"cardiomegaly|cardiac\s+enlargement|enlarged\s+(?:heart|cardiac\s+(?:silhouette|shadow|size))"
-        rf"|enlargement\s+of\s+the\s+(?:heart|cardiac\s+silhouette)|{_HEART}{_BE}\s+{_ADV}(?:enlarged|large|increased|prominent)"
+        "mention": rf"cardiomegaly|cardiac\s+enlargement|enlarged\s+(?:heart|cardiac\s+(?:silhouette"
+        rf"|shadow|size))"
+        rf"|enlargement\s+of\s+the\s+(?:heart|cardiac\s+silhouette)|{_HEART}{_BE}\s+{_ADV}(?:enlarged"
+        rf"|large|increased|prominent)"
         r"|(?:heart|cardiac)\s+(?:size\s+)?(?:is\s+)?(?:at\s+the\s+)?upper\s+limits?\s+of\s+normal"
-        r"|(?:heart|cardiac\s+silhouette)\s+(?:size\s+)?(?:is\s+)?(?:top|high)[- ]normal|borderline\s+heart\s+size"
-        r"|cardiomyopathy|(?:left|right)\s+ventricular\s+(?:enlargement|hypertrophy)|(?:left|right)\s+atrial\s+enlargement",
+        r"|(?:heart|cardiac\s+silhouette)\s+(?:size\s+)?(?:is\s+)?(?:top|high)[- ]normal"
+        r"|borderline\s+heart\s+size"
+        r"|cardiomyopathy|(?:left|right)\s+ventricular\s+(?:enlargement|hypertrophy)|(?:left"
+        r"|right)\s+atrial\s+enlargement",
         "absent": rf"{_HEART}{_BE}\s+(?:normal|within\s+normal\s+limits|unremarkable|normal\s+in\s+size)"
-        rf"|normal\s+(?:heart|cardiac)\s*(?:size|silhouette|contour)?|heart\s+(?:size\s+)?(?:is\s+)?not\s+enlarged"
-        rf"|(?:heart|cardiac\s+silhouette)\s+(?:and\s+[\w\s]{{0,40}}?)?(?:is|are)\s+(?:normal|within\s+normal\s+limits)",
+        rf"|normal\s+(?:heart|cardiac)\s*(?:size|silhouette|contour)?"
+        rf"|heart\s+(?:size\s+)?(?:is\s+)?not\s+enlarged"
+        rf"|(?:heart|cardiac\s+silhouette)\s+(?:and\s+[\w\s]{{0,40}}?)?(?:is|are)\s+(?:normal"
+        rf"|within\s+normal\s+limits)",
         "uncertain": r"borderline|upper\s+limits?\s+of\s+normal|top[- ]normal|high[- ]normal",
     },
     "Lung Lesion": {
-        "mention": r"nodules?|nodular\s+(?:densit(?:y|ies)|opacit(?:y|ies)|lesions?)|masse?s?|lesions?|tumou?rs?|neoplasms?"
+        "mention": r"nodules?|nodular\s+(?:densit(?:y|ies)|opacit(?:y|ies)|lesions?)|masse?s?|lesions?"
+        r"|tumou?rs?|neoplasms?"
         r"|carcinoma|malignan\w+|metasta\w+|cavitary\s+lesion|cavitation|cavity|lump|granulomas?",
-        "exclude": r"mass\s+effect|soft\s+tissue\s+mass|(?:bone|bony|osseous|lytic|blastic|sclerotic|skin|breast|liver|renal"
+        "exclude": r"mass\s+effect|soft\s+tissue\s+mass|(?:bone|bony|osseous|lytic|blastic|sclerotic"
+        r"|skin|breast|liver|renal"
         r"|hepatic|adrenal|spine|spinal|vertebral|rib)\s+(?:\w+\s+)?(?:lesion|mass|nodule|metasta\w+)s?"
-        r"|lesions?\s+(?:of|in|within)\s+the\s+(?:bone|rib|spine|liver)|body\s+mass|nipple|calcified\s+granulomas?"
+        r"|lesions?\s+(?:of|in|within)\s+the\s+(?:bone|rib|spine|liver)|body\s+mass|nipple"
+        r"|calcified\s+granulomas?"
         r"|granulomas?|granulomatous|calcified\s+(?:\w+\s+)?nodules?",
     },
     "Lung Opacity": {
-        "mention": r"opacit(?:y|ies)|opacification|opacified|infiltrat(?:e|es|ion|ive)|air\s*-?space\s+(?:disease|process|opacit\w+)"
-        r"|densit(?:y|ies)|haziness|hazy|interstitial\s+(?:markings?|prominence|opacit\w+|disease|pattern|thickening"
-        r"|changes?|process|lung\s+disease|abnormality)|reticular|reticulonodular|reticulation|ground[- ]glass"
-        r"|increased\s+(?:lung\s+|pulmonary\s+|interstitial\s+|bronchovascular\s+)?markings|parenchymal\s+disease"
+        "mention": r"opacit(?:y|ies)|opacification|opacified|infiltrat(?:e|es|ion|ive)"
+        r"|air\s*-?space\s+(?:disease|process|opacit\w+)"
+        r"|densit(?:y|ies)|haziness|hazy|interstitial\s+(?:markings?|prominence|opacit\w+|disease"
+        r"|pattern|thickening"
+        r"|changes?|process|lung\s+disease|abnormality)|reticular|reticulonodular|reticulation"
+        r"|ground[- ]glass"
+        r"|increased\s+(?:lung\s+|pulmonary\s+|interstitial\s+|bronchovascular\s+)?markings"
+        r"|parenchymal\s+disease"
         r"|airspace\s+consolidation|alveolar\s+(?:disease|process|opacit\w+)|patchy\s+(?:disease|changes)"
         r"|infiltrates?|streaky\s+(?:changes|markings)",
-        "exclude": r"(?:bone|bony|osseous|bone\s+mineral)\s+densit(?:y|ies)|densit(?:y|ies)\s+of\s+the\s+(?:bones?|ribs?)"
-        r"|calcified\s+densit(?:y|ies)|nodular\s+densit\w+|nipple|breast\s+(?:tissue|shadow)|soft\s+tissue\s+densit\w+",
+        "exclude": r"(?:bone|bony|osseous|bone\s+mineral)\s+densit(?:y|ies)|densit(?:y"
+        r"|ies)\s+of\s+the\s+(?:bones?|ribs?)"
+        r"|calcified\s+densit(?:y|ies)|nodular\s+densit\w+|nipple|breast\s+(?:tissue|shadow)"
+        r"|soft\s+tissue\s+densit\w+",
     },
     "Edema": {
-        "mention": r"edema|oedema|heart\s+failure|chf|(?:pulmonary\s+)?(?:vascular|venous)\s+congestion|pulmonary\s+congestion"
+        "mention": r"edema|oedema|heart\s+failure|chf|(?:pulmonary\s+)?(?:vascular|venous)\s+congestion"
+        r"|pulmonary\s+congestion"
         r"|congestive|cephalization|cephalisation|kerley\s+b|fluid\s+overload|volume\s+overload"
-        r"|(?:vascular|venous)\s+(?:engorgement|redistribution)|indistinct(?:ness)?\s+(?:of\s+the\s+)?(?:pulmonary\s+)?"
-        r"(?:vessels|vasculature|vascular)|(?:pulmonary\s+)?vascular(?:ity)?\s+(?:is\s+)?(?:indistinct|congested|engorged)"
-        r"|congestion",
-        "exclude": r"(?:soft\s+tissue|subcutaneous|extremity|leg|facial|peripheral)\s+edema|nasal\s+congestion",
+        r"|(?:vascular|venous)\s+(?:engorgement|redistribution)"
+        r"|indistinct(?:ness)?\s+(?:of\s+the\s+)?(?:pulmonary\s+)?"
+        r"(?:vessels|vasculature|vascular)|(?:pulmonary\s+)?vascular(?:ity)?\s+(?:is\s+)?(?:indistinct"
+        r"|congested|engorged)"
+        r"|congestion|(?:pulmonary\s+)?vascular\s+prominence|prominen(?:t"
+        r"|ce\s+of\s+the)\s+(?:pulmonary\s+|lung\s+)?"
+        r"(?:vasculature|vascularity|vessels|vascular\s+markings)"
+        r"|increased\s+(?:pulmonary\s+)?vascular(?:ity)?"
+        r"|(?:pulmonary|lung)\s+vascularity\s+(?:is\s+)?(?:prominent|increased)",
+        "exclude": r"(?:soft\s+tissue|subcutaneous|extremity|leg|facial|peripheral)\s+edema"
+        r"|nasal\s+congestion",
     },
     "Consolidation": {
         "mention": r"consolidat(?:ion|ions|ive|ed|ing)",
     },
     "Pneumonia": {
-        "mention": r"pneumonias?|bronchopneumonia|pneumonitis|infection|infectious(?:\s+process)?|infective|aspiration"
+        "mention": r"pneumonias?|bronchopneumonia|pneumonitis|infection|infectious(?:\s+process)?"
+        r"|infective|aspiration"
         r"|(?:lobar|multilobar)\s+pneumonia",
-        "exclude": r"(?:urinary|urinary\s+tract|skin|wound)\s+infection",
+        "exclude": r"(?:urinary|urinary\s+tract|skin|wound|granulomatous|old|prior|previous|remote"
+        r"|healed)\s+infection"
+        r"|aspiration\s+(?:precautions|risk)",
     },
     "Atelectasis": {
-        "mention": r"atelecta\w*|(?:lobar|lobe|lung|segmental|subsegmental)\s+collapse|collapse\s+of\s+the\s+[\w\s]{0,25}?"
-        r"(?:lobe|lung|lingula)|collapsed\s+(?:lobe|lung)|(?:lobe|lung)\s+(?:is\s+)?collapsed|plate-?like\s+(?:opacit\w+|"
+        "mention": r"atelecta\w*|(?:lobar|lobe|lung|segmental|subsegmental)\s+collapse"
+        r"|collapse\s+of\s+the\s+[\w\s]{0,25}?"
+        r"(?:lobe|lung|lingula)|collapsed\s+(?:lobe|lung)|(?:lobe|lung)\s+(?:is\s+)?collapsed"
+        r"|plate-?like\s+(?:opacit\w+|"
         r"densit\w+)|discoid",
     },
     "Pneumothorax": {
         "mention": r"pneumothora(?:x|ces|xes)|hydropneumothora\w+|ptx|pneumothoraces",
     },
     "Pleural Effusion": {
-        "mention": r"(?:pleural\s+)?effusions?|pleural\s+fluid|hydrothorax|hydropneumothora\w+|fluid\s+(?:in|within|tracking\s+along)"
+        "mention": r"(?:pleural\s+)?effusions?|pleural\s+fluid|hydrothorax|hydropneumothora\w+"
+        r"|fluid\s+(?:in|within|tracking\s+along)"
         r"\s+the\s+(?:\w+\s+)?(?:fissure|pleural\s+space)|pleural\s+collection",
         "exclude": r"pericardial\s+effusions?|joint\s+effusions?|(?:knee|shoulder)\s+effusions?",
     },
     "Pleural Other": {
-        "mention": r"pleural\s+(?:thickening|scar\w*|plaques?|calcifications?|fibrosis|reaction|based\s+(?:scar\w*|"
-        r"thickening))|pleuro-?parenchymal\s+(?:scar\w*|thickening|changes?)|fibrothorax|apical\s+(?:pleural\s+)?"
+        "mention": r"pleural\s+(?:thickening|scar\w*|plaques?|calcifications?|fibrosis|reaction"
+        r"|based\s+(?:scar\w*|"
+        r"thickening))|pleuro-?parenchymal\s+(?:scar\w*|thickening|changes?)|fibrothorax"
+        r"|apical\s+(?:pleural\s+)?"
         r"(?:cap|capping|thickening)|pleural\s+(?:and\s+parenchymal\s+)?(?:scarring|thickening)"
         r"|thickening\s+of\s+the\s+(?:\w+\s+)?pleura|calcified\s+pleural\s+plaques?",
     },
@@ -95,16 +137,23 @@ LEXICON: dict[str, dict[str, str]] = {
         "mention": r"fractur\w*|fx|broken\s+(?:rib|ribs|clavicle|bone)",
     },
     "Support Devices": {
-        "mention": r"pacemakers?|pacer|aicd|icd|defibrillator|(?:central\s+(?:venous\s+)?|venous\s+|picc\s+|dialysis\s+|"
-        r"swan[- ]ganz\s+|port\s+|jugular\s+|subclavian\s+|midline\s+|arterial\s+)(?:line|catheter)s?|picc|catheters?"
+        "mention": r"pacemakers?|pacer|aicd|icd|defibrillator|(?:central\s+(?:venous\s+)?|venous\s+"
+        r"|picc\s+|dialysis\s+|"
+        r"swan[- ]ganz\s+|port\s+|jugular\s+|subclavian\s+|midline\s+|arterial\s+)(?:line|catheter)s?"
+        r"|picc|catheters?"
         r"|port-?a-?cath|(?:chest\s+|mediport|power\s*port|infusion\s+)port|endotracheal\s+tube|et\s+tube|ett"
         r"|(?:nasogastric|orogastric|enteric|feeding|chest|tracheostomy|gastrostomy|dobhoff|ng|og)\s+tubes?"
-        r"|tracheostomy|drains?|surgical\s+clips?|clips?|sternotomy\s+wires?|sternal\s+wires?|(?:cerclage\s+)?wires?"
-        r"|sternotomy|hardware|prosthe(?:sis|ses|tic)|(?:valve\s+)?replacement|stents?|(?:pacemaker|pacer|icd)\s+leads?"
-        r"|leads?|generator|devices?|fixation|(?:surgical\s+)?plates?|screws?|rods?|sutures?|suture\s+material|staples?"
+        r"|tracheostomy|drains?|surgical\s+clips?|clips?|sternotomy\s+wires?|sternal\s+wires?"
+        r"|(?:cerclage\s+)?wires?"
+        r"|sternotomy|hardware|prosthe(?:sis|ses|tic)|(?:valve\s+)?replacement|stents?|(?:pacemaker"
+        r"|pacer|icd)\s+leads?"
+        r"|leads?|generator|devices?|fixation|(?:surgical\s+)?plates?|screws?|rods?|sutures?"
+        r"|suture\s+material|staples?"
         r"|coils?|ivc\s+filter|filter|electrodes?|monitoring\s+leads|implants?|implanted|tubes?|lines",
-        "exclude": r"(?:pleural|septal|fissural|kerley\s+b|skin|nipple|azygos|paraspinal|paratracheal|mediastinal|"
-        r"costophrenic|midline|junction|pleuro)\s+(?:lines?|stripe)|lines?\s+of\s+\w+|(?:breast|nipple)\s+implants?"
+        "exclude": r"(?:pleural|septal|fissural|kerley\s+b|skin|nipple|azygos|paraspinal|paratracheal"
+        r"|mediastinal|"
+        r"costophrenic|midline|junction|pleuro)\s+(?:lines?|stripe)|lines?\s+of\s+\w+|(?:breast"
+        r"|nipple)\s+implants?"
         r"|device\s+of\s+the\s+day|tubes?\s+(?:feeding\s+)?(?:are|is)\s+not|lead\s+(?:poisoning|point)",
     },
 }

@@ -50,7 +50,9 @@ _POST_UNCERTAIN = re.compile(
 _POST_NEGATIVE = re.compile(
     r"^[\s,]*(?:\w+\s+){0,3}?(?:(?:is|are|was|were|has|have)\s+)?(?:been\s+)?(?:not\s+(?:seen|identified|present"
     r"|visualized|visible|evident|demonstrated|appreciated|noted|detected|appreciable|apparent)|resolved"
-    r"|removed|absent|cleared|ruled\s+out|excluded|no\s+longer\s+(?:seen|visible|present|identified|evident))",
+    r"|removed|absent|cleared|ruled\s+out|excluded|no\s+longer\s+(?:seen|visible|present|identified|evident)"
+    r"|(?:appears?|is|are|remains?|seems?)\s+(?:grossly\s+)?(?:within\s+(?:the\s+)?(?:limits\s+of\s+normal|normal\s+limits)"
+    r"|normal|unremarkable))",
     re.I,
 )
 
@@ -60,8 +62,8 @@ _TERMINATOR = re.compile(
     r"|otherwise|yet|there\s+(?:is|are|has|have)(?!\s+(?:no|not)\b)|(?:is|are)\s+(?:again\s+)?(?:seen|noted|present)"
     r"|nonetheless|nevertheless|instead)\b"
     r"|[;:]|\.\s|,\s*(?:and\s+)?(?:with\s+)?(?=(?:stable|persistent|unchanged|again|mild|mildly|moderate|severe"
-    r"|increasing|increased|decreased|improved|improving|new|chronic|small|large|minimal|trace|left|right"
-    r"|bilateral|there|the|heart|cardiac|cardiomegaly|status|s/p|healed|old|calcified)\b)",
+    r"|increasing|increased|decreased|improved|improving|chronic|there|heart|cardiac|cardiomegaly"
+    r"|status|s/p|healed|old|calcified)\b)",
     re.I,
 )
 
@@ -85,18 +87,26 @@ def assertion_of(sentence: str, start: int, end: int, masked: str | None = None)
     s = masked if masked is not None else mask_sentence(sentence)
     clause_start, clause_end = clause_bounds(s, start, end)
     nearest = None
+    negated_before = False  # "no opacity to suggest pneumonia": a negation governs a later hedge
     for m in _TRIGGER.finditer(s, clause_start, end):
         if m.start() < end:
+            if nearest is not None and nearest.group("n"):
+                negated_before = True
             nearest = m
+    if nearest is not None and nearest.group("u") and negated_before:
+        return "absent"
     post = s[end:clause_end]
     # Post-triggers bind to the mention immediately before them.
-    if _POST_NEGATIVE.match(post):
+    post_neg, post_unc = _POST_NEGATIVE.match(post), _POST_UNCERTAIN.match(post)
+    if post_neg and post_unc and post_unc.end() >= post_neg.end():
+        return "uncertain"  # "... cannot be excluded"
+    if post_neg:
         if nearest is not None and nearest.group("u"):
             return "uncertain"
         return "absent"
     if nearest is not None:
         return "uncertain" if nearest.group("u") else "absent"
-    if _POST_UNCERTAIN.match(post):
+    if post_unc:
         return "uncertain"
     return "present"
 
