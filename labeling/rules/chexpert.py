@@ -62,7 +62,8 @@ LEXICON: dict[str, dict[str, str]] = {
         "exclude": r"mass\s+effect|soft\s+tissue\s+mass|(?:bone|bony|osseous|lytic|blastic|sclerotic"
         r"|skin|breast|liver|renal"
         r"|hepatic|adrenal|spine|spinal|vertebral|rib)\s+(?:\w+\s+)?(?:lesion|mass|nodule|metasta\w+)s?"
-        r"|lesions?\s+(?:of|in|within)\s+the\s+(?:bone|rib|spine|liver)|body\s+mass|nipple"
+        r"|(?:lesion|mass|nodule)s?\s+(?:of|in|within|involving)\s+the\s+(?:[\w-]+\s+){0,3}(?:bones?|ribs?|spine"
+        r"|liver|clavicle|humerus|scapula|vertebra\w*|sternum|breast|soft\s+tissues?)|body\s+mass|nipple"
         r"|calcified\s+granulomas?"
         r"|granulomas?|granulomatous|calcified\s+(?:\w+\s+)?nodules?",
     },
