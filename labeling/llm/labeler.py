@@ -1,0 +1,320 @@
+"""The ``llm`` labeler: a versioned prompt per label schema, structured output validated with pydantic, the
+reply cached by (model, prompt version, schema, input), spans located by the platform in the report text."""
+
+import hashlib
+import json
+import logging
+import re
+from functools import cache
+from pathlib import Path
+
+from labeling.labelers import LabelResult
+from labeling.llm.client import LLMClient, LLMError
+from labeling.llm.schemas import EXTRA_FIELDS, ReplyInvalid, parse_reply, response_format
+from labeling.types import CHEXPERT_OBSERVATIONS, SCHEMAS, ProposedFinding
+
+log = logging.getLogger(__name__)
+
+LLM_LABELER_VERSION = "llm-1.0"
+PROMPTS = Path(__file__).resolve().parent.parent / "prompts"
+_PROMPT_NAME = re.compile(r"^(?P<schema>[a-z0-9]+)_v(?P<n>\d+)\.md$")
+CODES = {
+    "chexpert": CHEXPERT_OBSERVATIONS,
+    "rexgroundingct": ("1a", "1b", "1c", "1d", "1e", "1f", "2a", "2b", "2c", "2d", "2e", "2f", "2g", "2h"),
+    "petct": ("suv",),
+}
+
+
+def setting(name: str):
+    """A Django setting of config/settings/llm.py, or its default when Django is not configured with it."""
+    from config.settings import llm as defaults
+
+    try:
+        from django.conf import settings
+
+        if settings.configured:
+            return getattr(settings, name, getattr(defaults, name))
+    except ImportError:  # pragma: no cover - Django is always installed here
+        pass
+    return getattr(defaults, name)
+
+
+# -- prompts ------------------------------------------------------------------------------------------
+
+
+def prompt_versions() -> dict[str, list[int]]:
+    """Versions available per schema, ascending."""
+    found: dict[str, list[int]] = {}
+    for path in PROMPTS.glob("*.md"):
+        m = _PROMPT_NAME.match(path.name)
+        if m:
+            found.setdefault(m["schema"], []).append(int(m["n"]))
+    return {schema: sorted(ns) for schema, ns in found.items()}
+
+
+def latest_prompt_version() -> str:
+    """The highest ``vN`` that exists for every schema."""
+    versions = prompt_versions()
+    common = set.intersection(*(set(versions.get(s, [])) for s in SCHEMAS))
+    if not common:
+        raise RuntimeError(f"no prompt version exists for all of {', '.join(SCHEMAS)} in {PROMPTS}")
+    return f"v{max(common)}"
+
+
+@cache
+def load_prompt(schema: str, version: str) -> tuple[str, str]:
+    """(system, user template) of ``labeling/prompts/<schema>_<version>.md``."""
+    path = PROMPTS / f"{schema}_{version}.md"
+    if not path.is_file():
+        raise ValueError(f"llm: no prompt template {path.name} in {PROMPTS}")
+    text = re.sub(r"<!--.*?-->", "", path.read_text(encoding="utf-8"), flags=re.S)
+    parts = re.split(r"^## (system|user)\s*$", text, flags=re.M)
+    blocks = {parts[i]: parts[i + 1].strip() for i in range(1, len(parts) - 1, 2)}
+    if "user" not in blocks or "{{report}}" not in blocks["user"]:
+        raise ValueError(f"llm: prompt {path.name} needs a '## user' part with {{{{report}}}}")
+    return blocks.get("system", ""), blocks["user"]
+
+
+def render_report(sections: dict[str, str]) -> str:
+    return "\n\n".join(f"{name.upper()}:\n{text.strip()}" for name, text in sections.items())
+
+
+def render_messages(sections: dict[str, str], *, schema: str, version: str) -> list[dict]:
+    system, user = load_prompt(schema, version)
+    user = (
+        user.replace("{{codes}}", ", ".join(CODES[schema]))
+        .replace("{{sections}}", ", ".join(sections))
+        .replace("{{report}}", render_report(sections))
+    )
+    messages = [{"role": "system", "content": system}] if system else []
+    return messages + [{"role": "user", "content": user}]
+
+
+# -- locating the model's sentence in the report --------------------------------------------------------
+
+_QUOTES = str.maketrans(
+    {"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"', "\u2013": "-", "\u2014": "-"}
+)
+
+
+def _normalize(text: str) -> tuple[str, list[int]]:
+    """Lower-cased text with whitespace runs collapsed to one space; ``index[i]`` = offset in ``text``."""
+    out: list[str] = []
+    index: list[int] = []
+    space = True
+    for i, ch in enumerate(text):
+        if ch.isspace():
+            if not space:
+                out.append(" ")
+                index.append(i)
+                space = True
+            continue
+        for c in ch.lower().translate(_QUOTES):
+            out.append(c)
+            index.append(i)
+        space = False
+    if out and out[-1] == " ":
+        out.pop()
+        index.pop()
+    return "".join(out), index
+
+
+def _find(text: str, sentence: str) -> tuple[int, int] | None:
+    hay, index = _normalize(text)
+    needle, _ = _normalize(sentence)
+    if not needle:
+        return None
+    pos = hay.find(needle)
+    if pos < 0:
+        needle = needle.rstrip(".;:, ")
+        pos = hay.find(needle) if needle else -1
+        if pos < 0:
+            return None
+    start, end = index[pos], index[pos + len(needle) - 1] + 1
+    if end < len(text) and text[end] == "." and text[end - 1] not in ".;:,":
+        end += 1  # the sentence's own full stop, which the model left out
+    return start, end
+
+
+def _section_key(name: str, sections: dict[str, str]) -> str | None:
+    wanted = re.sub(r"[^a-z]", "", (name or "").lower())
+    for key in sections:
+        if re.sub(r"[^a-z]", "", key.lower()) == wanted:
+            return key
+    return None
+
+
+def locate(sections: dict[str, str], section: str, sentence: str) -> tuple[str, int, int] | None:
+    """(section, start, end) of ``sentence`` in the report: in the named section first, then in the others;
+    case-, whitespace- and quote-style-tolerant; None when the words are not in the report."""
+    named = _section_key(section, sections)
+    order = ([named] if named else []) + [k for k in sections if k != named]
+    for key in order:
+        span = _find(sections[key] or "", sentence)
+        if span is not None:
+            return key, span[0], span[1]
+    return None
+
+
+# -- the labeler -----------------------------------------------------------------------------------------
+
+
+class LLMLabeler:
+    """Labels one report per ``label()`` call; safe to call from several threads at once."""
+
+    name = "llm"
+    version = LLM_LABELER_VERSION
+
+    def __init__(self, params: dict | None = None, *, client: LLMClient | None = None):
+        params = dict(params or {})
+        self.params = params
+        self.model_name = params.get("model") or setting("LLM_MODEL")
+        self.base_url = params.get("base_url") or setting("LLM_BASE_URL")
+        self.prompt_version = params.get("prompt_version") or latest_prompt_version()
+        self.temperature = float(params.get("temperature", setting("LLM_TEMPERATURE")))
+        seed = params.get("seed", setting("LLM_SEED"))
+        self.seed = None if seed is None else int(seed)
+        self.timeout = float(params.get("timeout", setting("LLM_TIMEOUT")))
+        self.max_retries = int(params.get("max_retries", setting("LLM_MAX_RETRIES")))
+        self.concurrency = max(1, int(params.get("concurrency", setting("LLM_CONCURRENCY"))))
+        self.price_in = float(params.get("price_in", setting("LLM_PRICE_IN")))
+        self.price_out = float(params.get("price_out", setting("LLM_PRICE_OUT")))
+        self.use_cache = bool(params.get("cache", True))
+        self._client = client
+        if not self.model_name:
+            raise ValueError("llm: no model set (LLM_MODEL or params['model'])")
+
+    @property
+    def client(self) -> LLMClient:
+        if self._client is None:
+            self._client = LLMClient(
+                base_url=self.base_url,
+                model=self.model_name,
+                api_key=self.params.get("api_key") or setting("LLM_API_KEY"),
+                timeout=self.timeout,
+                max_retries=self.max_retries,
+                invalid_retries=self.params.get("invalid_retries"),
+                temperature=self.temperature,
+                seed=self.seed,
+                backoff_base=float(self.params.get("backoff_base", 0.5)),
+                backoff_cap=float(self.params.get("backoff_cap", 30.0)),
+            )
+        return self._client
+
+    def recorded(self) -> dict:
+        """What a run should record about how it asked (no key)."""
+        return {
+            "model": self.model_name,
+            "base_url": self.base_url,
+            "prompt_version": self.prompt_version,
+            "temperature": self.temperature,
+            "seed": self.seed,
+            "labeler_version": self.version,
+        }
+
+    def cache_key(self, messages: list[dict], *, schema: str) -> str:
+        blob = json.dumps([self.model_name, self.prompt_version, schema, messages], sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+    def label(self, sections: dict[str, str], *, schema: str) -> LabelResult:
+        if schema not in SCHEMAS:
+            raise ValueError(f"schema: {schema!r} is not one of {', '.join(SCHEMAS)}")
+        present = {k: v for k, v in sections.items() if isinstance(v, str) and v.strip()}
+        if not present:
+            return LabelResult(proposals=[], warnings=["report has no text"])
+        messages = render_messages(present, schema=schema, version=self.prompt_version)
+        key = self.cache_key(messages, schema=schema)
+        tokens_in = tokens_out = 0
+        warnings: list[str] = []
+        parsed = None
+        content = self._cache_get(key) if self.use_cache else None
+        if content is not None:
+            try:
+                parsed = parse_reply(schema, content)
+            except ReplyInvalid:
+                parsed = None
+        if parsed is None:
+            reply = self.client.complete_json(
+                messages, response_format=response_format(schema), parse=lambda c: parse_reply(schema, c)
+            )
+            content, parsed = reply.content, reply.parsed
+            tokens_in, tokens_out = reply.tokens_in, reply.tokens_out
+            warnings += reply.notes
+            if reply.attempts > 1:
+                warnings.append(f"answered after {reply.attempts} attempts")
+            if self.use_cache:
+                self._cache_put(key, content, tokens_in, tokens_out)
+        proposals, dropped = to_proposals(parsed, present, schema=schema)
+        return LabelResult(
+            proposals=proposals,
+            raw_reply=content,
+            tokens_in=tokens_in,
+            tokens_out=tokens_out,
+            cost=(tokens_in * self.price_in + tokens_out * self.price_out) / 1_000_000,
+            warnings=warnings + dropped,
+        )
+
+    def _cache_get(self, key: str) -> str | None:
+        from labeling.models import LLMCacheEntry
+
+        try:
+            entry = LLMCacheEntry.objects.filter(key=key).only("reply").first()
+        except Exception as exc:  # noqa: BLE001 - a cache that cannot be read only costs a request
+            log.warning("llm cache read failed: %s", exc)
+            return None
+        return entry.reply if entry is not None else None
+
+    def _cache_put(self, key: str, reply: str, tokens_in: int, tokens_out: int) -> None:
+        from labeling.models import LLMCacheEntry
+
+        try:
+            LLMCacheEntry.objects.get_or_create(
+                key=key,
+                defaults={
+                    "model_name": self.model_name[:128],
+                    "prompt_version": self.prompt_version[:32],
+                    "reply": reply,
+                    "tokens_in": tokens_in,
+                    "tokens_out": tokens_out,
+                },
+            )
+        except Exception as exc:  # noqa: BLE001 - e.g. a concurrent insert of the same key
+            log.warning("llm cache write failed: %s", exc)
+
+
+def to_proposals(parsed, sections: dict[str, str], *, schema: str) -> tuple[list[ProposedFinding], list[str]]:
+    """Proposals located in the report text, and a warning per finding whose sentence is not there."""
+    proposals: list[ProposedFinding] = []
+    warnings: list[str] = []
+    seen = set()
+    for f in parsed.findings:
+        where = locate(sections, f.section, f.sentence)
+        if where is None:
+            message = f"dropped {f.code} ({f.assertion}): sentence not in the report: {f.sentence[:120]!r}"
+            log.warning("llm: %s", message)
+            warnings.append(message)
+            continue
+        section, start, end = where
+        ident = (f.code, section, start, end, f.assertion)
+        if ident in seen:
+            continue
+        seen.add(ident)
+        extra = {name: getattr(f, name) for name in EXTRA_FIELDS[schema]}
+        proposals.append(
+            ProposedFinding(
+                phrase=(f.phrase or "").strip() or sections[section][start:end],
+                section=section,
+                start=start,
+                end=end,
+                assertion=f.assertion,
+                code=f.code,
+                laterality=f.laterality,
+                location=(f.location or "").strip(),
+                size_mm=f.size_mm,
+                extra=extra,
+            )
+        )
+    return proposals, warnings
+
+
+__all__ = ["LLMError", "LLMLabeler", "latest_prompt_version", "load_prompt", "locate", "render_messages"]
