@@ -1,6 +1,7 @@
 """The ``llm`` labeler against a real chat-completions server on loopback that replies from a script."""
 
 import email.utils
+import importlib.util
 import socket
 import time
 
@@ -289,3 +290,78 @@ def test_run_finishes_every_report_it_can_and_says_why_the_others_failed(llm_ser
     run = services.label_run_execute(run=run)
     assert (run.done, run.failed) == (3, 0)
     assert len(llm_server.requests) == 5
+
+
+# -- ensemble ---------------------------------------------------------------------------------------------
+
+HEART = finding("The heart is enlarged.", "Cardiomegaly")
+PTX_ABSENT = finding("No pneumothorax.", "Pneumothorax", "absent")
+PTX_PRESENT = finding("No pneumothorax.", "Pneumothorax", "present")
+
+
+def by_model(answers: dict):
+    return lambda request: ok({"findings": answers[request["model"]]})
+
+
+def llm_member(server, model):
+    return {"labeler": "llm", "model": model, "base_url": server.base_url, "max_retries": 0, "cache": False}
+
+
+def test_ensemble_of_llm_models_votes_and_flags_disagreement(llm_server):
+    from labeling.llm import EnsembleLabeler
+
+    llm_server.responder = by_model(
+        {"a": [HEART, PTX_ABSENT], "b": [HEART, PTX_PRESENT], "c": [HEART, PTX_ABSENT, GOOD["findings"][3]]}
+    )
+    ens = EnsembleLabeler({"members": [llm_member(llm_server, m) for m in "abc"]})
+    assert (ens.name, ens.model_name, ens.prompt_version) == ("ensemble", "a+b+c", "v1,v1,v1")
+    result = ens.label(SECTIONS, schema="chexpert")
+    got = {(p.code, p.section): p for p in result.proposals}
+    assert len(got) == 3 and len(llm_server.requests) == 3
+    heart = got["Cardiomegaly", "findings"]
+    assert heart.assertion == "present" and heart.extra["disagreement"] is False
+    assert heart.extra["votes"] == {"llm:a": "present", "llm:b": "present", "llm:c": "present"}
+    ptx = got["Pneumothorax", "findings"]
+    assert ptx.assertion == "absent" and ptx.extra["disagreement"] is True
+    assert ptx.extra["votes"] == {"llm:a": "absent", "llm:b": "present", "llm:c": "absent"}
+    assert SECTIONS["findings"][ptx.start : ptx.end] == "No pneumothorax."
+    only_c = got["Cardiomegaly", "impression"]
+    assert only_c.extra["disagreement"] is True and only_c.extra["votes"]["llm:a"] == "not mentioned"
+    assert result.tokens_in > 0 and set(__import__("json").loads(result.raw_reply)) == {
+        "llm:a",
+        "llm:b",
+        "llm:c",
+    }
+    # min_votes drops what only a minority proposed
+    ens2 = EnsembleLabeler({"members": [llm_member(llm_server, m) for m in "abc"], "min_votes": 2})
+    assert len(ens2.label(SECTIONS, schema="chexpert").proposals) == 2
+
+
+def test_ensemble_tie_is_uncertain_and_member_failure_fails_the_report(llm_server):
+    from labeling.llm import EnsembleLabeler
+    from labeling.llm.ensemble import EnsembleMemberError
+
+    llm_server.responder = by_model({"a": [PTX_ABSENT], "b": [PTX_PRESENT]})
+    ens = EnsembleLabeler({"members": [llm_member(llm_server, "a"), llm_member(llm_server, "b")]})
+    (ptx,) = ens.label(SECTIONS, schema="chexpert").proposals
+    assert ptx.assertion == "uncertain" and ptx.extra["disagreement"] is True
+    llm_server.push(ok({"findings": [PTX_ABSENT]}), malformed("oops"))
+    with pytest.raises(EnsembleMemberError, match="member llm:b failed: LLMInvalidReply") as info:
+        ens.label(SECTIONS, schema="chexpert")
+    assert '"llm:b": "oops"' in info.value.raw_reply
+
+
+@pytest.mark.skipif(importlib.util.find_spec("labeling.rules") is None, reason="labeling.rules not there yet")
+def test_ensemble_of_rules_and_llm(llm_server):
+    from labeling.llm import EnsembleLabeler
+
+    # the LLM agrees with the rules except on the pneumothorax and misses the impression's effusion
+    llm_server.responder = by_model({"m": GOOD["findings"][:2] + [PTX_PRESENT, GOOD["findings"][3]]})
+    ens = EnsembleLabeler({"members": [{"labeler": "rules"}, llm_member(llm_server, "m")]})
+    result = ens.label(SECTIONS, schema="chexpert")
+    flagged = {(p.code, p.section): p.extra["votes"] for p in result.proposals if p.extra["disagreement"]}
+    assert flagged == {
+        ("Pneumothorax", "findings"): {"rules": "absent", "llm:m": "present"},
+        ("Pleural Effusion", "impression"): {"rules": "present", "llm:m": "not mentioned"},
+    }
+    assert len(result.proposals) == 5
