@@ -8,6 +8,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 
 from django.db import transaction
 from django.db.models import Count, Q, Sum
@@ -15,7 +16,7 @@ from django.utils import timezone
 
 from core.jobs import job_create, job_dispatch
 from core.models import Job, Project
-from labeling.labelers import Labeler, labeler_for
+from labeling.labelers import Labeler, LabelResult, labeler_for
 from labeling.models import FindingProposal, LabelRun, LabelRunStatus, RunReport
 from studies.models import Report
 
@@ -106,8 +107,8 @@ def label_run_execute(
         chunk = list(todo.filter(pk__gt=last)[:CHUNK])
         if not chunk:
             break
-        for report in chunk:
-            _label_one(run, labeler, report)
+        for report, result in zip(chunk, _label_chunk(labeler, chunk, run.schema)):
+            _store_one(run, report, result)
         last = chunk[-1].pk
         counts = _refresh_counts(run, reports)
         if progress is not None:
@@ -119,13 +120,34 @@ def label_run_execute(
     return run
 
 
-def _label_one(run: LabelRun, labeler: Labeler, report: Report) -> None:
-    try:
-        result = labeler.label(_report_sections(report), schema=run.schema)
-    except Exception as exc:  # one report's failure never stops the run
-        log.warning("labeling report %s failed: %s", report.pk, exc)
+def _label_chunk(labeler: Labeler, reports: list[Report], schema: str) -> list[LabelResult | Exception]:
+    """Label reports, up to ``labeler.concurrency`` at once (threads: LLM requests wait on the network);
+    results are stored by the calling thread, in order. A failure is returned, not raised."""
+
+    def one(report: Report) -> LabelResult | Exception:
+        try:
+            return labeler.label(_report_sections(report), schema=schema)
+        except Exception as exc:  # one report's failure never stops the run
+            return exc
+
+    concurrency = max(1, int(getattr(labeler, "concurrency", 1) or 1))
+    if concurrency == 1 or len(reports) == 1:
+        return [one(r) for r in reports]
+    with ThreadPoolExecutor(max_workers=min(concurrency, len(reports))) as pool:
+        return list(pool.map(one, reports))
+
+
+def _store_one(run: LabelRun, report: Report, result: LabelResult | Exception) -> None:
+    if isinstance(result, Exception):
+        log.warning("labeling report %s failed: %s", report.pk, result)
         RunReport.objects.update_or_create(
-            run=run, report=report, defaults={"ok": False, "error": f"{type(exc).__name__}: {exc}"[:2000]}
+            run=run,
+            report=report,
+            defaults={
+                "ok": False,
+                "error": f"{type(result).__name__}: {result}"[:2000],
+                "raw_reply": str(getattr(result, "raw_reply", "") or "")[:100_000],
+            },
         )
         return
     with transaction.atomic():
