@@ -16,6 +16,11 @@ from typing import Any
 
 import openai
 
+try:  # the HTTP library under the openai client: httpx2 from openai 3, httpx before
+    import httpx2 as _httpx
+except ImportError:  # pragma: no cover
+    import httpx as _httpx
+
 log = logging.getLogger(__name__)
 
 
@@ -135,12 +140,18 @@ class LLMClient:
             use_schema = self._json_schema_ok
             fmt = response_format if use_schema else {"type": "json_object"}
             try:
-                response = self._openai.chat.completions.create(
-                    model=self.model,
-                    messages=messages,
-                    temperature=self.temperature,
-                    seed=self.seed,
-                    response_format=fmt,
+                # The client's low-level POST: auth, timeout and error mapping (openai.RateLimitError, ...)
+                # without building typed request/response objects (the body is read as it is).
+                response = self._openai.post(
+                    "/chat/completions",
+                    cast_to=_httpx.Response,
+                    body={
+                        "model": self.model,
+                        "messages": messages,
+                        "temperature": self.temperature,
+                        "seed": self.seed,
+                        "response_format": fmt,
+                    },
                 )
             except openai.BadRequestError as exc:
                 if use_schema and _rejects_json_schema(exc):
@@ -185,11 +196,9 @@ class LLMClient:
                 reason = f"cannot connect to {self.base_url}: {type(cause).__name__}: {cause}"
                 wait = self.backoff(transport_failures)
             else:
-                usage = getattr(response, "usage", None)
-                tokens_in += int(getattr(usage, "prompt_tokens", 0) or 0)
-                tokens_out += int(getattr(usage, "completion_tokens", 0) or 0)
-                choice = response.choices[0] if response.choices else None
-                content = (choice.message.content if choice and choice.message else None) or ""
+                content, used_in, used_out = _content_and_usage(response)
+                tokens_in += used_in
+                tokens_out += used_out
                 last_raw = content
                 try:
                     parsed = parse(content)
@@ -208,7 +217,7 @@ class LLMClient:
                     parsed=parsed,
                     tokens_in=tokens_in,
                     tokens_out=tokens_out,
-                    model=getattr(response, "model", "") or self.model,
+                    model=self.model,
                     attempts=attempts,
                     waited_s=waited,
                     response_format=fmt["type"],
@@ -221,6 +230,22 @@ class LLMClient:
             log.info("llm %s: %s; retry %d in %.2f s", self.model, reason, transport_failures, wait)
             self.sleep(wait)
             waited += wait
+
+
+def _content_and_usage(http_response) -> tuple[str, int, int]:
+    """The message content and token usage of a chat-completions body; the body itself when it is not one
+    (so that an invalid body is retried as an invalid reply, and kept)."""
+    try:
+        body = http_response.json()
+        message = body["choices"][0]["message"]
+        content = message.get("content") or ""
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+        return http_response.text, 0, 0
+    usage = body.get("usage") or {}
+    try:
+        return content, int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
+    except (TypeError, ValueError, AttributeError):
+        return content, 0, 0
 
 
 def _body_text(exc: openai.APIStatusError) -> str:

@@ -268,15 +268,18 @@ class LLMLabeler:
         from labeling.models import LLMCacheEntry
 
         try:
-            LLMCacheEntry.objects.get_or_create(
-                key=key,
-                defaults={
-                    "model_name": self.model_name[:128],
-                    "prompt_version": self.prompt_version[:32],
-                    "reply": reply,
-                    "tokens_in": tokens_in,
-                    "tokens_out": tokens_out,
-                },
+            LLMCacheEntry.objects.bulk_create(
+                [
+                    LLMCacheEntry(
+                        key=key,
+                        model_name=self.model_name[:128],
+                        prompt_version=self.prompt_version[:32],
+                        reply=reply,
+                        tokens_in=tokens_in,
+                        tokens_out=tokens_out,
+                    )
+                ],
+                ignore_conflicts=True,  # the same input labelled twice at once: one row
             )
         except Exception as exc:  # noqa: BLE001 - e.g. a concurrent insert of the same key
             log.warning("llm cache write failed: %s", exc)

@@ -7,6 +7,7 @@ sentence in the section text itself).
 
 import copy
 import json
+from functools import cache
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -114,16 +115,24 @@ def _strip_fences(text: str) -> str:
     return text.strip()
 
 
+@cache
+def _response_format(schema: str) -> str:
+    return json.dumps(
+        {
+            "type": "json_schema",
+            "json_schema": {"name": f"{schema}_findings", "strict": True, "schema": json_schema(schema)},
+        }
+    )
+
+
 def json_schema(schema: str) -> dict:
     """The strict JSON schema of the reply (all properties required, no additional properties)."""
     return _strict(reply_model(schema).model_json_schema())
 
 
 def response_format(schema: str) -> dict:
-    return {
-        "type": "json_schema",
-        "json_schema": {"name": f"{schema}_findings", "strict": True, "schema": json_schema(schema)},
-    }
+    """``response_format`` for structured output (a fresh copy: callers may change it)."""
+    return json.loads(_response_format(schema))
 
 
 def _strict(node):

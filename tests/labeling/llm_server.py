@@ -145,6 +145,7 @@ class LLMServer:
 class _Handler(BaseHTTPRequestHandler):
     owner: LLMServer
     protocol_version = "HTTP/1.1"  # keep-alive, like real endpoints
+    disable_nagle_algorithm = True  # headers and body go out in two writes: no 40 ms delayed-ACK stall
 
     def log_message(self, format, *args):  # noqa: A002 - quiet
         pass

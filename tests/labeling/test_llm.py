@@ -279,6 +279,7 @@ def test_run_finishes_every_report_it_can_and_says_why_the_others_failed(llm_ser
         )
     monkeypatch.setattr(services, "labeler_for", lambda name, params: LLMLabeler(params))
     params = {"model": "m", "base_url": llm_server.base_url, "max_retries": 1, "backoff_base": 0.01}
+    params["concurrency"] = 1  # the script is consumed in report order
     llm_server.push(ok(GOOD), malformed(), malformed(), ok(GOOD))
     run = services.label_run_get_or_create(project=project, labeler="llm", params=params)
     run = services.label_run_execute(run=run)
