@@ -22,6 +22,9 @@ def label_many(
     database connections when it ends.
     """
     n = len(sections_list)
+    prefetch = getattr(labeler, "prefetch", None)
+    if prefetch is not None and n > 1:
+        prefetch(sections_list, schema=schema)  # one cache query for all, not one per report
     results: list[LabelResult | Exception | None] = [None] * n
     workers = max(1, min(n, concurrency or getattr(labeler, "concurrency", 1) or 1))
 

@@ -63,6 +63,11 @@ class EnsembleLabeler:
         self.model_name = "+".join(m.model_name for _, m in self.members if m.model_name)[:128]
         self.concurrency = max(getattr(m, "concurrency", 1) for _, m in self.members)
 
+    def prefetch(self, sections_list, *, schema: str) -> None:
+        for _, member in self.members:
+            if hasattr(member, "prefetch"):
+                member.prefetch(sections_list, schema=schema)
+
     def label(self, sections: dict[str, str], *, schema: str) -> LabelResult:
         outcomes: list[tuple[str, LabelResult]] = []
         for label, member in self.members:

@@ -5,6 +5,7 @@ import hashlib
 import json
 import logging
 import re
+import threading
 from functools import cache
 from pathlib import Path
 
@@ -92,47 +93,46 @@ def render_messages(sections: dict[str, str], *, schema: str, version: str) -> l
 
 # -- locating the model's sentence in the report --------------------------------------------------------
 
-_QUOTES = str.maketrans(
+_LOOSE = {"'": "['\u2018\u2019]", '"': '["\u201c\u201d]', "-": "[-\u2013\u2014]"}
+_LOOSE_IN = str.maketrans(
     {"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"', "\u2013": "-", "\u2014": "-"}
 )
 
 
-def _normalize(text: str) -> tuple[str, list[int]]:
-    """Lower-cased text with whitespace runs collapsed to one space; ``index[i]`` = offset in ``text``."""
-    out: list[str] = []
-    index: list[int] = []
-    space = True
-    for i, ch in enumerate(text):
-        if ch.isspace():
-            if not space:
-                out.append(" ")
-                index.append(i)
-                space = True
-            continue
-        for c in ch.lower().translate(_QUOTES):
-            out.append(c)
-            index.append(i)
-        space = False
-    if out and out[-1] == " ":
-        out.pop()
-        index.pop()
-    return "".join(out), index
+def _pattern(sentence: str) -> re.Pattern | None:
+    """The sentence as a regex: case-insensitive, any whitespace run between words, any quote/dash style."""
+    words = sentence.translate(_LOOSE_IN).split()
+    if not words:
+        return None
+    return re.compile(
+        r"\s+".join("".join(_LOOSE.get(c) or re.escape(c) for c in word) for word in words), re.IGNORECASE
+    )
 
 
 def _find(text: str, sentence: str) -> tuple[int, int] | None:
-    hay, index = _normalize(text)
-    needle, _ = _normalize(sentence)
-    if not needle:
-        return None
-    pos = hay.find(needle)
-    if pos < 0:
-        needle = needle.rstrip(".;:, ")
-        pos = hay.find(needle) if needle else -1
-        if pos < 0:
+    """(start, end) of ``sentence`` in ``text``; the text's own full stop is included when the model left
+    it out (or the sentence is found only without its final punctuation)."""
+    pos = text.find(sentence) if sentence else -1
+    if pos >= 0:
+        start, end = pos, pos + len(sentence)
+    else:
+        m = None
+        for candidate in (sentence, sentence.rstrip().rstrip(".;:,")):
+            pattern = _pattern(candidate)
+            m = pattern.search(text) if pattern is not None else None
+            if m:
+                break
+        if m is None:
             return None
-    start, end = index[pos], index[pos + len(needle) - 1] + 1
+        start, end = m.span()
+    while start < end and text[start].isspace():
+        start += 1
+    while end > start and text[end - 1].isspace():
+        end -= 1
+    if start == end:
+        return None
     if end < len(text) and text[end] == "." and text[end - 1] not in ".;:,":
-        end += 1  # the sentence's own full stop, which the model left out
+        end += 1
     return start, end
 
 
@@ -181,6 +181,10 @@ class LLMLabeler:
         self.price_out = float(params.get("price_out", setting("LLM_PRICE_OUT")))
         self.use_cache = bool(params.get("cache", True))
         self._client = client
+        self._pending: list = []
+        self._prefetched: dict[str, str | None] = {}  # cache key -> reply (None: known miss)
+        self._pending_lock = threading.Lock()
+        self._writer = threading.Lock()
         if not self.model_name:
             raise ValueError("llm: no model set (LLM_MODEL or params['model'])")
 
@@ -219,7 +223,7 @@ class LLMLabeler:
     def label(self, sections: dict[str, str], *, schema: str) -> LabelResult:
         if schema not in SCHEMAS:
             raise ValueError(f"schema: {schema!r} is not one of {', '.join(SCHEMAS)}")
-        present = {k: v for k, v in sections.items() if isinstance(v, str) and v.strip()}
+        present = _present(sections)
         if not present:
             return LabelResult(proposals=[], warnings=["report has no text"])
         messages = render_messages(present, schema=schema, version=self.prompt_version)
@@ -254,35 +258,77 @@ class LLMLabeler:
             warnings=warnings + dropped,
         )
 
+    def prefetch(self, sections_list, *, schema: str) -> None:
+        """Read the cache for many reports in one query (``label_many`` calls this): ``label()`` of those
+        reports then asks the database nothing before its request."""
+        if not self.use_cache or schema not in SCHEMAS:
+            return
+        from labeling.models import LLMCacheEntry
+
+        keys = []
+        for sections in sections_list:
+            present = _present(sections)
+            if present:
+                keys.append(
+                    self.cache_key(
+                        render_messages(present, schema=schema, version=self.prompt_version), schema=schema
+                    )
+                )
+        found: dict[str, str | None] = dict.fromkeys(keys)
+        try:
+            for i in range(0, len(keys), 500):
+                rows = LLMCacheEntry.objects.filter(key__in=keys[i : i + 500]).values_list("key", "reply")
+                found.update(rows)
+        except Exception as exc:  # noqa: BLE001 - label() reads the cache itself
+            log.warning("llm cache prefetch failed: %s", exc)
+            return
+        with self._pending_lock:
+            self._prefetched.update(found)
+
     def _cache_get(self, key: str) -> str | None:
         from labeling.models import LLMCacheEntry
 
+        with self._pending_lock:
+            if key in self._prefetched:
+                return self._prefetched.pop(key)
         try:
-            entry = LLMCacheEntry.objects.filter(key=key).only("reply").first()
+            replies = list(LLMCacheEntry.objects.filter(key=key).values_list("reply", flat=True)[:1])
         except Exception as exc:  # noqa: BLE001 - a cache that cannot be read only costs a request
             log.warning("llm cache read failed: %s", exc)
             return None
-        return entry.reply if entry is not None else None
+        return replies[0] if replies else None
 
     def _cache_put(self, key: str, reply: str, tokens_in: int, tokens_out: int) -> None:
+        """Group commit: the entry joins a pending list; whichever thread holds the writer lock inserts all
+        pending entries in one statement (one commit instead of one per report when many replies arrive
+        at once). A thread that finds the writer busy returns; the writer re-checks after releasing."""
         from labeling.models import LLMCacheEntry
 
-        try:
-            LLMCacheEntry.objects.bulk_create(
-                [
-                    LLMCacheEntry(
-                        key=key,
-                        model_name=self.model_name[:128],
-                        prompt_version=self.prompt_version[:32],
-                        reply=reply,
-                        tokens_in=tokens_in,
-                        tokens_out=tokens_out,
-                    )
-                ],
-                ignore_conflicts=True,  # the same input labelled twice at once: one row
-            )
-        except Exception as exc:  # noqa: BLE001 - e.g. a concurrent insert of the same key
-            log.warning("llm cache write failed: %s", exc)
+        entry = LLMCacheEntry(
+            key=key,
+            model_name=self.model_name[:128],
+            prompt_version=self.prompt_version[:32],
+            reply=reply,
+            tokens_in=tokens_in,
+            tokens_out=tokens_out,
+        )
+        with self._pending_lock:
+            self._pending.append(entry)
+        while self._pending and self._writer.acquire(blocking=False):
+            try:
+                with self._pending_lock:
+                    batch, self._pending = self._pending, []
+                if batch:
+                    # ignore_conflicts: the same input labelled twice at once gives one row
+                    LLMCacheEntry.objects.bulk_create(batch, ignore_conflicts=True)
+            except Exception as exc:  # noqa: BLE001 - a cache that cannot be written only costs a request later
+                log.warning("llm cache write of %d replies failed: %s", len(batch), exc)
+            finally:
+                self._writer.release()
+
+
+def _present(sections: dict) -> dict[str, str]:
+    return {k: v for k, v in sections.items() if isinstance(v, str) and v.strip()}
 
 
 def to_proposals(parsed, sections: dict[str, str], *, schema: str) -> tuple[list[ProposedFinding], list[str]]:
