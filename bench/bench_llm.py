@@ -1,0 +1,151 @@
+"""Benchmark of the ``llm`` labeler: throughput against a loopback chat-completions server that takes a
+fixed time per reply, at several concurrencies, and the platform's own time per report.
+
+    .venv/bin/python bench/bench_llm.py [--reports 256] [--delay 0.2]
+
+The server (tests/labeling/llm_server.py) runs in its own process, like a real endpoint; it answers each
+report with its first sentence as one finding, so every reply is parsed, validated and located. Each level
+starts with an empty reply cache (the path of a first run: cache read, request, cache write).
+"""
+
+import argparse
+import csv
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import OUT, REPO, SHARED, django_setup  # noqa: E402
+
+CSV = SHARED / "reports" / "iu_reports_dev.csv"
+
+
+def load_reports(n: int) -> list[dict[str, str]]:
+    out = []
+    with open(CSV, newline="", encoding="utf-8") as fh:
+        for row in csv.DictReader(fh):
+            sections = {k: (row.get(k) or "").strip() for k in ("findings", "impression")}
+            if any(sections.values()):
+                out.append({k: v for k, v in sections.items() if v})
+            if len(out) == n:
+                break
+    return out
+
+
+class Server:
+    def __init__(self, delay: float):
+        self.proc = subprocess.Popen(
+            [sys.executable, str(REPO / "tests" / "labeling" / "llm_server.py"), "--delay", str(delay)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=REPO,
+        )
+        line = self.proc.stdout.readline()
+        if not line.startswith("PORT "):
+            raise RuntimeError(f"server did not start: {line!r}")
+        self.base_url = f"http://127.0.0.1:{int(line.split()[1])}/v1"
+
+    def stop(self):
+        self.proc.stdin.close()
+        self.proc.wait(timeout=10)
+
+
+def run_level(base_url: str, reports: list[dict], concurrency: int, *, cache: bool = True) -> dict:
+    from labeling.llm import LLMLabeler, label_many
+    from labeling.models import LLMCacheEntry
+
+    if cache:
+        LLMCacheEntry.objects.all().delete()
+    labeler = LLMLabeler(
+        {"model": "bench", "base_url": base_url, "concurrency": concurrency, "cache": cache, "timeout": 30}
+    )
+    label_many(labeler, reports[:concurrency], schema="chexpert", concurrency=concurrency)  # connections up
+    if cache:
+        LLMCacheEntry.objects.all().delete()
+    cpu0, t0 = time.process_time(), time.perf_counter()
+    outcomes = label_many(labeler, reports, schema="chexpert")
+    wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    failed = [o for o in outcomes if isinstance(o, Exception)]
+    if failed:
+        raise RuntimeError(f"{len(failed)} reports failed, first: {failed[0]}")
+    proposals = sum(len(o.proposals) for o in outcomes)
+    return {"reports": len(reports), "wall_s": wall, "cpu_s": cpu, "proposals": proposals, "labeler": labeler}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--reports", type=int, default=256)
+    parser.add_argument("--delay", type=float, default=0.2)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    args = parser.parse_args()
+    if not CSV.is_file():
+        print(f"skipped: {CSV} is absent")
+        return
+    django_setup(OUT / "llm")
+    reports = load_reports(args.reports)
+    rows = []
+    server = Server(args.delay)
+    try:
+        for c in args.concurrency:
+            n = min(len(reports), max(64, 8 * c)) if c == 1 else len(reports)
+            r = run_level(server.base_url, reports[:n], c)
+            ideal = c / args.delay
+            achieved = r["reports"] / r["wall_s"]
+            rows.append(
+                {
+                    "concurrency": c,
+                    "reports": r["reports"],
+                    "wall_s": round(r["wall_s"], 3),
+                    "achieved_per_s": round(achieved, 2),
+                    "ideal_per_s": round(ideal, 2),
+                    "ratio": round(achieved / ideal, 3),
+                    "client_cpu_ms_per_report": round(1000 * r["cpu_s"] / r["reports"], 2),
+                    "proposals": r["proposals"],
+                }
+            )
+            print(json.dumps(rows[-1]), flush=True)
+        # a re-run: every reply comes from the cache
+        r = run_level(server.base_url, reports, 8, cache=True)
+        from labeling.llm import label_many
+
+        t0 = time.perf_counter()
+        label_many(r["labeler"], reports, schema="chexpert")
+        cached_ms = 1000 * (time.perf_counter() - t0) / len(reports)
+    finally:
+        server.stop()
+    zero = Server(0.0)
+    try:
+        r0 = run_level(zero.base_url, reports, 1, cache=True)
+        r0_nocache = run_level(zero.base_url, reports, 1, cache=False)
+    finally:
+        zero.stop()
+    own = {
+        "zero_delay_ms_per_report": round(1000 * r0["wall_s"] / r0["reports"], 2),
+        "zero_delay_cpu_ms_per_report": round(1000 * r0["cpu_s"] / r0["reports"], 2),
+        "zero_delay_nocache_ms_per_report": round(1000 * r0_nocache["wall_s"] / r0_nocache["reports"], 2),
+        "cached_rerun_ms_per_report": round(cached_ms, 2),
+    }
+    print(json.dumps(own))
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "bench_llm.json").write_text(
+        json.dumps({"levels": rows, "own": own, "delay_s": args.delay}, indent=2)
+    )
+    print()
+    print("| concurrency | reports | seconds | reports/s | ideal | ratio | client CPU ms/report |")
+    print("|---|---|---|---|---|---|---|")
+    for row in rows:
+        print(
+            f"| {row['concurrency']} | {row['reports']} | {row['wall_s']:.2f} | "
+            f"{row['achieved_per_s']:.2f} | {row['ideal_per_s']:.0f} | **{row['ratio']:.3f}** | "
+            f"{row['client_cpu_ms_per_report']:.2f} |"
+        )
+    print()
+    print(json.dumps(own))
+
+
+if __name__ == "__main__":
+    main()
