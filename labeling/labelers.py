@@ -5,7 +5,7 @@ from typing import Protocol
 
 from labeling.types import ProposedFinding
 
-LABELERS = ("rules",)  # llm and ensemble come with the LLM client
+LABELERS = ("rules", "llm", "ensemble")
 
 
 @dataclass
@@ -49,4 +49,12 @@ class RulesLabeler:
 def labeler_for(name: str, params: dict | None = None) -> Labeler:
     if name == "rules":
         return RulesLabeler(params or {})
+    if name == "llm":
+        from labeling.llm import LLMLabeler
+
+        return LLMLabeler(params or {})
+    if name == "ensemble":
+        from labeling.llm.ensemble import EnsembleLabeler
+
+        return EnsembleLabeler(params or {})
     raise ValueError(f"labeler: {name!r} is not available; choose one of {', '.join(LABELERS)}")

@@ -8,7 +8,6 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 
 from django.db import transaction
 from django.db.models import Count, Q, Sum
@@ -26,7 +25,10 @@ SECTIONS = ("indication", "comparison", "findings", "impression")
 
 
 def settings_hash(*, labeler: Labeler, schema: str, params: dict) -> str:
+    """What makes two runs the same: labeler and version, schema, parameters, prompt version, model,
+    and how the labeler asks (temperature, seed, endpoint) where it says."""
     settings = {
+        "recorded": _recorded(labeler),
         "labeler": labeler.name,
         "version": labeler.version,
         "schema": schema,
@@ -35,6 +37,11 @@ def settings_hash(*, labeler: Labeler, schema: str, params: dict) -> str:
         "model": labeler.model_name,
     }
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
+
+
+def _recorded(labeler: Labeler) -> dict:
+    recorded = getattr(labeler, "recorded", None)
+    return recorded() if callable(recorded) else {}
 
 
 def label_run_get_or_create(
@@ -50,7 +57,7 @@ def label_run_get_or_create(
         defaults={
             "labeler": labeler,
             "schema": schema,
-            "params": params,
+            "params": {**params, "recorded": _recorded(instance)} if _recorded(instance) else params,
             "prompt_version": instance.prompt_version,
             "model_name": instance.model_name,
             "created_by": user,
@@ -94,7 +101,7 @@ def label_run_execute(
     progress: Callable[[int, int], None] | None = None,
 ) -> LabelRun:
     """Label every selected report of the run's project that the run has not finished yet."""
-    labeler = labeler_for(run.labeler, run.params)
+    labeler = labeler_for(run.labeler, {k: v for k, v in run.params.items() if k != "recorded"})
     reports = Report.objects.filter(project=run.project)
     if report_ids is not None:
         reports = reports.filter(pk__in=list(report_ids))
@@ -121,20 +128,12 @@ def label_run_execute(
 
 
 def _label_chunk(labeler: Labeler, reports: list[Report], schema: str) -> list[LabelResult | Exception]:
-    """Label reports, up to ``labeler.concurrency`` at once (threads: LLM requests wait on the network);
-    results are stored by the calling thread, in order. A failure is returned, not raised."""
+    """Label reports, up to ``labeler.concurrency`` at once (threads: LLM requests wait on the network,
+    each thread closes its database connections); results come back in order and are stored by the
+    calling thread. A failure is returned, not raised."""
+    from labeling.llm.concurrency import label_many
 
-    def one(report: Report) -> LabelResult | Exception:
-        try:
-            return labeler.label(_report_sections(report), schema=schema)
-        except Exception as exc:  # one report's failure never stops the run
-            return exc
-
-    concurrency = max(1, int(getattr(labeler, "concurrency", 1) or 1))
-    if concurrency == 1 or len(reports) == 1:
-        return [one(r) for r in reports]
-    with ThreadPoolExecutor(max_workers=min(concurrency, len(reports))) as pool:
-        return list(pool.map(one, reports))
+    return label_many(labeler, [_report_sections(r) for r in reports], schema=schema)
 
 
 def _store_one(run: LabelRun, report: Report, result: LabelResult | Exception) -> None:

@@ -156,3 +156,38 @@ def test_cli_project_mode(project, reports):
     out = StringIO()
     call_command("label_reports", "--project", project.slug, stdout=out, stderr=StringIO())
     assert "3 of 3 reports labeled, 0 failed" in out.getvalue()
+
+
+def test_llm_run_records_how_it_asked_and_labels_through_the_endpoint(project, reports, llm_server, settings):
+    """The llm labeler through a full run against the loopback chat-completions server."""
+    settings.LLM_BASE_URL = llm_server.base_url
+    settings.LLM_MODEL = "loopback-model"
+    from tests.labeling.llm_server import ok
+
+    def reply(sentence, code, assertion):
+        found = {"sentence": sentence, "section": "findings", "phrase": "", "assertion": assertion,
+                 "laterality": "", "location": "", "size_mm": None, "code": code}  # fmt: skip
+        return ok({"findings": [found]})
+
+    llm_server.push(
+        reply("The heart is enlarged.", "Cardiomegaly", "present"),
+        reply("No focal consolidation, effusion or pneumothorax.", "Pneumothorax", "absent"),
+        reply("Possible left lower lobe atelectasis.", "Atelectasis", "uncertain"),
+    )
+    run = label_run_get_or_create(project=project, labeler="llm", params={"concurrency": 1})
+    recorded = run.params["recorded"]
+    assert recorded["model"] == "loopback-model" and recorded["temperature"] == 0 and "seed" in recorded
+    assert "api_key" not in json.dumps(run.params).lower()
+    run = label_run_execute(run=run)
+    assert (run.status, run.done, run.failed, run.proposals) == ("succeeded", 3, 0, 3)
+    assert run.tokens_in > 0 and run.tokens_out > 0
+    atelectasis = FindingProposal.objects.get(run=run, code="Atelectasis")
+    assert atelectasis.assertion == "uncertain"
+    text = atelectasis.report.findings
+    assert text[atelectasis.start : atelectasis.end] == "Possible left lower lobe atelectasis."
+    assert [r["model"] for r in llm_server.requests] == ["loopback-model"] * 3
+    # a re-run with the same settings is the same run and asks the endpoint nothing (cache, resume)
+    again = label_run_execute(
+        run=label_run_get_or_create(project=project, labeler="llm", params={"concurrency": 1})
+    )
+    assert again.pk == run.pk and len(llm_server.requests) == 3
