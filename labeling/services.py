@@ -75,7 +75,7 @@ def label_run_start(
     user=None,
 ) -> LabelRun:
     """Start (or resume) a run as a Job on its queue; ``report_ids`` limits it to a selection."""
-    from labeling.tasks import run_labels
+    from labeling.tasks import run_labels, run_llm_labels
 
     with transaction.atomic():
         run = label_run_get_or_create(project=project, labeler=labeler, params=params, user=user)
@@ -85,7 +85,7 @@ def label_run_start(
         run.job = job
         run.status = LabelRunStatus.PENDING
         run.save(update_fields=["job", "status"])
-        job_dispatch(job=job, task=run_labels)
+        job_dispatch(job=job, task=run_labels if labeler == "rules" else run_llm_labels)
     run.refresh_from_db()
     return run
 

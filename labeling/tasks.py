@@ -10,3 +10,11 @@ def run_labels(*, job_id: int) -> None:
     from labeling.services import label_run_job
 
     job_run(job_id=job_id, body=lambda job: label_run_job(job=job))
+
+
+@shared_task(name="labeling.llm.run_labels", acks_late=True, max_retries=0)
+def run_llm_labels(*, job_id: int) -> None:
+    """The same, on the ``llm`` queue (many concurrent requests; routed by the ``labeling.llm.*`` name)."""
+    from labeling.services import label_run_job
+
+    job_run(job_id=job_id, body=lambda job: label_run_job(job=job))
