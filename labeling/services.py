@@ -167,6 +167,7 @@ def _store_one(run: LabelRun, report: Report, result: LabelResult | Exception) -
                     location=p.location,
                     size_mm=p.size_mm,
                     extra=p.extra,
+                    disagreement=bool(p.extra.get("disagreement", False)),
                 )
                 for p in result.proposals
             ]

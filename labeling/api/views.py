@@ -66,14 +66,20 @@ _FILTERS = {
 }
 
 
-@extend_schema(parameters=[OpenApiParameter(n, str) for n in _FILTERS])
+@extend_schema(parameters=[OpenApiParameter(n, str) for n in [*_FILTERS, "disagreement"]])
 class ProposalList(generics.ListAPIView):
-    """Finding proposals; filters ``project``, ``run``, ``report``, ``code``, ``assertion``."""
+    """Finding proposals; filters ``project``, ``run``, ``report``, ``code``, ``assertion``, and
+    ``disagreement=true`` for the proposals an ensemble's voters disagreed on (review those first)."""
 
     serializer_class = FindingProposalOut
 
     def get_queryset(self):
         qs = selectors.proposals_for_user(self.request.user)
+        flag = self.request.query_params.get("disagreement")
+        if flag in {"true", "1"}:
+            qs = qs.filter(disagreement=True).order_by("report_id", "section", "start")
+        elif flag in {"false", "0"}:
+            qs = qs.filter(disagreement=False)
         for name, lookup in _FILTERS.items():
             value = self.request.query_params.get(name)
             if value not in (None, ""):

@@ -191,3 +191,24 @@ def test_llm_run_records_how_it_asked_and_labels_through_the_endpoint(project, r
         run=label_run_get_or_create(project=project, labeler="llm", params={"concurrency": 1})
     )
     assert again.pk == run.pk and len(llm_server.requests) == 3
+
+
+def test_ensemble_run_flags_disagreements_for_review(
+    project, manager, api_client, reports, llm_server, settings
+):
+    from tests.labeling.llm_server import ok
+
+    settings.LLM_BASE_URL = llm_server.base_url
+    settings.LLM_MODEL = "loopback-model"
+    disagree = {"sentence": "The heart is enlarged.", "section": "findings", "phrase": "",
+                "assertion": "absent", "laterality": "", "location": "", "size_mm": None,
+                "code": "Cardiomegaly"}  # fmt: skip
+    llm_server.push(ok({"findings": [disagree]}), ok({"findings": []}), ok({"findings": []}))
+    params = {"members": [{"labeler": "rules"}, {"labeler": "llm", "concurrency": 1}], "concurrency": 1}
+    run = label_run_execute(run=label_run_get_or_create(project=project, labeler="ensemble", params=params))
+    assert run.status == "succeeded" and run.done == 3
+    flagged = FindingProposal.objects.filter(run=run, disagreement=True)
+    heart = flagged.get(report__external_id="r1", code="Cardiomegaly", section="findings")
+    assert heart.assertion == "uncertain" and heart.extra["disagreement"] is True
+    listed = api_client(manager).get(reverse("proposal-list"), {"run": run.pk, "disagreement": "true"}).json()
+    assert listed["count"] == flagged.count() and heart.pk in [p["id"] for p in listed["results"]]
