@@ -47,6 +47,8 @@ class LabelRuns(APIView):
             )
         except BrokerUnavailable as exc:
             return Response({"detail": str(exc)}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
+        except ValueError as exc:  # a labeler that cannot be set up (no LLM model configured, bad params)
+            raise ValidationError({"labeler": str(exc)}) from exc
         return Response(LabelRunOut(run).data, status=status.HTTP_202_ACCEPTED)
 
 

@@ -212,3 +212,15 @@ def test_ensemble_run_flags_disagreements_for_review(
     assert heart.assertion == "uncertain" and heart.extra["disagreement"] is True
     listed = api_client(manager).get(reverse("proposal-list"), {"run": run.pk, "disagreement": "true"}).json()
     assert listed["count"] == flagged.count() and heart.pk in [p["id"] for p in listed["results"]]
+
+
+def test_llm_without_a_model_is_a_clear_error(project, manager, api_client, reports, settings):
+    settings.LLM_MODEL = ""
+    response = api_client(manager).post(
+        reverse("label-runs", args=[project.slug]), {"labeler": "llm"}, format="json"
+    )
+    assert response.status_code == 400 and "LLM_MODEL" in response.json()["labeler"][0]
+    from django.core.management.base import CommandError
+
+    with pytest.raises(CommandError, match="LLM_MODEL"):
+        call_command("label_reports", "--project", project.slug, "--labeler", "llm", stdout=StringIO())

@@ -54,7 +54,10 @@ class Command(BaseCommand):
                 ids = [int(x) for x in opts["report_ids"].split(",") if x.strip()]
             except ValueError as exc:
                 raise CommandError("--report-ids: comma-separated integers") from exc
-        run = label_run_get_or_create(project=project, labeler=opts["labeler"])
+        try:
+            run = label_run_get_or_create(project=project, labeler=opts["labeler"])
+        except ValueError as exc:
+            raise CommandError(str(exc)) from exc
         bar = tqdm(desc=f"run {run.pk}", unit="report", file=sys.stderr)
 
         def progress(done: int, total: int) -> None:
@@ -82,7 +85,10 @@ class Command(BaseCommand):
             raise CommandError(f"--csv: no such file {opts['csv']}")
         from labeling.rules import chexpert_row
 
-        labeler = labeler_for(opts["labeler"])
+        try:
+            labeler = labeler_for(opts["labeler"])
+        except ValueError as exc:
+            raise CommandError(str(exc)) from exc
         columns = [c.strip() for c in opts["text_columns"].split(",")] if opts["text_columns"] else None
         out_fh = open(opts["out"], "w", newline="", encoding="utf-8") if opts["out"] else None  # noqa: SIM115
         jsonl_fh = open(opts["jsonl"], "w", encoding="utf-8") if opts["jsonl"] else None  # noqa: SIM115
