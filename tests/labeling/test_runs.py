@@ -219,7 +219,7 @@ def test_llm_without_a_model_is_a_clear_error(project, manager, api_client, repo
     response = api_client(manager).post(
         reverse("label-runs", args=[project.slug]), {"labeler": "llm"}, format="json"
     )
-    assert response.status_code == 400 and "LLM_MODEL" in response.json()["labeler"][0]
+    assert response.status_code == 400 and "LLM_MODEL" in str(response.json()["labeler"])
     from django.core.management.base import CommandError
 
     with pytest.raises(CommandError, match="LLM_MODEL"):
