@@ -107,6 +107,13 @@ def main() -> None:
         "--show", default="", help="print false positives/negatives of this observation (first half)"
     )
     ap.add_argument("--uones", action="store_true", help="count uncertain (-1.0) as positive too")
+    ap.add_argument(
+        "--errors",
+        default="",
+        choices=("", "A"),
+        help="print false positives/negatives of every scored observation (or of --show) in this half; "
+        "only the tuning half A is offered",
+    )
     args = ap.parse_args()
     global POSITIVE
     if args.uones:
@@ -148,16 +155,18 @@ def main() -> None:
         print(
             f"macro-F1 ({len(SCORED)} scored) {name:3s}: rules {mr:.3f}  baseline {mb:.3f}  diff {mr - mb:+.3f}"  # noqa: E501
         )
-    if args.show:
+    if args.show or args.errors:
+        shown = (args.show,) if args.show else SCORED
         for r, p in zip(rows, rules_preds, strict=True):
             if r["_half"] != "A":
                 continue
-            truth = args.show in r["_truth"]
-            pos = p.get(args.show) in POSITIVE
-            if truth != pos:
-                print(
-                    f"\n{'FN' if truth else 'FP'} uid {r['uid']} MeSH={r['MeSH']}\n  F: {r['findings']}\n  I: {r['impression']}"  # noqa: E501
-                )
+            for obs in shown:
+                truth = obs in r["_truth"]
+                pos = p.get(obs) in POSITIVE
+                if truth != pos:
+                    print(
+                        f"\n{'FN' if truth else 'FP'} {obs} uid {r['uid']} MeSH={r['MeSH']}\n  F: {r['findings']}\n  I: {r['impression']}"  # noqa: E501
+                    )
     rate = speed(all_rows)
     print(f"\nspeed: {rate:.0f} reports/s on one core (rules, chexpert, {len(all_rows)} reports, best of 3)")
 

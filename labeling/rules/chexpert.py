@@ -56,7 +56,8 @@ LEXICON: dict[str, dict[str, str]] = {
         "uncertain": r"borderline|upper\s+limits?\s+of\s+normal|top[- ]normal|high[- ]normal",
     },
     "Lung Lesion": {
-        "mention": r"nodules?|nodular\s+(?:densit(?:y|ies)|opacit(?:y|ies)|lesions?)|masse?s?|lesions?"
+        "mention": r"nodules?|nodular\s+(?:[a-z]+\s+)?(?:densit(?:y|ies)|opacit(?:y|ies)|opacification"
+        r"|lesions?)|masse?s?|lesions?"
         r"|tumou?rs?|neoplasms?"
         r"|carcinoma|malignan\w+|metasta\w+|cavitary\s+lesion|cavitation|cavity|lump|granulomas?",
         "exclude": r"mass\s+effect|soft\s+tissue\s+mass|(?:bone|bony|osseous|lytic|blastic|sclerotic"
@@ -66,6 +67,17 @@ LEXICON: dict[str, dict[str, str]] = {
         r"|liver|clavicle|humerus|scapula|vertebra\w*|sternum|breast|soft\s+tissues?)|body\s+mass|nipple"
         r"|calcified\s+granulomas?"
         r"|granulomas?|granulomatous|calcified\s+(?:\w+\s+)?nodules?",
+        # Read right after the mention: a nodule the report puts on a rib/nipple or attributes to bone, an
+        # old granuloma or an artifact is not a lung lesion ("nodular density projecting over the left 4th
+        # rib", "... may represent a healing fracture").
+        "attributed": r"[^;]{0,80}?\b(?:represents?|representing|reflects?|reflecting|consistent\s+with"
+        r"|compatible\s+with|due\s+to|secondary\s+to|corresponds?\s+to|likely|probably|may|could|might)"
+        r"\s+(?:\w+\s+){0,4}?(?:(?:healing|healed|old)\s+(?:\w+\s+)?fractures?|callus|artifacts?|nipples?"
+        r"|granulomas?|overlying|superimposed|telemetry|bone\s+islands?)\b",
+        # ... and one only located over a rib/nipple (not attributed) may be in the bone: uncertain.
+        "over_bone": r"[^;]{0,20}?\b(?:projecting|projects|projected|overlying|overlies|superimposed)"
+        r"\s+(?:over|on|upon|through)?\s*(?:the\s+)?(?:[\w-]+\s+){0,7}?(?:ribs?|clavicles?|scapulae?|nipples?"
+        r"|breasts?)\b",
     },
     "Lung Opacity": {
         "mention": r"opacit(?:y|ies)|opacification|opacified|infiltrat(?:e|es|ion|ive)"
@@ -135,7 +147,7 @@ LEXICON: dict[str, dict[str, str]] = {
         r"|thickening\s+of\s+the\s+(?:\w+\s+)?pleura|calcified\s+pleural\s+plaques?",
     },
     "Fracture": {
-        "mention": r"fractur\w*|fx|broken\s+(?:rib|ribs|clavicle|bone)",
+        "mention": r"fractur\w*|fracture-dislocations?|fx|broken\s+(?:rib|ribs|clavicle|bone)",
     },
     "Support Devices": {
         "mention": r"pacemakers?|pacer|aicd|icd|defibrillator|(?:central\s+(?:venous\s+)?|venous\s+"
@@ -145,8 +157,10 @@ LEXICON: dict[str, dict[str, str]] = {
         r"|port-?a-?cath|(?:chest\s+|mediport|power\s*port|infusion\s+)port|endotracheal\s+tube|et\s+tube|ett"
         r"|(?:nasogastric|orogastric|enteric|feeding|chest|tracheostomy|gastrostomy|dobhoff|ng|og)\s+tubes?"
         r"|tracheostomy|drains?|surgical\s+clips?|clips?|sternotomy\s+wires?|sternal\s+wires?"
-        r"|(?:cerclage\s+)?wires?"
-        r"|sternotomy|hardware|prosthe(?:sis|ses|tic)|(?:valve\s+)?replacement|stents?|(?:pacemaker"
+        r"|(?:cerclage\s+)?wires?|(?:neuro|spinal\s+cord\s+|nerve\s+)?stimulators?|shunts?|tubing"
+        r"|(?:spinal|cervical|thoracic|lumbar|thoracolumbar|anterior|posterior)\s+(?:\w+\s+)?fusion"
+        r"|tip\s+(?:\w+\s+){0,5}?(?:svc|superior\s+vena\s+cava|right\s+atrium|cavoatrial|cavo-atrial|atriocaval)"
+        r"|hardware|prosthe(?:sis|ses|tic)|(?:valve\s+)?replacement|stents?|(?:pacemaker"
         r"|pacer|icd)\s+leads?"
         r"|leads?|generator|devices?|fixation|(?:surgical\s+)?plates?|screws?|rods?|sutures?"
         r"|suture\s+material|staples?"
@@ -155,12 +169,17 @@ LEXICON: dict[str, dict[str, str]] = {
         r"|mediastinal|"
         r"costophrenic|midline|junction|pleuro)\s+(?:lines?|stripe)|lines?\s+of\s+\w+|(?:breast"
         r"|nipple)\s+implants?"
-        r"|device\s+of\s+the\s+day|tubes?\s+(?:feeding\s+)?(?:are|is)\s+not|lead\s+(?:poisoning|point)",
+        r"|(?:breast|nipple)\s+(?:\w+\s+)?prosthe(?:sis|ses|tic)|device\s+of\s+the\s+day|tubes?\s+(?:feeding\s+)?(?:are|is)\s+not|lead\s+(?:poisoning|point)",
     },
 }
 
 _COMPILED = {
-    obs: {kind: re.compile(rf"(?<![\w-])(?:{pat})(?![\w-])", re.I) for kind, pat in spec.items()}
+    obs: {
+        kind: re.compile(
+            pat if kind in ("attributed", "over_bone") else rf"(?<![\w-])(?:{pat})(?![\w-])", re.I
+        )
+        for kind, pat in spec.items()
+    }
     for obs, spec in LEXICON.items()
 }
 
@@ -176,12 +195,15 @@ def mentions(sentence: str) -> list[tuple[str, int, int, str]]:
         for a, b in absent:
             out.append((obs, a, b, "absent"))
         unc = pats.get("uncertain")
+        attributed, over_bone = pats.get("attributed"), pats.get("over_bone")
         for m in pats["mention"].finditer(sentence):
             a, b = m.start(), m.end()
             if any(x <= a and b <= y for x, y in excl) or any(x <= a < y or x < b <= y for x, y in absent):
                 continue
+            if attributed is not None and attributed.match(sentence, b):
+                continue
             kind = "mention"
-            if unc is not None and unc.search(sentence, a, b):
+            if unc is not None and unc.search(sentence, a, b) or over_bone and over_bone.match(sentence, b):
                 kind = "uncertain-mention"
             out.append((obs, a, b, kind))
     return out

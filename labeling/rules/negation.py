@@ -15,7 +15,7 @@ _PSEUDO = re.compile(
     r"\b(?:no|without|not)\s+(?:significant\s+|appreciable\s+|substantial\s+|definite\s+)?(?:interval\s+)?"
     r"(?:change|increase|decrease|progression|worsening|improvement|difference)\b|\bnot\s+only\b"
     r"|\bno\s+longer\s+(?:present\s+)?(?=\w)(?!seen|visible|identified|present|evident|demonstrated|noted)"
-    r"|\bgram[- ]negative\b|\bnot\s+well\s+(?:seen|visualized)\b",
+    r"|\bgram[- ]negative\b|\bnot\s+well\s+(?:seen|visualized)\b|\bage[- ]indeterminate\b",
     re.I,
 )
 
@@ -29,6 +29,8 @@ _PRE_UNCERTAIN = (
     r"|equivocal|presumed|presumably|perhaps|borderline|indeterminate|uncertain|rule\s+out|r/o|\?"
     r"|(?:may|might|could)\s+(?:represent|reflect|be\s+due\s+to)|representing|compatible\s+with"
     r"|early|developing|evolving|potential|cannot\s+be\s+ruled\s+out"
+    r"|to\s+(?:identify|exclude|evaluate\s+for|assess\s+for|detect|look\s+for)|correlat\w*\s+clinically"
+    r"|clinical(?:ly)?\s+correlat\w*|symptoms?\s+of"
 )
 _PRE_NEGATIVE = (
     r"no|not|without|absent|absence\s+of|negative\s+for|free\s+of|clear\s+of|rather\s+than|resolution\s+of"

@@ -181,3 +181,46 @@ def test_real_iu_sentences(shared_data):
             assert p.section in ("findings", "impression")
             assert sections[p.section][p.start : p.end].strip() == sections[p.section][p.start : p.end]
             assert p.phrase in sections[p.section][p.start : p.end]
+
+
+def row_of(text: str) -> dict:
+    return chexpert_row(label(text))
+
+
+@pytest.mark.parametrize(
+    "text,code,value",
+    [
+        # support devices: no bare "sternotomy" (CheXpert lists devices, not operations); new device words
+        ("Postoperative changes of sternotomy and CABG.", "Support Devices", None),
+        ("Intact median sternotomy wires.", "Support Devices", 1.0),
+        ("Bilateral breast prostheses are noted.", "Support Devices", None),
+        ("A spinal cord stimulator is seen.", "Support Devices", 1.0),
+        ("VP shunt tubing courses over the right chest.", "Support Devices", 1.0),
+        ("Prior anterior cervical fusion.", "Support Devices", 1.0),
+        ("The right chest port tip is visualized in the mid SVC.", "Support Devices", 1.0),
+        ("Left chest catheter with tip in the right atrium.", "Support Devices", 1.0),
+        # lung lesion: nodules attributed to bone / artifact / granuloma are not lung lesions
+        (
+            "Nodular density overlying the left 4th rib represents a healing rib fracture.",
+            "Lung Lesion",
+            None,
+        ),
+        ("Nodular opacity projecting over the right 9th rib likely reflects granuloma.", "Lung Lesion", None),
+        (
+            "Nodular opacity over the upper lungs may represent overlying telemetry leads.",
+            "Lung Lesion",
+            None,
+        ),
+        ("Nodular densities projecting over the right anterior fifth and sixth ribs.", "Lung Lesion", -1.0),
+        ("Mixed nodular interstitial opacities in both lungs.", "Lung Lesion", 1.0),
+        ("A 1 cm nodule is seen in the right upper lobe.", "Lung Lesion", 1.0),
+        ("CT can be performed to identify a small nodule.", "Lung Lesion", -1.0),
+        # fracture: hyphenated fracture-dislocation; "age-indeterminate" is not a hedge
+        ("Fracture-dislocation of the right shoulder.", "Fracture", 1.0),
+        ("An age-indeterminate compression fracture of a lower thoracic vertebra.", "Fracture", 1.0),
+        # pneumonia: a clinical-correlation request is not a finding
+        ("Correlate clinically for symptoms of infection.", "Pneumonia", -1.0),
+    ],
+)
+def test_issue3_rules(text, code, value):
+    assert row_of(text)[code] == value
