@@ -45,7 +45,7 @@ _POST_UNCERTAIN = re.compile(
     r"^[\s,]*(?:\w+\s+){0,3}?(?:(?:is|are|was|were)\s+)?(?:(?:can|could)\s?not\s+(?:be\s+)?(?:entirely\s+|completely\s+)?"
     r"(?:excluded|ruled\s+out)|not\s+(?:entirely\s+|completely\s+)?(?:be\s+)?(?:excluded|ruled\s+out)"
     r"|(?:is|are)\s+(?:possible|likely|suspected|questioned|not\s+excluded)|(?:is|are)\s+(?:also\s+)?possible"
-    r"|(?:may|might|could)\s+(?:be|represent|reflect)|versus|vs\b|or\s+(?:\w+\s+){0,2}?(?:atelectasis|scar"
+    r"|(?:may|might|could)\s+be\b(?!\s+(?:due|secondary|related|from|caused))|versus|vs\b|or\s+(?:\w+\s+){0,2}?(?:atelectasis|scar"
     r"|scarring|infiltrate|pneumonia|consolidation|effusion|edema|infection|mass|nodule|lesion)|\?)",
     re.I,
 )
@@ -62,7 +62,8 @@ _POST_NEGATIVE = re.compile(
 _TERMINATOR = re.compile(
     r"\b(?:but|however|although|though|except|aside\s+from|apart\s+from|other\s+than|whereas|while|which"
     r"|otherwise|yet|there\s+(?:is|are|has|have)(?!\s+(?:no|not)\b)|(?:is|are)\s+(?:again\s+)?(?:seen|noted|present)"
-    r"|nonetheless|nevertheless|instead)\b"
+    r"|nonetheless|nevertheless|instead"
+    r"|with(?=\s+(?:a\s+)?(?:small|large|moderate|mild|trace|bilateral|left|right|new|persistent|residual)\b))\b"
     r"|[;:]|\.\s|,\s*(?:and\s+)?(?:with\s+)?(?=(?:stable|persistent|unchanged|again|mild|mildly|moderate|severe"
     r"|increasing|increased|decreased|improved|improving|chronic|there|heart|cardiac|cardiomegaly"
     r"|status|s/p|healed|old|calcified)\b)",

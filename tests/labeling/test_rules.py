@@ -220,6 +220,14 @@ def row_of(text: str) -> dict:
         ("An age-indeterminate compression fracture of a lower thoracic vertebra.", "Fracture", 1.0),
         # pneumonia: a clinical-correlation request is not a finding
         ("Correlate clinically for symptoms of infection.", "Pneumonia", -1.0),
+        # "X may represent Y": Y is the hedged one, X is seen (CheXpert's dobj-of-represent rule)
+        ("Small nodular opacity in the left upper lobe may represent early infiltrate.", "Lung Lesion", 1.0),
+        ("Opacity may represent atelectasis.", "Atelectasis", -1.0),
+        # a negation or hedge does not reach past "with <size/side> ..."
+        ("No cardiomegaly with bilateral small pleural effusions.", "Pleural Effusion", 1.0),
+        ("No cardiomegaly with bilateral small pleural effusions.", "Cardiomegaly", 0.0),
+        ("Probable effusions with mild basilar atelectasis.", "Atelectasis", 1.0),
+        ("No pneumothorax with no effusion.", "Pleural Effusion", 0.0),
     ],
 )
 def test_issue3_rules(text, code, value):
