@@ -3,6 +3,7 @@
 import queue
 import threading
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 
 from labeling.labelers import Labeler, LabelResult
 
@@ -19,8 +20,15 @@ def label_many(
 
     ``concurrency`` defaults to ``labeler.concurrency`` (1 when the labeler has none). ``on_done(i, outcome)``
     is called from the worker thread as each report finishes (e.g. to store it). Each worker closes its own
-    database connections when it ends.
+    database connections when it ends. The labeler's ``batch()`` (when it has one) is held for the call: the
+    LLM labeler groups its cache writes there and writes the rest before this returns.
     """
+    batch = getattr(labeler, "batch", None)
+    with batch() if batch is not None else nullcontext():
+        return _label_many(labeler, sections_list, schema=schema, concurrency=concurrency, on_done=on_done)
+
+
+def _label_many(labeler, sections_list, *, schema, concurrency, on_done):
     n = len(sections_list)
     prefetch = getattr(labeler, "prefetch", None)
     if prefetch is not None and n > 1:

@@ -9,6 +9,7 @@ and ``extra["disagreement"]`` (True when the votes are not unanimous), so review
 """
 
 from collections import Counter
+from contextlib import ExitStack, contextmanager
 
 from labeling.labelers import LabelResult
 from labeling.llm.client import LLMError
@@ -67,6 +68,14 @@ class EnsembleLabeler:
         for _, member in self.members:
             if hasattr(member, "prefetch"):
                 member.prefetch(sections_list, schema=schema)
+
+    @contextmanager
+    def batch(self):
+        with ExitStack() as stack:
+            for _, member in self.members:
+                if hasattr(member, "batch"):
+                    stack.enter_context(member.batch())
+            yield self
 
     def label(self, sections: dict[str, str], *, schema: str) -> LabelResult:
         outcomes: list[tuple[str, LabelResult]] = []

@@ -6,6 +6,8 @@ import json
 import logging
 import re
 import threading
+import time
+from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
 
@@ -185,6 +187,8 @@ class LLMLabeler:
         self._prefetched: dict[str, str | None] = {}  # cache key -> reply (None: known miss)
         self._pending_lock = threading.Lock()
         self._writer = threading.Lock()
+        self._batches = 0  # label_many calls in progress: cache writes are grouped (see batch())
+        self._pending_since = 0.0
         if not self.model_name:
             raise ValueError("llm: no model set (LLM_MODEL or params['model'])")
 
@@ -298,10 +302,33 @@ class LLMLabeler:
             return None
         return replies[0] if replies else None
 
+    # A label_many call writes its replies to the cache in groups, not one commit per reply: a commit is
+    # ~5 ms of a worker's time (SQLite, on disk), during which that worker sends no request.
+    BATCH_WRITE_SIZE = 64
+    BATCH_WRITE_AGE_S = 5.0
+
+    @contextmanager
+    def batch(self):
+        """Within it (``label_many`` enters it), replies go to the cache in groups of ``BATCH_WRITE_SIZE``
+        (or after ``BATCH_WRITE_AGE_S``); leaving it writes the rest."""
+        with self._pending_lock:
+            self._batches += 1
+        try:
+            yield self
+        finally:
+            with self._pending_lock:
+                self._batches -= 1
+            self.flush()
+
+    def flush(self) -> None:
+        """Write every pending cache entry now."""
+        with self._writer:
+            self._write_pending()
+
     def _cache_put(self, key: str, reply: str, tokens_in: int, tokens_out: int) -> None:
-        """Group commit: the entry joins a pending list; whichever thread holds the writer lock inserts all
-        pending entries in one statement (one commit instead of one per report when many replies arrive
-        at once). A thread that finds the writer busy returns; the writer re-checks after releasing."""
+        """The entry joins a pending list. Outside ``batch()`` it is written before this returns; inside,
+        once enough are pending. Group commit: whichever thread holds the writer lock inserts all pending
+        entries in one statement; a thread that finds the writer busy returns (the writer re-checks)."""
         from labeling.models import LLMCacheEntry
 
         entry = LLMCacheEntry(
@@ -312,19 +339,38 @@ class LLMLabeler:
             tokens_in=tokens_in,
             tokens_out=tokens_out,
         )
+        now = time.monotonic()
         with self._pending_lock:
+            if not self._pending:
+                self._pending_since = now
             self._pending.append(entry)
-        while self._pending and self._writer.acquire(blocking=False):
+        while self._write_due(now) and self._writer.acquire(blocking=False):
             try:
-                with self._pending_lock:
-                    batch, self._pending = self._pending, []
-                if batch:
-                    # ignore_conflicts: the same input labelled twice at once gives one row
-                    LLMCacheEntry.objects.bulk_create(batch, ignore_conflicts=True)
-            except Exception as exc:  # noqa: BLE001 - a cache that cannot be written only costs a request later
-                log.warning("llm cache write of %d replies failed: %s", len(batch), exc)
+                self._write_pending()
             finally:
                 self._writer.release()
+
+    def _write_due(self, now: float) -> bool:
+        pending = self._pending
+        if not pending:
+            return False
+        if not self._batches:
+            return True
+        return len(pending) >= self.BATCH_WRITE_SIZE or now - self._pending_since >= self.BATCH_WRITE_AGE_S
+
+    def _write_pending(self) -> None:
+        """Insert all pending entries in one statement (the caller holds the writer lock)."""
+        from labeling.models import LLMCacheEntry
+
+        with self._pending_lock:
+            batch, self._pending = self._pending, []
+        if not batch:
+            return
+        try:
+            # ignore_conflicts: the same input labelled twice at once gives one row
+            LLMCacheEntry.objects.bulk_create(batch, ignore_conflicts=True)
+        except Exception as exc:  # noqa: BLE001 - a cache that cannot be written only costs a request later
+            log.warning("llm cache write of %d replies failed: %s", len(batch), exc)
 
 
 def _present(sections: dict) -> dict[str, str]:
