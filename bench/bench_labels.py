@@ -123,7 +123,7 @@ def main() -> None:
     half = len(all_rows) // 2
     for i, r in enumerate(all_rows):
         r["_half"] = "A" if i < half else "B"
-        r["_truth"] = observations(r["MeSH"])
+        r["_truth"] = observations(r["MeSH"], uncertain_positive=args.uones)
     rows = [r for r in all_rows if r["_truth"] is not None]
     rules_preds = [chexpert_row(rules_label(sections_of(r), schema="chexpert")) for r in rows]
     base_preds = [baseline_row((r["findings"] or "") + " . " + (r["impression"] or "")) for r in rows]

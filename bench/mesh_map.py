@@ -5,7 +5,12 @@ The IU ``MeSH`` column lists findings NLM indexers assigned to a report as ``Ter
 observation when one of its MeSH entries maps to it.
 
 Scored (a MeSH heading names the same finding):
-- Cardiomegaly: ``Cardiomegaly``; ``Cardiac Shadow`` qualified ``enlarged`` or ``borderline``.
+- Cardiomegaly: ``Cardiomegaly``; ``Cardiac Shadow`` qualified ``enlarged``. An entry qualified
+  ``borderline`` (``Cardiomegaly/borderline``, ``Cardiac Shadow/borderline``; the only qualifier of the
+  vocabulary that grades certainty) is an *uncertain* truth: positive only when uncertain labels are scored
+  as positive (``--uones``), as the CheXpert labeler labels "borderline heart size" uncertain (-1). Issue 3
+  change (was: borderline always positive); effect on the rules labeler under U-zeros reported separately
+  in bench/RESULTS.md.
 - Edema: ``Pulmonary Edema``, ``Pulmonary Congestion``, ``Heart Failure`` (CheXpert's Edema mentions
   include vascular congestion and heart failure).
 - Consolidation: ``Consolidation``.
@@ -74,8 +79,9 @@ _NON_LUNG = {
 }
 
 
-def observations(mesh: str) -> set[str] | None:
-    """CheXpert observations named by one report's MeSH column; None for a report never indexed."""
+def observations(mesh: str, *, uncertain_positive: bool = False) -> set[str] | None:
+    """CheXpert observations named by one report's MeSH column; None for a report never indexed.
+    Entries qualified ``borderline`` count only when ``uncertain_positive`` (U-ones scoring)."""
     out: set[str] = set()
     entries = [e.strip() for e in (mesh or "").split(";") if e.strip()]
     if not entries or any(e.lower() == "no indexing" for e in entries):
@@ -85,6 +91,8 @@ def observations(mesh: str) -> set[str] | None:
     for entry in entries:
         head, *quals = [q.strip() for q in entry.split("/")]
         quals_l = {q.lower() for q in quals}
+        if "borderline" in quals_l and not uncertain_positive:
+            continue
         if head in _HEADINGS:
             out.add(_HEADINGS[head])
         if head == "Hydropneumothorax":
