@@ -1,11 +1,14 @@
 """Benchmark of the ``llm`` labeler: throughput against a loopback chat-completions server that takes a
 fixed time per reply, at several concurrencies, and the platform's own time per report.
 
-    .venv/bin/python bench/bench_llm.py [--reports 256] [--delay 0.2]
+    .venv/bin/python bench/bench_llm.py [--reports 960] [--delay 0.2] [--server async|threads]
 
-The server (tests/labeling/llm_server.py) runs in its own process, like a real endpoint; it answers each
-report with its first sentence as one finding, so every reply is parsed, validated and located. Each level
-starts with an empty reply cache (the path of a first run: cache read, request, cache write).
+The server (tests/labeling/llm_server.py, ``AsyncLLMServer`` unless ``--server threads``) runs in its own
+process, like a real endpoint; it answers each report with its first sentence as one finding, so every reply
+is parsed, validated and located. Each level starts with an empty reply cache (the path of a first run:
+cache read, request, cache write). Reports are distinct (a repeated report would be a cache hit, not a
+request). Level c labels min(--reports, max(64, 32 c)) reports: 32 rounds of c requests, so that starting
+up and the last partial round weigh little (``--reports 256`` gives the earlier, shorter runs).
 """
 
 import argparse
@@ -24,21 +27,26 @@ CSV = SHARED / "reports" / "iu_reports_dev.csv"
 
 
 def load_reports(n: int) -> list[dict[str, str]]:
-    out = []
+    """The first ``n`` distinct reports with text."""
+    out, seen = [], set()
     with open(CSV, newline="", encoding="utf-8") as fh:
         for row in csv.DictReader(fh):
             sections = {k: (row.get(k) or "").strip() for k in ("findings", "impression")}
-            if any(sections.values()):
-                out.append({k: v for k, v in sections.items() if v})
+            sections = {k: v for k, v in sections.items() if v}
+            key = tuple(sections.items())
+            if sections and key not in seen:
+                seen.add(key)
+                out.append(sections)
             if len(out) == n:
                 break
     return out
 
 
 class Server:
-    def __init__(self, delay: float):
+    def __init__(self, delay: float, kind: str = "async"):
+        script = str(REPO / "tests" / "labeling" / "llm_server.py")
         self.proc = subprocess.Popen(
-            [sys.executable, str(REPO / "tests" / "labeling" / "llm_server.py"), "--delay", str(delay)],
+            [sys.executable, script, "--delay", str(delay)] + (["--threads"] if kind == "threads" else []),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -78,7 +86,8 @@ def run_level(base_url: str, reports: list[dict], concurrency: int, *, cache: bo
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--reports", type=int, default=256)
+    parser.add_argument("--reports", type=int, default=960)
+    parser.add_argument("--server", choices=["async", "threads"], default="async")
     parser.add_argument("--delay", type=float, default=0.2)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     args = parser.parse_args()
@@ -88,10 +97,10 @@ def main() -> None:
     django_setup(OUT / "llm")
     reports = load_reports(args.reports)
     rows = []
-    server = Server(args.delay)
+    server = Server(args.delay, args.server)
     try:
         for c in args.concurrency:
-            n = min(len(reports), max(64, 8 * c)) if c == 1 else len(reports)
+            n = min(len(reports), max(64, 32 * c))
             r = run_level(server.base_url, reports[:n], c)
             ideal = c / args.delay
             achieved = r["reports"] / r["wall_s"]
@@ -109,18 +118,19 @@ def main() -> None:
             )
             print(json.dumps(rows[-1]), flush=True)
         # a re-run: every reply comes from the cache
-        r = run_level(server.base_url, reports, 8, cache=True)
+        rerun = reports[:256]
+        r = run_level(server.base_url, rerun, 8, cache=True)
         from labeling.llm import label_many
 
         t0 = time.perf_counter()
-        label_many(r["labeler"], reports, schema="chexpert")
-        cached_ms = 1000 * (time.perf_counter() - t0) / len(reports)
+        label_many(r["labeler"], rerun, schema="chexpert")
+        cached_ms = 1000 * (time.perf_counter() - t0) / len(rerun)
     finally:
         server.stop()
-    zero = Server(0.0)
+    zero = Server(0.0, args.server)
     try:
-        r0 = run_level(zero.base_url, reports, 1, cache=True)
-        r0_nocache = run_level(zero.base_url, reports, 1, cache=False)
+        r0 = run_level(zero.base_url, reports[:256], 1, cache=True)
+        r0_nocache = run_level(zero.base_url, reports[:256], 1, cache=False)
     finally:
         zero.stop()
     own = {
@@ -132,7 +142,7 @@ def main() -> None:
     print(json.dumps(own))
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "bench_llm.json").write_text(
-        json.dumps({"levels": rows, "own": own, "delay_s": args.delay}, indent=2)
+        json.dumps({"levels": rows, "own": own, "delay_s": args.delay, "server": args.server}, indent=2)
     )
     print()
     print("| concurrency | reports | seconds | reports/s | ideal | ratio | client CPU ms/report |")

@@ -10,9 +10,11 @@ prints ``PORT <n>``: the benchmark uses it that way so the server does not share
 """
 
 import argparse
+import asyncio
 import collections
 import json
 import re
+import socket
 import sys
 import threading
 import time
@@ -203,41 +205,148 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 self._act(self.owner.next_action(request), request)
         else:
-            content = action["content"]
-            if not isinstance(content, str):
-                content = json.dumps(content)
-            prompt = sum(len(str(m.get("content", ""))) for m in request.get("messages", []))
-            usage = action.get("usage") or {
-                "prompt_tokens": max(1, prompt // 4),
-                "completion_tokens": max(1, len(content) // 4),
-            }
-            usage.setdefault("total_tokens", usage["prompt_tokens"] + usage["completion_tokens"])
-            self._send(
-                200,
-                {
-                    "id": f"chatcmpl-{uuid.uuid4().hex[:12]}",
-                    "object": "chat.completion",
-                    "created": int(time.time()),
-                    "model": request.get("model", "scripted"),
-                    "choices": [
-                        {
-                            "index": 0,
-                            "message": {"role": "assistant", "content": content},
-                            "finish_reason": "stop",
-                        }
-                    ],
-                    "usage": usage,
-                },
-            )
+            self._send(200, completion(action, request))
+
+
+def completion(action: dict, request: dict) -> dict:
+    """The chat-completions body of an ``ok`` action."""
+    content = action["content"]
+    if not isinstance(content, str):
+        content = json.dumps(content)
+    prompt = sum(len(str(m.get("content", ""))) for m in request.get("messages", []))
+    usage = dict(
+        action.get("usage")
+        or {"prompt_tokens": max(1, prompt // 4), "completion_tokens": max(1, len(content) // 4)}
+    )
+    usage.setdefault("total_tokens", usage["prompt_tokens"] + usage["completion_tokens"])
+    return {
+        "id": f"chatcmpl-{uuid.uuid4().hex[:12]}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": request.get("model", "scripted"),
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}
+        ],
+        "usage": usage,
+    }
+
+
+class AsyncLLMServer(LLMServer):
+    """The same protocol and script as ``LLMServer``, served by one asyncio event loop (in a thread) instead
+    of a thread per connection: the delay is an ``await asyncio.sleep``, so 32 keep-alive connections
+    waiting at once cost the server nothing and their replies do not contend for the GIL in 32 threads.
+    The benchmark uses it (a real endpoint is another machine; the test server should add no latency)."""
+
+    _STATUS = {200: "OK", 400: "Bad Request", 404: "Not Found", 429: "Too Many Requests"}
+
+    def start(self) -> "AsyncLLMServer":
+        self._loop = asyncio.new_event_loop()
+        ready = threading.Event()
+
+        async def serve():
+            self._aserver = await asyncio.start_server(self._client, "127.0.0.1", 0, backlog=256)
+            ready.set()
+
+        self._thread = threading.Thread(target=self._run, args=(serve,), daemon=True)
+        self._thread.start()
+        ready.wait(10)
+        return self
+
+    def _run(self, serve) -> None:
+        self._loop.run_until_complete(serve())
+        self._loop.run_forever()
+
+    def stop(self) -> None:
+        if getattr(self, "_aserver", None) is not None:
+
+            async def close():
+                self._aserver.close()
+                for task in asyncio.all_tasks():
+                    if task is not asyncio.current_task():
+                        task.cancel()
+
+            asyncio.run_coroutine_threadsafe(close(), self._loop).result(5)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=5)
+            self._aserver = None
+
+    @property
+    def port(self) -> int:
+        return self._aserver.sockets[0].getsockname()[1]
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            while True:  # HTTP/1.1 keep-alive: requests one after another on the connection
+                line = await reader.readline()
+                if not line:
+                    return
+                method, path = (line.decode("latin-1").split() + ["", ""])[:2]
+                headers = {}
+                while (h := await reader.readline()) not in (b"\r\n", b"\n", b""):
+                    name, _, value = h.decode("latin-1").partition(":")
+                    headers[name.strip().lower()] = value.strip()
+                raw = await reader.readexactly(int(headers.get("content-length") or 0))
+                await self._handle(writer, method, path.rstrip("/"), raw)
+                if headers.get("connection", "").lower() == "close":
+                    return
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
+            return  # the client went away, or stop()
+        finally:
+            writer.close()
+
+    async def _handle(self, writer, method: str, path: str, raw: bytes) -> None:
+        if method == "GET" and path == "/v1/models":
+            body = {"object": "list", "data": [{"id": "scripted", "object": "model", "owned_by": "test"}]}
+            return await self._send(writer, 200, body)
+        if method != "POST" or path != "/v1/chat/completions":
+            return await self._send(writer, 404, {"error": {"message": "not found"}})
+        try:
+            request = json.loads(raw)
+        except json.JSONDecodeError:
+            return await self._send(writer, 400, {"error": {"message": "body is not JSON"}})
+        action = self.next_action(request)
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        await self._act(writer, action, request)
+
+    async def _act(self, writer, action: dict, request: dict) -> None:
+        kind = action["kind"]
+        if kind == "slow":
+            await asyncio.sleep(action["seconds"])
+            await self._act(writer, action["then"], request)
+        elif kind == "status":
+            body = action.get("body") or {"error": {"message": "error"}}
+            await self._send(writer, action["status"], body, action["headers"])
+        elif kind == "reject_json_schema":
+            if (request.get("response_format") or {}).get("type") == "json_schema":
+                msg = "response_format of type json_schema is not supported by this model"
+                await self._send(writer, 400, {"error": {"message": msg, "type": "invalid_request_error"}})
+            else:
+                await self._act(writer, self.next_action(request), request)
+        else:
+            await self._send(writer, 200, completion(action, request))
+
+    async def _send(self, writer, code: int, body: dict | str, headers: dict | None = None) -> None:
+        data = (body if isinstance(body, str) else json.dumps(body)).encode()
+        lines = [f"HTTP/1.1 {code} {self._STATUS.get(code, 'Error')}", "Content-Type: application/json"]
+        lines.append(f"Content-Length: {len(data)}")
+        lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + data)
+        await writer.drain()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--delay", type=float, default=0.0)
     parser.add_argument("--responder", choices=["empty", "echo"], default="echo")
+    parser.add_argument("--threads", action="store_true", help="thread per connection (LLMServer)")
     args = parser.parse_args()
     responder = echo_responder if args.responder == "echo" else empty_responder
-    server = LLMServer(delay=args.delay, responder=responder).start()
+    cls = LLMServer if args.threads else AsyncLLMServer
+    server = cls(delay=args.delay, responder=responder).start()
     print(f"PORT {server.port}", flush=True)
     try:
         sys.stdin.read()  # serve until the parent closes our stdin
