@@ -112,6 +112,17 @@ def redis_url() -> str:
     return url
 
 
+def celery_pools_reset(app) -> None:
+    """Forget every broker connection and producer pool, so the next send uses the current broker URL
+    (kombu keeps pools in a global registry keyed by connection)."""
+    from kombu import pools
+
+    pools.reset()
+    app._pool = None
+    if "amqp" in app.__dict__:
+        app.amqp._producer_pool = None
+
+
 @pytest.fixture
 def celery_broker(redis_url):
     """Point the Celery app at a real Redis broker (no in-process execution) for one test."""
@@ -119,10 +130,9 @@ def celery_broker(redis_url):
 
     old = (app.conf.broker_url, app.conf.task_always_eager)
     app.conf.broker_url, app.conf.task_always_eager = redis_url, False
+    celery_pools_reset(app)
     with app.connection_for_write() as conn:
         conn.default_channel.queue_purge("default")
     yield app
     app.conf.broker_url, app.conf.task_always_eager = old
-    if app._pool is not None:
-        app._pool.force_close_all()
-        app._pool = None
+    celery_pools_reset(app)

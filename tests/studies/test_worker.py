@@ -13,7 +13,7 @@ from pydicom.data import get_testdata_file
 
 from core.models import Job
 from studies.models import Scan
-from tests.conftest import REPO, need_service
+from tests.conftest import REPO, celery_pools_reset, need_service
 
 
 def _database_url() -> str:
@@ -71,6 +71,7 @@ def test_broker_down_is_an_error_and_nothing_is_stored(project, manager, api_cli
 
     old = (app.conf.broker_url, app.conf.task_always_eager)
     app.conf.broker_url, app.conf.task_always_eager = "redis://127.0.0.1:1/0", False
+    celery_pools_reset(app)
     try:
         with open(get_testdata_file("CT_small.dcm"), "rb") as fh:
             response = api_client(manager).post(
@@ -78,9 +79,7 @@ def test_broker_down_is_an_error_and_nothing_is_stored(project, manager, api_cli
             )
     finally:
         app.conf.broker_url, app.conf.task_always_eager = old
-        if app._pool is not None:
-            app._pool.force_close_all()
-            app._pool = None
+        celery_pools_reset(app)
     assert response.status_code == 503
     assert "cannot be reached" in response.json()["detail"]
     assert Job.objects.count() == 0
