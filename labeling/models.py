@@ -9,15 +9,10 @@ lets a killed run resume where it stopped.
 from django.conf import settings
 from django.db import models
 
-from core.models import Job, Project
+from core.models import Job, JobStatus, Project
 from studies.models import Report
 
-
-class LabelRunStatus(models.TextChoices):
-    PENDING = "pending"
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
+LabelRunStatus = JobStatus  # a run moves through the same states as a job
 
 
 class LabelRun(models.Model):
