@@ -269,6 +269,14 @@ def test_demo_setup_builds_the_demo_project(tmp_path, settings):
     assert ct.shape == [192, 192, 48]
     gaze = GazeRecording.objects.get(project=project)
     assert gaze.scan.name == "RG1_UNCR" and gaze.fixation_count == 40
+    from labeling.models import FindingProposal
+
+    nodule = FindingProposal.objects.filter(report=report, assertion="present", code="2d")
+    first = nodule.first()
+    assert (first.size_mm, first.laterality, first.location) == (14.0, "right", "right upper lobe")
+    assert nodule.exists() and first.extra["region"] == "L", list(
+        FindingProposal.objects.filter(report=report).values("code", "assertion", "phrase")
+    )
     call_command("demo_setup", "--data-dir", str(tmp_path / "demo"), stdout=StringIO())
     assert Scan.objects.filter(project=project).count() == 4
 

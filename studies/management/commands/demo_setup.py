@@ -17,7 +17,8 @@ class Command(BaseCommand):
     help = (
         "Create the demo project and a demo admin (its password is printed), then ingest demo data: "
         "the real chest radiograph RG1_UNCR.dcm, pydicom's CT and MR files, a synthetic chest CT with a "
-        "nodule, its report, and a REFLACX-format gaze recording of the radiograph. Safe to run again."
+        "nodule, its report, and a REFLACX-format gaze recording of the radiograph; then proposes the "
+        "report's findings with the offline rules labeler. Safe to run again."
     )
 
     def add_arguments(self, parser):
@@ -35,7 +36,10 @@ class Command(BaseCommand):
             user.set_password(password)
             user.save(update_fields=["password"])
         project = Project.objects.filter(slug=opts["slug"]).first() or project_create(
-            slug=opts["slug"], name="Demo: chest CT and radiograph", keep_identity_map=True
+            slug=opts["slug"],
+            name="Demo: chest CT and radiograph",
+            keep_identity_map=True,
+            label_schema="rexgroundingct",
         )
         membership_set(project=project, user=user, role=Role.MANAGER)
 
@@ -65,6 +69,12 @@ class Command(BaseCommand):
                 f"{len(v)} {k}" for k, v in summary.get(part, {}).items() if isinstance(v, list)
             )
             self.stdout.write(f"{part.capitalize()}: {counts}")
+        from labeling.services import label_run_execute, label_run_get_or_create
+
+        run = label_run_execute(run=label_run_get_or_create(project=project, labeler="rules", user=user))
+        self.stdout.write(
+            f"Labels: rules run {run.pk}, {run.proposals} finding proposals from {run.done} reports"
+        )
         for part, value in summary.items():
             for err in value.get("errors", []):
                 self.stderr.write(f"  error [{part}] {err.get('file')}: {err.get('reason')}")
