@@ -224,3 +224,15 @@ def test_llm_without_a_model_is_a_clear_error(project, manager, api_client, repo
 
     with pytest.raises(CommandError, match="LLM_MODEL"):
         call_command("label_reports", "--project", project.slug, "--labeler", "llm", stdout=StringIO())
+
+
+def test_cli_csv_mode_names_the_row_of_a_bad_row(tmp_path):
+    path = tmp_path / "in.csv"
+    path.write_text("uid,findings,impression\nr1,No effusion.,Normal.\nr2,,\n")
+    err = StringIO()
+    call_command(
+        "label_reports", "--csv", str(path), "--id-column", "uid", "--text-columns", "findings,impression",
+        "--out", str(tmp_path / "out.csv"), stdout=StringIO(), stderr=err,
+    )  # fmt: skip
+    assert "in.csv [row 3]: no report text" in err.getvalue()
+    assert len(list(csv.reader(open(tmp_path / "out.csv")))) == 2

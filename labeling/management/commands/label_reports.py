@@ -98,7 +98,7 @@ class Command(BaseCommand):
             for item in iter_report_csv(opts["csv"], id_column=opts["id_column"], text_columns=columns):
                 if isinstance(item, IngestError):
                     errors += 1
-                    self.stderr.write(f"{item.file}: {item.reason}")
+                    self.stderr.write(str(item))  # file [row N]: reason
                     continue
                 result = labeler.label(item.sections, schema=opts["schema"])
                 if out_fh is not None:

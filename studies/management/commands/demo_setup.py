@@ -77,7 +77,8 @@ class Command(BaseCommand):
         )
         for part, value in summary.items():
             for err in value.get("errors", []):
-                self.stderr.write(f"  error [{part}] {err.get('file')}: {err.get('reason')}")
+                where = err.get("file", "") + (f" [{err['field']}]" if err.get("field") else "")
+                self.stderr.write(f"  error [{part}] {where}: {err.get('reason')}")
         self.stdout.write(
             self.style.SUCCESS(
                 f"\nDemo ready. Log in at http://127.0.0.1:8000/admin/ as {opts['username']!r} "

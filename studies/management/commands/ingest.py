@@ -145,5 +145,6 @@ def _text_summary(summary: dict) -> str:
     if errors:
         lines.append("Errors:")
         for part, e in errors:
-            lines.append(f"  [{part}] {e.get('file', '')}: {e.get('reason', '')}")
+            where = e.get("file", "") + (f" [{e['field']}]" if e.get("field") else "")
+            lines.append(f"  [{part}] {where}: {e.get('reason', '')}")
     return "\n".join(lines)
