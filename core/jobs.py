@@ -43,9 +43,11 @@ def job_create(*, project: Project, kind: str, params: dict | None = None, user=
     return Job.objects.create(project=project, kind=kind, params=params or {}, created_by=user)
 
 
-def job_dispatch(*, job: Job, task, **kwargs: Any) -> None:
-    """Send ``task`` with the job id once the current transaction commits (ids only, no payloads)."""
-    broker_check()
+def job_dispatch(*, job: Job, task, broker_checked: bool = False, **kwargs: Any) -> None:
+    """Send ``task`` with the job id once the current transaction commits (ids only, no payloads).
+    The broker is checked first unless the caller has just done so (``broker_checked``)."""
+    if not broker_checked:
+        broker_check()
 
     from config.celery import app
 

@@ -66,14 +66,14 @@ def ingest_run(
             link_pattern=reports.link_pattern,
             progress=_stage(progress, "reports"),
         )
-        out["reports"] = _as_dict(result)
+        out["reports"] = result.as_dict()
     if gaze is not None:
         from studies.services.gaze import gaze_import
 
         result = gaze_import(
             project=project, path=gaze.path, fmt=gaze.format, progress=_stage(progress, "gaze")
         )
-        out["gaze"] = _as_dict(result)
+        out["gaze"] = result.as_dict()
     return out
 
 
@@ -94,11 +94,3 @@ def _stage(progress: Progress | None, name: str):
     if progress is None:
         return None
     return lambda done, total: progress(done, total, name)
-
-
-def _as_dict(result: Any) -> dict[str, Any]:
-    if hasattr(result, "as_dict"):
-        return result.as_dict()
-    from dataclasses import asdict
-
-    return asdict(result)

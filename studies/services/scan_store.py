@@ -25,7 +25,8 @@ from studies.scrub import identifier_hashes, scrub_plain
 
 @dataclass
 class Unit:
-    """One series or image file to read. ``files`` are DICOM headers (DICOM) or one path (others)."""
+    """One series (DICOM) or image file (others) to read and store. ``dicom`` holds the series' headers
+    while they are needed for reading; ``identity`` or ``first_header`` what de-identification needs."""
 
     kind: str  # dicom, nifti, png, jpeg
     label: str
@@ -124,10 +125,8 @@ def _dicom_identity(project: Project, unit: Unit, loaded: Loaded) -> tuple[Study
     Descriptors option); the stored header follows the basic profile, which removes them."""
     ident = unit.identity
     if ident is None:
-        first = unit.first_header if unit.first_header is not None else None
-        if first is None and unit.dicom:
-            first = unit.dicom[0].header
-        if first is None:
+        first = unit.first_header
+        if first is None:  # a series spread over folders: its first file is read again
             from studies.ingest.dicom import dicom_read_headers
 
             files, errors = dicom_read_headers(unit.paths[:1])

@@ -4,10 +4,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
+from django.core.files.storage import default_storage
 from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
 
-from core.jobs import job_create, job_dispatch
+from core.jobs import broker_check, job_create, job_dispatch
 from core.models import Job, Project
 from core.storage import project_key, storage_all_or_nothing
 from studies.ingest.types import IngestError
@@ -37,11 +38,7 @@ def upload_create(*, project: Project, spec: UploadSpec, user) -> Job:
     (nothing stored then)."""
     every = list(spec.files) + [f for f in (spec.reports_csv, spec.gaze_archive) if f is not None]
     upload_check_size(total_bytes=sum(f.size or 0 for f in every))
-    from core.jobs import broker_check
-
     broker_check()
-    from django.core.files.storage import default_storage
-
     with storage_all_or_nothing() as keys, transaction.atomic():
         job = job_create(project=project, kind="ingest_upload", user=user, params=dict(spec.options))
         base = project_key(project, "uploads", str(job.pk))
@@ -65,5 +62,5 @@ def upload_create(*, project: Project, spec: UploadSpec, user) -> Job:
         job.save(update_fields=["params"])
         from studies.tasks import ingest_upload
 
-        job_dispatch(job=job, task=ingest_upload)
+        job_dispatch(job=job, task=ingest_upload, broker_checked=True)
     return job
