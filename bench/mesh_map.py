@@ -19,7 +19,10 @@ Scored (a MeSH heading names the same finding):
 - Pneumothorax: ``Pneumothorax``, ``Hydropneumothorax``.
 - Pleural Effusion: ``Pleural Effusion``, ``Hydropneumothorax``.
 - Fracture: ``Fractures, Bone``.
-- Lung Lesion: ``Nodule`` and ``Mass`` (any site but bone/breast qualifiers).
+- Lung Lesion: ``Nodule`` and ``Mass`` (any site but bone/breast qualifiers); ``Cavitation`` qualified
+  ``lung`` (a cavitary lung lesion: "cavitary lesion" is one of CheXpert's Lung Lesion mentions and the rules
+  labeler reads "cavitation"/"cavity" as one). Issue 3 change, rules-1.2 (was: unmapped); effect reported
+  separately in bench/RESULTS.md.
 - Support Devices: ``Catheters, Indwelling``, ``Surgical Instruments`` (clips), ``Implanted Medical
   Device``, ``Tube, Inserted``, ``Medical Device``, ``Stents``, ``Sutures``, ``Spinal Fusion`` (hardware).
 
@@ -100,6 +103,8 @@ def observations(mesh: str, *, uncertain_positive: bool = False) -> set[str] | N
         if head == "Cardiac Shadow" and quals_l & {"enlarged", "borderline"}:
             out.add("Cardiomegaly")
         if head in ("Nodule", "Mass") and not quals_l & _NON_LUNG:
+            out.add("Lung Lesion")
+        if head == "Cavitation" and "lung" in quals_l:
             out.add("Lung Lesion")
         if (
             head in ("Opacity", "Density")

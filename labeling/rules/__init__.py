@@ -11,7 +11,7 @@ from labeling.rules.negation import assertion_of, clause_bounds, mask_sentence
 from labeling.rules.sentences import section_items, split_sentences
 from labeling.types import CHEXPERT_OBSERVATIONS, SCHEMAS, ProposedFinding
 
-RULES_VERSION = "rules-1.1"
+RULES_VERSION = "rules-1.2"
 
 __all__ = ["RULES_VERSION", "chexpert_row", "rules_label", "sentences_of"]
 

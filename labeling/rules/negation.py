@@ -20,6 +20,9 @@ _PSEUDO = re.compile(
 )
 
 # Uncertainty triggers that contain negation words go first, so "cannot exclude" is never read as "not".
+# Bare "compatible with" / "representing" are not hedges (CheXpert convention: "opacity compatible with
+# atelectasis", "air-fluid level representing hydropneumothorax" assert the finding); only a modal makes
+# them uncertain ("may be compatible with", "could represent", "possibly representing").
 _PRE_UNCERTAIN = (
     r"cannot\s+(?:be\s+)?(?:entirely\s+|completely\s+|totally\s+)?(?:exclude|rule\s+out)|can\s?not\s+exclude"
     r"|can't\s+exclude|not\s+(?:entirely\s+|completely\s+)?(?:be\s+)?(?:excluded|ruled\s+out)"
@@ -27,7 +30,7 @@ _PRE_UNCERTAIN = (
     r"|suspicious\s+for|suspicion\s+(?:of|for)|suspected|suspect|concerning\s+for|concern\s+for"
     r"|suggestive\s+of|suggests?|suggesting|worrisome\s+for|differential|consider|considered|versus|vs\.?"
     r"|equivocal|presumed|presumably|perhaps|borderline|indeterminate|uncertain|rule\s+out|r/o|\?"
-    r"|(?:may|might|could)\s+(?:represent|reflect|be\s+due\s+to)|representing|compatible\s+with"
+    r"|(?:may|might|could)\s+(?:represent|reflect|be\s+due\s+to)"
     r"|early|developing|evolving|potential|cannot\s+be\s+ruled\s+out"
     r"|to\s+(?:identify|exclude|evaluate\s+for|assess\s+for|detect|look\s+for)|correlat\w*\s+clinically"
     r"|clinical(?:ly)?\s+correlat\w*|symptoms?\s+of"

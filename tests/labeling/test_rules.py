@@ -228,6 +228,13 @@ def row_of(text: str) -> dict:
         ("No cardiomegaly with bilateral small pleural effusions.", "Cardiomegaly", 0.0),
         ("Probable effusions with mild basilar atelectasis.", "Atelectasis", 1.0),
         ("No pneumothorax with no effusion.", "Pleural Effusion", 0.0),
+        # rules-1.2: bare "compatible with" / "representing" assert the finding; a modal still hedges it
+        ("Streaky basilar opacity compatible with subsegmental atelectasis.", "Atelectasis", 1.0),
+        ("Basilar opacity may be compatible with atelectasis.", "Atelectasis", -1.0),
+        ("Air-fluid level in the left hemithorax representing a hydropneumothorax.", "Pneumothorax", 1.0),
+        ("Patchy opacity possibly representing pneumonia.", "Pneumonia", -1.0),
+        ("Lower lobe opacity, likely representing aspiration pneumonia.", "Pneumonia", -1.0),
+        ("Linear opacity could represent atelectasis.", "Atelectasis", -1.0),
     ],
 )
 def test_issue3_rules(text, code, value):
