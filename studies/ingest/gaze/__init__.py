@@ -9,8 +9,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from studies.ingest.gaze.common import GazeItem, GazeRecordingData, GazeSkipped, GazeUnit, read_units
-from studies.ingest.gaze.egd import egd_units, read_egd
-from studies.ingest.gaze.reflacx import read_reflacx, reflacx_units
+from studies.ingest.gaze.egd import egd_units, read_egd, read_egd_fixations
+from studies.ingest.gaze.reflacx import read_reflacx, read_reflacx_fixations, reflacx_units
 from studies.ingest.types import IngestError
 
 FORMATS = ("reflacx", "egd")
@@ -25,8 +25,10 @@ __all__ = [
     "egd_units",
     "gaze_units",
     "read_egd",
+    "read_egd_fixations",
     "read_gaze",
     "read_reflacx",
+    "read_reflacx_fixations",
     "reflacx_units",
 ]
 

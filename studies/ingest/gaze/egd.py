@@ -138,6 +138,41 @@ def read_egd(path: Path, image_sizes: Mapping[str, tuple[int, int]] | None = Non
     return read_units(egd_units(path, image_sizes))
 
 
+def read_egd_fixations(
+    path: Path, master_sheet: Path, dicom_id: str, width: int, height: int
+) -> dict[str, list[Any]]:
+    """The valid fixations (``FPOGV`` = 1) of image ``dicom_id`` in an EGD-CXR ``fixations.csv`` (which
+    holds every image's fixations) as the columnar dict of ``GazeRecordingData`` (``start``/``end`` s,
+    ``x``/``y`` image pixels or -1, ``inside``), mapped with the paddings of the image's row in
+    ``master_sheet`` for an image of ``width`` x ``height`` px. Pure: no database.
+
+    Errors are ``IngestError``s naming the file as given, the row and the column: a missing file or
+    column, ``dicom_id`` not in the master sheet (or twice), no fixation row with that ``DICOM_ID``.
+    """
+    path, master_sheet = Path(path), Path(master_sheet)
+    width, height = int(width), int(height)
+    for file in (master_sheet, path):
+        if not file.is_file():
+            raise IngestError(file.as_posix(), "file is missing")
+    master = read_csv(master_sheet, master_sheet.as_posix())
+    master_col = master.index(["dicom_id", *PADDINGS.values()])
+    found = [(row_no, row) for row_no, row in master.rows if _at(row, master_col["dicom_id"]) == dicom_id]
+    if not found:
+        raise IngestError(master.name, f"no row with dicom_id {dicom_id!r}", "dicom_id")
+    if len(found) > 1:
+        rows = ", ".join(str(row_no) for row_no, _ in found)
+        raise IngestError(master.name, f"rows {rows}: dicom_id {dicom_id!r} appears twice", "dicom_id")
+    pads = _paddings(master, *found[0], master_col)
+    table = read_csv(path, path.as_posix())
+    fix_col = table.index(FIXATION_REQUIRED, ["X_ORIGINAL", "Y_ORIGINAL"])
+    fix_rows = [(row_no, row) for row_no, row in table.rows if _at(row, fix_col["DICOM_ID"]) == dicom_id]
+    if not fix_rows:
+        raise IngestError(table.name, f"no fixation rows with DICOM_ID {dicom_id!r}", "DICOM_ID")
+    ctx = _Context(path.parent, master, master_col, table, fix_col, None, {})
+    fixations, _shift = _fixations(ctx, fix_rows, width, height, pads)
+    return fixations
+
+
 def _at(row: list[str], i: int) -> str:
     return row[i] if i < len(row) else ""
 
@@ -162,16 +197,7 @@ def _read_recording(ctx: _Context, row_no: int, row: list[str], fix_rows, box_ro
     dicom_id = check_id(
         cell(master, row_no, row, ctx.master_col, "dicom_id"), master.name, row_no, "dicom_id"
     )
-    pads = {}
-    for side, column in PADDINGS.items():
-        value = number(master, row_no, row, ctx.master_col, column)
-        if value < 0:
-            raise IngestError(master.name, f"row {row_no}: negative padding {value}", column)
-        pads[side] = value
-    if pads["left"] + pads["right"] >= SCREEN_WIDTH or pads["top"] + pads["bottom"] >= SCREEN_HEIGHT:
-        raise IngestError(
-            master.name, f"row {row_no}: paddings leave no room for the image", "image_left_pad"
-        )
+    pads = _paddings(master, row_no, row, ctx.master_col)
     problems: list[str] = []
     checksum = Checksum()
     checksum.add_json("master_sheet", dict(zip(master.header, row, strict=False)))
@@ -219,6 +245,21 @@ def _read_recording(ctx: _Context, row_no: int, row: list[str], fix_rows, box_ro
         problems=problems,
         source=rel(folder, ctx.root),
     )
+
+
+def _paddings(master: CsvTable, row_no: int, row: list[str], col: dict[str, int]) -> dict[str, float]:
+    """``left``/``right``/``top``/``bottom`` screen paddings (px) of a master-sheet row, validated."""
+    pads = {}
+    for side, column in PADDINGS.items():
+        value = number(master, row_no, row, col, column)
+        if value < 0:
+            raise IngestError(master.name, f"row {row_no}: negative padding {value}", column)
+        pads[side] = value
+    if pads["left"] + pads["right"] >= SCREEN_WIDTH or pads["top"] + pads["bottom"] >= SCREEN_HEIGHT:
+        raise IngestError(
+            master.name, f"row {row_no}: paddings leave no room for the image", "image_left_pad"
+        )
+    return pads
 
 
 def _masks(folder: Path, root: Path, checksum: Checksum):

@@ -119,6 +119,22 @@ def read_reflacx(path: Path) -> Iterator[GazeItem]:
     return read_units(reflacx_units(path))
 
 
+def read_reflacx_fixations(
+    path: Path, width: int, height: int, problems: list[str] | None = None
+) -> dict[str, list[Any]]:
+    """The fixations of one REFLACX ``fixations.csv`` as the columnar dict of ``GazeRecordingData``
+    (``start``/``end`` s, ``x``/``y`` image pixels, ``pupil``, ``ang_res_x``/``ang_res_y`` px per degree,
+    ``shown_rect`` and ``inside``) for an image of ``width`` x ``height`` px (the metadata's
+    ``image_size_x``/``image_size_y``). Pure: no database.
+
+    Errors are ``IngestError``s naming ``path`` as given, the row and the column; fixations outside the
+    image are kept (``inside`` False) and reported in ``problems`` when a list is passed.
+    """
+    path = Path(path)
+    # Relative to "." a relative path stays as given; an absolute one is named in full.
+    return _fixations(path, Path(), int(width), int(height), [] if problems is None else problems)
+
+
 def _reader(main, root, table: CsvTable, phase, col, labels, row_no, row):
     return lambda: _read_recording(main, root, table, phase, col, labels, row_no, row)
 
