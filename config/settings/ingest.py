@@ -16,3 +16,5 @@ ZIP_MAX_RATIO = env_int("ZIP_MAX_RATIO", 200)
 CANONICAL_NIFTI_GZIP = env_bool("CANONICAL_NIFTI_GZIP", False)
 # Processes that read series in parallel (0 = one per core).
 INGEST_WORKERS = env_int("INGEST_WORKERS", 0)
+# Processes that compute gaze labels of a project in parallel (0 = one per core).
+GAZE_WORKERS = env_int("GAZE_WORKERS", 0)
