@@ -81,6 +81,7 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Projects, de-identified scans, reports, gaze recordings and background jobs.",
     "VERSION": "0.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    "ENUM_NAME_OVERRIDES": {"GazeResultStatusEnum": "labeling.models.gaze.GazeResultStatus"},
 }
 
 LOGGING = {

@@ -388,3 +388,27 @@ def _refresh_counts(run: GazeLabelRun, recordings) -> dict[str, int]:
     counts = {k: v or 0 for k, v in states.items()}
     GazeLabelRun.objects.filter(pk=run.pk).update(**counts)
     return counts
+
+
+def gaze_heatmap_array(found: GazeHeatmap) -> np.ndarray:
+    """The exact float32 map a stored heatmap describes, computed again from its recording."""
+    from labeling.gaze.labels import MapSpec, compute_map
+
+    rec = found.recording
+    masks = {}
+    if found.mask:
+        stored = rec.anatomy_masks.filter(name=found.mask).first()
+        if stored is None:
+            raise Unusable(f"mask: the anatomy mask {found.mask!r} of recording {rec.external_id} is gone")
+        with default_storage.open(stored.file.name, "rb") as fh:
+            masks[found.mask] = np.asarray(Image.open(fh).convert("L")) > 0
+    spec = MapSpec(
+        kind=found.kind,
+        windows=[tuple(w) for w in found.windows] if found.windows is not None else None,
+        mask=found.mask,
+    )
+    source = RecordingInput(
+        external_id=rec.external_id, source_format=rec.source_format, width=rec.image_width,
+        height=rec.image_height, fixations=rec.fixations, transcript=rec.transcript,
+    )  # fmt: skip
+    return compute_map(source, spec, masks, GazeParams.from_dict(found.run.params))

@@ -5,16 +5,21 @@ are stored together or not at all (a failed unit deletes the files it wrote). A 
 reported with the file and field that were wrong, and the other recordings of the folder go on.
 """
 
+import io
 import logging
+import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
+from PIL import Image
 
 from core.models import Project
-from core.storage import project_key, storage_all_or_nothing, storage_save_path
+from core.storage import project_key, storage_all_or_nothing, storage_save_bytes, storage_save_path
 from studies.ingest.gaze import GazeRecordingData, GazeSkipped, gaze_units
 from studies.ingest.types import IngestError
 from studies.models import GazeAnatomyMask, GazeRecording, Scan
@@ -209,3 +214,48 @@ def gaze_link_scans(*, project: Project) -> int:
             recording.save(update_fields=["scan", "study"])
             linked += 1
     return linked
+
+
+ANATOMY_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+
+
+def anatomy_mask_set(
+    *, recording: GazeRecording, name: str, data: bytes, filename: str = "mask.png"
+) -> GazeAnatomyMask:
+    """Store (or replace) the anatomy mask ``name`` of a recording's image from an annotation: a PNG at
+    the image's resolution whose non-zero pixels are the anatomy. ``IngestError`` naming the file and
+    field when it is not one; the old file is deleted only after the new row is committed."""
+    if not ANATOMY_NAME.match(name or ""):
+        raise IngestError(filename, f"{name!r}: lower-case letters, digits and _ (e.g. left_lung)", "name")
+    try:
+        image = Image.open(io.BytesIO(data))
+        image.load()
+    except Exception as exc:  # Pillow raises several kinds
+        raise IngestError(filename, f"not a readable image ({exc})", "file") from exc
+    if image.size != (recording.image_width, recording.image_height):
+        raise IngestError(
+            filename,
+            f"{image.size[0]}x{image.size[1]} px; the image of recording {recording.external_id} is "
+            f"{recording.image_width}x{recording.image_height}",
+            "file",
+        )
+    mask = np.asarray(image.convert("L")) > 0
+    if not mask.any():
+        raise IngestError(filename, "the mask is empty (no non-zero pixel)", "file")
+    out = io.BytesIO()
+    Image.fromarray(mask).convert("1").save(out, format="PNG")
+    old = GazeAnatomyMask.objects.filter(recording=recording, name=name).first()
+    key = project_key(
+        recording.project, "gaze", recording.source_format, recording.external_id, f"{name}.png"
+    )
+    with storage_all_or_nothing() as written, transaction.atomic():
+        stored = storage_save_bytes(key, out.getvalue())
+        written.append(stored)
+        if old is not None:
+            old.delete()
+        created = GazeAnatomyMask.objects.create(
+            recording=recording, name=name, file=stored, pixel_count=int(mask.sum())
+        )
+        if old is not None and old.file.name != stored:
+            transaction.on_commit(lambda: default_storage.delete(old.file.name))
+    return created

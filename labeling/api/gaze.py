@@ -1,0 +1,312 @@
+"""Gaze labels: start runs (a Job for a project, synchronous for one recording), follow them, list and
+fetch heatmaps (exact float32 ``.npy`` or PNG), sentences, anatomy records, region proposals; add an
+anatomy mask from an annotation."""
+
+import io
+
+import numpy as np
+from django.http import HttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import generics, status
+from rest_framework.exceptions import PermissionDenied, ValidationError
+from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from core.jobs import BrokerUnavailable
+from core.models import Role
+from core.selectors import project_get_for_user, user_has_role
+from labeling import selectors
+from labeling.api.gaze_serializers import (
+    AnatomyMaskIn,
+    AnatomyRecordOut,
+    GazeHeatmapOut,
+    GazeResultOut,
+    GazeRunIn,
+    GazeRunOut,
+    GazeSentenceOut,
+    RegionProposalOut,
+)
+from labeling.gaze.service import gaze_heatmap_array, gaze_label_one, gaze_run_get_or_create, gaze_run_start
+from labeling.models import GazeAnatomyRecord, GazeHeatmap, GazeSentence, RegionProposal
+from studies.api.views import stored_file_response
+from studies.ingest.types import IngestError
+from studies.models import GazeRecording
+from studies.selectors import gaze_recording_get_for_user
+from studies.services.gaze import anatomy_mask_set
+
+WRITERS = [Role.MANAGER, Role.RESEARCHER]
+
+
+def _filtered(qs, params, names: dict[str, str], integers: set[str]):
+    for name, lookup in names.items():
+        value = params.get(name)
+        if value in (None, ""):
+            continue
+        if name in integers and not value.isdigit():
+            raise ValidationError({name: "must be an integer id"})
+        qs = qs.filter(**{lookup: value})
+    return qs
+
+
+class GazeRuns(APIView):
+    """GET: the project's gaze label runs. POST: start (or resume) a run over the project's recordings or
+    ``recording_ids`` with ``params`` (method auto|reflacx|egd|custom, lead_s, percentile, min_share,
+    sigma_px, sigma_deg, duration_weighting, normalise); 202 with the run (managers and researchers)."""
+
+    @extend_schema(responses={200: GazeRunOut(many=True)})
+    def get(self, request, slug: str):
+        project = project_get_for_user(request.user, slug)
+        return Response(
+            GazeRunOut(selectors.gaze_runs_for_user(request.user).filter(project=project), many=True).data
+        )
+
+    @extend_schema(request=GazeRunIn, responses={202: GazeRunOut})
+    def post(self, request, slug: str):
+        project = project_get_for_user(request.user, slug)
+        if not user_has_role(request.user, project, WRITERS):
+            raise PermissionDenied("Only managers and researchers of this project may start gaze label runs.")
+        data = GazeRunIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        ids = data.validated_data.get("recording_ids")
+        if ids:
+            known = set(
+                GazeRecording.objects.filter(project=project, pk__in=ids).values_list("pk", flat=True)
+            )
+            if missing := sorted(set(ids) - known):
+                raise ValidationError(
+                    {"recording_ids": f"not gaze recordings of this project: {missing[:20]}"}
+                )
+        try:
+            run = gaze_run_start(
+                project=project, params=data.validated_data["params"], recording_ids=ids, user=request.user
+            )
+        except BrokerUnavailable as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
+        except (ValueError, TypeError) as exc:
+            raise ValidationError({"params": str(exc)}) from exc
+        return Response(GazeRunOut(run).data, status=status.HTTP_202_ACCEPTED)
+
+
+class GazeRunDetail(generics.RetrieveAPIView):
+    serializer_class = GazeRunOut
+
+    def get_object(self):
+        return selectors.gaze_run_get_for_user(self.request.user, self.kwargs["pk"])
+
+
+@extend_schema(parameters=[OpenApiParameter("status", str, enum=["done", "unusable", "failed"])])
+class GazeRunResults(generics.ListAPIView):
+    """One row per recording the run looked at: done (with the problems that weakened it), unusable or
+    failed (with the reason)."""
+
+    serializer_class = GazeResultOut
+
+    def get_queryset(self):
+        run = selectors.gaze_run_get_for_user(self.request.user, self.kwargs["pk"])
+        return _filtered(
+            selectors.gaze_results_for_user(self.request.user).filter(run=run),
+            self.request.query_params,
+            {"status": "status"},
+            set(),
+        )
+
+
+class RecordingGazeLabels(APIView):
+    """POST: label one recording now with ``params`` (the run of those parameters is created if needed;
+    what it had for the recording is replaced). 200 with the result, sentences, anatomy records, heatmaps
+    and proposals; unusable recordings answer 200 with ``status: unusable`` and the reason."""
+
+    @extend_schema(request=GazeRunIn, responses={200: OpenApiTypes.OBJECT})
+    def post(self, request, pk: int):
+        recording = gaze_recording_get_for_user(request.user, pk)
+        if not user_has_role(request.user, recording.project, WRITERS):
+            raise PermissionDenied("Only managers and researchers of this project may generate gaze labels.")
+        data = GazeRunIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        try:
+            run = gaze_run_get_or_create(
+                project=recording.project, params=data.validated_data["params"], user=request.user
+            )
+        except (ValueError, TypeError) as exc:
+            raise ValidationError({"params": str(exc)}) from exc
+        result = gaze_label_one(run=run, recording=recording)
+        mine = {"run": run, "recording": recording}
+        return Response(
+            {
+                "run": GazeRunOut(run).data,
+                "result": GazeResultOut(result).data,
+                "sentences": GazeSentenceOut(GazeSentence.objects.filter(**mine), many=True).data,
+                "anatomy_records": AnatomyRecordOut(GazeAnatomyRecord.objects.filter(**mine), many=True).data,
+                "heatmaps": GazeHeatmapOut(GazeHeatmap.objects.filter(**mine), many=True).data,
+                "proposals": RegionProposalOut(
+                    RegionProposal.objects.filter(gaze_run=run, recording=recording), many=True
+                ).data,
+            }
+        )
+
+
+class AnatomyMaskUpload(APIView):
+    """POST multipart ``name`` + ``file``: an anatomy mask of the recording's image from an annotation (PNG at
+    image resolution, non-zero = inside); replaces a mask of the same name. Managers, researchers and
+    annotators."""
+
+    parser_classes = [MultiPartParser, FormParser]
+
+    @extend_schema(request=AnatomyMaskIn, responses={201: OpenApiTypes.OBJECT})
+    def post(self, request, pk: int):
+        recording = gaze_recording_get_for_user(request.user, pk)
+        if not user_has_role(request.user, recording.project, [*WRITERS, Role.ANNOTATOR]):
+            raise PermissionDenied("Only members who annotate may add anatomy masks.")
+        upload = request.FILES.get("file")
+        if upload is None:
+            raise ValidationError({"file": "attach the mask PNG as 'file'"})
+        try:
+            mask = anatomy_mask_set(
+                recording=recording,
+                name=request.data.get("name", ""),
+                data=upload.read(),
+                filename=upload.name,
+            )
+        except IngestError as exc:
+            raise ValidationError({exc.field or "file": f"{exc.file}: {exc.reason}"}) from exc
+        return Response(
+            {"id": mask.pk, "name": mask.name, "pixel_count": mask.pixel_count},
+            status=status.HTTP_201_CREATED,
+        )
+
+
+_HEATMAP_FILTERS = {
+    "run": "run_id",
+    "recording": "recording_id",
+    "kind": "kind",
+    "anatomy": "anatomy",
+    "sentence_index": "sentence_index",
+}
+
+
+@extend_schema(parameters=[OpenApiParameter(n, str) for n in _HEATMAP_FILTERS])
+class GazeHeatmapList(generics.ListAPIView):
+    serializer_class = GazeHeatmapOut
+
+    def get_queryset(self):
+        return _filtered(
+            selectors.gaze_heatmaps_for_user(self.request.user),
+            self.request.query_params,
+            _HEATMAP_FILTERS,
+            {"run", "recording", "sentence_index"},
+        )
+
+
+class GazeHeatmapArray(APIView):
+    """The exact float32 heatmap, shape (height, width), as a NumPy ``.npy`` file (``numpy.load``),
+    computed again from the recording and the run's parameters."""
+
+    @extend_schema(responses={(200, "application/octet-stream"): OpenApiTypes.BINARY})
+    def get(self, request, pk: int):
+        found = selectors.gaze_heatmap_get_for_user(request.user, pk)
+        out = io.BytesIO()
+        np.save(out, gaze_heatmap_array(found))
+        response = HttpResponse(out.getvalue(), content_type="application/octet-stream")
+        response["Content-Disposition"] = f'inline; filename="gaze-heatmap-{found.pk}.npy"'
+        return response
+
+
+class GazeHeatmapPng(APIView):
+    """The heatmap as a PNG: ``style=color`` (default, inferno scaled by the peak) or ``gray`` (the stored
+    8-bit grayscale image, value = round(255 · map / peak))."""
+
+    @extend_schema(
+        parameters=[OpenApiParameter("style", str, enum=["color", "gray"])],
+        responses={(200, "image/png"): OpenApiTypes.BINARY},
+    )
+    def get(self, request, pk: int):
+        found = selectors.gaze_heatmap_get_for_user(request.user, pk)
+        style = request.query_params.get("style", "color")
+        if style not in {"color", "gray"}:
+            raise ValidationError({"style": "must be color or gray"})
+        if style == "gray":
+            return stored_file_response(
+                found.image.name, filename=f"gaze-heatmap-{found.pk}.png", content_type="image/png"
+            )
+        from PIL import Image
+
+        from labeling.gaze.render import heatmap_png
+
+        with found.image.open("rb") as fh:
+            gray = np.asarray(Image.open(fh), dtype=np.float32)
+        return HttpResponse(heatmap_png(gray), content_type="image/png")
+
+
+@extend_schema(parameters=[OpenApiParameter(n, str) for n in ("run", "recording")])
+class GazeSentenceList(generics.ListAPIView):
+    serializer_class = GazeSentenceOut
+
+    def get_queryset(self):
+        return _filtered(
+            selectors.gaze_sentences_for_user(self.request.user),
+            self.request.query_params,
+            {"run": "run_id", "recording": "recording_id"},
+            {"run", "recording"},
+        )
+
+
+@extend_schema(parameters=[OpenApiParameter(n, str) for n in ("run", "recording", "anatomy")])
+class AnatomyRecordList(generics.ListAPIView):
+    """FG-CXR-style records: image (recording), anatomy, caption, heatmap, dwell, time to first fixation."""
+
+    serializer_class = AnatomyRecordOut
+
+    def get_queryset(self):
+        return _filtered(
+            selectors.anatomy_records_for_user(self.request.user),
+            self.request.query_params,
+            {"run": "run_id", "recording": "recording_id", "anatomy": "anatomy"},
+            {"run", "recording"},
+        )
+
+
+class AnatomyFocusPng(APIView):
+    """The record's intense-focus mask (1-bit PNG at image resolution)."""
+
+    @extend_schema(responses={(200, "image/png"): OpenApiTypes.BINARY})
+    def get(self, request, pk: int):
+        record = selectors.anatomy_record_get_for_user(request.user, pk)
+        return stored_file_response(
+            record.focus_mask.name, filename=f"focus-{record.pk}.png", content_type="image/png"
+        )
+
+
+_PROPOSAL_FILTERS = {
+    "project": "project__slug",
+    "source": "source",
+    "code": "code",
+    "recording": "recording_id",
+    "scan": "scan_id",
+    "run": "gaze_run_id",
+}
+
+
+@extend_schema(parameters=[OpenApiParameter(n, str) for n in _PROPOSAL_FILTERS])
+class RegionProposalList(generics.ListAPIView):
+    """Box and mask proposals for findings, with their source and parameters."""
+
+    serializer_class = RegionProposalOut
+
+    def get_queryset(self):
+        return _filtered(
+            selectors.region_proposals_for_user(self.request.user),
+            self.request.query_params,
+            _PROPOSAL_FILTERS,
+            {"recording", "scan", "run"},
+        )
+
+
+class RegionProposalMask(APIView):
+    @extend_schema(responses={(200, "image/png"): OpenApiTypes.BINARY})
+    def get(self, request, pk: int):
+        proposal = selectors.region_proposal_get_for_user(request.user, pk)
+        return stored_file_response(
+            proposal.mask.name, filename=f"proposal-{proposal.pk}.png", content_type="image/png"
+        )
