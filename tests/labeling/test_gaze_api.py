@@ -104,8 +104,8 @@ def test_one_recording_synchronously_and_unusable_answer(project, manager, api_c
     assert body["result"]["status"] == "done" and len(body["sentences"]) == 2 and len(body["heatmaps"]) == 3
     again = client.post(url, {"params": {"method": "reflacx"}}, format="json").json()
     assert again["run"]["id"] == body["run"]["id"] and len(again["heatmaps"]) == 3
-    egd = client.post(reverse("gaze-labels-one", args=[recordings["egd"].pk]), {"params": {"method": "reflacx"}},
-                      format="json").json()  # fmt: skip
+    egd_url = reverse("gaze-labels-one", args=[recordings["egd"].pk])
+    egd = client.post(egd_url, {"params": {"method": "reflacx"}}, format="json").json()
     assert egd["result"]["status"] == "unusable" and "ang_res_x" in egd["result"]["error"]
 
 
