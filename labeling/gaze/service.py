@@ -17,6 +17,7 @@ import multiprocessing
 import os
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import ExitStack
@@ -127,7 +128,9 @@ def gaze_run_execute(
                 stack.callback(gc.unfreeze)
             pool = stack.enter_context(ProcessPoolExecutor(max_workers=n_workers, mp_context=context))
         jobs = _payloads(todo, params)
-        results = pool.map(compute_one, jobs, chunksize=1) if pool is not None else map(compute_one, jobs)
+        results = (
+            _bounded_map(pool, jobs, window=2 * n_workers) if pool is not None else map(compute_one, jobs)
+        )
         for i, (recording, outcome) in enumerate(_paired(todo, results), start=1):
             _store(run, recording, outcome, params, links)
             if progress is not None and (i % 10 == 0 or i == len(todo)):
@@ -254,6 +257,18 @@ def _mp_context():
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["labeling.gaze.labels"])
     return context
+
+
+def _bounded_map(pool: ProcessPoolExecutor, jobs: Iterator[dict[str, Any]], *, window: int) -> Iterator[dict]:
+    """``compute_one`` over ``jobs`` on the pool, in order, with at most ``window`` recordings loaded or
+    in flight (``Executor.map`` would load every payload at once: memory growing with the project)."""
+    pending: deque = deque()
+    for job in jobs:
+        pending.append(pool.submit(compute_one, job))
+        if len(pending) >= window:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
 
 
 def _paired(
