@@ -1,0 +1,31 @@
+"""EGD-CXR's σ = 150 px filter computed from the fixations: equal to SciPy's gaussian_filter of the count
+map on every pixel, including kernels longer than the image (reflection repeats) and repeated pixels."""
+
+import numpy as np
+import pytest
+from scipy.ndimage import gaussian_filter
+
+from labeling.gaze.smoothing import filtered_impulses
+
+
+@pytest.mark.parametrize(
+    ("width", "height", "n", "sigma"),
+    [(160, 120, 7, 150.0), (37, 1000, 20, 150.0), (900, 700, 30, 150.0), (300, 200, 10, 5.0),
+     (1, 1, 2, 150.0), (64, 48, 40, 2.5)],
+)  # fmt: skip
+def test_equals_scipy_gaussian_filter_of_the_count_map(width, height, n, sigma):
+    rng = np.random.default_rng(width * height + n)
+    x, y = rng.integers(0, width, n), rng.integers(0, height, n)
+    x[0], y[0] = 0, height - 1  # a corner
+    x[-1], y[-1] = x[1], y[1]  # a repeated pixel counts twice
+    counts = np.zeros((height, width))
+    np.add.at(counts, (y, x), 1.0)
+    reference = gaussian_filter(counts, sigma=sigma, mode="reflect", truncate=4.0)
+    got = filtered_impulses(x, y, width, height, sigma)
+    assert np.array_equal(got == 0, reference == 0)  # the same truncation
+    nz = reference != 0
+    assert (np.abs(got - reference)[nz] / reference[nz]).max() < 1e-12
+
+
+def test_no_fixation_is_an_all_zero_map():
+    assert not filtered_impulses(np.array([]), np.array([]), 5, 4, 150.0).any()
