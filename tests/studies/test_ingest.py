@@ -277,8 +277,14 @@ def test_demo_setup_builds_the_demo_project(tmp_path, settings):
     assert nodule.exists() and first.extra["region"] == "L", list(
         FindingProposal.objects.filter(report=report).values("code", "assertion", "phrase")
     )
+    assert "Gaze labels: run" in text and "1 of 1 recordings labelled" in text, text
+    from labeling.models import GazeHeatmap, GazeSentence
+
+    assert GazeSentence.objects.filter(recording=gaze).count() >= 1
+    heatmaps = GazeHeatmap.objects.count()
     call_command("demo_setup", "--data-dir", str(tmp_path / "demo"), stdout=StringIO())
     assert Scan.objects.filter(project=project).count() == 4
+    assert GazeHeatmap.objects.count() == heatmaps
 
 
 def test_descriptions_are_cleaned_of_identifiers(project, tmp_path):

@@ -18,7 +18,7 @@ class Command(BaseCommand):
         "Create the demo project and a demo admin (its password is printed), then ingest demo data: "
         "the real chest radiograph RG1_UNCR.dcm, pydicom's CT and MR files, a synthetic chest CT with a "
         "nodule, its report, and a REFLACX-format gaze recording of the radiograph; then proposes the "
-        "report's findings with the offline rules labeler. Safe to run again."
+        "report's findings with the offline rules labeler and makes the gaze labels. Safe to run again."
     )
 
     def add_arguments(self, parser):
@@ -74,6 +74,13 @@ class Command(BaseCommand):
         run = label_run_execute(run=label_run_get_or_create(project=project, labeler="rules", user=user))
         self.stdout.write(
             f"Labels: rules run {run.pk}, {run.proposals} finding proposals from {run.done} reports"
+        )
+        from labeling.gaze.service import gaze_run_execute, gaze_run_get_or_create
+
+        gaze_run = gaze_run_execute(run=gaze_run_get_or_create(project=project, user=user), workers=1)
+        self.stdout.write(
+            f"Gaze labels: run {gaze_run.pk}, {gaze_run.done} of {gaze_run.total} recordings labelled "
+            f"({gaze_run.unusable} unusable)"
         )
         for part, value in summary.items():
             for err in value.get("errors", []):
