@@ -42,8 +42,8 @@ def _recordings(n: int, width: int, height: int, fixations: int, seed: int = 7):
         end = start + dt
         x = rng.integers(int(width * 0.05), int(width * 0.95), fixations)
         y = rng.integers(int(height * 0.05), int(height * 0.95), fixations)
-        fix = {"start": start.round(3).tolist(), "end": end.round(3).tolist(), "x": x.tolist(), "y": y.tolist(),
-               "inside": [True] * fixations}  # fmt: skip
+        fix = {"start": start.round(3).tolist(), "end": end.round(3).tolist(), "x": x.tolist(),
+               "y": y.tolist(), "inside": [True] * fixations}  # fmt: skip
         if not egd:
             fix["ang_res_x"] = [94] * fixations
             fix["ang_res_y"] = [94] * fixations
@@ -123,7 +123,8 @@ def _child(args) -> None:
     media = sum(p.stat().st_size for p in (workdir / "media").rglob("*") if p.is_file())
     print(json.dumps({
         "recordings": run.total, "done": run.done, "unusable": run.unusable, "failed": run.failed,
-        "seconds": seconds, "per_second": run.total / seconds, "main_peak_mb": own, "worker_peak_mb": children,
+        "seconds": seconds, "per_second": run.total / seconds, "main_peak_mb": own,
+        "worker_peak_mb": children,
         "heatmaps": GazeHeatmap.objects.count(), "anatomy_records": GazeAnatomyRecord.objects.count(),
         "proposals": RegionProposal.objects.count(), "media_mb_per_recording": media / 1e6 / run.total,
     }))  # fmt: skip
@@ -161,9 +162,11 @@ def main() -> None:
           "anatomy records | proposals | stored MB/recording |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|---|---|")
     for name, r in rows:
-        print(f"| {name} | {r['recordings']} ({r['done']} done, {r['unusable']} unusable, {r['failed']} failed) | "
-              f"{r['seconds']:.1f} | {r['per_second']:.2f} | {r['main_peak_mb']:.0f} | {r['worker_peak_mb']:.0f} | "
-              f"{r['heatmaps']} | {r['anatomy_records']} | {r['proposals']} | {r['media_mb_per_recording']:.2f} |")  # fmt: skip
+        counts = f"{r['recordings']} ({r['done']} done, {r['unusable']} unusable, {r['failed']} failed)"
+        cells = [name, counts, f"{r['seconds']:.1f}", f"{r['per_second']:.2f}", f"{r['main_peak_mb']:.0f}",
+                 f"{r['worker_peak_mb']:.0f}", str(r["heatmaps"]), str(r["anatomy_records"]),
+                 str(r["proposals"]), f"{r['media_mb_per_recording']:.2f}"]  # fmt: skip
+        print("| " + " | ".join(cells) + " |")
     print(f"speed-up {args.workers} workers / 1: {rows[1][1]['per_second'] / rows[0][1]['per_second']:.2f}x")
 
 

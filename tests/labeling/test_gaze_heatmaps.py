@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from labeling.gaze import heatmap
+from labeling.gaze import heatmap, heatmaps
 
 W, H = 40, 30
 TINY = float(np.finfo(np.float32).tiny)
@@ -129,6 +129,107 @@ def test_reflacx_tiled_path_many_fixations():
         )
         ref[7:250, 3:290] += ((fx["end"][i] - fx["start"][i]) / (2 * np.pi * sx * sy) * g)[7:250, 3:290]
     assert_close(got, ref / ref.sum())
+
+
+def full_reference(fx, width, height):
+    """Full-image float64 Gaussian per fixation, added into its (rounded, clipped) shown rect."""
+    cols, rows = np.arange(width), np.arange(height)
+    out = np.zeros((height, width))
+    for i in range(len(fx["x"])):
+        sx, sy = fx["ang_res_x"][i], fx["ang_res_y"][i]
+        x0, y0, x1, y1 = (
+            min(max(round(v), 0), lim) for v, lim in zip(fx["shown_rect"][i], (width, height) * 2)
+        )
+        g = np.exp(
+            -0.5 * ((cols[None, :] - fx["x"][i]) / sx) ** 2 - 0.5 * ((rows[:, None] - fx["y"][i]) / sy) ** 2
+        )
+        w = (fx["end"][i] - fx["start"][i]) / (2 * np.pi * sx * sy)
+        out[y0:y1, x0:x1] += w * g[y0:y1, x0:x1]
+    return out / out.sum()
+
+
+def spy(monkeypatch, name):
+    calls = []
+    real = getattr(heatmaps, name)
+
+    def wrapper(*args, **kwargs):
+        calls.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(heatmaps, name, wrapper)
+    return calls
+
+
+def recording(rng, n, width, height, res, rect, integer=True):
+    t = np.cumsum(rng.uniform(0.1, 0.3, n))
+    pos = (lambda lo, hi: rng.integers(lo, hi, n)) if integer else (lambda lo, hi: rng.uniform(lo, hi, n))
+    return {
+        "start": t.tolist(),
+        "end": (t + rng.uniform(0.05, 0.5, n)).tolist(),
+        "x": pos(-40, width + 40).tolist(),  # a few off the image
+        "y": pos(-40, height + 40).tolist(),
+        "ang_res_x": rng.choice(res, n).tolist(),
+        "ang_res_y": rng.choice(res, n).tolist(),
+        "shown_rect": [rect] * n,
+    }
+
+
+@pytest.mark.parametrize("integer", [True, False])
+def test_reflacx_float32_tiles_with_truncation(monkeypatch, integer):
+    # several tiles, fixations left out of far tiles, float32 GEMMs; integer positions with two angular
+    # resolutions take the shared-table path for the 1-D Gaussians, float positions the direct one
+    rng = np.random.default_rng(5)
+    n, w, h = 150, 700, 560
+    fx = recording(rng, n, w, h, [20.0, 24.0], [5, 9, 690, 541.5], integer)
+    x, ax = np.asarray(fx["x"], float), np.asarray(fx["ang_res_x"])
+    assert (heatmaps._table(x, 1 / ax, w) is not None) == integer
+    f32 = spy(monkeypatch, "_gemm32")
+    f64 = spy(monkeypatch, "_gemm64")
+    got = heatmap(fx, width=w, height=h)
+    assert f32 and not f64
+    assert sum(a[0].shape[0] for a in f32) < n * len(f32)  # some fixations were left out
+    assert_close(got, full_reference(fx, w, h))
+
+
+@pytest.mark.parametrize("max_chunks", [2, 64])
+def test_reflacx_float32_chunks(monkeypatch, max_chunks):
+    # GEMMs split in chunks of 8 fixations, the chunk results summed in float32 or (beyond max_chunks)
+    # in float64
+    monkeypatch.setattr(heatmaps, "_CHUNK", 8)
+    monkeypatch.setattr(heatmaps, "_MAX_CHUNKS", max_chunks)
+    rng = np.random.default_rng(6)
+    n, w, h = 60, 300, 260
+    fx = recording(rng, n, w, h, [15.0, 18.0], [3, 7, 290, 250])
+    assert_close(heatmap(fx, width=w, height=h), full_reference(fx, w, h))
+
+
+def test_reflacx_rect_reached_only_by_a_far_fixation(monkeypatch):
+    # the right rect is reached only by one fixation far to its left: the tile it shares with the left
+    # rect would leave that fixation out, the check finds its pixels uncovered, and the tile is
+    # recomputed with every fixation (and the total recomputed exactly)
+    rng = np.random.default_rng(7)
+    n, w, h = 41, 600, 300
+    fx = recording(rng, n, w, h, [30.0], [0, 0, 300, 300])
+    fx["x"] = rng.integers(150, 300, n).tolist()
+    fx["y"] = rng.integers(0, 300, n).tolist()
+    fx["x"][-1], fx["y"][-1] = 100, 150
+    fx["shown_rect"] = [[0, 0, 300, 300]] * (n - 1) + [[300, 0, 600, 300]]
+    exact = spy(monkeypatch, "_exact_total")
+    got = heatmap(fx, width=w, height=h)
+    assert exact
+    ref = full_reference(fx, w, h)
+    assert 0 < ref[:, 300:].max() < 1e-9 * ref.max()
+    assert_close(got, ref)
+
+
+def test_float32_error_budget():
+    # the worst case of the module docstring's "Exactness": left-out mass plus float32 rounding (inputs 2u,
+    # accumulation _CHUNK·u, chunk sum (_MAX_CHUNKS - 1)·u, scaling 2u), first order, stays below 1e-5;
+    # the per-pixel check after a float32 product allows for the product's own rounding
+    u = 2.0**-24
+    rounding = (heatmaps._CHUNK + heatmaps._MAX_CHUNKS + 3) * u
+    assert max(heatmaps._DROP, heatmaps._CHECK) + rounding * (1 + 1e-3) < 1e-5
+    assert (heatmaps._CHUNK + heatmaps._MAX_CHUNKS + 1) * u < heatmaps._SLACK
 
 
 def test_egd_matches_reference():
