@@ -214,8 +214,8 @@ class GazeHeatmapArray(APIView):
 
 
 class GazeHeatmapPng(APIView):
-    """The heatmap as a PNG: ``style=color`` (default, inferno scaled by the peak) or ``gray`` (the stored
-    8-bit grayscale image, value = round(255 · map / peak))."""
+    """The heatmap as a PNG: ``style=color`` (default, inferno scaled by the peak) or ``gray`` (8-bit
+    grayscale, value = round(255 · map / peak): the form I-AI stores)."""
 
     @extend_schema(
         parameters=[OpenApiParameter("style", str, enum=["color", "gray"])],
@@ -226,17 +226,15 @@ class GazeHeatmapPng(APIView):
         style = request.query_params.get("style", "color")
         if style not in {"color", "gray"}:
             raise ValidationError({"style": "must be color or gray"})
+        array = gaze_heatmap_array(found)
         if style == "gray":
-            return stored_file_response(
-                found.image.name, filename=f"gaze-heatmap-{found.pk}.png", content_type="image/png"
-            )
-        from PIL import Image
+            from labeling.gaze.anatomy import to_uint8
+            from labeling.gaze.service import png
 
+            return HttpResponse(png(to_uint8(array)), content_type="image/png")
         from labeling.gaze.render import heatmap_png
 
-        with found.image.open("rb") as fh:
-            gray = np.asarray(Image.open(fh), dtype=np.float32)
-        return HttpResponse(heatmap_png(gray), content_type="image/png")
+        return HttpResponse(heatmap_png(array), content_type="image/png")
 
 
 @extend_schema(parameters=[OpenApiParameter(n, str) for n in ("run", "recording")])

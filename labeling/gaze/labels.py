@@ -17,8 +17,9 @@ database, so the project job, the synchronous API, the CLI and the benchmark sha
    finding's anatomy when it is known and has a mask, as a mask and box proposal.
 
 Every heatmap is described by a ``MapSpec`` (windows, an optional anatomy filter) so that the exact
-float32 array can be computed again from the stored recording (``compute_map``); what is kept is the
-8-bit grayscale image (the form I-AI stores) and the map's peak.
+float32 array can be computed again from the stored recording (``compute_map``, ~0.1 s); what is kept
+is the definition, the map's peak and its fixation count (image files of every map would cost more to
+encode than the maps cost to compute, and several MB per recording).
 """
 
 from __future__ import annotations
@@ -125,7 +126,6 @@ class MapSpec:
 @dataclass
 class MapOut:
     spec: MapSpec
-    image: np.ndarray  # uint8 (height, width), scaled by peak
     peak: float
     fixation_count: int
 
@@ -236,9 +236,7 @@ def gaze_labels(
             array, count = _map(rec, spec, masks, params)
         except ValueError as exc:
             raise Unusable(str(exc)) from exc
-        maps.append(
-            MapOut(spec=spec, image=an.to_uint8(array), peak=float(array.max()), fixation_count=count)
-        )
+        maps.append(MapOut(spec=spec, peak=float(array.max()), fixation_count=count))
         return len(maps) - 1, array
 
     add(MapSpec(kind="recording"))

@@ -230,8 +230,6 @@ def png(array: np.ndarray) -> bytes:
 
 
 def _encoded(labels: RecordingLabels) -> RecordingLabels:
-    for m in labels.maps:
-        m.image = png(m.image)  # type: ignore[assignment]
     for record in labels.anatomy:
         record["focus_pixels"] = int(record["focus"].sum())
         record["focus"] = png(record["focus"])
@@ -299,13 +297,14 @@ def _finding_links(project: Project) -> dict[int, dict[str, list[int]]]:
 
 def _clear(run: GazeLabelRun, recording_id: int) -> None:
     keys = []
-    for model, field in ((GazeHeatmap, "image"), (GazeAnatomyRecord, "focus_mask"), (RegionProposal, "mask")):
+    for model, field in ((GazeAnatomyRecord, "focus_mask"), (RegionProposal, "mask")):
         rows = model.objects.filter(
             **({"gaze_run": run} if model is RegionProposal else {"run": run}), recording_id=recording_id
         )
         keys += [getattr(row, field).name for row in rows]
         rows.delete()
     GazeSentence.objects.filter(run=run, recording_id=recording_id).delete()
+    GazeHeatmap.objects.filter(run=run, recording_id=recording_id).delete()
     GazeLabelResult.objects.filter(run=run, recording_id=recording_id).delete()
     transaction.on_commit(lambda: [default_storage.delete(k) for k in keys if k])
 
@@ -344,27 +343,22 @@ def _store_labels(
         written.append(key)
         return key
 
-    heatmaps = []
-    for i, m in enumerate(labels.maps):
-        spec = m.spec
-        tag = spec.kind + (f"-{spec.sentence_index}" if spec.sentence_index is not None else "")
-        tag += f"-{spec.anatomy}" if spec.anatomy else ""
-        heatmaps.append(
-            GazeHeatmap.objects.create(
-                run=run,
-                recording=recording,
-                kind=spec.kind,
-                sentence_index=spec.sentence_index,
-                anatomy=spec.anatomy,
-                windows=[list(w) for w in spec.windows] if spec.windows is not None else None,
-                mask=spec.mask,
-                fixation_count=m.fixation_count,
-                peak=m.peak,
-                width=recording.image_width,
-                height=recording.image_height,
-                image=save(f"heatmap-{i:03d}-{tag}.png", m.image),
-            )  # fmt: skip
-        )
+    heatmaps = GazeHeatmap.objects.bulk_create(
+        GazeHeatmap(
+            run=run,
+            recording=recording,
+            kind=m.spec.kind,
+            sentence_index=m.spec.sentence_index,
+            anatomy=m.spec.anatomy,
+            windows=[list(w) for w in m.spec.windows] if m.spec.windows is not None else None,
+            mask=m.spec.mask,
+            fixation_count=m.fixation_count,
+            peak=m.peak,
+            width=recording.image_width,
+            height=recording.image_height,
+        )  # fmt: skip
+        for m in labels.maps
+    )
     study_links = links.get(recording.study_id, {}) if recording.study_id else {}
     for s in labels.sentences:
         findings = [{**f, "proposal_ids": study_links.get(f["code"], [])} for f in s["findings"]]

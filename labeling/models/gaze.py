@@ -5,9 +5,9 @@ resumes that run (recordings already done are skipped), so re-running creates no
 recording the run looked at has one ``GazeLabelResult``: done (with the problems that weakened it) or
 unusable (with the reason), never silently dropped.
 
-Heatmaps keep their definition (``windows``, ``mask``) and an 8-bit grayscale PNG at image resolution
-scaled by ``peak`` (the form I-AI stores); the exact float32 array is computed again from the recording
-when it is asked for (``labeling.gaze.labels.compute_map``).
+Heatmaps keep their definition (``windows``, ``mask``), peak and fixation count; the exact float32 array
+(and its PNG) is computed again from the recording when it is asked for
+(``labeling.gaze.labels.compute_map``): cheaper than encoding and storing an image of every map.
 """
 
 from django.conf import settings
@@ -116,7 +116,6 @@ class GazeHeatmap(models.Model):
     peak = models.FloatField(default=0.0)
     width = models.PositiveIntegerField()
     height = models.PositiveIntegerField()
-    image = models.FileField(max_length=512)  # 8-bit grayscale PNG, value = round(255 * map / peak)
 
     class Meta:
         ordering = ["recording_id", "id"]

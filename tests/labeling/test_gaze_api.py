@@ -52,7 +52,8 @@ def test_project_job_then_lists_and_files(
     color = Image.open(io.BytesIO(client.get(reverse("gaze-heatmap-png", args=[entry["id"]])).content))
     assert color.size == (300, 360) and color.mode == "RGB"
     gray = client.get(reverse("gaze-heatmap-png", args=[entry["id"]]), {"style": "gray"})
-    assert np.asarray(Image.open(io.BytesIO(b"".join(gray.streaming_content)))).max() == 255
+    gray_image = np.asarray(Image.open(io.BytesIO(gray.content)))
+    assert gray_image.max() == 255 and np.array_equal(gray_image, np.rint(expected / expected.max() * 255))
 
     sentences = client.get(reverse("gaze-sentence-list"), {"run": run_id, "recording": rf.pk}).json()[
         "results"
