@@ -134,14 +134,25 @@ def to_uint8(heatmap: np.ndarray) -> np.ndarray:
     peak = float(heatmap.max()) if heatmap.size else 0.0
     if peak <= 0:
         return np.zeros(heatmap.shape, dtype=np.uint8)
-    return np.rint(heatmap * (255.0 / peak)).astype(np.uint8)
+    dtype = np.float64 if heatmap.dtype == np.float64 else np.float32
+    scaled = np.multiply(heatmap, 255.0 / peak, dtype=dtype)
+    np.rint(scaled, out=scaled)
+    return scaled.astype(np.uint8)
+
+
+def distinct_values(image: np.ndarray) -> np.ndarray:
+    """The distinct values of a uint8 image, ascending (bincount in chunks: no int64 copy of the image)."""
+    flat = image.reshape(-1)
+    counts = np.zeros(256, dtype=np.int64)
+    for i in range(0, flat.size, 1 << 20):
+        counts += np.bincount(flat[i : i + (1 << 20)], minlength=256)
+    return np.flatnonzero(counts)
 
 
 def intense_focus(heatmap: np.ndarray, percentile: float = 20.0) -> np.ndarray:
     """I-AI's intense-focus mask of a float heatmap (module docstring): boolean ``(height, width)``."""
     image = to_uint8(heatmap)
-    distinct = np.flatnonzero(np.bincount(image.ravel(), minlength=256))
-    threshold = float(np.percentile(distinct, percentile))
+    threshold = float(np.percentile(distinct_values(image), percentile))
     return image > threshold
 
 

@@ -433,12 +433,13 @@ def _exact_total(x, y, isx, isy, amp, rects, width: int, height: int) -> float:
 
 def _egd(x: np.ndarray, y: np.ndarray, width: int, height: int) -> np.ndarray:
     """``gaussian_filter(counts, σ=150, mode="reflect", truncate=4.0)`` of the +1-per-fixation count map,
-    computed from the fixations (``labeling.gaze.smoothing``; equal to SciPy's to float64 rounding)."""
+    computed from the fixations with float32 products (``labeling.gaze.smoothing``: relative error at most
+    7.8e-6 on every pixel)."""
     from labeling.gaze.smoothing import filtered_impulses
 
     xi, yi = x.astype(np.int64), y.astype(np.int64)
     ok = (xi < width) & (yi < height)
-    return filtered_impulses(xi[ok], yi[ok], width, height, EGD_SIGMA)
+    return filtered_impulses(xi[ok], yi[ok], width, height, EGD_SIGMA, fast=True)
 
 
 def _normalised(out: np.ndarray, normalise: str, total: float | None) -> np.ndarray:

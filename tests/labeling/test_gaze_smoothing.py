@@ -25,6 +25,19 @@ def test_equals_scipy_gaussian_filter_of_the_count_map(width, height, n, sigma):
     assert np.array_equal(got == 0, reference == 0)  # the same truncation
     nz = reference != 0
     assert (np.abs(got - reference)[nz] / reference[nz]).max() < 1e-12
+    fast = filtered_impulses(x, y, width, height, sigma, fast=True)
+    assert np.array_equal(fast == 0, reference == 0)
+    assert (np.abs(fast - reference)[nz] / reference[nz]).max() < 7.8e-6  # the documented bound
+
+
+def test_fast_path_adds_chunks_in_float64():
+    rng = np.random.default_rng(5)
+    x, y = rng.integers(0, 90, 300), rng.integers(0, 70, 300)
+    counts = np.zeros((70, 90))
+    np.add.at(counts, (y, x), 1.0)
+    reference = gaussian_filter(counts, sigma=20.0, mode="reflect", truncate=4.0)
+    fast = filtered_impulses(x, y, 90, 70, 20.0, fast=True)
+    assert fast.dtype == np.float64 and np.abs(fast / reference - 1).max() < 7.8e-6
 
 
 def test_no_fixation_is_an_all_zero_map():
