@@ -28,7 +28,13 @@ from labeling.api.gaze_serializers import (
     GazeSentenceOut,
     RegionProposalOut,
 )
-from labeling.gaze.service import gaze_heatmap_array, gaze_label_one, gaze_run_get_or_create, gaze_run_start
+from labeling.gaze.service import (
+    gaze_heatmap_array,
+    gaze_label_one,
+    gaze_run_get_or_create,
+    gaze_run_start,
+    gaze_window_heatmap,
+)
 from labeling.models import GazeAnatomyRecord, GazeHeatmap, GazeSentence, RegionProposal
 from studies.api.views import stored_file_response
 from studies.ingest.types import IngestError
@@ -235,6 +241,60 @@ class GazeHeatmapPng(APIView):
         from labeling.gaze.render import heatmap_png
 
         return HttpResponse(heatmap_png(array), content_type="image/png")
+
+
+_WINDOW_PARAMS = [
+    OpenApiParameter("method", str, enum=["auto", "reflacx", "egd", "custom"]),
+    OpenApiParameter("start", float),
+    OpenApiParameter("end", float),
+    OpenApiParameter("sigma_px", float),
+    OpenApiParameter("sigma_deg", float),
+    OpenApiParameter("duration_weighting", bool),
+    OpenApiParameter("normalise", str, enum=["sum", "max", "none"]),
+    OpenApiParameter("output", str, enum=["npy", "png", "gray"]),
+]
+
+
+class RecordingHeatmap(APIView):
+    """The heatmap of a recording, or of the time window ``start``..``end`` (seconds) of it, computed now:
+    ``output=npy`` (float32 array, default), ``png`` (colour) or ``gray`` (8-bit); method and custom
+    options as for gaze label runs (``method=auto``: the recording's own)."""
+
+    @extend_schema(
+        parameters=_WINDOW_PARAMS, responses={(200, "application/octet-stream"): OpenApiTypes.BINARY}
+    )
+    def get(self, request, pk: int):
+        recording = gaze_recording_get_for_user(request.user, pk)
+        q = request.query_params
+        fmt = q.get("output", "npy")
+        if fmt not in {"npy", "png", "gray"}:
+            raise ValidationError({"output": "must be npy, png or gray"})
+        raw: dict = {}
+        for name in ("start", "end", "sigma_px", "sigma_deg"):
+            if q.get(name) not in (None, ""):
+                try:
+                    raw[name] = float(q[name])
+                except ValueError:
+                    raise ValidationError({name: "must be a number"}) from None
+        if q.get("duration_weighting") in {"false", "0"}:
+            raw["duration_weighting"] = False
+        if q.get("normalise"):
+            raw["normalise"] = q["normalise"]
+        try:
+            array = gaze_window_heatmap(recording=recording, method=q.get("method", "auto"), **raw)
+        except ValueError as exc:
+            field = str(exc).split(":")[0] if ":" in str(exc) else "params"
+            raise ValidationError({field: str(exc)}) from exc
+        if fmt == "npy":
+            out = io.BytesIO()
+            np.save(out, array)
+            return HttpResponse(out.getvalue(), content_type="application/octet-stream")
+        from labeling.gaze.anatomy import to_uint8
+        from labeling.gaze.render import heatmap_png
+        from labeling.gaze.service import png
+
+        body = png(to_uint8(array)) if fmt == "gray" else heatmap_png(array)
+        return HttpResponse(body, content_type="image/png")
 
 
 @extend_schema(parameters=[OpenApiParameter(n, str) for n in ("run", "recording")])

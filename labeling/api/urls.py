@@ -10,6 +10,7 @@ urlpatterns = [
     path("gaze-label-runs/<int:pk>/", gaze.GazeRunDetail.as_view(), name="gaze-label-run-detail"),
     path("gaze-label-runs/<int:pk>/results/", gaze.GazeRunResults.as_view(), name="gaze-label-run-results"),
     path("gaze-recordings/<int:pk>/gaze-labels/", gaze.RecordingGazeLabels.as_view(), name="gaze-labels-one"),
+    path("gaze-recordings/<int:pk>/heatmap/", gaze.RecordingHeatmap.as_view(), name="gaze-recording-heatmap"),
     path(
         "gaze-recordings/<int:pk>/anatomy-masks/",
         gaze.AnatomyMaskUpload.as_view(),

@@ -421,3 +421,29 @@ def gaze_heatmap_array(found: GazeHeatmap) -> np.ndarray:
         height=rec.image_height, fixations=rec.fixations, transcript=rec.transcript,
     )  # fmt: skip
     return compute_map(source, spec, masks, GazeParams.from_dict(found.run.params))
+
+
+def gaze_window_heatmap(
+    *,
+    recording: GazeRecording,
+    method: str = "auto",
+    start: float | None = None,
+    end: float | None = None,
+    **options,
+) -> np.ndarray:
+    """The float32 heatmap of a recording or of its time window ``[start, end]`` (as in a run: fixations
+    without positive duration are left out where duration weighs); ValueError naming the field for bad
+    options or a recording the method cannot use."""
+    from labeling.gaze.labels import MapSpec, compute_map
+
+    params = GazeParams.from_dict({"method": method, **options})
+    if start is not None and end is not None and start > end:
+        raise ValueError(f"start: the window starts ({start}) after it ends ({end})")
+    windows = None
+    if start is not None or end is not None:
+        windows = [(-np.inf if start is None else start, np.inf if end is None else end)]
+    source = RecordingInput(
+        external_id=recording.external_id, source_format=recording.source_format, width=recording.image_width,
+        height=recording.image_height, fixations=recording.fixations,
+    )  # fmt: skip
+    return compute_map(source, MapSpec(kind="window", windows=windows), {}, params)

@@ -149,3 +149,27 @@ def test_gaze_labels_command_reports_unusable_recordings(project, recordings, ca
     call_command("gaze_labels", "--project", project.slug, "--method", "reflacx")
     assert "1 of 2 recordings labelled, 1 unusable" in capsys.readouterr().out
     assert GazeLabelRun.objects.count() == 1
+
+
+def test_heatmap_of_any_time_window_now(project, annotator, outsider, api_client, recordings):
+    rf = recordings["reflacx"]
+    url = reverse("gaze-recording-heatmap", args=[rf.pk])
+    client = api_client(annotator)
+    window = np.load(io.BytesIO(client.get(url, {"start": 1.0, "end": 4.0}).content))
+    expected = heatmap(rf.fixations, width=300, height=360, method="reflacx", start=1.0, end=4.0)
+    np.testing.assert_allclose(window, expected, rtol=1e-5, atol=0)
+    whole = np.load(io.BytesIO(client.get(url).content))
+    np.testing.assert_array_equal(whole, heatmap(rf.fixations, width=300, height=360, method="reflacx"))
+    custom = np.load(
+        io.BytesIO(client.get(url, {"method": "custom", "sigma_px": 12, "normalise": "max"}).content)
+    )
+    assert custom.max() == pytest.approx(1.0)
+    png = client.get(url, {"output": "png", "start": 1.0})
+    assert png["Content-Type"] == "image/png" and Image.open(io.BytesIO(png.content)).size == (300, 360)
+    backwards = client.get(url, {"start": 5, "end": 1})
+    assert backwards.status_code == 400 and "start" in backwards.json()
+    no_angle = client.get(
+        reverse("gaze-recording-heatmap", args=[recordings["egd"].pk]), {"method": "reflacx"}
+    )
+    assert no_angle.status_code == 400 and "ang_res_x" in str(no_angle.json())
+    assert api_client(outsider).get(url).status_code == 404
