@@ -286,3 +286,48 @@ def test_label_one_recording_replaces_its_rows(gaze_project):
     n = GazeHeatmap.objects.filter(run=run).count()
     second = gaze_label_one(run=run, recording=rec)
     assert first.status == second.status == "done" and GazeHeatmap.objects.filter(run=run).count() == n == 3
+
+
+def test_sentences_link_to_the_study_reports_weak_labels(project, tmp_path):
+    from labeling.services import label_run_execute, label_run_get_or_create
+    from studies.models import Patient, Report, Scan, Study
+
+    patient = Patient.objects.create(
+        project=project, pseudonym="P1", identity_hash="1" * 64, date_shift_days=0
+    )
+    study = Study.objects.create(project=project, patient=patient, study_uid="2.25.1")
+    spec = ReflacxSpec(
+        image_size=(300, 360), n_fixations=30,
+        words=[("small", 1.0, 1.3), ("left", 1.3, 1.6), ("pleural", 1.6, 2.0), ("effusion", 2.0, 2.6),
+               (".", 2.6, 2.6)],
+    )  # fmt: skip
+    Scan.objects.create(
+        project=project, study=study, series_uid="2.25.1.1", name=spec.dicom_id, modality="CR",
+        source_format="png", ndim=2, shape=[300, 360], spacing=[0.14, 0.14], affine=np.eye(4).tolist(),
+        dtype="uint16", file="x.nii", source_checksum="0" * 64,
+    )  # fmt: skip
+    Report.objects.create(
+        project=project, study=study, external_id="r1", source="text", raw_text="x", checksum="1",
+        findings="Small left pleural effusion. The heart is normal in size.",
+    )  # fmt: skip
+    label_run = label_run_execute(run=label_run_get_or_create(project=project, labeler="rules"))
+    effusion = label_run.finding_proposals.get(code="Pleural Effusion", assertion="present")
+    assert (
+        gaze_import(
+            project=project, path=write_reflacx(tmp_path / "rf", recordings=[spec]), fmt="reflacx"
+        ).errors
+        == []
+    )
+    run = gaze_run_execute(run=gaze_run_get_or_create(project=project, params={}), workers=1)
+    (sentence,) = GazeSentence.objects.filter(run=run)
+    (finding,) = sentence.findings
+    assert (finding["code"], finding["assertion"], finding["laterality"]) == (
+        "Pleural Effusion",
+        "present",
+        "left",
+    )
+    assert finding["proposal_ids"] == [effusion.pk]
+    proposals = RegionProposal.objects.filter(gaze_run=run)
+    assert proposals.count() == 1
+    for proposal in proposals:  # no masks: the focus is not restricted
+        assert proposal.finding_id == effusion.pk and proposal.scan.name == spec.dicom_id
