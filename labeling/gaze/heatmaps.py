@@ -48,9 +48,10 @@ come out at most about float32's smallest normal.
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import numpy as np
+
+from labeling.gaze.columns import column, fixation_count, shown_rects, window_weights
 
 METHODS = ("reflacx", "egd", "custom")
 NORMALISE = ("sum", "max", "none")
@@ -97,11 +98,11 @@ def heatmap(
     if start is not None and end is not None and start > end:
         raise ValueError(f"start: window start {start} is after its end {end}")
 
-    n = _count(fixations)
-    t0 = _column(fixations, "start", n)
-    t1 = _column(fixations, "end", n)
-    x = _column(fixations, "x", n)
-    y = _column(fixations, "y", n)
+    n = fixation_count(fixations)
+    t0 = column(fixations, "start", n)
+    t1 = column(fixations, "end", n)
+    x = column(fixations, "x", n)
+    y = column(fixations, "y", n)
     weighted = method == "reflacx" or (method == "custom" and duration_weighting)
     if weighted:
         bad = np.flatnonzero(~(t1 > t0))
@@ -110,7 +111,7 @@ def heatmap(
                 f"end: fixation {int(bad[0])} has a zero or negative duration "
                 f"({t0[bad[0]]} to {t1[bad[0]]}); duration weighting needs end > start"
             )
-    selected, duration = _window(t0, t1, start, end)
+    selected, duration = window_weights(t0, t1, start, end)
     inside = fixations.get("inside")
     inside = np.ones(n, bool) if inside is None else np.asarray(inside, bool).reshape(-1)
     if inside.shape[0] != n:
@@ -127,8 +128,8 @@ def heatmap(
         deg = 1.0 if method == "reflacx" else float(sigma_deg)
         if not deg > 0:
             raise ValueError(f"sigma_deg: must be positive, got {sigma_deg}")
-        sx = _column(fixations, "ang_res_x", n) * deg
-        sy = _column(fixations, "ang_res_y", n) * deg
+        sx = column(fixations, "ang_res_x", n) * deg
+        sy = column(fixations, "ang_res_y", n) * deg
         for name, s in (("ang_res_x", sx), ("ang_res_y", sy)):
             if not np.all(s[selected] > 0):
                 raise ValueError(f"{name}: angular resolution must be positive on every fixation")
@@ -137,7 +138,7 @@ def heatmap(
             raise ValueError(f"sigma_px: must be positive, got {sigma_px}")
         sx = sy = np.full(n, float(sigma_px))
     if method == "reflacx" or fixations.get("shown_rect"):
-        rects = _rects(fixations, n, width, height)
+        rects = shown_rects(fixations, n, width, height)
     else:
         rects = np.tile(np.array([0, 0, width, height], np.int64), (n, 1))
 
@@ -452,59 +453,3 @@ def _normalised(out: np.ndarray, normalise: str, total: float | None) -> np.ndar
         if peak > 0:
             out = out / peak
     return out.astype(np.float32)
-
-
-def _count(fixations: Any) -> int:
-    if not isinstance(fixations, dict):
-        raise ValueError(f"fixations: expected a columnar dict, got {type(fixations).__name__}")
-    for name in ("start", "end", "x", "y"):
-        if name not in fixations:
-            raise ValueError(f"{name}: fixations column is missing")
-    return len(fixations["x"])
-
-
-def _column(fixations: dict, name: str, n: int) -> np.ndarray:
-    values = fixations.get(name)
-    if values is None or (n and len(values) == 0):
-        raise ValueError(f"{name}: fixations column is missing")
-    try:
-        out = np.asarray(values, dtype=np.float64).reshape(-1)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{name}: fixations column is not numeric ({exc})") from None
-    if out.shape[0] != n:
-        raise ValueError(f"{name}: {out.shape[0]} values for {n} fixations")
-    if not np.all(np.isfinite(out)):
-        raise ValueError(f"{name}: fixations column has missing or non-finite values")
-    return out
-
-
-def _rects(fixations: dict, n: int, width: int, height: int) -> np.ndarray:
-    values = fixations.get("shown_rect")
-    if values is None or (n and len(values) == 0):
-        raise ValueError("shown_rect: fixations column is missing")
-    try:
-        raw = np.asarray(values, dtype=np.float64).reshape(n, 4)
-    except (TypeError, ValueError):
-        raise ValueError("shown_rect: expected [xmin, ymin, xmax, ymax] per fixation") from None
-    if not np.all(np.isfinite(raw)):
-        raise ValueError("shown_rect: non-finite bounds")
-    rects = np.round(raw).astype(np.int64)  # round half to even, like Python's round()
-    lim = np.array([width, height, width, height])
-    return np.clip(rects, 0, lim)
-
-
-def _window(
-    t0: np.ndarray, t1: np.ndarray, start: float | None, end: float | None
-) -> tuple[np.ndarray, np.ndarray]:
-    lo = np.maximum(t0, -np.inf if start is None else float(start))
-    hi = np.minimum(t1, np.inf if end is None else float(end))
-    overlap = hi - lo
-    selected = overlap > 0
-    instant = t1 <= t0
-    if start is not None or end is not None:
-        s = -np.inf if start is None else float(start)
-        e = np.inf if end is None else float(end)
-        selected |= instant & (t0 >= s) & (t0 <= e)
-    else:
-        selected |= instant
-    return selected, np.where(selected, np.maximum(overlap, 0.0), 0.0)

@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 from django.core.management.base import BaseCommand, CommandError
 
-from labeling.gaze.heatmaps import METHODS, NORMALISE, _window, heatmap
+from labeling.gaze.columns import window_weights
+from labeling.gaze.heatmaps import METHODS, NORMALISE, heatmap
 from labeling.gaze.render import heatmap_png
 from studies.ingest.gaze import read_egd_fixations, read_reflacx_fixations
 from studies.ingest.types import IngestError
@@ -150,7 +151,7 @@ def _used(fixations: dict, method: str, start: float | None, end: float | None) 
     """How many fixations the map counts: those in the window (and, for egd/custom, on the image)."""
     t0 = np.asarray(fixations["start"], np.float64)
     t1 = np.asarray(fixations["end"], np.float64)
-    selected, _ = _window(t0, t1, start, end)
+    selected, _ = window_weights(t0, t1, start, end)
     if method != "reflacx":
         selected &= np.asarray(fixations["inside"], bool)
     if method == "egd":
