@@ -235,7 +235,7 @@ class GazeHeatmapPng(APIView):
         array = gaze_heatmap_array(found)
         if style == "gray":
             from labeling.gaze.anatomy import to_uint8
-            from labeling.gaze.service import png
+            from labeling.gaze.worker import png
 
             return HttpResponse(png(to_uint8(array)), content_type="image/png")
         from labeling.gaze.render import heatmap_png
@@ -291,7 +291,7 @@ class RecordingHeatmap(APIView):
             return HttpResponse(out.getvalue(), content_type="application/octet-stream")
         from labeling.gaze.anatomy import to_uint8
         from labeling.gaze.render import heatmap_png
-        from labeling.gaze.service import png
+        from labeling.gaze.worker import png
 
         body = png(to_uint8(array)) if fmt == "gray" else heatmap_png(array)
         return HttpResponse(body, content_type="image/png")

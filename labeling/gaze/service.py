@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import gc
 import hashlib
-import io
 import json
 import logging
 import multiprocessing
 import os
 import threading
-import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -39,9 +37,8 @@ from labeling.gaze.labels import (
     RecordingInput,
     RecordingLabels,
     Unusable,
-    gaze_labels,
-    rules_findings,
 )
+from labeling.gaze.worker import compute_one
 from labeling.models import (
     FindingProposal,
     GazeAnatomyRecord,
@@ -201,43 +198,6 @@ def _payloads(ids: list[int], params: GazeParams) -> Iterator[dict[str, Any]]:
         }  # fmt: skip
 
 
-def compute_one(payload: dict[str, Any]) -> dict[str, Any]:
-    """Labels of one recording with its PNGs encoded; ``{"unusable": reason}`` or ``{"failed": reason}``."""
-    started = time.perf_counter()
-    rec: RecordingInput = payload["recording"]
-    try:
-        masks = {}
-        for name, data in payload["masks"].items():
-            try:
-                masks[name] = np.asarray(Image.open(io.BytesIO(data)).convert("L")) > 0
-            except Exception as exc:
-                raise Unusable(f"anatomy mask {name}: not a readable PNG ({exc})") from exc
-        labels = gaze_labels(rec, masks, payload["params"], rules_findings)
-        return {"labels": _encoded(labels), "seconds": time.perf_counter() - started}
-    except Unusable as exc:
-        return {"unusable": str(exc), "seconds": time.perf_counter() - started}
-    except Exception as exc:  # noqa: BLE001 - one recording's fault must not stop the run
-        log.exception("gaze labels of %s failed", rec.external_id)
-        return {"failed": f"{type(exc).__name__}: {exc}", "seconds": time.perf_counter() - started}
-
-
-def png(array: np.ndarray) -> bytes:
-    """8-bit grayscale PNG of a uint8 image, or 1-bit PNG of a boolean mask."""
-    image = Image.fromarray(array) if array.dtype != bool else Image.fromarray(array).convert("1")
-    out = io.BytesIO()
-    image.save(out, format="PNG", compress_level=1)
-    return out.getvalue()
-
-
-def _encoded(labels: RecordingLabels) -> RecordingLabels:
-    for record in labels.anatomy:
-        record["focus_pixels"] = int(record["focus"].sum())
-        record["focus"] = png(record["focus"])
-    for proposal in labels.proposals:
-        proposal["mask"] = png(proposal["mask"])
-    return labels
-
-
 def _worker_count(todo: int, workers: int | None) -> int:
     wanted = workers if workers is not None else getattr(settings, "GAZE_WORKERS", 0)
     if wanted <= 0:
@@ -253,7 +213,7 @@ def _mp_context():
     if threading.active_count() == 1:
         return multiprocessing.get_context("fork")
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["labeling.gaze.labels"])
+    context.set_forkserver_preload(["labeling.gaze.worker"])
     return context
 
 

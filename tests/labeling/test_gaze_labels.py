@@ -331,3 +331,21 @@ def test_sentences_link_to_the_study_reports_weak_labels(project, tmp_path):
     assert proposals.count() == 1
     for proposal in proposals:  # no masks: the focus is not restricted
         assert proposal.finding_id == effusion.pk and proposal.scan.name == spec.dicom_id
+
+
+def test_workers_started_without_django_label_recordings(gaze_project):
+    """With another thread alive the pool uses forkserver: workers import only the pure worker module."""
+    import subprocess
+    import sys
+    import threading
+
+    code = "import sys, labeling.gaze.worker; sys.exit(any(m.startswith('django') for m in sys.modules))"
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait, daemon=True)
+    other.start()
+    try:
+        run = gaze_run_execute(run=gaze_run_get_or_create(project=gaze_project, params={}), workers=2)
+    finally:
+        stop.set()
+    assert (run.done, run.failed) == (3, 0)
