@@ -16,15 +16,19 @@ from labeling.models import (
 )
 
 
+def _get(qs: QuerySet, pk: int, what: str):
+    found = qs.filter(pk=pk).first()
+    if found is None:
+        raise Http404(f"No such {what}.")
+    return found
+
+
 def label_runs_for_user(user) -> QuerySet[LabelRun]:
     return LabelRun.objects.filter(project__in=projects_for_user(user)).select_related("project")
 
 
 def label_run_get_for_user(user, run_id: int) -> LabelRun:
-    run = label_runs_for_user(user).filter(pk=run_id).first()
-    if run is None:
-        raise Http404("No such label run.")
-    return run
+    return _get(label_runs_for_user(user), run_id, "label run")
 
 
 def proposals_for_user(user) -> QuerySet[FindingProposal]:
@@ -38,10 +42,7 @@ def gaze_runs_for_user(user) -> QuerySet[GazeLabelRun]:
 
 
 def gaze_run_get_for_user(user, run_id: int) -> GazeLabelRun:
-    run = gaze_runs_for_user(user).filter(pk=run_id).first()
-    if run is None:
-        raise Http404("No such gaze label run.")
-    return run
+    return _get(gaze_runs_for_user(user), run_id, "gaze label run")
 
 
 def gaze_results_for_user(user) -> QuerySet[GazeLabelResult]:
@@ -55,10 +56,7 @@ def gaze_heatmaps_for_user(user) -> QuerySet[GazeHeatmap]:
 
 
 def gaze_heatmap_get_for_user(user, heatmap_id: int) -> GazeHeatmap:
-    found = gaze_heatmaps_for_user(user).select_related("run", "recording").filter(pk=heatmap_id).first()
-    if found is None:
-        raise Http404("No such gaze heatmap.")
-    return found
+    return _get(gaze_heatmaps_for_user(user).select_related("run", "recording"), heatmap_id, "gaze heatmap")
 
 
 def gaze_sentences_for_user(user) -> QuerySet[GazeSentence]:
@@ -70,10 +68,7 @@ def anatomy_records_for_user(user) -> QuerySet[GazeAnatomyRecord]:
 
 
 def anatomy_record_get_for_user(user, record_id: int) -> GazeAnatomyRecord:
-    found = anatomy_records_for_user(user).filter(pk=record_id).first()
-    if found is None:
-        raise Http404("No such anatomy record.")
-    return found
+    return _get(anatomy_records_for_user(user), record_id, "anatomy record")
 
 
 def region_proposals_for_user(user) -> QuerySet[RegionProposal]:
@@ -81,7 +76,4 @@ def region_proposals_for_user(user) -> QuerySet[RegionProposal]:
 
 
 def region_proposal_get_for_user(user, proposal_id: int) -> RegionProposal:
-    found = region_proposals_for_user(user).filter(pk=proposal_id).first()
-    if found is None:
-        raise Http404("No such region proposal.")
-    return found
+    return _get(region_proposals_for_user(user), proposal_id, "region proposal")

@@ -10,29 +10,18 @@ Heatmaps keep their definition (``windows``, ``mask``), peak and fixation count;
 (``labeling.gaze.labels.compute_map``): cheaper than encoding and storing an image of every map.
 """
 
-from django.conf import settings
 from django.db import models
 
-from core.models import Job, JobStatus, Project
-from labeling.models.reports import FindingProposal
+from core.models import Project
+from labeling.models.reports import FindingProposal, RunRecord
 from studies.models import GazeRecording, Scan
 
 
-class GazeLabelRun(models.Model):
+class GazeLabelRun(RunRecord):
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="gaze_label_runs")
     params = models.JSONField(default=dict)
     params_hash = models.CharField(max_length=64)
-    status = models.CharField(max_length=16, choices=JobStatus.choices, default=JobStatus.PENDING)
-    total = models.PositiveIntegerField(default=0)
-    done = models.PositiveIntegerField(default=0)
     unusable = models.PositiveIntegerField(default=0)
-    failed = models.PositiveIntegerField(default=0)
-    job = models.ForeignKey(Job, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
-    created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
-    created_at = models.DateTimeField(auto_now_add=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-id"]

@@ -15,7 +15,25 @@ from studies.models import Report
 LabelRunStatus = JobStatus  # a run moves through the same states as a job
 
 
-class LabelRun(models.Model):
+class RunRecord(models.Model):
+    """What every labeling run keeps: state, counts, its job, who started it and when."""
+
+    status = models.CharField(max_length=16, choices=JobStatus.choices, default=JobStatus.PENDING)
+    total = models.PositiveIntegerField(default=0)
+    done = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+    job = models.ForeignKey(Job, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        abstract = True
+
+
+class LabelRun(RunRecord):
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="label_runs")
     labeler = models.CharField(max_length=16)  # rules, llm, ensemble
     schema = models.CharField(max_length=16)  # chexpert, rexgroundingct, petct
@@ -23,20 +41,10 @@ class LabelRun(models.Model):
     prompt_version = models.CharField(max_length=32, blank=True)
     model_name = models.CharField(max_length=128, blank=True)
     settings_hash = models.CharField(max_length=64)
-    status = models.CharField(max_length=16, choices=LabelRunStatus.choices, default=LabelRunStatus.PENDING)
-    total = models.PositiveIntegerField(default=0)
-    done = models.PositiveIntegerField(default=0)
-    failed = models.PositiveIntegerField(default=0)
     proposals = models.PositiveIntegerField(default=0)
     tokens_in = models.PositiveBigIntegerField(default=0)
     tokens_out = models.PositiveBigIntegerField(default=0)
     cost = models.FloatField(default=0.0)
-    job = models.ForeignKey(Job, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
-    created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
-    created_at = models.DateTimeField(auto_now_add=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
