@@ -28,6 +28,7 @@ INSTALLED_APPS = [
     "core",
     "studies",
     "labeling",
+    "ml",
 ]
 
 MIDDLEWARE = [

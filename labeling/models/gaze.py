@@ -136,11 +136,14 @@ class GazeAnatomyRecord(models.Model):
 
 
 class RegionProposal(models.Model):
-    """A box and mask proposed for a finding on an image, with where it came from.
+    """A box and mask proposed for a finding on an image or volume, with where it came from.
 
-    ``source`` says which generator (``gaze`` for now); ``params`` its settings; a gaze proposal names
-    its run, recording and sentence. ``box`` is ``[xmin, ymin, xmax, ymax]`` pixels (max exclusive);
-    ``mask`` a 1-bit PNG at image resolution."""
+    ``source`` says which generator: ``gaze``, ``lungs``, ``pet-suv`` or ``model`` (then ``model_version``);
+    ``params`` its settings; a gaze proposal names its run, recording and sentence. ``box`` is
+    ``[xmin, ymin, xmax, ymax]`` pixels (2D) or ``[xmin, ymin, zmin, xmax, ymax, zmax]`` voxels (3D, the
+    scan's X, Y, Z), max exclusive; ``mask`` a 1-bit PNG at image resolution (2D) or a uint8 NIfTI on the
+    scan's grid (3D). ``confidence`` / ``entropy``: a model's mean probability and mean entropy inside
+    the mask."""
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
     scan = models.ForeignKey(Scan, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
@@ -163,6 +166,13 @@ class RegionProposal(models.Model):
     mask = models.FileField(max_length=512)
     pixels = models.PositiveIntegerField(default=0)
     score = models.FloatField(default=0.0)  # gaze: share of the sentence heatmap inside the region
+    label = models.CharField(max_length=64, blank=True)  # the model's or generator's label name
+    volume_ml = models.FloatField(null=True, blank=True)
+    confidence = models.FloatField(null=True, blank=True)
+    entropy = models.FloatField(null=True, blank=True)
+    model_version = models.ForeignKey(
+        "ml.ModelVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="proposals"
+    )
     params = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 

@@ -1,0 +1,68 @@
+"""Model registry: versions of segmentation, grounding and anatomy models with their input spec.
+
+A ``ModelVersion`` is registered from a MONAI bundle (``configs/inference.json`` + ``models/model.pt``,
+as a zip or folder), a TorchScript file, or a state dict with a MONAI network spec
+(``{"name": "UNet", "args": {...}}``). It is ``validating`` until a worker (the ``gpu`` queue, or the CPU)
+has loaded it and run a forward pass on a dummy input of its input spec; then ``ready``, or ``rejected``
+with the reason. Only ready versions pre-annotate.
+"""
+
+from django.conf import settings
+from django.db import models
+
+from core.models import Job, Project
+
+
+class ModelTask(models.TextChoices):
+    SEGMENTATION = "segmentation"
+    GROUNDING = "grounding"  # text-conditioned: a finding sentence in, a mask out
+    ANATOMY = "anatomy"
+
+
+class ModelFormat(models.TextChoices):
+    BUNDLE = "monai-bundle"
+    TORCHSCRIPT = "torchscript"
+    STATE_DICT = "state-dict"
+
+
+class ModelStatus(models.TextChoices):
+    VALIDATING = "validating"
+    READY = "ready"
+    REJECTED = "rejected"
+
+
+class ModelVersion(models.Model):
+    """``input_spec``: ``{"ndim": 2|3, "channels": int, "modality": ["CT", ...], "spacing": [mm, ...] | null,
+    "window": [low, high] | null, "roi_size": [int, ...]}``; ``label_names``: one per output channel
+    (``background`` first for softmax models); ``network``: the MONAI network spec of a state dict."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="model_versions")
+    name = models.CharField(max_length=64)
+    version = models.PositiveIntegerField()
+    task = models.CharField(max_length=16, choices=ModelTask.choices)
+    format = models.CharField(max_length=16, choices=ModelFormat.choices)
+    input_spec = models.JSONField(default=dict)
+    label_names = models.JSONField(default=list)
+    network = models.JSONField(default=dict, blank=True)
+    weights = models.FileField(max_length=512)
+    checksum = models.CharField(max_length=64)
+    metrics = models.JSONField(default=dict, blank=True)
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children"
+    )
+    status = models.CharField(max_length=16, choices=ModelStatus.choices, default=ModelStatus.VALIDATING)
+    error = models.TextField(blank=True)
+    job = models.ForeignKey(Job, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["project_id", "name", "-version"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "name", "version"], name="one_model_version_number")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} v{self.version} ({self.status})"
