@@ -9,5 +9,6 @@ urlpatterns = [
     path("api/", include("core.api.urls")),
     path("api/", include("studies.api.urls")),
     path("api/", include("labeling.api.urls")),
+    path("api/", include("ml.api.urls")),
     path("", include("core.urls")),
 ]

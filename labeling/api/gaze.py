@@ -343,6 +343,7 @@ _PROPOSAL_FILTERS = {
     "recording": "recording_id",
     "scan": "scan_id",
     "run": "gaze_run_id",
+    "model_version": "model_version_id",
 }
 
 
@@ -357,14 +358,19 @@ class RegionProposalList(generics.ListAPIView):
             selectors.region_proposals_for_user(self.request.user),
             self.request.query_params,
             _PROPOSAL_FILTERS,
-            {"recording", "scan", "run"},
+            {"recording", "scan", "run", "model_version"},
         )
 
 
 class RegionProposalMask(APIView):
-    @extend_schema(responses={(200, "image/png"): OpenApiTypes.BINARY})
+    """The proposal's mask: a 1-bit PNG (2D) or a gzipped uint8 NIfTI on the scan's grid (3D)."""
+
+    @extend_schema(responses={(200, "application/octet-stream"): OpenApiTypes.BINARY})
     def get(self, request, pk: int):
         proposal = selectors.region_proposal_get_for_user(request.user, pk)
+        nifti = proposal.mask.name.endswith(".nii.gz")
         return stored_file_response(
-            proposal.mask.name, filename=f"proposal-{proposal.pk}.png", content_type="image/png"
+            proposal.mask.name,
+            filename=f"proposal-{proposal.pk}" + (".nii.gz" if nifti else ".png"),
+            content_type="application/gzip" if nifti else "image/png",
         )

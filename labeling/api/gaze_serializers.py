@@ -141,6 +141,11 @@ class RegionProposalOut(serializers.ModelSerializer):
             "box",
             "pixels",
             "score",
+            "label",
+            "volume_ml",
+            "confidence",
+            "entropy",
+            "model_version_id",
             "params",
             "created_at",
         ]

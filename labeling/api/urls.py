@@ -24,6 +24,9 @@ urlpatterns = [
     path("gaze-anatomy-records/<int:pk>/focus.png", gaze.AnatomyFocusPng.as_view(), name="anatomy-focus-png"),
     path("region-proposals/", gaze.RegionProposalList.as_view(), name="region-proposal-list"),
     path(
+        "region-proposals/<int:pk>/mask/", gaze.RegionProposalMask.as_view(), name="region-proposal-mask-file"
+    ),
+    path(
         "region-proposals/<int:pk>/mask.png", gaze.RegionProposalMask.as_view(), name="region-proposal-mask"
     ),
 ]

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from monai.inferers import sliding_window_inference
 
-from ml.engine.loading import InputSpec, ModelError
+from ml.specs import InputSpec, ModelError
 
 
 @dataclass

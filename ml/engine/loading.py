@@ -11,53 +11,13 @@ from __future__ import annotations
 import io
 import json
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import monai.networks.nets as nets
 import torch
 
-DEFAULT_ROI = {2: [256, 256], 3: [96, 96, 96]}
-
-
-class ModelError(ValueError):
-    def __init__(self, file: str, field: str, reason: str):
-        self.file, self.field, self.reason = file, field, reason
-        super().__init__(f"{file} [{field}]: {reason}")
-
-
-@dataclass
-class InputSpec:
-    ndim: int
-    channels: int
-    roi_size: list[int]
-    modality: list[str]
-    spacing: list[float] | None
-    window: list[float] | None
-
-    @classmethod
-    def from_dict(cls, raw: dict[str, Any], file: str = "input_spec") -> InputSpec:
-        ndim = int(raw.get("ndim", 3))
-        if ndim not in (2, 3):
-            raise ModelError(file, "ndim", f"must be 2 or 3, got {ndim}")
-        roi = [int(v) for v in raw.get("roi_size") or DEFAULT_ROI[ndim]]
-        if len(roi) != ndim or min(roi) < 1:
-            raise ModelError(file, "roi_size", f"needs {ndim} positive sizes, got {roi}")
-        spacing = raw.get("spacing")
-        if spacing is not None and (len(spacing) != ndim or min(float(s) for s in spacing) <= 0):
-            raise ModelError(file, "spacing", f"needs {ndim} positive values in mm, got {spacing}")
-        window = raw.get("window")
-        if window is not None and (len(window) != 2 or float(window[0]) >= float(window[1])):
-            raise ModelError(file, "window", f"needs [low, high] with low < high, got {window}")
-        channels = int(raw.get("channels", 1))
-        if channels < 1:
-            raise ModelError(file, "channels", f"must be at least 1, got {channels}")
-        return cls(
-            ndim=ndim, channels=channels, roi_size=roi, modality=[str(m) for m in raw.get("modality") or []],
-            spacing=[float(s) for s in spacing] if spacing is not None else None,
-            window=[float(w) for w in window] if window is not None else None,
-        )  # fmt: skip
+from ml.specs import InputSpec, ModelError
 
 
 def network_from_spec(spec: dict[str, Any], file: str = "network") -> torch.nn.Module:

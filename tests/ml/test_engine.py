@@ -12,7 +12,8 @@ import torch
 from monai.networks.nets import UNet
 
 from ml.engine.inference import predict
-from ml.engine.loading import InputSpec, ModelError, check_forward, load_model
+from ml.engine.loading import check_forward, load_model
+from ml.specs import InputSpec, ModelError
 
 ARGS = {"spatial_dims": 3, "in_channels": 1, "out_channels": 2, "channels": [4, 8], "strides": [2],
         "num_res_units": 0}  # fmt: skip

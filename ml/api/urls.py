@@ -1,0 +1,9 @@
+from django.urls import path
+
+from ml.api import views
+
+urlpatterns = [
+    path("projects/<slug:slug>/models/", views.ProjectModels.as_view(), name="project-models"),
+    path("models/<int:pk>/", views.ModelVersionDetail.as_view(), name="model-version-detail"),
+    path("scans/<int:pk>/preannotate/", views.ScanPreannotate.as_view(), name="scan-preannotate"),
+]

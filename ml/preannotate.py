@@ -1,0 +1,341 @@
+"""Pre-annotation of a scan: proposals from a generator or a registered model, stored with provenance.
+
+Generators: ``lungs`` (CT: left and right lung, no weights), ``pet-suv`` (PET: a lesion grown from each
+(SUVmax, slice) seed that the study's reports state, or the ``suvmax``/``slice`` given), ``gaze`` (the
+intense-focus regions of the gaze recordings of a radiograph, from the gaze labels), and
+``model:<name>`` (the newest ready version of a registered model). 3D masks are stored as uint8 NIfTI on
+the scan's grid (its affine), 2D masks as 1-bit PNG (rows = the image's Y); every proposal records the
+generator, its parameters and, for a model, the version, mean probability and entropy inside the mask.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from django.db import transaction
+from PIL import Image
+
+from core.jobs import job_create, job_dispatch
+from core.models import Job
+from core.storage import project_key, storage_all_or_nothing, storage_local_copy, storage_save_bytes
+from labeling.models import RegionProposal
+from ml.specs import ModelError
+from studies.models import Scan
+
+GENERATORS = ("lungs", "pet-suv", "gaze")
+
+
+class PreannotateError(ValueError):
+    """The scan cannot be pre-annotated with this generator; the message names the field."""
+
+
+@dataclass
+class Region:
+    label: str
+    mask: np.ndarray  # bool, scan grid (X, Y[, Z])
+    code: str = ""
+    text: str = ""
+    confidence: float | None = None
+    entropy: float | None = None
+    score: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Outcome:
+    proposals: list[RegionProposal]
+    warnings: list[str]
+    seconds: dict[str, float]
+
+
+def scan_volume(scan: Scan) -> np.ndarray:
+    """The canonical array of a scan (X, Y[, Z]) as float32."""
+    import nibabel as nib
+
+    with storage_local_copy(scan.file.name) as path:
+        image = nib.load(str(path))
+        data = np.asarray(image.dataobj, dtype=np.float32)
+    if scan.ndim == 2 and data.ndim == 3 and data.shape[2] == 1:
+        data = data[:, :, 0]
+    return data
+
+
+def preannotate(*, scan: Scan, generator: str, params: dict[str, Any] | None = None, user=None) -> Outcome:
+    """Run ``generator`` on ``scan`` and store its proposals (all or none)."""
+    params = dict(params or {})
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    warnings: list[str] = []
+    model_version = None
+    if generator.startswith("model:"):
+        regions, model_version, more = _model_regions(scan, generator.split(":", 1)[1], params, timings)
+        warnings += more
+    elif generator == "lungs":
+        regions, more = _lung_regions(scan, params)
+        warnings += more
+    elif generator == "pet-suv":
+        regions, more = _pet_regions(scan, params)
+        warnings += more
+    elif generator == "gaze":
+        return _gaze(scan, params, t0)
+    else:
+        raise PreannotateError(
+            f"generator: {generator!r} is not one of {', '.join(GENERATORS)}, model:<name>"
+        )
+    t1 = time.perf_counter()
+    stored = _store(scan, generator, params, regions, model_version)
+    timings["store"] = time.perf_counter() - t1
+    timings["total"] = time.perf_counter() - t0
+    return Outcome(proposals=stored, warnings=warnings, seconds=timings)
+
+
+def preannotate_start(*, scan: Scan, generator: str, params: dict | None = None, user=None) -> Job:
+    """The same as a Job on the ``gpu`` queue."""
+    from ml.tasks import preannotate as task
+
+    with transaction.atomic():
+        job = job_create(
+            project=scan.project,
+            kind="preannotate",
+            user=user,
+            params={"scan": scan.pk, "generator": generator, "params": params or {}},
+        )
+        job_dispatch(job=job, task=task)
+    return job
+
+
+def preannotate_job(*, job: Job) -> tuple[dict, dict, list[dict]]:
+    scan = Scan.objects.get(pk=job.params["scan"])
+    outcome = preannotate(scan=scan, generator=job.params["generator"], params=job.params.get("params"))
+    result = {
+        "proposals": [proposal_summary(p) for p in outcome.proposals],
+        "warnings": outcome.warnings,
+        "seconds": outcome.seconds,
+    }
+    return result, {"proposals": len(outcome.proposals)}, []
+
+
+def proposal_summary(p: RegionProposal) -> dict[str, Any]:
+    return {
+        "id": p.pk,
+        "label": p.label,
+        "code": p.code,
+        "source": p.source,
+        "volume_ml": p.volume_ml,
+        "pixels": p.pixels,
+        "box": p.box,
+        "confidence": p.confidence,
+        "entropy": p.entropy,
+        "model_version": p.model_version_id,
+    }
+
+
+def _model_regions(scan: Scan, name: str, params: dict, timings: dict) -> tuple[list[Region], Any, list[str]]:
+    from ml.services import model_version_latest
+
+    version = model_version_latest(project=scan.project, name=name)
+    spec = version.input_spec
+    if spec.get("modality") and scan.modality not in spec["modality"]:
+        raise PreannotateError(
+            f"modality: model {name} v{version.version} takes {', '.join(spec['modality'])}, "
+            f"the scan is {scan.modality}"
+        )
+    if int(spec.get("ndim", 3)) != scan.ndim:
+        raise PreannotateError(
+            f"ndim: model {name} takes {spec.get('ndim')}D input, the scan is {scan.ndim}D"
+        )
+    from ml.engine.devices import pick_device
+    from ml.engine.inference import predict
+    from ml.engine.loading import load_model
+    from ml.specs import InputSpec
+
+    t = time.perf_counter()
+    volume = scan_volume(scan)
+    timings["read"] = time.perf_counter() - t
+    device = params.get("device") or pick_device()
+    with storage_local_copy(version.weights.name) as local:
+        model = load_model(local, version.format, network=version.network, device=device)
+    try:
+        prediction = predict(
+            model,
+            volume,
+            [float(s) for s in scan.spacing],
+            InputSpec.from_dict(spec),
+            version.label_names,
+            device=device,
+            sw_batch_size=int(params.get("sw_batch_size", 4)),
+        )
+    except ModelError as exc:
+        raise PreannotateError(f"model: {exc}") from exc
+    timings["model"] = prediction.seconds_model
+    timings["preprocess_and_resample"] = prediction.seconds_total - prediction.seconds_model
+    regions = [
+        Region(label=r.name, mask=r.mask, code=r.name, confidence=r.confidence, entropy=r.entropy)
+        for r in prediction.labels
+    ]
+    return regions, version, prediction.warnings
+
+
+def _lung_regions(scan: Scan, params: dict) -> tuple[list[Region], list[str]]:
+    """Left and right lung of a CT (``ml.generators.lungs``); ``params`` may set any ``LungParams`` field."""
+    import dataclasses
+
+    from ml.generators.lungs import LungParams, lungs_segment
+
+    if scan.modality != "CT" or scan.ndim != 3:
+        raise PreannotateError(
+            f"modality: lungs needs a 3D CT, scan {scan.pk} is {scan.ndim}D {scan.modality}"
+        )
+    known = {f.name for f in dataclasses.fields(LungParams)}
+    if unknown := sorted(set(params) - known - {"device"}):
+        raise PreannotateError(f"params: {unknown[0]} is not a lungs parameter ({', '.join(sorted(known))})")
+    lung_params = LungParams(**{k: v for k, v in params.items() if k in known})
+    result = lungs_segment(
+        scan_volume(scan), spacing=tuple(float(s) for s in scan.spacing), affine=np.asarray(scan.affine),
+        params=lung_params,
+    )  # fmt: skip
+    regions = [Region(label=name, mask=mask, code=name) for name, mask in
+               (("left_lung", result.left), ("right_lung", result.right)) if mask.any()]  # fmt: skip
+    return regions, list(result.warnings)
+
+
+def _pet_regions(scan: Scan, params: dict) -> tuple[list[Region], list[str]]:
+    """A lesion per (SUVmax, slice) seed: ``params`` ``suvmax`` + ``slice``, else every ``suv`` finding
+    (present or uncertain) of the study's reports."""
+    from labeling.models import FindingProposal
+    from ml.generators.pet import pet_lesion_from_seed
+    from ml.generators.suv import SuvError, suvbw_factor
+
+    if scan.modality != "PT" or scan.ndim != 3:
+        raise PreannotateError(
+            f"modality: pet-suv needs a 3D PET scan (PT), scan {scan.pk} is {scan.ndim}D {scan.modality}"
+        )
+    try:
+        factor = suvbw_factor((scan.meta or {}).get("pet") or {})
+    except SuvError as exc:
+        raise PreannotateError(
+            f"{exc.field}: scan {scan.pk} has no usable SUV header ({exc.reason})"
+        ) from exc
+    seeds: list[tuple[float, int, str]] = []
+    if params.get("suvmax") is not None or params.get("slice") is not None:
+        try:
+            seeds.append((float(params["suvmax"]), int(params["slice"]), ""))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise PreannotateError("params: give both suvmax (a number) and slice (an integer)") from exc
+    else:
+        found = FindingProposal.objects.filter(
+            project=scan.project, report__study=scan.study, code="suv", assertion__in=["present", "uncertain"]
+        ).order_by("id")
+        for f in found:
+            seed = (float(f.extra["suvmax"]), int(f.extra["slice"]), f.phrase)
+            if all(seed[:2] != s[:2] for s in seeds):
+                seeds.append(seed)
+        if not seeds:
+            raise PreannotateError(
+                f"params: scan {scan.pk}'s study has no report sentence with one SUVmax and one slice "
+                "(run the rules labeler with the petct schema), and no suvmax/slice was given"
+            )
+    suv = scan_volume(scan) * factor
+    spacing = [float(v) for v in scan.spacing]
+    regions, warnings = [], []
+    for suvmax, slice_number, text in seeds:
+        mask, result = pet_lesion_from_seed(
+            suv, spacing, suvmax, slice_number, slice_from_end=bool(params.get("slice_from_end", True))
+        )
+        if not result.ok:
+            warnings.append(f"SUVmax {suvmax} slice {slice_number}: {result.outcome} ({result.reason})")
+            continue
+        regions.append(
+            Region(
+                label=f"SUVmax {suvmax:g}",
+                mask=mask,
+                code="suv",
+                text=text,
+                extra={
+                    "suvmax": suvmax,
+                    "slice": slice_number,
+                    "suvbw_factor": factor,
+                    "component_suvmax": result.suvmax,
+                    "thresholds": list(result.thresholds),
+                    "stopped": result.reason,
+                },
+            )
+        )
+    return regions, warnings
+
+
+def _gaze(scan: Scan, params: dict, t0: float) -> Outcome:
+    from labeling.gaze.service import gaze_label_one, gaze_run_get_or_create
+
+    recordings = list(scan.gaze_recordings.all())
+    if not recordings:
+        raise PreannotateError(f"scan: scan {scan.pk} has no gaze recording")
+    run = gaze_run_get_or_create(project=scan.project, params=params)
+    warnings = []
+    for recording in recordings:
+        result = gaze_label_one(run=run, recording=recording)
+        if result.status != "done":
+            warnings.append(f"recording {recording.external_id}: {result.status}: {result.error}")
+    proposals = list(RegionProposal.objects.filter(gaze_run=run, recording__in=recordings))
+    return Outcome(proposals=proposals, warnings=warnings, seconds={"total": time.perf_counter() - t0})
+
+
+def _mask_file(scan: Scan, mask: np.ndarray) -> bytes:
+    if mask.ndim == 2:
+        out = io.BytesIO()
+        Image.fromarray(mask.T).convert("1").save(out, format="PNG")  # rows = Y
+        return out.getvalue()
+    import nibabel as nib
+
+    image = nib.Nifti1Image(mask.astype(np.uint8), np.asarray(scan.affine, dtype=np.float64))
+    image.header.set_xyzt_units("mm")
+    return gzip.compress(image.to_bytes(), compresslevel=1)
+
+
+def _store(
+    scan: Scan, generator: str, params: dict, regions: list[Region], model_version
+) -> list[RegionProposal]:
+    voxel_ml = float(np.prod([float(s) for s in scan.spacing])) / 1000.0
+    source = "model" if generator.startswith("model:") else generator
+    out = []
+    with storage_all_or_nothing() as written, transaction.atomic():
+        for i, region in enumerate(regions):
+            pixels = int(region.mask.sum())
+            if pixels == 0:
+                continue
+            where = np.nonzero(region.mask)
+            box = [int(a.min()) for a in where] + [int(a.max()) + 1 for a in where]
+            suffix = ".png" if region.mask.ndim == 2 else ".nii.gz"
+            key = project_key(
+                scan.project,
+                "proposals",
+                f"scan-{scan.pk}",
+                f"{source}-{int(time.time() * 1000)}-{i}{suffix}",
+            )
+            stored = storage_save_bytes(key, _mask_file(scan, region.mask))
+            written.append(stored)
+            out.append(
+                RegionProposal.objects.create(
+                    project=scan.project,
+                    scan=scan,
+                    source=source,
+                    code=region.code,
+                    label=region.label,
+                    text=region.text,
+                    box=box,
+                    mask=stored,
+                    pixels=pixels,
+                    volume_ml=pixels * voxel_ml if region.mask.ndim == 3 else None,
+                    confidence=region.confidence,
+                    entropy=region.entropy,
+                    score=region.score,
+                    model_version=model_version,
+                    params={"generator": generator, **params, **region.extra},
+                )
+            )
+    return out

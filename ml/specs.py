@@ -1,0 +1,58 @@
+"""What a registered model takes and gives, checked without torch (the web tier imports this)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+DEFAULT_ROI = {2: [256, 256], 3: [96, 96, 96]}
+
+
+class ModelError(ValueError):
+    def __init__(self, file: str, field: str, reason: str):
+        self.file, self.field, self.reason = file, field, reason
+        super().__init__(f"{file} [{field}]: {reason}")
+
+
+@dataclass
+class InputSpec:
+    ndim: int
+    channels: int
+    roi_size: list[int]
+    modality: list[str]
+    spacing: list[float] | None
+    window: list[float] | None
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any], file: str = "input_spec") -> InputSpec:
+        ndim = int(raw.get("ndim", 3))
+        if ndim not in (2, 3):
+            raise ModelError(file, "ndim", f"must be 2 or 3, got {ndim}")
+        roi = [int(v) for v in raw.get("roi_size") or DEFAULT_ROI[ndim]]
+        if len(roi) != ndim or min(roi) < 1:
+            raise ModelError(file, "roi_size", f"needs {ndim} positive sizes, got {roi}")
+        spacing = raw.get("spacing")
+        if spacing is not None and (len(spacing) != ndim or min(float(s) for s in spacing) <= 0):
+            raise ModelError(file, "spacing", f"needs {ndim} positive values in mm, got {spacing}")
+        window = raw.get("window")
+        if window is not None and (len(window) != 2 or float(window[0]) >= float(window[1])):
+            raise ModelError(file, "window", f"needs [low, high] with low < high, got {window}")
+        channels = int(raw.get("channels", 1))
+        if channels < 1:
+            raise ModelError(file, "channels", f"must be at least 1, got {channels}")
+        return cls(
+            ndim=ndim, channels=channels, roi_size=roi, modality=[str(m) for m in raw.get("modality") or []],
+            spacing=[float(s) for s in spacing] if spacing is not None else None,
+            window=[float(w) for w in window] if window is not None else None,
+        )  # fmt: skip
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def check_label_names(names: Any, file: str = "label_names") -> list[str]:
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) and n.strip() for n in names):
+        raise ModelError(file, "label_names", "a non-empty list of names, one per output channel")
+    if len(set(names)) != len(names):
+        raise ModelError(file, "label_names", "names must be distinct")
+    return [n.strip() for n in names]

@@ -1,0 +1,19 @@
+"""Celery adapters for model jobs (routed to the ``gpu`` queue by their ``ml.*`` names)."""
+
+from celery import shared_task
+
+from core.jobs import job_run
+
+
+@shared_task(name="ml.validate_model", acks_late=True, max_retries=0)
+def validate_model(*, job_id: int) -> None:
+    from ml.services import model_validate_job
+
+    job_run(job_id=job_id, body=lambda job: model_validate_job(job=job))
+
+
+@shared_task(name="ml.preannotate", acks_late=True, max_retries=0)
+def preannotate(*, job_id: int) -> None:
+    from ml.preannotate import preannotate_job
+
+    job_run(job_id=job_id, body=lambda job: preannotate_job(job=job))
