@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from django.core.files.storage import default_storage
 from django.db import transaction
 from PIL import Image
 
@@ -65,8 +66,12 @@ def scan_volume(scan: Scan) -> np.ndarray:
     return data
 
 
-def preannotate(*, scan: Scan, generator: str, params: dict[str, Any] | None = None, user=None) -> Outcome:
-    """Run ``generator`` on ``scan`` and store its proposals (all or none)."""
+def preannotate(
+    *, scan: Scan, generator: str, params: dict[str, Any] | None = None, user=None, job_id: int | None = None
+) -> Outcome:
+    """Run ``generator`` on ``scan`` and store its proposals (all or none). With ``job_id`` (a job that a
+    crashed worker left to run again) the proposals an earlier attempt of that job stored are replaced, so
+    a re-run leaves no duplicates."""
     params = dict(params or {})
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -88,7 +93,7 @@ def preannotate(*, scan: Scan, generator: str, params: dict[str, Any] | None = N
             f"generator: {generator!r} is not one of {', '.join(GENERATORS)}, model:<name>"
         )
     t1 = time.perf_counter()
-    stored = _store(scan, generator, params, regions, model_version)
+    stored = _store(scan, generator, params, regions, model_version, job_id)
     timings["store"] = time.perf_counter() - t1
     timings["total"] = time.perf_counter() - t0
     return Outcome(proposals=stored, warnings=warnings, seconds=timings)
@@ -111,7 +116,9 @@ def preannotate_start(*, scan: Scan, generator: str, params: dict | None = None,
 
 def preannotate_job(*, job: Job) -> tuple[dict, dict, list[dict]]:
     scan = Scan.objects.get(pk=job.params["scan"])
-    outcome = preannotate(scan=scan, generator=job.params["generator"], params=job.params.get("params"))
+    outcome = preannotate(
+        scan=scan, generator=job.params["generator"], params=job.params.get("params"), job_id=job.pk
+    )
     result = {
         "proposals": [proposal_summary(p) for p in outcome.proposals],
         "warnings": outcome.warnings,
@@ -298,12 +305,17 @@ def _mask_file(scan: Scan, mask: np.ndarray) -> bytes:
 
 
 def _store(
-    scan: Scan, generator: str, params: dict, regions: list[Region], model_version
+    scan: Scan, generator: str, params: dict, regions: list[Region], model_version, job_id: int | None
 ) -> list[RegionProposal]:
     voxel_ml = float(np.prod([float(s) for s in scan.spacing])) / 1000.0
     source = "model" if generator.startswith("model:") else generator
     out = []
     with storage_all_or_nothing() as written, transaction.atomic():
+        if job_id is not None:
+            earlier = RegionProposal.objects.filter(scan=scan, params__job=job_id)
+            keys = [p.mask.name for p in earlier]
+            earlier.delete()
+            transaction.on_commit(lambda: [default_storage.delete(k) for k in keys])
         for i, region in enumerate(regions):
             pixels = int(region.mask.sum())
             if pixels == 0:
@@ -335,7 +347,12 @@ def _store(
                     entropy=region.entropy,
                     score=region.score,
                     model_version=model_version,
-                    params={"generator": generator, **params, **region.extra},
+                    params={
+                        "generator": generator,
+                        **params,
+                        **region.extra,
+                        **({"job": job_id} if job_id else {}),
+                    },
                 )
             )
     return out

@@ -173,3 +173,58 @@ def test_cli_register_and_preannotate_json(project, ct_scan, tmp_path, capsys):
             "--labels",
             "a,b,c",
         )
+
+
+def test_a_job_run_again_after_a_crash_leaves_no_duplicates(project, ct_scan, tmp_path):
+    from core.models import Job
+    from ml.preannotate import preannotate_job
+
+    model_version_register(
+        project=project,
+        path=_scripted(tmp_path),
+        fmt="torchscript",
+        name="soft",
+        input_spec=SPEC,
+        label_names=["background", "soft_tissue"],
+    )
+    job = Job.objects.create(
+        project=project,
+        kind="preannotate",
+        params={"scan": ct_scan.pk, "generator": "model:soft", "params": {}},
+    )
+    first = preannotate_job(job=job)[0]["proposals"]
+    second = preannotate_job(job=job)[0]["proposals"]  # the broker delivered the job again
+    assert len(first) == len(second) == 1 and RegionProposal.objects.filter(scan=ct_scan).count() == 1
+    assert RegionProposal.objects.get().params["job"] == job.pk
+
+
+def test_out_of_gpu_memory_falls_back_and_says_so(monkeypatch):
+    """No GPU here: the out-of-memory error a CUDA device raises is simulated (the only mock in this file);
+    the fallback path itself runs for real on the CPU."""
+    from ml.engine import inference
+    from ml.specs import InputSpec
+
+    real = inference._infer
+    calls = []
+
+    def flaky(model, x, spec, device, sw_device, sw_batch_size, overlap):
+        calls.append((device, sw_device, sw_batch_size))
+        if len(calls) < 3:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(model, x, spec, "cpu", "cpu", sw_batch_size, overlap)
+
+    monkeypatch.setattr(inference, "_infer", flaky)
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
+    volume = np.full((20, 20, 10), 100.0, dtype=np.float32)
+    out = inference.predict(
+        Soft(),
+        volume,
+        [1.0, 1.0, 1.0],
+        InputSpec.from_dict(SPEC),
+        ["background", "soft"],
+        device="cuda",
+        sw_batch_size=4,
+    )
+    assert [c[1:] for c in calls] == [("cuda", 4), ("cpu", 1), ("cpu", 4)]
+    assert out.device == "cpu" and len(out.warnings) == 2 and "ran on the CPU" in out.warnings[1]
+    assert out.labels and out.labels[0].mask.all()
