@@ -66,3 +66,37 @@ class ModelVersion(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} v{self.version} ({self.status})"
+
+
+class TrainingRun(models.Model):
+    """Training a new version from a frozen snapshot of labelled cases.
+
+    ``examples``: ``[{"proposal", "scan", "patient", "label", "mask", "sha256"}]`` fixed when the run is
+    created (later edits do not change it); ``split``: scan ids ``{"train": [...], "val": [...]}`` by
+    patient; ``checkpoint``: the last saved state (the run resumes from it); ``metrics``: validation Dice
+    of the new weights and of the parent on the same cases; ``result``: the new version, made only when
+    it beats the parent."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="training_runs")
+    parent = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="training_runs")
+    name = models.CharField(max_length=64)  # the model name the new version gets
+    params = models.JSONField(default=dict, blank=True)
+    examples = models.JSONField(default=list)
+    split = models.JSONField(default=dict)
+    status = models.CharField(max_length=16, default="pending")
+    step = models.PositiveIntegerField(default=0)
+    checkpoint = models.FileField(max_length=512, blank=True)
+    metrics = models.JSONField(default=dict, blank=True)
+    error = models.TextField(blank=True)
+    result = models.ForeignKey(
+        ModelVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    job = models.ForeignKey(Job, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]

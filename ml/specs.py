@@ -56,3 +56,33 @@ def check_label_names(names: Any, file: str = "label_names") -> list[str]:
     if len(set(names)) != len(names):
         raise ModelError(file, "label_names", "names must be distinct")
     return [n.strip() for n in names]
+
+
+@dataclass
+class TrainParams:
+    steps: int = 200
+    batch_size: int = 2
+    learning_rate: float = 1e-3
+    checkpoint_every: int = 20
+    foreground_fraction: float = 0.5
+    seed: int = 0
+    val_fraction: float = 0.2  # share of patients held out for validation
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any] | None) -> TrainParams:
+        raw = dict(raw or {})
+        known = set(cls.__dataclass_fields__)
+        if unknown := sorted(set(raw) - known):
+            raise ValueError(f"{unknown[0]}: unknown training parameter (known: {', '.join(sorted(known))})")
+        params = cls(**raw)
+        for name in ("steps", "batch_size", "checkpoint_every"):
+            if int(getattr(params, name)) < 1:
+                raise ValueError(f"{name}: must be at least 1")
+        if not 0 < params.learning_rate < 1:
+            raise ValueError("learning_rate: must be between 0 and 1")
+        if not 0 < params.val_fraction < 1:
+            raise ValueError("val_fraction: must be between 0 and 1")
+        return params
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)

@@ -17,3 +17,11 @@ def preannotate(*, job_id: int) -> None:
     from ml.preannotate import preannotate_job
 
     job_run(job_id=job_id, body=lambda job: preannotate_job(job=job))
+
+
+@shared_task(name="ml.train_model", acks_late=True, max_retries=0)
+def train_model(*, job_id: int) -> None:
+    """A training run; delivered again after a crash, it resumes from the run's last checkpoint."""
+    from ml.training import training_job
+
+    job_run(job_id=job_id, body=lambda job: training_job(job=job))

@@ -14,7 +14,7 @@ from rest_framework.views import APIView
 from core.jobs import BrokerUnavailable
 from core.models import Role
 from core.selectors import project_get_for_user, projects_for_user, user_has_role
-from ml.models import ModelFormat, ModelTask, ModelVersion
+from ml.models import ModelFormat, ModelTask, ModelVersion, TrainingRun
 from ml.specs import ModelError
 from studies.selectors import scan_get_for_user
 
@@ -157,3 +157,75 @@ class ScanPreannotate(APIView):
         except BrokerUnavailable as exc:
             return Response({"detail": str(exc)}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
         return Response({"job_id": job.pk}, status=status.HTTP_202_ACCEPTED)
+
+
+class TrainingRunIn(serializers.Serializer):
+    model = serializers.CharField(help_text="model name: its newest ready version is the parent")
+    proposal_ids = serializers.ListField(child=serializers.IntegerField(min_value=1))
+    params = serializers.DictField(required=False, default=dict)
+
+
+class TrainingRunOut(serializers.ModelSerializer):
+    class Meta:
+        model = TrainingRun
+        fields = [
+            "id",
+            "name",
+            "parent_id",
+            "params",
+            "split",
+            "status",
+            "step",
+            "metrics",
+            "error",
+            "result_id",
+            "job_id",
+            "created_at",
+            "finished_at",
+        ]
+
+
+class ProjectTrainingRuns(APIView):
+    """POST: train a new version of ``model`` from region proposals (a frozen snapshot, split by patient) as
+    a job on the ``gpu`` queue; 202 with the run. Managers and researchers."""
+
+    @extend_schema(request=TrainingRunIn, responses={202: TrainingRunOut})
+    def post(self, request, slug: str):
+        from ml.services import model_version_latest
+        from ml.training import TrainingError, training_run_create, training_run_start
+
+        project = project_get_for_user(request.user, slug)
+        if not user_has_role(request.user, project, WRITERS):
+            raise PermissionDenied("Only managers and researchers of this project may train models.")
+        data = TrainingRunIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        v = data.validated_data
+        try:
+            parent = model_version_latest(project=project, name=v["model"])
+            run = training_run_create(
+                parent=parent, proposal_ids=v["proposal_ids"], params=v["params"], user=request.user
+            )
+            training_run_start(run=run, user=request.user)
+        except ModelError as exc:
+            raise ValidationError({"model": str(exc)}) from exc
+        except TrainingError as exc:
+            field = str(exc).split(":")[0]
+            raise ValidationError({field: str(exc)}) from exc
+        except BrokerUnavailable as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
+        run.refresh_from_db()
+        return Response(TrainingRunOut(run).data, status=status.HTTP_202_ACCEPTED)
+
+
+class TrainingRunDetail(generics.RetrieveAPIView):
+    serializer_class = TrainingRunOut
+
+    def get_object(self):
+        found = TrainingRun.objects.filter(
+            project__in=projects_for_user(self.request.user), pk=self.kwargs["pk"]
+        ).first()
+        if found is None:
+            from django.http import Http404
+
+            raise Http404("No such training run.")
+        return found

@@ -1,0 +1,242 @@
+"""Training runs: a frozen snapshot of labelled cases, a patient-level split, training on the ``gpu``
+queue with checkpoints (a killed worker's run resumes from the last one), validation Dice, and a new
+model version only when it beats its parent on the same validation cases.
+
+Labelled cases are region proposals chosen by id (the masks people have accepted, once review exists,
+are the intended source: ``examples`` keep the mask file and its sha256, whatever produced it).
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from django.core.files.storage import default_storage
+from django.db import transaction
+from django.utils import timezone
+from PIL import Image
+
+from core.jobs import job_create, job_dispatch
+from core.models import Job, JobStatus, Project
+from core.storage import project_key, storage_save_bytes
+from labeling.models import RegionProposal
+from ml.models import ModelFormat, ModelStatus, ModelVersion, TrainingRun
+from ml.specs import TrainParams
+from studies.models import Scan
+
+
+class TrainingError(ValueError):
+    """The run cannot be made or trained; the message starts with the field."""
+
+
+def _patient_split(patients: list[int], fraction: float, seed: int) -> set[int]:
+    """Validation patients: a stable ``fraction`` (at least one) chosen by a seeded hash."""
+    ranked = sorted(set(patients), key=lambda p: hashlib.sha256(f"{seed}:{p}".encode()).hexdigest())
+    n_val = max(1, round(len(ranked) * fraction))
+    return set(ranked[:n_val])
+
+
+def training_run_create(
+    *, parent: ModelVersion, proposal_ids: list[int], name: str = "", params: dict | None = None, user=None
+) -> TrainingRun:
+    """Freeze the cases (the proposals' masks, hashed) and split them by patient."""
+    project: Project = parent.project
+    try:
+        checked = TrainParams.from_dict(params)
+    except (TypeError, ValueError) as exc:
+        raise TrainingError(f"params: {exc}") from exc
+    if parent.status != ModelStatus.READY:
+        raise TrainingError(f"parent: {parent} is not ready ({parent.status})")
+    if parent.format != ModelFormat.STATE_DICT:
+        raise TrainingError(
+            f"parent: training continues from a state dict with a network spec, not {parent.format}"
+        )
+    proposals = list(
+        RegionProposal.objects.filter(project=project, pk__in=proposal_ids).select_related("scan__study")
+    )
+    if missing := sorted(set(proposal_ids) - {p.pk for p in proposals}):
+        raise TrainingError(f"proposal_ids: not region proposals of {project.slug}: {missing[:20]}")
+    examples = []
+    for p in proposals:
+        label = p.label or p.code
+        if label not in parent.label_names[1:]:
+            raise TrainingError(
+                f"proposal_ids: #{p.pk} is labelled {label!r}; the model's labels are "
+                f"{parent.label_names[1:]}"
+            )
+        if p.scan is None:
+            raise TrainingError(f"proposal_ids: #{p.pk} belongs to no scan")
+        with default_storage.open(p.mask.name, "rb") as fh:
+            digest = hashlib.sha256(fh.read()).hexdigest()
+        examples.append(
+            {
+                "proposal": p.pk,
+                "scan": p.scan_id,
+                "patient": p.scan.study.patient_id,
+                "label": label,
+                "mask": p.mask.name,
+                "sha256": digest,
+            }
+        )
+    patients = [e["patient"] for e in examples]
+    if len(set(patients)) < 2:
+        raise TrainingError(
+            "proposal_ids: cases of at least 2 patients are needed for a patient-level validation split"
+        )
+    val_patients = _patient_split(patients, checked.val_fraction, checked.seed)
+    split = {
+        "train": sorted({e["scan"] for e in examples if e["patient"] not in val_patients}),
+        "val": sorted({e["scan"] for e in examples if e["patient"] in val_patients}),
+    }
+    return TrainingRun.objects.create(
+        project=project,
+        parent=parent,
+        name=name or parent.name,
+        params=checked.as_dict(),
+        examples=examples,
+        split=split,
+        created_by=user,
+    )
+
+
+def training_run_start(*, run: TrainingRun, user=None) -> Job:
+    from ml.tasks import train_model
+
+    with transaction.atomic():
+        job = job_create(project=run.project, kind="training", user=user, params={"training_run": run.pk})
+        TrainingRun.objects.filter(pk=run.pk).update(job=job, status=JobStatus.PENDING)
+        job_dispatch(job=job, task=train_model)
+    return job
+
+
+def _mask_array(key: str, expected_sha: str) -> np.ndarray:
+    with default_storage.open(key, "rb") as fh:
+        data = fh.read()
+    if hashlib.sha256(data).hexdigest() != expected_sha:
+        raise TrainingError(f"examples: the mask {key} changed after the run was created")
+    if key.endswith(".png"):
+        return np.asarray(Image.open(io.BytesIO(data)).convert("L")).T > 0
+    import nibabel as nib
+
+    return np.asarray(nib.Nifti1Image.from_bytes(gzip.decompress(data)).dataobj) > 0
+
+
+def _cases(run: TrainingRun, scan_ids: list[int]):
+    """Preprocessed images and label maps on the model's grid (labels resampled nearest)."""
+    import torch
+
+    from ml.engine.inference import preprocess
+    from ml.engine.training import Case
+    from ml.preannotate import scan_volume
+    from ml.specs import InputSpec
+
+    spec = InputSpec.from_dict(run.parent.input_spec)
+    names = run.parent.label_names
+    out = []
+    for scan in Scan.objects.filter(pk__in=scan_ids).order_by("pk"):
+        volume = scan_volume(scan)
+        labels = np.zeros(volume.shape[: spec.ndim], dtype=np.int64)
+        for e in run.examples:
+            if e["scan"] == scan.pk:
+                labels[_mask_array(e["mask"], e["sha256"])] = names.index(e["label"])
+        image, _ = preprocess(volume, [float(s) for s in scan.spacing], spec)
+        target = torch.from_numpy(labels)[None, None].float()
+        if tuple(image.shape[2:]) != tuple(labels.shape):
+            target = torch.nn.functional.interpolate(target, size=tuple(image.shape[2:]), mode="nearest")
+        out.append(Case(image=image[0], label=target[0, 0].long()))
+    return out
+
+
+def training_run_execute(*, run: TrainingRun, device: str | None = None, on_step=None) -> TrainingRun:
+    """Train (resuming from the run's checkpoint), validate, and register a better version."""
+    import torch
+
+    from ml.engine.devices import pick_device
+    from ml.engine.loading import load_model
+    from ml.engine.training import dice_score, train
+    from ml.services import model_version_register
+
+    device = device or pick_device()
+    TrainingRun.objects.filter(pk=run.pk).update(status=JobStatus.RUNNING, error="")
+    params = TrainParams.from_dict(run.params)
+    roi = run.parent.input_spec["roi_size"]
+    train_cases, val_cases = _cases(run, run.split["train"]), _cases(run, run.split["val"])
+    from core.storage import storage_local_copy
+
+    with storage_local_copy(run.parent.weights.name) as local:
+        model = load_model(local, run.parent.format, network=run.parent.network, device=device)
+    metrics = dict(run.metrics)
+    if "parent_val_dice" not in metrics:
+        metrics["parent_val_dice"] = dice_score(model, val_cases, roi, device=device)
+        TrainingRun.objects.filter(pk=run.pk).update(metrics=metrics)
+    resume = None
+    if run.checkpoint:
+        with default_storage.open(run.checkpoint.name, "rb") as fh:
+            resume = torch.load(io.BytesIO(fh.read()), map_location="cpu", weights_only=False)
+    key = project_key(run.project, "training", f"run-{run.pk}", "checkpoint.pt")
+
+    def save(state) -> None:
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        old = TrainingRun.objects.get(pk=run.pk).checkpoint.name
+        stored = storage_save_bytes(key, buffer.getvalue())
+        TrainingRun.objects.filter(pk=run.pk).update(checkpoint=stored, step=state["step"])
+        if old and old != stored:
+            default_storage.delete(old)
+
+    result = train(
+        model,
+        train_cases,
+        roi,
+        len(run.parent.label_names),
+        params,
+        save=save,
+        resume=resume,
+        device=device,
+        on_step=on_step,
+    )
+    metrics.update(
+        val_dice=dice_score(model, val_cases, roi, device=device),
+        steps=result.steps_done,
+        resumed_from=result.resumed_from,
+        patches_per_second=result.patches_per_second,
+        train_cases=len(train_cases),
+        val_cases=len(val_cases),
+    )
+    new_version = None
+    if metrics["val_dice"] > metrics["parent_val_dice"]:
+        with tempfile.TemporaryDirectory(prefix="trained-") as tmp:
+            path = Path(tmp) / "model.pt"
+            torch.save({k: v.cpu() for k, v in model.state_dict().items()}, path)
+            new_version = model_version_register(
+                project=run.project,
+                path=path,
+                fmt=ModelFormat.STATE_DICT,
+                name=run.name,
+                task=run.parent.task,
+                input_spec=run.parent.input_spec,
+                label_names=run.parent.label_names,
+                network=run.parent.network,
+                parent=run.parent,
+                metrics={"val_dice": metrics["val_dice"], "training_run": run.pk},
+            )
+    TrainingRun.objects.filter(pk=run.pk).update(
+        status=JobStatus.SUCCEEDED, metrics=metrics, result=new_version, finished_at=timezone.now()
+    )
+    run.refresh_from_db()
+    return run
+
+
+def training_job(*, job: Job) -> tuple[dict[str, Any], dict, list[dict]]:
+    run = TrainingRun.objects.get(pk=job.params["training_run"])
+    try:
+        run = training_run_execute(run=run)
+    except Exception as exc:
+        TrainingRun.objects.filter(pk=run.pk).update(status=JobStatus.FAILED, error=str(exc)[:2000])
+        raise
+    return {"training_run": run.pk, "metrics": run.metrics, "model_version": run.result_id}, {}, []
