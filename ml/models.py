@@ -100,3 +100,24 @@ class TrainingRun(models.Model):
 
     class Meta:
         ordering = ["-id"]
+
+
+class CaseScore(models.Model):
+    """An active-learning score of a scan under a model version and strategy (higher: annotate first)."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    scan = models.ForeignKey("studies.Scan", on_delete=models.CASCADE, related_name="case_scores")
+    model_version = models.ForeignKey(
+        ModelVersion, null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    strategy = models.CharField(max_length=32)
+    score = models.FloatField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-score", "scan_id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["scan", "model_version", "strategy"], name="one_score_per_strategy"
+            )
+        ]

@@ -25,3 +25,11 @@ def train_model(*, job_id: int) -> None:
     from ml.training import training_job
 
     job_run(job_id=job_id, body=lambda job: training_job(job=job))
+
+
+@shared_task(name="ml.score_cases", acks_late=True, max_retries=0)
+def score_cases(*, job_id: int) -> None:
+    """Active-learning scores of a project's unlabelled scans."""
+    from ml.active_learning import scores_job
+
+    job_run(job_id=job_id, body=lambda job: scores_job(job=job))

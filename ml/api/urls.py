@@ -12,4 +12,7 @@ urlpatterns = [
         name="project-training-runs",
     ),
     path("training-runs/<int:pk>/", views.TrainingRunDetail.as_view(), name="training-run-detail"),
+    path(
+        "projects/<slug:slug>/active-learning/", views.ProjectActiveLearning.as_view(), name="active-learning"
+    ),
 ]

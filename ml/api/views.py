@@ -229,3 +229,74 @@ class TrainingRunDetail(generics.RetrieveAPIView):
 
             raise Http404("No such training run.")
         return found
+
+
+class ActiveLearningIn(serializers.Serializer):
+    strategy = serializers.CharField(help_text="random, foreground_aware_random, predictive_entropy, bald")
+    model = serializers.CharField(required=False, help_text="model name (its newest ready version)")
+    params = serializers.DictField(required=False, default=dict)
+
+
+class ProjectActiveLearning(APIView):
+    """GET ``?strategy=&model=&seed=``: the project's unlabelled scans, best to annotate first, with their
+    scores. POST: compute the scores as a job on the ``gpu`` queue (202)."""
+
+    def _version(self, project, name):
+        if not name:
+            return None
+        from ml.services import model_version_latest
+
+        try:
+            return model_version_latest(project=project, name=name)
+        except ModelError as exc:
+            raise ValidationError({"model": str(exc)}) from exc
+
+    def get(self, request, slug: str):
+        from ml.active_learning import ActiveLearningError, ranked
+
+        project = project_get_for_user(request.user, slug)
+        q = request.query_params
+        try:
+            rows = ranked(
+                project=project,
+                strategy=q.get("strategy", "predictive_entropy"),
+                version=self._version(project, q.get("model")),
+                seed=int(q.get("seed", 0)),
+            )
+        except ActiveLearningError as exc:
+            raise ValidationError({str(exc).split(":")[0]: str(exc)}) from exc
+        return Response(
+            [
+                {
+                    "scan_id": r.scan_id,
+                    "score": r.score,
+                    "strategy": r.strategy,
+                    "model_version_id": r.model_version_id,
+                }
+                for r in rows
+            ]
+        )
+
+    @extend_schema(request=ActiveLearningIn)
+    def post(self, request, slug: str):
+        from ml.active_learning import ActiveLearningError, scores_start
+
+        project = project_get_for_user(request.user, slug)
+        if not user_has_role(request.user, project, WRITERS):
+            raise PermissionDenied("Only managers and researchers of this project may score cases.")
+        data = ActiveLearningIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        v = data.validated_data
+        try:
+            job = scores_start(
+                project=project,
+                strategy=v["strategy"],
+                version=self._version(project, v.get("model")),
+                params=v["params"],
+                user=request.user,
+            )
+        except ActiveLearningError as exc:
+            raise ValidationError({str(exc).split(":")[0]: str(exc)}) from exc
+        except BrokerUnavailable as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
+        return Response({"job_id": job.pk}, status=status.HTTP_202_ACCEPTED)
