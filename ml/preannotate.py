@@ -167,25 +167,70 @@ def _model_regions(scan: Scan, name: str, params: dict, timings: dict) -> tuple[
     device = params.get("device") or pick_device()
     with storage_local_copy(version.weights.name) as local:
         model = load_model(local, version.format, network=version.network, device=device)
-    try:
-        prediction = predict(
-            model,
-            volume,
-            [float(s) for s in scan.spacing],
-            InputSpec.from_dict(spec),
-            version.label_names,
-            device=device,
-            sw_batch_size=int(params.get("sw_batch_size", 4)),
+    kwargs = {"device": device, "sw_batch_size": int(params.get("sw_batch_size", 4))}
+    texts: list[tuple[str, str]] = [("", "")]  # (label, sentence); one pass without text
+    if version.task == "grounding":
+        texts = _grounding_texts(scan, params)
+        from ml.engine.text import sentence_encoder
+
+        embeddings = sentence_encoder(device).encode([t for _, t in texts])
+    regions, warnings = [], []
+    timings["model"] = timings["preprocess_and_resample"] = 0.0
+    for i, (label, text) in enumerate(texts):
+        if text:
+            kwargs["text_embedding"] = embeddings[i]
+        try:
+            prediction = predict(
+                model,
+                volume,
+                [float(s) for s in scan.spacing],
+                InputSpec.from_dict(spec),
+                version.label_names,
+                **kwargs,
+            )
+        except ModelError as exc:
+            raise PreannotateError(f"model: {exc}") from exc
+        timings["model"] += prediction.seconds_model
+        timings["preprocess_and_resample"] += prediction.seconds_total - prediction.seconds_model
+        warnings += prediction.warnings
+        regions += [
+            Region(
+                label=label or r.name,
+                mask=r.mask,
+                code=label or r.name,
+                text=text,
+                confidence=r.confidence,
+                entropy=r.entropy,
+            )
+            for r in prediction.labels
+        ]
+    return regions, version, warnings
+
+
+def _grounding_texts(scan: Scan, params: dict) -> list[tuple[str, str]]:
+    """(label, sentence) pairs a grounding model proposes a mask for: ``params["text"]`` (one sentence or a
+    list), else the sentence of every present finding of the study's reports."""
+    from labeling.models import FindingProposal
+
+    given = params.get("text")
+    if given:
+        sentences = [given] if isinstance(given, str) else list(given)
+        return [("finding", str(t)) for t in sentences]
+    found = FindingProposal.objects.filter(
+        project=scan.project, report__study=scan.study, assertion="present"
+    )
+    out, seen = [], set()
+    for f in found.select_related("report").order_by("id"):
+        sentence = (getattr(f.report, f.section, "") or "")[f.start : f.end] or f.phrase
+        if (f.code, sentence) not in seen:
+            seen.add((f.code, sentence))
+            out.append((f.code, sentence))
+    if not out:
+        raise PreannotateError(
+            f"params: scan {scan.pk}'s study has no present finding to ground (label its reports), "
+            "and no text was given"
         )
-    except ModelError as exc:
-        raise PreannotateError(f"model: {exc}") from exc
-    timings["model"] = prediction.seconds_model
-    timings["preprocess_and_resample"] = prediction.seconds_total - prediction.seconds_model
-    regions = [
-        Region(label=r.name, mask=r.mask, code=r.name, confidence=r.confidence, entropy=r.entropy)
-        for r in prediction.labels
-    ]
-    return regions, version, prediction.warnings
+    return out
 
 
 def _lung_regions(scan: Scan, params: dict) -> tuple[list[Region], list[str]]:
@@ -203,11 +248,16 @@ def _lung_regions(scan: Scan, params: dict) -> tuple[list[Region], list[str]]:
         raise PreannotateError(f"params: {unknown[0]} is not a lungs parameter ({', '.join(sorted(known))})")
     lung_params = LungParams(**{k: v for k, v in params.items() if k in known})
     result = lungs_segment(
-        scan_volume(scan), spacing=tuple(float(s) for s in scan.spacing), affine=np.asarray(scan.affine),
+        scan_volume(scan),
+        spacing=tuple(float(s) for s in scan.spacing),
+        affine=np.asarray(scan.affine),
         params=lung_params,
-    )  # fmt: skip
-    regions = [Region(label=name, mask=mask, code=name) for name, mask in
-               (("left_lung", result.left), ("right_lung", result.right)) if mask.any()]  # fmt: skip
+    )
+    regions = [
+        Region(label=name, mask=mask, code=name)
+        for name, mask in (("left_lung", result.left), ("right_lung", result.right))
+        if mask.any()
+    ]
     return regions, list(result.warnings)
 
 

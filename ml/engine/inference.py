@@ -69,9 +69,13 @@ def predict(
     device: str = "cpu",
     sw_batch_size: int = 4,
     overlap: float = 0.25,
+    text_embedding: torch.Tensor | None = None,
 ) -> Prediction:
     """Labels of ``volume`` (see the module docstring). ``label_names[i]`` names output channel i; a
-    ``background`` channel gives no label. Raises ``ModelError`` when the model outputs NaN."""
+    ``background`` channel gives no label. ``text_embedding`` ``(text_dim,)``: the sentence a
+    text-conditioned model grounds. Raises ``ModelError`` when the model outputs NaN."""
+    if text_embedding is not None:
+        model = _WithText(model, text_embedding)
     started = time.perf_counter()
     x, shape = preprocess(volume, spacing, spec)
     warnings: list[str] = []
@@ -100,6 +104,18 @@ def predict(
     labels = _labels(probs[0], label_names)
     return Prediction(labels=labels, device=device, seconds_model=seconds_model,
                       seconds_total=time.perf_counter() - started, warnings=warnings)  # fmt: skip
+
+
+class _WithText(torch.nn.Module):
+    """A text-conditioned model with its sentence fixed, for sliding-window inference."""
+
+    def __init__(self, model: torch.nn.Module, embedding: torch.Tensor):
+        super().__init__()
+        self.model, self.embedding = model, embedding.reshape(1, -1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        text = self.embedding.to(device=x.device, dtype=x.dtype).expand(x.shape[0], -1)
+        return self.model(x, text)
 
 
 def _infer(model, x, spec, device, sw_device, sw_batch_size, overlap) -> torch.Tensor:

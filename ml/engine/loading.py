@@ -21,8 +21,13 @@ from ml.specs import InputSpec, ModelError
 
 
 def network_from_spec(spec: dict[str, Any], file: str = "network") -> torch.nn.Module:
-    """A ``monai.networks.nets`` network from ``{"name", "args"}``."""
+    """A ``monai.networks.nets`` network from ``{"name", "args"}``, or the platform's text-conditioned
+    ``TextConditionedUNet`` (``ml.engine.grounding``)."""
     name = spec.get("name") if isinstance(spec, dict) else None
+    if name == "TextConditionedUNet":
+        from ml.engine.grounding import grounding_from_spec
+
+        return grounding_from_spec(spec, file)
     cls = getattr(nets, str(name), None) if name else None
     if cls is None or not isinstance(cls, type) or not issubclass(cls, torch.nn.Module):
         raise ModelError(file, "network.name", f"{name!r} is not a network of monai.networks.nets")
@@ -115,9 +120,13 @@ def check_forward(model: torch.nn.Module, spec: InputSpec, label_names: list[str
     finite, spatial shape that of the input."""
     x = torch.zeros((1, spec.channels, *spec.roi_size))
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    text_dim = getattr(model, "text_dim", None)  # a text-conditioned model also takes a sentence embedding
     try:
         with torch.no_grad():
-            out = model(x.to(device))
+            if text_dim:
+                out = model(x.to(device), torch.zeros((1, text_dim), device=device))
+            else:
+                out = model(x.to(device))
     except Exception as exc:
         raise ModelError(file, "input_spec", f"forward pass on {tuple(x.shape)} failed: {exc}") from exc
     if isinstance(out, (list, tuple)):

@@ -228,3 +228,50 @@ def test_out_of_gpu_memory_falls_back_and_says_so(monkeypatch):
     assert [c[1:] for c in calls] == [("cuda", 4), ("cpu", 1), ("cpu", 4)]
     assert out.device == "cpu" and len(out.warnings) == 2 and "ran on the CPU" in out.warnings[1]
     assert out.labels and out.labels[0].mask.all()
+
+
+def test_text_conditioned_grounding_model_proposes_per_finding_sentence(project, ct_scan, tmp_path):
+    """The registry takes the platform's TextConditionedUNet as a state dict; pre-annotation grounds each
+    present finding sentence of the study's report (or the text given). Untrained weights: the test checks
+    the path (shapes, labels, texts), not the quality."""
+    from labeling.services import label_run_execute, label_run_get_or_create
+    from ml.engine.grounding import grounding_from_spec
+    from studies.models import Report
+
+    network = {
+        "name": "TextConditionedUNet",
+        "args": {"spatial_dims": 3, "in_channels": 1, "out_channels": 1, "channels": [4, 8], "strides": [2]},
+    }
+    torch.manual_seed(0)
+    path = tmp_path / "grounding.pt"
+    torch.save(grounding_from_spec(network).state_dict(), path)
+    version = model_version_register(
+        project=project,
+        path=path,
+        fmt="state-dict",
+        name="ground",
+        task="grounding",
+        input_spec={**SPEC, "roi_size": [32, 32, 16]},
+        label_names=["finding"],
+        network=network,
+    )
+    version.refresh_from_db()
+    assert version.status == "ready", version.error
+    with pytest.raises(PreannotateError, match="^params: .* no present finding to ground"):
+        preannotate(scan=ct_scan, generator="model:ground")
+    Report.objects.create(
+        project=project,
+        study=ct_scan.study,
+        external_id="r",
+        source="text",
+        raw_text="x",
+        checksum="1",
+        findings="There is a 14 mm nodule in the right upper lobe. No effusion.",
+    )
+    label_run_execute(run=label_run_get_or_create(project=project, labeler="rules"))
+    outcome = preannotate(scan=ct_scan, generator="model:ground", params={"device": "cpu"})
+    assert outcome.proposals, outcome.warnings
+    assert {p.code for p in outcome.proposals} == {"Lung Lesion"}
+    assert all(p.text == "There is a 14 mm nodule in the right upper lobe." for p in outcome.proposals)
+    given = preannotate(scan=ct_scan, generator="model:ground", params={"text": ["left lower lobe opacity"]})
+    assert all(p.text == "left lower lobe opacity" and p.label == "finding" for p in given.proposals)
