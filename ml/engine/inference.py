@@ -98,10 +98,7 @@ def predict(
     seconds_model = time.perf_counter() - t0
     if not torch.isfinite(probs).all():
         raise ModelError("model", "weights", "the model output NaN or infinite values on this scan")
-    if tuple(probs.shape[2:]) != shape:
-        mode = "bilinear" if spec.ndim == 2 else "trilinear"
-        probs = F.interpolate(probs, size=shape, mode=mode, align_corners=False)
-    labels = _labels(probs[0], label_names)
+    labels = _labels(probs[0], label_names, shape, "bilinear" if spec.ndim == 2 else "trilinear")
     return Prediction(labels=labels, device=device, seconds_model=seconds_model,
                       seconds_total=time.perf_counter() - started, warnings=warnings)  # fmt: skip
 
@@ -129,29 +126,48 @@ def _infer(model, x, spec, device, sw_device, sw_batch_size, overlap) -> torch.T
     return torch.sigmoid(logits) if logits.shape[1] == 1 else torch.softmax(logits, dim=1)
 
 
-def _labels(probs: torch.Tensor, names: list[str]) -> list[LabelResult]:
-    """Per named channel: argmax mask (threshold 0.5 for one channel), mean probability and entropy."""
+def _labels(probs: torch.Tensor, names: list[str], shape: tuple[int, ...], mode: str) -> list[LabelResult]:
+    """Per named channel: the mask on the scan's grid, and its mean probability and normalised entropy.
+
+    The masks are the argmax of the probabilities resampled to the scan's grid (for one channel: p > 0.5;
+    for two: p₁ > 0.5, the same as the argmax, resampling only that channel). Confidence and entropy are
+    means over the label's voxels on the model's grid, where the probabilities were computed.
+    """
     channels = probs.shape[0]
     if channels == 1:
-        winner = probs[0] > 0.5
         p = probs[0].clamp(1e-7, 1 - 1e-7)
         entropy = -(p * p.log() + (1 - p) * (1 - p).log()) / np.log(2)
-        masks = {0: winner}
+        low = {0: probs[0] > 0.5}
     else:
-        winner_index = probs.argmax(dim=0)
+        winner = probs.argmax(dim=0)
         entropy = -(probs * probs.clamp_min(1e-7).log()).sum(dim=0) / np.log(channels)
-        masks = {c: winner_index == c for c in range(channels)}
+        low = {c: winner == c for c in range(channels)}
+    resample = tuple(probs.shape[1:]) != tuple(shape)
+
+    def up(channel_probs: torch.Tensor) -> torch.Tensor:
+        if not resample:
+            return channel_probs
+        return F.interpolate(channel_probs[None], size=shape, mode=mode, align_corners=False)[0]
+
+    if channels <= 2:
+        full = {channels - 1: up(probs[channels - 1 : channels])[0] > 0.5}
+        if channels == 2:
+            full[0] = ~full[1]
+    else:
+        index = up(probs).argmax(dim=0)
+        full = {c: index == c for c in range(channels)}
     out = []
-    for c, mask in masks.items():
+    for c in range(channels):
         name = names[c] if c < len(names) else f"class_{c}"
-        if name.lower() == "background" or not bool(mask.any()):
+        if name.lower() == "background" or not bool(full[c].any()):
             continue
+        stats = low[c] if bool(low[c].any()) else torch.ones_like(low[c])
         out.append(
             LabelResult(
                 name=name,
-                mask=mask.cpu().numpy(),
-                confidence=float(probs[c][mask].mean()),
-                entropy=float(entropy[mask].mean()),
+                mask=full[c].cpu().numpy(),
+                confidence=float(probs[c][stats].mean()),
+                entropy=float(entropy[stats].mean()),
             )
         )
     return out
