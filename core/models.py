@@ -25,6 +25,8 @@ class Project(models.Model):
     keep_identity_map = models.BooleanField(default=False)
     # Key for pseudonyms, date shifts and UID remapping; never shown through the API.
     deid_secret = models.CharField(max_length=64, default=_project_secret, editable=False)
+    # Review: the share of reviewed findings a radiologist QAs again (sampled per annotator).
+    qa_sample_rate = models.FloatField(default=0.1)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

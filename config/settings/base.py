@@ -29,6 +29,7 @@ INSTALLED_APPS = [
     "studies",
     "labeling",
     "ml",
+    "annotation",
 ]
 
 MIDDLEWARE = [

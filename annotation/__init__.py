@@ -1,0 +1,1 @@
+"""Expert review: findings, annotation versions, review tasks, QA, history, agreement."""

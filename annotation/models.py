@@ -1,0 +1,159 @@
+"""Findings to ground, their annotation versions, the review tasks that move them to accepted, and an
+append-only history of every change.
+
+A ``Finding`` is a report finding to be grounded on a scan (made from a finding proposal, or by hand).
+Its ``Annotation``s are versions 1, 2, ... (mask, box or points), each with its author (a person) or its
+source (a region proposal of a model or generator) and the version it was edited from; a finding's
+``current_version`` is the newest. Saves name the version they edit: a save against an older one is a
+conflict, never a silent overwrite. A ``ReviewTask`` carries a finding through the stages annotate →
+review → (QA) → accepted / rejected, held by one person at a time under a lease that expires.
+``HistoryEvent`` rows are only ever added.
+"""
+
+from django.conf import settings
+from django.db import models
+
+from core.models import Project
+from labeling.models import FindingProposal, RegionProposal
+from studies.models import Report, Scan, Study
+
+
+class FindingStatus(models.TextChoices):
+    OPEN = "open"
+    ACCEPTED = "accepted"
+    REJECTED = "rejected"
+
+
+class Finding(models.Model):
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="findings")
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="findings")
+    scan = models.ForeignKey(Scan, null=True, blank=True, on_delete=models.SET_NULL, related_name="findings")
+    report = models.ForeignKey(
+        Report, null=True, blank=True, on_delete=models.SET_NULL, related_name="grounded_findings"
+    )
+    section = models.CharField(max_length=32, blank=True)
+    start = models.PositiveIntegerField(null=True, blank=True)
+    end = models.PositiveIntegerField(null=True, blank=True)
+    text = models.TextField()
+    code = models.CharField(max_length=64, blank=True)
+    location = models.CharField(max_length=128, blank=True)
+    laterality = models.CharField(max_length=16, blank=True)
+    status = models.CharField(max_length=16, choices=FindingStatus.choices, default=FindingStatus.OPEN)
+    source = models.CharField(max_length=16, default="proposal")  # proposal or manual
+    finding_proposal = models.ForeignKey(
+        FindingProposal, null=True, blank=True, on_delete=models.SET_NULL, related_name="findings"
+    )
+    current_version = models.PositiveIntegerField(default=0)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["study_id", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["project", "finding_proposal"],
+                condition=models.Q(finding_proposal__isnull=False),
+                name="one_finding_per_proposal",
+            )
+        ]
+        indexes = [models.Index(fields=["project", "status"]), models.Index(fields=["project", "code"])]
+
+    def __str__(self) -> str:
+        return f"{self.code or 'finding'}: {self.text[:40]}"
+
+
+class AnnotationKind(models.TextChoices):
+    MASK = "mask"
+    BOX = "box"
+    POINTS = "points"
+
+
+class Annotation(models.Model):
+    """One version of a finding's grounding. ``mask``: 1-bit PNG (2D, rows = Y) or gzipped uint8 NIfTI on
+    the scan's grid (3D); ``box``: ``[xmin, ymin(, zmin), xmax, ymax(, zmax)]`` voxels, max exclusive;
+    ``points``: ``[[x, y(, z)], ...]``."""
+
+    finding = models.ForeignKey(Finding, on_delete=models.CASCADE, related_name="annotations")
+    version = models.PositiveIntegerField()
+    kind = models.CharField(max_length=8, choices=AnnotationKind.choices)
+    mask = models.FileField(max_length=512, blank=True)
+    box = models.JSONField(null=True, blank=True)
+    points = models.JSONField(null=True, blank=True)
+    voxels = models.PositiveBigIntegerField(default=0)
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    region_proposal = models.ForeignKey(
+        RegionProposal, null=True, blank=True, on_delete=models.SET_NULL, related_name="annotations"
+    )
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    comment = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["finding_id", "version"]
+        constraints = [
+            models.UniqueConstraint(fields=["finding", "version"], name="one_annotation_per_version")
+        ]
+
+
+class Stage(models.TextChoices):
+    ANNOTATE = "annotate"
+    REVIEW = "review"
+    QA = "qa"
+    ACCEPTED = "accepted"
+    REJECTED = "rejected"
+
+
+OPEN_STAGES = (Stage.ANNOTATE, Stage.REVIEW, Stage.QA)
+
+
+class ReviewTask(models.Model):
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="review_tasks")
+    finding = models.OneToOneField(Finding, on_delete=models.CASCADE, related_name="task")
+    stage = models.CharField(max_length=16, choices=Stage.choices, default=Stage.ANNOTATE)
+    assignee = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="review_tasks",
+    )
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    priority = models.FloatField(default=0.0)  # higher first (e.g. an active-learning score)
+    annotated_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    decision = models.CharField(max_length=16, blank=True)  # the annotator's: accept or reject the finding
+    returned_comment = models.TextField(blank=True)  # the reviewer's, shown to the annotator
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-priority", "id"]
+        indexes = [models.Index(fields=["project", "stage", "-priority", "id"])]
+
+
+class HistoryEvent(models.Model):
+    """An append-only record: who did what, when, to which finding or task, with before and after."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    finding = models.ForeignKey(
+        Finding, null=True, blank=True, on_delete=models.SET_NULL, related_name="history"
+    )
+    task = models.ForeignKey(ReviewTask, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    action = models.CharField(max_length=32)
+    before = models.JSONField(default=dict, blank=True)
+    after = models.JSONField(default=dict, blank=True)
+    comment = models.TextField(blank=True)
+    at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["at", "id"]
+        indexes = [models.Index(fields=["finding", "at"]), models.Index(fields=["user", "at"])]

@@ -1,0 +1,413 @@
+"""Review work: findings from proposals, the next task (never the same to two people), saves that name
+the version they edit, the stage transitions, and the history of each.
+
+Stages: ``annotate`` (an annotator accepts, edits or rejects the proposal, then submits) → ``review`` (a
+radiologist approves or returns it with a comment the annotator sees) → ``qa`` for a random share of each
+annotator's work (``Project.qa_sample_rate``) → ``accepted`` or ``rejected`` (the annotator's decision,
+approved). A task is held by one person under a lease (``REVIEW_LEASE_MINUTES``); acting on a task whose
+lease one does not hold is an error, as is a save naming an older version than the finding's current one
+(``Conflict``, with both versions). Every change adds a ``HistoryEvent``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+from datetime import timedelta
+from typing import Any
+
+import numpy as np
+from django.conf import settings
+from django.core.files.storage import default_storage
+from django.db import transaction
+from django.db.models import Max, Q
+from django.utils import timezone
+from PIL import Image
+
+from annotation.models import (
+    OPEN_STAGES,
+    Annotation,
+    AnnotationKind,
+    Finding,
+    FindingStatus,
+    HistoryEvent,
+    ReviewTask,
+    Stage,
+)
+from core.models import JobStatus, Project
+from core.storage import project_key, storage_all_or_nothing, storage_save_bytes
+from labeling.models import FindingProposal, LabelRun, RegionProposal
+from studies.models import Scan
+
+
+class ReviewError(ValueError):
+    """A request that cannot be done; ``field`` names what was wrong, ``status`` the HTTP status."""
+
+    status = 400
+
+    def __init__(self, field: str, reason: str):
+        self.field, self.reason = field, reason
+        super().__init__(f"{field}: {reason}")
+
+
+class LeaseError(ReviewError):
+    status = 409
+
+
+class Conflict(ReviewError):
+    """The save names a version older than the finding's current one."""
+
+    status = 409
+
+    def __init__(self, current: Annotation | None, yours: int):
+        self.current, self.yours = current, yours
+        number = current.version if current else 0
+        super().__init__("base_version", f"you edited version {yours}, but version {number} was saved since")
+
+
+def lease_length() -> timedelta:
+    return timedelta(minutes=float(getattr(settings, "REVIEW_LEASE_MINUTES", 30)))
+
+
+def _event(
+    finding, task, user, action: str, before: dict | None = None, after: dict | None = None, comment=""
+):
+    project_id = finding.project_id if finding is not None else task.project_id
+    HistoryEvent.objects.create(
+        project_id=project_id,
+        finding=finding,
+        task=task,
+        user=user,
+        action=action,
+        before=before or {},
+        after=after or {},
+        comment=comment,
+    )
+
+
+def _task_state(task: ReviewTask) -> dict[str, Any]:
+    return {"stage": task.stage, "assignee": task.assignee_id, "decision": task.decision}
+
+
+# --- findings from proposals ------------------------------------------------------------------------
+
+
+def _scan_for(study, schema: str) -> Scan | None:
+    scans = list(Scan.objects.filter(study=study).order_by("id"))
+    wanted = {"chexpert": ("2", None), "petct": ("3", "PT"), "rexgroundingct": ("3", "CT")}.get(
+        schema, ("3", None)
+    )
+    for scan in scans:
+        if str(scan.ndim) == wanted[0] and (wanted[1] is None or scan.modality == wanted[1]):
+            return scan
+    return scans[0] if scans else None
+
+
+def _copy_mask(project: Project, finding: Finding, key: str) -> str:
+    suffix = ".nii.gz" if key.endswith(".nii.gz") else ".png"
+    with default_storage.open(key, "rb") as fh:
+        data = fh.read()
+    return storage_save_bytes(
+        project_key(project, "annotations", f"finding-{finding.pk}", f"v1{suffix}"), data
+    )
+
+
+def findings_from_proposals(*, project: Project, run: LabelRun | None = None, user=None) -> int:
+    """A finding with a review task for every present finding proposal of ``run`` (default: the project's
+    newest finished label run) that has none yet; version 1 is the newest region proposal for it (linked to
+    the finding proposal, else of the same code on the scan) when there is one. Returns how many."""
+    run = run or LabelRun.objects.filter(project=project, status=JobStatus.SUCCEEDED).order_by("-id").first()
+    if run is None:
+        return 0
+    from ml.models import CaseScore
+
+    made = 0
+    proposals = (
+        FindingProposal.objects.filter(run=run, assertion="present")
+        .exclude(code="No Finding")
+        .exclude(findings__isnull=False)
+        .select_related("report__study")
+        .order_by("id")
+    )
+    for fp in proposals:
+        study = fp.report.study
+        if study is None:
+            continue
+        scan = _scan_for(study, project.label_schema)
+        sentence = (getattr(fp.report, fp.section, "") or "")[fp.start : fp.end] or fp.phrase
+        with transaction.atomic():
+            finding = Finding.objects.create(
+                project=project,
+                study=study,
+                scan=scan,
+                report=fp.report,
+                section=fp.section,
+                start=fp.start,
+                end=fp.end,
+                text=sentence,
+                code=fp.code,
+                location=fp.location,
+                laterality=fp.laterality,
+                finding_proposal=fp,
+                created_by=user,
+            )
+            region = None
+            if scan is not None:
+                region = (
+                    RegionProposal.objects.filter(scan=scan)
+                    .filter(Q(finding=fp) | Q(code=fp.code))
+                    .order_by("-id")
+                    .first()
+                )
+            if region is not None:
+                Annotation.objects.create(
+                    finding=finding,
+                    version=1,
+                    kind=AnnotationKind.MASK,
+                    mask=_copy_mask(project, finding, region.mask.name),
+                    box=region.box,
+                    voxels=region.pixels,
+                    region_proposal=region,
+                )
+                finding.current_version = 1
+                finding.save(update_fields=["current_version"])
+            score = CaseScore.objects.filter(scan=scan).aggregate(m=Max("score"))["m"] if scan else None
+            task = ReviewTask.objects.create(project=project, finding=finding, priority=score or 0.0)
+            _event(
+                finding,
+                task,
+                user,
+                "created",
+                after={"source": "proposal", "finding_proposal": fp.pk, "version": finding.current_version},
+            )
+        made += 1
+    return made
+
+
+# --- the queue --------------------------------------------------------------------------------------
+
+
+def task_next(*, project: Project, user, stages: tuple[str, ...]) -> ReviewTask | None:
+    """The task this person should do next in ``stages``: one they already hold, else the highest-priority
+    free one (unheld or lease expired; for review and QA not their own annotation). Locked with
+    ``SKIP LOCKED``, so two people asking at once never get the same task."""
+    now = timezone.now()
+    with transaction.atomic():
+        held = (
+            ReviewTask.objects.select_for_update()
+            .filter(project=project, stage__in=stages, assignee=user)
+            .filter(Q(lease_expires_at__gt=now) | Q(lease_expires_at__isnull=True))
+            .order_by("-priority", "id")
+            .first()
+        )
+        task = held
+        if task is None:
+            free = (
+                ReviewTask.objects.select_for_update(skip_locked=True)
+                .filter(project=project, stage__in=stages)
+                .filter(Q(assignee__isnull=True) | Q(lease_expires_at__lte=now))
+                .exclude(Q(stage__in=[Stage.REVIEW, Stage.QA]) & Q(annotated_by=user))
+                .order_by("-priority", "id")
+            )
+            task = free.first()
+        if task is None:
+            return None
+        before = _task_state(task)
+        task.assignee, task.lease_expires_at = user, now + lease_length()
+        task.save(update_fields=["assignee", "lease_expires_at", "updated_at"])
+        if held is None:
+            _event(task.finding, task, user, "claimed", before, _task_state(task))
+    return task
+
+
+def _held(task_id: int, user, stages: tuple[str, ...]) -> ReviewTask:
+    task = ReviewTask.objects.select_for_update().select_related("finding", "project").get(pk=task_id)
+    if task.stage not in stages:
+        raise ReviewError("stage", f"the task is in stage {task.stage}, not {' or '.join(stages)}")
+    if task.assignee_id != user.pk:
+        raise LeaseError("lease", "this task is not held by you (claim it with next-task)")
+    if task.lease_expires_at is not None and task.lease_expires_at <= timezone.now():
+        raise LeaseError("lease", "your lease on this task expired; claim it again to continue")
+    return task
+
+
+# --- saving annotations -----------------------------------------------------------------------------
+
+
+def _check_geometry(finding: Finding, kind: str, mask, box, points) -> tuple[np.ndarray | None, int]:
+    scan = finding.scan
+    if scan is None:
+        raise ReviewError("scan", "the finding has no scan to annotate on")
+    shape = tuple(int(n) for n in scan.shape[: scan.ndim])
+    if kind == AnnotationKind.MASK:
+        if mask is None:
+            raise ReviewError("mask", "a mask annotation needs a mask")
+        array = np.asarray(mask)
+        if array.shape != shape:
+            raise ReviewError(
+                "mask", f"shape {list(array.shape)} differs from the scan's {list(shape)} (X, Y[, Z])"
+            )
+        array = array > 0
+        return array, int(np.count_nonzero(array))
+    if kind == AnnotationKind.BOX:
+        if not isinstance(box, list | tuple) or len(box) != 2 * len(shape):
+            raise ReviewError(
+                "box", f"needs {2 * len(shape)} numbers [min..., max...] for a {len(shape)}D scan"
+            )
+        low, high = [float(v) for v in box[: len(shape)]], [float(v) for v in box[len(shape) :]]
+        for axis, (a, b, n) in enumerate(zip(low, high, shape, strict=True)):
+            if not 0 <= a < b <= n:
+                raise ReviewError("box", f"axis {axis}: [{a}, {b}) is not inside the image [0, {n})")
+        return None, int(np.prod([b - a for a, b in zip(low, high, strict=True)]))
+    if kind == AnnotationKind.POINTS:
+        if not isinstance(points, list | tuple) or not points:
+            raise ReviewError("points", "needs at least one point")
+        for point in points:
+            if len(point) != len(shape) or not all(
+                0 <= float(v) < n for v, n in zip(point, shape, strict=True)
+            ):
+                raise ReviewError("points", f"{point} is not inside the image {list(shape)}")
+        return None, len(points)
+    raise ReviewError("kind", f"{kind!r} is not one of {', '.join(AnnotationKind.values)}")
+
+
+def _mask_bytes(scan: Scan, mask: np.ndarray) -> tuple[bytes, str]:
+    if mask.ndim == 2:
+        out = io.BytesIO()
+        Image.fromarray(mask.T).convert("1").save(out, format="PNG")
+        return out.getvalue(), ".png"
+    import nibabel as nib
+
+    image = nib.Nifti1Image(mask.astype(np.uint8), np.asarray(scan.affine, dtype=np.float64))
+    return gzip.compress(image.to_bytes(), compresslevel=1), ".nii.gz"
+
+
+def annotation_save(
+    *, task_id: int, user, base_version: int, kind: str, mask=None, box=None, points=None, comment: str = ""
+) -> Annotation:
+    """A new version of the task's finding (the task must be held by ``user`` in stage annotate)."""
+    with storage_all_or_nothing() as written, transaction.atomic():
+        task = _held(task_id, user, (Stage.ANNOTATE,))
+        finding = Finding.objects.select_for_update().select_related("scan").get(pk=task.finding_id)
+        if base_version != finding.current_version:
+            raise Conflict(finding.annotations.filter(version=finding.current_version).first(), base_version)
+        array, voxels = _check_geometry(finding, kind, mask, box, points)
+        number = finding.current_version + 1
+        key = ""
+        if array is not None:
+            data, suffix = _mask_bytes(finding.scan, array)
+            key = storage_save_bytes(
+                project_key(finding.project, "annotations", f"finding-{finding.pk}", f"v{number}{suffix}"),
+                data,
+            )
+            written.append(key)
+        parent = finding.annotations.filter(version=finding.current_version).first()
+        annotation = Annotation.objects.create(
+            finding=finding,
+            version=number,
+            kind=kind,
+            mask=key,
+            box=list(box) if box is not None else None,
+            points=[list(p) for p in points] if points is not None else None,
+            voxels=voxels,
+            author=user,
+            parent=parent,
+            comment=comment,
+        )
+        finding.current_version = number
+        finding.save(update_fields=["current_version", "updated_at"])
+        _event(
+            finding,
+            task,
+            user,
+            "annotation_saved",
+            {"version": number - 1},
+            {"version": number, "kind": kind, "voxels": voxels},
+            comment,
+        )
+    return annotation
+
+
+# --- transitions ------------------------------------------------------------------------------------
+
+
+def _release(task: ReviewTask) -> None:
+    task.assignee, task.lease_expires_at = None, None
+
+
+def task_submit(*, task_id: int, user, decision: str, comment: str = "") -> ReviewTask:
+    """Annotator: ``accept`` (the current version grounds the finding) or ``reject`` (the finding is not
+    there); the task goes to review."""
+    if decision not in ("accept", "reject"):
+        raise ReviewError("decision", "must be accept or reject")
+    with transaction.atomic():
+        task = _held(task_id, user, (Stage.ANNOTATE,))
+        current = task.finding.annotations.filter(version=task.finding.current_version).first()
+        if decision == "accept" and (current is None or current.voxels == 0):
+            raise ReviewError(
+                "decision", "an empty annotation cannot be accepted: draw the finding, or reject it"
+            )
+        before = _task_state(task)
+        task.stage, task.decision, task.annotated_by, task.returned_comment = Stage.REVIEW, decision, user, ""
+        _release(task)
+        task.save()
+        _event(task.finding, task, user, "submitted", before, _task_state(task), comment)
+    return task
+
+
+def _qa_sampled(task: ReviewTask) -> bool:
+    digest = hashlib.sha256(f"{task.pk}:{task.annotated_by_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < task.project.qa_sample_rate
+
+
+def _close(task: ReviewTask) -> None:
+    accepted = task.decision == "accept"
+    task.stage = Stage.ACCEPTED if accepted else Stage.REJECTED
+    Finding.objects.filter(pk=task.finding_id).update(
+        status=FindingStatus.ACCEPTED if accepted else FindingStatus.REJECTED, updated_at=timezone.now()
+    )
+
+
+def task_approve(*, task_id: int, user, comment: str = "") -> ReviewTask:
+    """Radiologist: approve in review (→ QA when sampled, else closed) or in QA (→ closed)."""
+    with transaction.atomic():
+        task = _held(task_id, user, (Stage.REVIEW, Stage.QA))
+        if task.annotated_by_id == user.pk:
+            raise ReviewError("reviewer", "you annotated this finding: another radiologist must approve it")
+        before = _task_state(task)
+        if task.stage == Stage.REVIEW and _qa_sampled(task):
+            task.stage = Stage.QA
+        else:
+            _close(task)
+        _release(task)
+        task.save()
+        _event(task.finding, task, user, "approved", before, _task_state(task), comment)
+    return task
+
+
+def task_return(*, task_id: int, user, comment: str) -> ReviewTask:
+    """Radiologist: send back to the annotator with a comment they see."""
+    if not comment.strip():
+        raise ReviewError("comment", "say what to change")
+    with transaction.atomic():
+        task = _held(task_id, user, (Stage.REVIEW, Stage.QA))
+        before = _task_state(task)
+        task.stage, task.returned_comment = Stage.ANNOTATE, comment
+        task.assignee, task.lease_expires_at = task.annotated_by, None
+        task.save()
+        _event(task.finding, task, user, "returned", before, _task_state(task), comment)
+    return task
+
+
+def task_assign(*, task_id: int, manager, assignee) -> ReviewTask:
+    """Manager: give an open task to someone (their lease starts when they open it)."""
+    with transaction.atomic():
+        task = ReviewTask.objects.select_for_update().get(pk=task_id)
+        if task.stage not in OPEN_STAGES:
+            raise ReviewError("stage", f"the task is closed ({task.stage})")
+        before = _task_state(task)
+        task.assignee, task.lease_expires_at = assignee, None
+        task.save()
+        _event(task.finding, task, manager, "assigned", before, _task_state(task))
+    return task
