@@ -10,5 +10,6 @@ urlpatterns = [
     path("api/", include("studies.api.urls")),
     path("api/", include("labeling.api.urls")),
     path("api/", include("ml.api.urls")),
+    path("api/", include("annotation.api.urls")),
     path("", include("core.urls")),
 ]

@@ -4,6 +4,7 @@ import json
 import tempfile
 from pathlib import Path
 
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework import generics, serializers, status
 from rest_framework.exceptions import PermissionDenied, ValidationError
@@ -138,7 +139,7 @@ class ScanPreannotate(APIView):
     """POST ``{"generator": "lungs" | "pet-suv" | "gaze" | "model:<name>", "params": {...}}``: a job on the
     ``gpu`` queue that stores the proposals (``/api/region-proposals/?scan=<id>``); 202 with the job."""
 
-    @extend_schema(request=PreannotateIn)
+    @extend_schema(request=PreannotateIn, responses={202: OpenApiTypes.OBJECT})
     def post(self, request, pk: int):
         from ml.preannotate import GENERATORS, preannotate_start
 
@@ -251,6 +252,7 @@ class ProjectActiveLearning(APIView):
         except ModelError as exc:
             raise ValidationError({"model": str(exc)}) from exc
 
+    @extend_schema(responses={200: OpenApiTypes.OBJECT})
     def get(self, request, slug: str):
         from ml.active_learning import ActiveLearningError, ranked
 
@@ -277,7 +279,7 @@ class ProjectActiveLearning(APIView):
             ]
         )
 
-    @extend_schema(request=ActiveLearningIn)
+    @extend_schema(request=ActiveLearningIn, responses={202: OpenApiTypes.OBJECT})
     def post(self, request, slug: str):
         from ml.active_learning import ActiveLearningError, scores_start
 

@@ -1,0 +1,21 @@
+from django.urls import path
+
+from annotation.api import views
+
+urlpatterns = [
+    path(
+        "projects/<slug:slug>/findings/from-proposals/",
+        views.FindingsFromProposals.as_view(),
+        name="findings-from-proposals",
+    ),
+    path("projects/<slug:slug>/next-task/", views.NextTask.as_view(), name="next-task"),
+    path("tasks/<int:pk>/", views.TaskDetail.as_view(), name="task-detail"),
+    path("tasks/<int:pk>/annotations/", views.TaskAnnotations.as_view(), name="task-annotations"),
+    path("tasks/<int:pk>/submit/", views.TaskTransition.as_view(action="submit"), name="task-submit"),
+    path("tasks/<int:pk>/approve/", views.TaskTransition.as_view(action="approve"), name="task-approve"),
+    path("tasks/<int:pk>/return/", views.TaskTransition.as_view(action="return"), name="task-return"),
+    path("tasks/<int:pk>/assign/", views.TaskTransition.as_view(action="assign"), name="task-assign"),
+    path("findings/", views.FindingList.as_view(), name="finding-list"),
+    path("history/", views.HistoryList.as_view(), name="history-list"),
+    path("annotations/<int:pk>/mask/", views.AnnotationMask.as_view(), name="annotation-mask"),
+]

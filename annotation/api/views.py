@@ -1,0 +1,362 @@
+"""Review API: the queue, a case (report with finding spans, findings, versions, proposals), versioned
+saves (409 with both versions on a stale one), stage transitions by role, history."""
+
+import gzip
+import io
+
+import numpy as np
+from django.http import Http404
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import generics, serializers, status
+from rest_framework.exceptions import PermissionDenied, ValidationError
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from annotation import services
+from annotation.models import Annotation, Finding, HistoryEvent, ReviewTask, Stage
+from core.models import Role
+from core.selectors import project_get_for_user, projects_for_user, user_has_role
+from studies.api.views import stored_file_response
+
+ANNOTATORS = [Role.ANNOTATOR, Role.MANAGER]
+RADIOLOGISTS = [Role.RADIOLOGIST]
+STAGES_OF = {"annotate": (Stage.ANNOTATE,), "review": (Stage.REVIEW, Stage.QA)}
+
+
+class AnnotationOut(serializers.ModelSerializer):
+    author = serializers.CharField(source="author.username", default=None, read_only=True)
+
+    class Meta:
+        model = Annotation
+        fields = [
+            "id",
+            "version",
+            "kind",
+            "box",
+            "points",
+            "voxels",
+            "author",
+            "region_proposal_id",
+            "parent_id",
+            "comment",
+            "created_at",
+        ]
+
+
+class FindingOut(serializers.ModelSerializer):
+    stage = serializers.CharField(source="task.stage", default=None, read_only=True)
+
+    class Meta:
+        model = Finding
+        fields = [
+            "id",
+            "study_id",
+            "scan_id",
+            "report_id",
+            "section",
+            "start",
+            "end",
+            "text",
+            "code",
+            "location",
+            "laterality",
+            "status",
+            "source",
+            "current_version",
+            "stage",
+            "updated_at",
+        ]
+
+
+class TaskOut(serializers.ModelSerializer):
+    assignee = serializers.CharField(source="assignee.username", default=None, read_only=True)
+
+    class Meta:
+        model = ReviewTask
+        fields = [
+            "id",
+            "finding_id",
+            "stage",
+            "assignee",
+            "lease_expires_at",
+            "priority",
+            "decision",
+            "returned_comment",
+            "updated_at",
+        ]
+
+
+class HistoryOut(serializers.ModelSerializer):
+    user = serializers.CharField(source="user.username", default=None, read_only=True)
+
+    class Meta:
+        model = HistoryEvent
+        fields = ["id", "finding_id", "task_id", "user", "action", "before", "after", "comment", "at"]
+
+
+def _error(exc: services.ReviewError) -> Response:
+    body = {exc.field: exc.reason}
+    if isinstance(exc, services.Conflict):
+        body["current"] = AnnotationOut(exc.current).data if exc.current else None
+        body["yours"] = exc.yours
+    return Response(body, status=exc.status)
+
+
+def _task_for(user, pk: int) -> ReviewTask:
+    task = (
+        ReviewTask.objects.filter(project__in=projects_for_user(user), pk=pk)
+        .select_related("finding")
+        .first()
+    )
+    if task is None:
+        raise Http404("No such task.")
+    return task
+
+
+def _need(user, project, roles, what: str) -> None:
+    if not user_has_role(user, project, roles):
+        raise PermissionDenied(f"Only {what} of this project may do this.")
+
+
+def case_payload(task: ReviewTask) -> dict:
+    """Everything the case screen shows: the task, its finding and versions, the study's report with every
+    finding's span, the study's other findings, and the scan's region proposals."""
+    finding = task.finding
+    report = finding.report
+    siblings = Finding.objects.filter(study=finding.study).select_related("task").order_by("id")
+    from labeling.api.gaze_serializers import RegionProposalOut
+    from labeling.models import RegionProposal
+
+    proposals = RegionProposal.objects.filter(scan=finding.scan).order_by("id") if finding.scan_id else []
+    return {
+        "task": TaskOut(task).data,
+        "finding": FindingOut(finding).data,
+        "versions": AnnotationOut(finding.annotations.order_by("version"), many=True).data,
+        "scan": {"id": finding.scan_id, "shape": finding.scan.shape, "modality": finding.scan.modality}
+        if finding.scan_id
+        else None,
+        "report": {
+            "id": report.id,
+            "sections": {
+                k: getattr(report, k) for k in ("indication", "comparison", "findings", "impression")
+            },
+        }
+        if report
+        else None,
+        "findings": FindingOut(siblings, many=True).data,
+        "proposals": RegionProposalOut(proposals, many=True).data,
+    }
+
+
+class FindingsFromProposals(APIView):
+    """POST: a finding and a review task for every present finding proposal of the newest label run that
+    has none yet (managers)."""
+
+    @extend_schema(request=None, responses={201: OpenApiTypes.OBJECT})
+    def post(self, request, slug: str):
+        project = project_get_for_user(request.user, slug)
+        _need(request.user, project, [Role.MANAGER], "managers")
+        made = services.findings_from_proposals(project=project, user=request.user)
+        return Response({"created": made}, status=status.HTTP_201_CREATED)
+
+
+class NextTask(APIView):
+    """GET ``?stage=annotate`` (annotators) or ``?stage=review`` (radiologists: review and QA): claim the
+    next task and return its case; 204 when the queue is empty."""
+
+    @extend_schema(
+        parameters=[OpenApiParameter("stage", str, enum=["annotate", "review"])],
+        responses={200: OpenApiTypes.OBJECT, 204: None},
+    )
+    def get(self, request, slug: str):
+        project = project_get_for_user(request.user, slug)
+        stage = request.query_params.get("stage", "annotate")
+        if stage not in STAGES_OF:
+            raise ValidationError({"stage": "must be annotate or review"})
+        _need(
+            request.user,
+            project,
+            ANNOTATORS if stage == "annotate" else RADIOLOGISTS,
+            "annotators" if stage == "annotate" else "radiologists",
+        )
+        task = services.task_next(project=project, user=request.user, stages=STAGES_OF[stage])
+        if task is None:
+            return Response(status=status.HTTP_204_NO_CONTENT)
+        return Response(case_payload(task))
+
+
+class TaskDetail(APIView):
+    @extend_schema(responses={200: OpenApiTypes.OBJECT})
+    def get(self, request, pk: int):
+        return Response(case_payload(_task_for(request.user, pk)))
+
+
+class AnnotationIn(serializers.Serializer):
+    base_version = serializers.IntegerField(min_value=0)
+    kind = serializers.ChoiceField(["mask", "box", "points"])
+    box = serializers.JSONField(required=False)
+    points = serializers.JSONField(required=False)
+    mask = serializers.FileField(
+        required=False, help_text="NIfTI (.nii, .nii.gz) on the scan's grid, or PNG (2D)"
+    )
+    comment = serializers.CharField(required=False, allow_blank=True, default="")
+
+
+def _read_mask(upload) -> np.ndarray:
+    data = upload.read()
+    name = upload.name or "mask"
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        from PIL import Image
+
+        return np.asarray(Image.open(io.BytesIO(data)).convert("L")).T > 0
+    try:
+        import nibabel as nib
+
+        raw = gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
+        return np.asarray(nib.Nifti1Image.from_bytes(raw).dataobj) > 0
+    except Exception as exc:  # nibabel raises several kinds
+        raise ValidationError({"mask": f"{name}: not a NIfTI or PNG mask ({exc})"}) from exc
+
+
+class TaskAnnotations(APIView):
+    """POST: save a new version (JSON for box/points, multipart for a mask file), naming ``base_version``.
+    201 with the version; 409 with the current version when someone saved since, or when the lease is
+    not yours."""
+
+    parser_classes = [JSONParser, MultiPartParser, FormParser]
+
+    @extend_schema(request=AnnotationIn, responses={201: AnnotationOut})
+    def post(self, request, pk: int):
+        task = _task_for(request.user, pk)
+        _need(request.user, task.project, ANNOTATORS, "annotators")
+        data = AnnotationIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        v = data.validated_data
+        mask = _read_mask(v["mask"]) if v.get("mask") is not None else None
+        try:
+            saved = services.annotation_save(
+                task_id=task.pk,
+                user=request.user,
+                base_version=v["base_version"],
+                kind=v["kind"],
+                mask=mask,
+                box=v.get("box"),
+                points=v.get("points"),
+                comment=v.get("comment", ""),
+            )
+        except services.ReviewError as exc:
+            return _error(exc)
+        return Response(AnnotationOut(saved).data, status=status.HTTP_201_CREATED)
+
+
+class TransitionIn(serializers.Serializer):
+    decision = serializers.ChoiceField(["accept", "reject"], required=False)
+    comment = serializers.CharField(required=False, allow_blank=True, default="")
+    user = serializers.CharField(required=False, help_text="assign: the username")
+
+
+class TaskTransition(APIView):
+    """POST ``/submit/`` (annotator: ``decision`` accept|reject), ``/approve/`` and ``/return/`` (radiologist;
+    return needs a ``comment``), ``/assign/`` (manager: ``user``)."""
+
+    action = ""
+
+    @extend_schema(request=TransitionIn, responses={200: TaskOut})
+    def post(self, request, pk: int):
+        task = _task_for(request.user, pk)
+        data = TransitionIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        v = data.validated_data
+        try:
+            if self.action == "submit":
+                _need(request.user, task.project, ANNOTATORS, "annotators")
+                if "decision" not in v:
+                    raise ValidationError({"decision": "accept or reject"})
+                task = services.task_submit(
+                    task_id=task.pk, user=request.user, decision=v["decision"], comment=v["comment"]
+                )
+            elif self.action in ("approve", "return"):
+                _need(request.user, task.project, RADIOLOGISTS, "radiologists")
+                act = services.task_approve if self.action == "approve" else services.task_return
+                task = act(task_id=task.pk, user=request.user, comment=v["comment"])
+            else:
+                _need(request.user, task.project, [Role.MANAGER], "managers")
+                from django.contrib.auth import get_user_model
+
+                assignee = get_user_model().objects.filter(username=v.get("user", "")).first()
+                if assignee is None or not user_has_role(
+                    assignee, task.project, [*ANNOTATORS, *RADIOLOGISTS]
+                ):
+                    raise ValidationError({"user": "not an annotator or radiologist of this project"})
+                task = services.task_assign(task_id=task.pk, manager=request.user, assignee=assignee)
+        except services.ReviewError as exc:
+            return _error(exc)
+        return Response(TaskOut(task).data)
+
+
+_FINDING_FILTERS = {
+    "project": "project__slug",
+    "status": "status",
+    "code": "code",
+    "scan": "scan_id",
+    "study": "study_id",
+    "stage": "task__stage",
+}
+
+
+@extend_schema(parameters=[OpenApiParameter(n, str) for n in _FINDING_FILTERS])
+class FindingList(generics.ListAPIView):
+    """Findings of your projects; researchers see accepted ones only."""
+
+    serializer_class = FindingOut
+
+    def get_queryset(self):
+        projects = projects_for_user(self.request.user)
+        qs = Finding.objects.filter(project__in=projects).select_related("task")
+        researcher_only = [
+            p
+            for p in projects
+            if user_has_role(self.request.user, p, [Role.RESEARCHER])
+            and not user_has_role(self.request.user, p, [Role.MANAGER, Role.ANNOTATOR, Role.RADIOLOGIST])
+        ]
+        if researcher_only:
+            qs = qs.exclude(project__in=researcher_only, status__in=["open", "rejected"])
+        for name, lookup in _FINDING_FILTERS.items():
+            value = self.request.query_params.get(name)
+            if value not in (None, ""):
+                qs = qs.filter(**{lookup: value})
+        return qs.order_by("id")
+
+
+@extend_schema(parameters=[OpenApiParameter("finding", int), OpenApiParameter("user", str)])
+class HistoryList(generics.ListAPIView):
+    """The history, per finding (``finding``) or per user (``user`` = username)."""
+
+    serializer_class = HistoryOut
+
+    def get_queryset(self):
+        qs = HistoryEvent.objects.filter(project__in=projects_for_user(self.request.user)).select_related(
+            "user"
+        )
+        q = self.request.query_params
+        if q.get("finding"):
+            qs = qs.filter(finding_id=q["finding"])
+        if q.get("user"):
+            qs = qs.filter(user__username=q["user"])
+        return qs.order_by("at", "id")
+
+
+class AnnotationMask(APIView):
+    @extend_schema(responses={(200, "application/octet-stream"): OpenApiTypes.BINARY})
+    def get(self, request, pk: int):
+        found = Annotation.objects.filter(finding__project__in=projects_for_user(request.user), pk=pk).first()
+        if found is None or not found.mask:
+            raise Http404("No such annotation mask.")
+        nifti = found.mask.name.endswith(".nii.gz")
+        return stored_file_response(
+            found.mask.name,
+            filename=f"annotation-{found.pk}" + (".nii.gz" if nifti else ".png"),
+            content_type="application/gzip" if nifti else "image/png",
+        )
