@@ -411,3 +411,29 @@ def task_assign(*, task_id: int, manager, assignee) -> ReviewTask:
         task.save()
         _event(task.finding, task, manager, "assigned", before, _task_state(task))
     return task
+
+
+def queue_reprioritise(*, project: Project, strategy: str, model_version=None) -> int:
+    """Order the open tasks by an active-learning score: each task's priority becomes its scan's stored
+    ``CaseScore`` for ``strategy`` (and ``model_version``); tasks whose scan has none go last (-1).
+    Returns how many tasks changed."""
+    from ml.models import CaseScore
+
+    scores = dict(
+        CaseScore.objects.filter(project=project, strategy=strategy, model_version=model_version).values_list(
+            "scan_id", "score"
+        )
+    )
+    changed = 0
+    with transaction.atomic():
+        for task in (
+            ReviewTask.objects.select_for_update()
+            .filter(project=project, stage__in=OPEN_STAGES)
+            .select_related("finding")
+        ):
+            priority = scores.get(task.finding.scan_id, -1.0)
+            if task.priority != priority:
+                task.priority = priority
+                task.save(update_fields=["priority", "updated_at"])
+                changed += 1
+    return changed

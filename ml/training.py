@@ -41,10 +41,51 @@ def _patient_split(patients: list[int], fraction: float, seed: int) -> set[int]:
     return set(ranked[:n_val])
 
 
+def _proposal_examples(project: Project, proposal_ids: list[int], labels: list[str]) -> list[dict]:
+    proposals = list(
+        RegionProposal.objects.filter(project=project, pk__in=proposal_ids).select_related("scan__study")
+    )
+    if missing := sorted(set(proposal_ids) - {p.pk for p in proposals}):
+        raise TrainingError(f"proposal_ids: not region proposals of {project.slug}: {missing[:20]}")
+    out = []
+    for p in proposals:
+        label = p.label or p.code
+        if label not in labels:
+            raise TrainingError(
+                f"proposal_ids: #{p.pk} is labelled {label!r}; the model's labels are {labels}"
+            )
+        if p.scan is None:
+            raise TrainingError(f"proposal_ids: #{p.pk} belongs to no scan")
+        out.append(
+            {
+                "proposal": p.pk,
+                "scan": p.scan_id,
+                "patient": p.scan.study.patient_id,
+                "label": label,
+                "mask": p.mask.name,
+                "sha256": mask_sha256(p.mask.name),
+            }
+        )
+    return out
+
+
+def mask_sha256(key: str) -> str:
+    with default_storage.open(key, "rb") as fh:
+        return hashlib.sha256(fh.read()).hexdigest()
+
+
 def training_run_create(
-    *, parent: ModelVersion, proposal_ids: list[int], name: str = "", params: dict | None = None, user=None
+    *,
+    parent: ModelVersion,
+    proposal_ids: list[int] | None = None,
+    examples: list[dict] | None = None,
+    name: str = "",
+    params: dict | None = None,
+    user=None,
 ) -> TrainingRun:
-    """Freeze the cases (the proposals' masks, hashed) and split them by patient."""
+    """Freeze the cases (masks hashed) and split them by patient. Cases: region proposals (``proposal_ids``)
+    and/or ``examples`` made elsewhere (``annotation.training``: accepted findings' current masks), each
+    ``{"scan", "patient", "label", "mask", "sha256", ...}``."""
     project: Project = parent.project
     try:
         checked = TrainParams.from_dict(params)
@@ -56,37 +97,18 @@ def training_run_create(
         raise TrainingError(
             f"parent: training continues from a state dict with a network spec, not {parent.format}"
         )
-    proposals = list(
-        RegionProposal.objects.filter(project=project, pk__in=proposal_ids).select_related("scan__study")
-    )
-    if missing := sorted(set(proposal_ids) - {p.pk for p in proposals}):
-        raise TrainingError(f"proposal_ids: not region proposals of {project.slug}: {missing[:20]}")
-    examples = []
-    for p in proposals:
-        label = p.label or p.code
-        if label not in parent.label_names[1:]:
-            raise TrainingError(
-                f"proposal_ids: #{p.pk} is labelled {label!r}; the model's labels are "
-                f"{parent.label_names[1:]}"
-            )
-        if p.scan is None:
-            raise TrainingError(f"proposal_ids: #{p.pk} belongs to no scan")
-        with default_storage.open(p.mask.name, "rb") as fh:
-            digest = hashlib.sha256(fh.read()).hexdigest()
-        examples.append(
-            {
-                "proposal": p.pk,
-                "scan": p.scan_id,
-                "patient": p.scan.study.patient_id,
-                "label": label,
-                "mask": p.mask.name,
-                "sha256": digest,
-            }
-        )
+    if not proposal_ids and not examples:
+        raise TrainingError("examples: give accepted findings or region proposals to train on")
+    labels = parent.label_names[1:]
+    given = list(examples or [])
+    for e in given:
+        if e.get("label") not in labels:
+            raise TrainingError(f"examples: {e.get('label')!r} is not one of the model's labels {labels}")
+    examples = (_proposal_examples(project, list(proposal_ids), labels) if proposal_ids else []) + given
     patients = [e["patient"] for e in examples]
     if len(set(patients)) < 2:
         raise TrainingError(
-            "proposal_ids: cases of at least 2 patients are needed for a patient-level validation split"
+            "examples: cases of at least 2 patients are needed for a patient-level validation split"
         )
     val_patients = _patient_split(patients, checked.val_fraction, checked.seed)
     split = {

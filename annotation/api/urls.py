@@ -18,4 +18,10 @@ urlpatterns = [
     path("findings/", views.FindingList.as_view(), name="finding-list"),
     path("history/", views.HistoryList.as_view(), name="history-list"),
     path("annotations/<int:pk>/mask/", views.AnnotationMask.as_view(), name="annotation-mask"),
+    path("projects/<slug:slug>/queue/priorities/", views.QueuePriorities.as_view(), name="queue-priorities"),
+    path(
+        "projects/<slug:slug>/training-runs/from-accepted/",
+        views.TrainFromAccepted.as_view(),
+        name="train-from-accepted",
+    ),
 ]

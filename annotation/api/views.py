@@ -360,3 +360,76 @@ class AnnotationMask(APIView):
             filename=f"annotation-{found.pk}" + (".nii.gz" if nifti else ".png"),
             content_type="application/gzip" if nifti else "image/png",
         )
+
+
+class QueueIn(serializers.Serializer):
+    strategy = serializers.CharField(help_text="an active-learning strategy whose scores are stored")
+    model = serializers.CharField(required=False, help_text="model name (its newest ready version)")
+
+
+class QueuePriorities(APIView):
+    """POST: order the project's open tasks by stored active-learning scores (managers)."""
+
+    @extend_schema(request=QueueIn, responses={200: OpenApiTypes.OBJECT})
+    def post(self, request, slug: str):
+        from ml.services import model_version_latest
+        from ml.specs import ModelError
+
+        project = project_get_for_user(request.user, slug)
+        _need(request.user, project, [Role.MANAGER], "managers")
+        data = QueueIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        version = None
+        if data.validated_data.get("model"):
+            try:
+                version = model_version_latest(project=project, name=data.validated_data["model"])
+            except ModelError as exc:
+                raise ValidationError({"model": str(exc)}) from exc
+        changed = services.queue_reprioritise(
+            project=project, strategy=data.validated_data["strategy"], model_version=version
+        )
+        return Response({"changed": changed})
+
+
+class TrainFromAcceptedIn(serializers.Serializer):
+    model = serializers.CharField(help_text="model name: its newest ready version is the parent")
+    finding_ids = serializers.ListField(child=serializers.IntegerField(min_value=1), required=False)
+    label_map = serializers.DictField(child=serializers.CharField(), required=False, default=dict)
+    params = serializers.DictField(required=False, default=dict)
+
+
+class TrainFromAccepted(APIView):
+    """POST: train a new version of ``model`` from accepted findings' current masks (all accepted findings
+    with a mask when ``finding_ids`` is left out; ``label_map`` maps finding codes to model labels); a job on
+    the ``gpu`` queue, 202 with the training run (managers and researchers)."""
+
+    @extend_schema(request=TrainFromAcceptedIn, responses={202: OpenApiTypes.OBJECT})
+    def post(self, request, slug: str):
+        from annotation.training import accepted_examples
+        from ml.services import model_version_latest
+        from ml.specs import ModelError
+        from ml.training import TrainingError, training_run_create, training_run_start
+
+        project = project_get_for_user(request.user, slug)
+        _need(request.user, project, [Role.MANAGER, Role.RESEARCHER], "managers and researchers")
+        data = TrainFromAcceptedIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        v = data.validated_data
+        try:
+            parent = model_version_latest(project=project, name=v["model"])
+            ids = v.get("finding_ids") or list(
+                Finding.objects.filter(project=project, status="accepted", annotations__kind="mask")
+                .values_list("pk", flat=True)
+                .distinct()
+            )
+            examples = accepted_examples(project, ids, parent.label_names[1:], v["label_map"])
+            run = training_run_create(parent=parent, examples=examples, params=v["params"], user=request.user)
+            job = training_run_start(run=run, user=request.user)
+        except ModelError as exc:
+            raise ValidationError({"model": str(exc)}) from exc
+        except TrainingError as exc:
+            raise ValidationError({str(exc).split(":")[0]: str(exc)}) from exc
+        return Response(
+            {"training_run": run.pk, "job_id": job.pk, "examples": len(examples)},
+            status=status.HTTP_202_ACCEPTED,
+        )

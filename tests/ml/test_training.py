@@ -72,7 +72,7 @@ def test_split_by_patient_and_clear_errors(labelled):
     assert run.split["train"] and run.split["val"]
     assert not {patients[s] for s in run.split["train"]} & {patients[s] for s in run.split["val"]}
     assert all(len(e["sha256"]) == 64 for e in run.examples)
-    with pytest.raises(TrainingError, match="^proposal_ids: cases of at least 2 patients"):
+    with pytest.raises(TrainingError, match="^examples: cases of at least 2 patients"):
         training_run_create(parent=parent, proposal_ids=[proposals[0].pk])
     with pytest.raises(TrainingError, match="^proposal_ids: not region proposals"):
         training_run_create(parent=parent, proposal_ids=[999999])

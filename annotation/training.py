@@ -1,0 +1,43 @@
+"""Training examples from review: the current mask versions of accepted findings, in the form
+``ml.training.training_run_create(examples=...)`` freezes (mask file and its sha256)."""
+
+from __future__ import annotations
+
+from annotation.models import Finding, FindingStatus
+from core.models import Project
+from ml.training import TrainingError, mask_sha256
+
+
+def accepted_examples(
+    project: Project, finding_ids: list[int], labels: list[str], label_map: dict[str, str] | None = None
+) -> list[dict]:
+    """The current mask version of accepted findings (what the radiologists approved)."""
+    findings = list(Finding.objects.filter(project=project, pk__in=finding_ids).select_related("study"))
+    if missing := sorted(set(finding_ids) - {f.pk for f in findings}):
+        raise TrainingError(f"finding_ids: not findings of {project.slug}: {missing[:20]}")
+    out = []
+    for f in findings:
+        if f.status != FindingStatus.ACCEPTED:
+            raise TrainingError(f"finding_ids: #{f.pk} is {f.status}, not accepted")
+        version = f.annotations.filter(version=f.current_version).first()
+        if version is None or not version.mask or f.scan_id is None:
+            raise TrainingError(
+                f"finding_ids: #{f.pk} has no mask on a scan (its version {f.current_version})"
+            )
+        label = (label_map or {}).get(f.code, f.code)
+        if label not in labels:
+            raise TrainingError(
+                f"finding_ids: #{f.pk} ({f.code}) maps to {label!r}; the model's labels are {labels}"
+            )
+        out.append(
+            {
+                "finding": f.pk,
+                "annotation": version.pk,
+                "scan": f.scan_id,
+                "patient": f.study.patient_id,
+                "label": label,
+                "mask": version.mask.name,
+                "sha256": mask_sha256(version.mask.name),
+            }
+        )
+    return out
