@@ -18,3 +18,5 @@ CANONICAL_NIFTI_GZIP = env_bool("CANONICAL_NIFTI_GZIP", False)
 INGEST_WORKERS = env_int("INGEST_WORKERS", 0)
 # Processes that compute gaze labels of a project in parallel (0 = one per core).
 GAZE_WORKERS = env_int("GAZE_WORKERS", 0)
+# Review: how long an opened task stays with the person who opened it.
+REVIEW_LEASE_MINUTES = env_int("REVIEW_LEASE_MINUTES", 30)
