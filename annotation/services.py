@@ -11,7 +11,6 @@ lease one does not hold is an error, as is a save naming an older version than t
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import io
 from datetime import timedelta
@@ -277,10 +276,9 @@ def _mask_bytes(scan: Scan, mask: np.ndarray) -> tuple[bytes, str]:
         out = io.BytesIO()
         Image.fromarray(mask.T).convert("1").save(out, format="PNG")
         return out.getvalue(), ".png"
-    import nibabel as nib
+    from studies.ingest.volume_io import nifti_mask_gz
 
-    image = nib.Nifti1Image(mask.astype(np.uint8), np.asarray(scan.affine, dtype=np.float64))
-    return gzip.compress(image.to_bytes(), compresslevel=1), ".nii.gz"
+    return nifti_mask_gz(mask, np.asarray(scan.affine, dtype=np.float64)), ".nii.gz"
 
 
 def annotation_save(

@@ -10,7 +10,6 @@ generator, its parameters and, for a model, the version, mean probability and en
 
 from __future__ import annotations
 
-import gzip
 import io
 import time
 from dataclasses import dataclass, field
@@ -347,11 +346,9 @@ def _mask_file(scan: Scan, mask: np.ndarray) -> bytes:
         out = io.BytesIO()
         Image.fromarray(mask.T).convert("1").save(out, format="PNG")  # rows = Y
         return out.getvalue()
-    import nibabel as nib
+    from studies.ingest.volume_io import nifti_mask_gz
 
-    image = nib.Nifti1Image(mask.astype(np.uint8), np.asarray(scan.affine, dtype=np.float64))
-    image.header.set_xyzt_units("mm")
-    return gzip.compress(image.to_bytes(), compresslevel=1)
+    return nifti_mask_gz(mask, np.asarray(scan.affine, dtype=np.float64))
 
 
 def _store(
