@@ -247,7 +247,8 @@ def _check_geometry(finding: Finding, kind: str, mask, box, points) -> tuple[np.
             raise ReviewError(
                 "mask", f"shape {list(array.shape)} differs from the scan's {list(shape)} (X, Y[, Z])"
             )
-        array = array > 0
+        if array.dtype != np.bool_:
+            array = array > 0
         return array, int(np.count_nonzero(array))
     if kind == AnnotationKind.BOX:
         if not isinstance(box, list | tuple) or len(box) != 2 * len(shape):
@@ -282,9 +283,20 @@ def _mask_bytes(scan: Scan, mask: np.ndarray) -> tuple[bytes, str]:
 
 
 def annotation_save(
-    *, task_id: int, user, base_version: int, kind: str, mask=None, box=None, points=None, comment: str = ""
+    *,
+    task_id: int,
+    user,
+    base_version: int,
+    kind: str,
+    mask=None,
+    mask_encoded: bytes | None = None,
+    box=None,
+    points=None,
+    comment: str = "",
 ) -> Annotation:
-    """A new version of the task's finding (the task must be held by ``user`` in stage annotate)."""
+    """A new version of the task's finding (the task must be held by ``user`` in stage annotate).
+    ``mask_encoded``: the mask's bytes when they already are the stored form (a gzipped uint8 NIfTI of 0/1
+    on the scan's affine, checked by the caller), kept as they are."""
     with storage_all_or_nothing() as written, transaction.atomic():
         task = _held(task_id, user, (Stage.ANNOTATE,))
         finding = Finding.objects.select_for_update().select_related("scan").get(pk=task.finding_id)
@@ -294,7 +306,10 @@ def annotation_save(
         number = finding.current_version + 1
         key = ""
         if array is not None:
-            data, suffix = _mask_bytes(finding.scan, array)
+            if mask_encoded is not None and array.ndim == 3:
+                data, suffix = mask_encoded, ".nii.gz"
+            else:
+                data, suffix = _mask_bytes(finding.scan, array)
             key = storage_save_bytes(
                 project_key(finding.project, "annotations", f"finding-{finding.pk}", f"v{number}{suffix}"),
                 data,

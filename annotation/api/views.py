@@ -204,20 +204,32 @@ class AnnotationIn(serializers.Serializer):
     comment = serializers.CharField(required=False, allow_blank=True, default="")
 
 
-def _read_mask(upload) -> np.ndarray:
+def _read_mask(upload, scan) -> tuple[np.ndarray, bytes | None]:
+    """The mask as booleans (X, Y[, Z]) and, when the upload is already what would be stored (a gzipped
+    uint8 NIfTI of 0/1 on the scan's affine), its bytes, stored as they are (no second encoding)."""
     data = upload.read()
     name = upload.name or "mask"
     if data[:8] == b"\x89PNG\r\n\x1a\n":
         from PIL import Image
 
-        return np.asarray(Image.open(io.BytesIO(data)).convert("L")).T > 0
+        return np.asarray(Image.open(io.BytesIO(data)).convert("L")).T > 0, None
     try:
         import nibabel as nib
 
         raw = gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
-        return np.asarray(nib.Nifti1Image.from_bytes(raw).dataobj) > 0
+        image = nib.Nifti1Image.from_bytes(raw)
+        voxels = np.asarray(image.dataobj)
     except Exception as exc:  # nibabel raises several kinds
         raise ValidationError({"mask": f"{name}: not a NIfTI or PNG mask ({exc})"}) from exc
+    mask = voxels > 0
+    reusable = (
+        data[:2] == b"\x1f\x8b"
+        and voxels.dtype == np.uint8
+        and scan is not None
+        and np.allclose(image.affine, np.asarray(scan.affine), atol=1e-4)
+        and int(voxels.max(initial=0)) <= 1
+    )
+    return mask, data if reusable else None
 
 
 class TaskAnnotations(APIView):
@@ -234,7 +246,9 @@ class TaskAnnotations(APIView):
         data = AnnotationIn(data=request.data)
         data.is_valid(raise_exception=True)
         v = data.validated_data
-        mask = _read_mask(v["mask"]) if v.get("mask") is not None else None
+        mask, encoded = (
+            _read_mask(v["mask"], task.finding.scan) if v.get("mask") is not None else (None, None)
+        )
         try:
             saved = services.annotation_save(
                 task_id=task.pk,
@@ -242,6 +256,7 @@ class TaskAnnotations(APIView):
                 base_version=v["base_version"],
                 kind=v["kind"],
                 mask=mask,
+                mask_encoded=encoded,
                 box=v.get("box"),
                 points=v.get("points"),
                 comment=v.get("comment", ""),
