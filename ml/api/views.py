@@ -4,6 +4,7 @@ import json
 import tempfile
 from pathlib import Path
 
+from django.http import Http404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework import generics, serializers, status
@@ -62,6 +63,14 @@ class ModelVersionIn(serializers.Serializer):
 class PreannotateIn(serializers.Serializer):
     generator = serializers.CharField(help_text="lungs, pet-suv, gaze or model:<name>")
     params = serializers.DictField(required=False, default=dict)
+
+
+def _visible(model, user, pk: int, what: str):
+    """A row of ``model`` in one of the user's projects, else 404."""
+    found = model.objects.filter(project__in=projects_for_user(user), pk=pk).first()
+    if found is None:
+        raise Http404(f"No such {what}.")
+    return found
 
 
 def _json(data, name):
@@ -125,14 +134,7 @@ class ModelVersionDetail(generics.RetrieveAPIView):
     serializer_class = ModelVersionOut
 
     def get_object(self):
-        found = ModelVersion.objects.filter(
-            project__in=projects_for_user(self.request.user), pk=self.kwargs["pk"]
-        ).first()
-        if found is None:
-            from django.http import Http404
-
-            raise Http404("No such model version.")
-        return found
+        return _visible(ModelVersion, self.request.user, self.kwargs["pk"], "model version")
 
 
 class ScanPreannotate(APIView):
@@ -222,14 +224,7 @@ class TrainingRunDetail(generics.RetrieveAPIView):
     serializer_class = TrainingRunOut
 
     def get_object(self):
-        found = TrainingRun.objects.filter(
-            project__in=projects_for_user(self.request.user), pk=self.kwargs["pk"]
-        ).first()
-        if found is None:
-            from django.http import Http404
-
-            raise Http404("No such training run.")
-        return found
+        return _visible(TrainingRun, self.request.user, self.kwargs["pk"], "training run")
 
 
 class ActiveLearningIn(serializers.Serializer):

@@ -139,40 +139,18 @@ def test_modality_and_dimension_mismatch_is_a_clear_error(project, ct_scan, tmp_
 
 
 def test_cli_register_and_preannotate_json(project, ct_scan, tmp_path, capsys):
-    call_command(
-        "register_model",
-        str(_scripted(tmp_path)),
-        "--project",
-        project.slug,
-        "--name",
-        "soft",
-        "--format",
-        "torchscript",
-        "--input-spec",
-        json.dumps(SPEC),
-        "--labels",
-        "background,soft_tissue",
-    )
+    def register(labels):
+        call_command("register_model", str(_scripted(tmp_path)), "--project", project.slug, "--name", "soft",
+                     "--format", "torchscript", "--input-spec", json.dumps(SPEC), "--labels", labels)  # fmt: skip
+
+    register("background,soft_tissue")
     assert "soft v1" in capsys.readouterr().out
     call_command("preannotate", "--scan", str(ct_scan.pk), "--generator", "model:soft", "--json")
     out = json.loads(capsys.readouterr().out)
     (p,) = out["proposals"]
     assert p["label"] == "soft_tissue" and p["volume_ml"] > 0
     with pytest.raises(CommandError, match="rejected"):
-        call_command(
-            "register_model",
-            str(_scripted(tmp_path)),
-            "--project",
-            project.slug,
-            "--name",
-            "soft",
-            "--format",
-            "torchscript",
-            "--input-spec",
-            json.dumps(SPEC),
-            "--labels",
-            "a,b,c",
-        )
+        register("a,b,c")
 
 
 def test_a_job_run_again_after_a_crash_leaves_no_duplicates(project, ct_scan, tmp_path):
