@@ -140,8 +140,9 @@ def test_modality_and_dimension_mismatch_is_a_clear_error(project, ct_scan, tmp_
 
 def test_cli_register_and_preannotate_json(project, ct_scan, tmp_path, capsys):
     def register(labels):
-        call_command("register_model", str(_scripted(tmp_path)), "--project", project.slug, "--name", "soft",
-                     "--format", "torchscript", "--input-spec", json.dumps(SPEC), "--labels", labels)  # fmt: skip
+        options = ["--project", project.slug, "--name", "soft", "--format", "torchscript"]
+        call_command("register_model", str(_scripted(tmp_path)), *options, "--input-spec", json.dumps(SPEC),
+                     "--labels", labels)  # fmt: skip
 
     register("background,soft_tissue")
     assert "soft v1" in capsys.readouterr().out
