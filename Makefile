@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1:8000
 
-.PHONY: demo test lint serve worker bench clean
+.PHONY: demo test lint serve worker bench clean frontend
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -12,18 +12,29 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(VENV)/bin/pip install --quiet -r requirements-dev.txt
 	touch $@
 
-demo: $(VENV)/.installed
+demo: $(VENV)/.installed frontend
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py demo_setup
 	$(PY) manage.py runserver $(HOST)
 
-test: $(VENV)/.installed lint
+test: $(VENV)/.installed lint frontend
 	$(PY) manage.py makemigrations --check --dry-run
 	$(VENV)/bin/pytest
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+
+# The review screen's bundle (frontend/src → frontend/dist/review.js); rebuilt only when a source changed.
+FRONTEND_SRC := $(wildcard frontend/src/*.ts) frontend/package.json frontend/tsconfig.json frontend/vite.config.ts
+
+frontend: frontend/dist/review.js
+
+frontend/node_modules/.package-lock.json: frontend/package-lock.json
+	cd frontend && npm ci --no-audit --no-fund && touch node_modules/.package-lock.json
+
+frontend/dist/review.js: frontend/node_modules/.package-lock.json $(FRONTEND_SRC)
+	cd frontend && npm run build
 
 serve: $(VENV)/.installed
 	$(PY) manage.py runserver $(HOST)
@@ -36,4 +47,4 @@ bench: $(VENV)/.installed
 	$(PY) bench/bench_upload.py
 
 clean:
-	rm -rf $(VENV) var
+	rm -rf $(VENV) var frontend/node_modules frontend/dist

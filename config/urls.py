@@ -11,5 +11,6 @@ urlpatterns = [
     path("api/", include("labeling.api.urls")),
     path("api/", include("ml.api.urls")),
     path("api/", include("annotation.api.urls")),
+    path("", include("annotation.urls")),
     path("", include("core.urls")),
 ]
