@@ -212,6 +212,9 @@ def task_next(*, project: Project, user, stages: tuple[str, ...]) -> ReviewTask 
             task = free.first()
         if task is None:
             return None
+        # The case shows the finding with its report and scan: one query once the task is chosen (joined
+        # into the locking queries, the queue's sort would carry every candidate's report and scan).
+        task.finding = Finding.objects.select_related("report", "scan").get(pk=task.finding_id)
         before = _task_state(task)
         task.assignee, task.lease_expires_at = user, now + lease_length()
         task.save(update_fields=["assignee", "lease_expires_at", "updated_at"])
@@ -221,7 +224,12 @@ def task_next(*, project: Project, user, stages: tuple[str, ...]) -> ReviewTask 
 
 
 def _held(task_id: int, user, stages: tuple[str, ...]) -> ReviewTask:
-    task = ReviewTask.objects.select_for_update().select_related("finding", "project").get(pk=task_id)
+    # Lock the task row only (not the finding or the project joined for reading).
+    task = (
+        ReviewTask.objects.select_for_update(of=("self",))
+        .select_related("finding", "project")
+        .get(pk=task_id)
+    )
     if task.stage not in stages:
         raise ReviewError("stage", f"the task is in stage {task.stage}, not {' or '.join(stages)}")
     if task.assignee_id != user.pk:
@@ -299,7 +307,9 @@ def annotation_save(
     on the scan's affine, checked by the caller), kept as they are."""
     with storage_all_or_nothing() as written, transaction.atomic():
         task = _held(task_id, user, (Stage.ANNOTATE,))
-        finding = Finding.objects.select_for_update().select_related("scan").get(pk=task.finding_id)
+        # Lock only the finding: PostgreSQL refuses FOR UPDATE on the nullable side of the scan join.
+        locked = Finding.objects.select_for_update(of=("self",))
+        finding = locked.select_related("scan").get(pk=task.finding_id)
         if base_version != finding.current_version:
             raise Conflict(finding.annotations.filter(version=finding.current_version).first(), base_version)
         array, voxels = _check_geometry(finding, kind, mask, box, points)
@@ -440,7 +450,7 @@ def queue_reprioritise(*, project: Project, strategy: str, model_version=None) -
     changed = 0
     with transaction.atomic():
         for task in (
-            ReviewTask.objects.select_for_update()
+            ReviewTask.objects.select_for_update(of=("self",))
             .filter(project=project, stage__in=OPEN_STAGES)
             .select_related("finding")
         ):

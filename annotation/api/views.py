@@ -16,7 +16,7 @@ from rest_framework.views import APIView
 
 from annotation import services
 from annotation.models import Annotation, Finding, HistoryEvent, ReviewTask, Stage
-from core.models import Role
+from core.models import Membership, Role
 from core.selectors import project_get_for_user, projects_for_user, user_has_role
 from studies.api.views import stored_file_response
 
@@ -107,7 +107,7 @@ def _error(exc: services.ReviewError) -> Response:
 def _task_for(user, pk: int) -> ReviewTask:
     task = (
         ReviewTask.objects.filter(project__in=projects_for_user(user), pk=pk)
-        .select_related("finding")
+        .select_related("finding__report", "finding__scan", "assignee", "project")
         .first()
     )
     if task is None:
@@ -125,7 +125,7 @@ def case_payload(task: ReviewTask) -> dict:
     finding's span, the study's other findings, and the scan's region proposals."""
     finding = task.finding
     report = finding.report
-    siblings = Finding.objects.filter(study=finding.study).select_related("task").order_by("id")
+    siblings = Finding.objects.filter(study_id=finding.study_id).select_related("task").order_by("id")
     from labeling.api.gaze_serializers import RegionProposalOut
     from labeling.models import RegionProposal
 
@@ -133,7 +133,9 @@ def case_payload(task: ReviewTask) -> dict:
     return {
         "task": TaskOut(task).data,
         "finding": FindingOut(finding).data,
-        "versions": AnnotationOut(finding.annotations.order_by("version"), many=True).data,
+        "versions": AnnotationOut(
+            finding.annotations.select_related("author").order_by("version"), many=True
+        ).data,
         "scan": {"id": finding.scan_id, "shape": finding.scan.shape, "modality": finding.scan.modality}
         if finding.scan_id
         else None,
@@ -328,20 +330,24 @@ class FindingList(generics.ListAPIView):
     serializer_class = FindingOut
 
     def get_queryset(self):
-        projects = projects_for_user(self.request.user)
-        qs = Finding.objects.filter(project__in=projects).select_related("task")
-        researcher_only = [
-            p
-            for p in projects
-            if user_has_role(self.request.user, p, [Role.RESEARCHER])
-            and not user_has_role(self.request.user, p, [Role.MANAGER, Role.ANNOTATOR, Role.RADIOLOGIST])
-        ]
+        user = self.request.user
+        # Ids, slugs and the caller's roles up front (two queries, not two per project): the queryset then
+        # filters on project_id alone, so its COUNT(*) is an index-only scan without a join.
+        projects = dict(projects_for_user(user).values_list("id", "slug"))
+        qs = Finding.objects.filter(project_id__in=list(projects)).select_related("task")
+        memberships = Membership.objects.filter(user=user, project_id__in=list(projects))
+        roles = {} if user.is_superuser else dict(memberships.values_list("project_id", "role"))
+        # One membership (one role) per project and user: a researcher there has no other role.
+        researcher_only = [pk for pk, role in roles.items() if role == Role.RESEARCHER]
         if researcher_only:
-            qs = qs.exclude(project__in=researcher_only, status__in=["open", "rejected"])
+            qs = qs.exclude(project_id__in=researcher_only, status__in=["open", "rejected"])
         for name, lookup in _FINDING_FILTERS.items():
             value = self.request.query_params.get(name)
             if value not in (None, ""):
-                qs = qs.filter(**{lookup: value})
+                if name == "project":
+                    qs = qs.filter(project_id__in=[pk for pk, slug in projects.items() if slug == value])
+                else:
+                    qs = qs.filter(**{lookup: value})
         return qs.order_by("id")
 
 
