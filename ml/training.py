@@ -150,10 +150,8 @@ def _mask_array(key: str, expected_sha: str) -> np.ndarray:
 
 def _cases(run: TrainingRun, scan_ids: list[int]):
     """Preprocessed images and label maps on the model's grid (labels resampled nearest)."""
-    import torch
-
     from ml.engine.inference import preprocess
-    from ml.engine.training import Case
+    from ml.engine.training import training_case
     from ml.preannotate import scan_volume
     from ml.specs import InputSpec
 
@@ -167,20 +165,15 @@ def _cases(run: TrainingRun, scan_ids: list[int]):
             if e["scan"] == scan.pk:
                 labels[_mask_array(e["mask"], e["sha256"])] = names.index(e["label"])
         image, _ = preprocess(volume, [float(s) for s in scan.spacing], spec)
-        target = torch.from_numpy(labels)[None, None].float()
-        if tuple(image.shape[2:]) != tuple(labels.shape):
-            target = torch.nn.functional.interpolate(target, size=tuple(image.shape[2:]), mode="nearest")
-        out.append(Case(image=image[0], label=target[0, 0].long()))
+        out.append(training_case(image, labels))
     return out
 
 
 def training_run_execute(*, run: TrainingRun, device: str | None = None, on_step=None) -> TrainingRun:
     """Train (resuming from the run's checkpoint), validate, and register a better version."""
-    import torch
-
     from ml.engine.devices import pick_device
     from ml.engine.loading import load_model
-    from ml.engine.training import dice_score, train
+    from ml.engine.training import checkpoint_bytes, checkpoint_load, dice_score, save_state_dict, train
     from ml.services import model_version_register
 
     device = device or pick_device()
@@ -199,14 +192,12 @@ def training_run_execute(*, run: TrainingRun, device: str | None = None, on_step
     resume = None
     if run.checkpoint:
         with default_storage.open(run.checkpoint.name, "rb") as fh:
-            resume = torch.load(io.BytesIO(fh.read()), map_location="cpu", weights_only=False)
+            resume = checkpoint_load(fh.read())
     key = project_key(run.project, "training", f"run-{run.pk}", "checkpoint.pt")
 
     def save(state) -> None:
-        buffer = io.BytesIO()
-        torch.save(state, buffer)
         old = TrainingRun.objects.get(pk=run.pk).checkpoint.name
-        stored = storage_save_bytes(key, buffer.getvalue())
+        stored = storage_save_bytes(key, checkpoint_bytes(state))
         TrainingRun.objects.filter(pk=run.pk).update(checkpoint=stored, step=state["step"])
         if old and old != stored:
             default_storage.delete(old)
@@ -234,7 +225,7 @@ def training_run_execute(*, run: TrainingRun, device: str | None = None, on_step
     if metrics["val_dice"] > metrics["parent_val_dice"]:
         with tempfile.TemporaryDirectory(prefix="trained-") as tmp:
             path = Path(tmp) / "model.pt"
-            torch.save({k: v.cpu() for k, v in model.state_dict().items()}, path)
+            save_state_dict(model, path)
             new_version = model_version_register(
                 project=run.project,
                 path=path,

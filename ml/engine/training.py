@@ -10,6 +10,7 @@ sliding-window inference: the mean foreground Dice over the validation cases.
 
 from __future__ import annotations
 
+import io
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -150,3 +151,27 @@ def dice_score(model: torch.nn.Module, cases: list[Case], roi: list[int], *, dev
                 denominator = int(p.sum() + t.sum())
                 scores.append(1.0 if denominator == 0 else 2.0 * int((p & t).sum()) / denominator)
     return float(np.mean(scores)) if scores else 0.0
+
+
+def training_case(image: torch.Tensor, labels: np.ndarray) -> Case:
+    """A case from a preprocessed image ``(1, C, *spatial)`` and a label map on the scan's grid,
+    resampled (nearest) to the image's grid when the model works at another spacing."""
+    target = torch.from_numpy(labels)[None, None].float()
+    if tuple(image.shape[2:]) != tuple(labels.shape):
+        target = torch.nn.functional.interpolate(target, size=tuple(image.shape[2:]), mode="nearest")
+    return Case(image=image[0], label=target[0, 0].long())
+
+
+def checkpoint_bytes(state: Checkpoint) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return buffer.getvalue()
+
+
+def checkpoint_load(data: bytes) -> Checkpoint:
+    """A checkpoint this module saved (it holds random-number states: not weights-only)."""
+    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
+
+
+def save_state_dict(model: torch.nn.Module, path) -> None:
+    torch.save({k: v.cpu() for k, v in model.state_dict().items()}, path)
