@@ -22,36 +22,21 @@ from annotation.services import (
 )
 from core.models import Role
 from core.services import membership_set
-from labeling.services import label_run_execute, label_run_get_or_create
 from ml.preannotate import preannotate
-from studies import demo
-from studies.models import Report, Scan
-from studies.services.scans import scans_ingest
+from tests.annotation.factories import review_case
 
 ANNOTATE, REVIEWING = ("annotate",), ("review", "qa")
 
 
 @pytest.fixture
 def case(project, tmp_path):
-    """A CT with a report of two present findings, labelled, and a lung proposal on the scan."""
-    project.label_schema = "rexgroundingct"
-    project.qa_sample_rate = 0.0
-    project.save()
-    volume, _ = demo.synthetic_chest_ct(shape=(8, 48, 48), spacing=(5.0, 6.0, 6.0))
-    demo.write_ct_series(tmp_path / "ct", volume, (5.0, 6.0, 6.0))
-    assert not scans_ingest(project=project, paths=[tmp_path / "ct"], workers=1).errors
-    scan = Scan.objects.get(project=project)
-    Report.objects.create(
-        project=project,
-        study=scan.study,
-        external_id="r",
-        source="text",
-        raw_text="x",
-        checksum="1",
+    """A CT with a report of two present findings, labelled, as annotate tasks."""
+    scan = review_case(
+        project,
+        tmp_path,
         findings="There is a 14 mm nodule in the right upper lobe. Small left pleural effusion.",
     )
-    label_run_execute(run=label_run_get_or_create(project=project, labeler="rules"))
-    assert findings_from_proposals(project=project) >= 2
+    assert Finding.objects.count() >= 2
     return scan
 
 

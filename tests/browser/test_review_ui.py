@@ -7,13 +7,9 @@ from pathlib import Path
 import pytest
 
 from annotation.models import Finding
-from annotation.services import findings_from_proposals
 from core.models import Role
 from core.services import membership_set
-from labeling.services import label_run_execute, label_run_get_or_create
-from studies import demo
-from studies.models import Report, Scan
-from studies.services.scans import scans_ingest
+from tests.annotation.factories import review_case
 from tests.conftest import REPO, need_service
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -45,24 +41,12 @@ def browser(monkeypatch):
 @pytest.fixture
 def case(project, tmp_path):
     """A small CT (16 × 64 × 64 voxels) with a report of one present finding, as an annotate task."""
-    project.label_schema = "rexgroundingct"
-    project.qa_sample_rate = 0.0
-    project.save()
-    volume, _ = demo.synthetic_chest_ct(shape=(16, 64, 64), spacing=(5.0, 6.0, 6.0))
-    demo.write_ct_series(tmp_path / "ct", volume, (5.0, 6.0, 6.0))
-    assert not scans_ingest(project=project, paths=[tmp_path / "ct"], workers=1).errors
-    scan = Scan.objects.get(project=project)
-    Report.objects.create(
-        project=project,
-        study=scan.study,
-        external_id="r",
-        source="text",
-        raw_text="x",
-        checksum="1",
+    review_case(
+        project,
+        tmp_path,
+        shape=(16, 64, 64),
         findings="No consolidation. There is a 14 mm nodule in the right upper lobe.",
     )
-    label_run_execute(run=label_run_get_or_create(project=project, labeler="rules"))
-    assert findings_from_proposals(project=project) == 1
     return Finding.objects.get(project=project)
 
 
