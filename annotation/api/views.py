@@ -370,12 +370,27 @@ class HistoryList(generics.ListAPIView):
 
 
 class AnnotationMask(APIView):
-    @extend_schema(responses={(200, "application/octet-stream"): OpenApiTypes.BINARY})
+    """A version's mask: PNG (2D), or gzipped NIfTI (3D). With ``?encoding=http`` the NIfTI is sent as a
+    plain ``.nii`` with ``Content-Encoding: gzip``, so a browser inflates it natively (the review screen:
+    inflating 78 M voxels in JavaScript took ~20 s)."""
+
+    @extend_schema(
+        parameters=[OpenApiParameter("encoding", str, enum=["http"])],
+        responses={(200, "application/octet-stream"): OpenApiTypes.BINARY},
+    )
     def get(self, request, pk: int):
         found = Annotation.objects.filter(finding__project__in=projects_for_user(request.user), pk=pk).first()
         if found is None or not found.mask:
             raise Http404("No such annotation mask.")
         nifti = found.mask.name.endswith(".nii.gz")
+        if nifti and request.query_params.get("encoding") == "http":
+            response = stored_file_response(
+                found.mask.name,
+                filename=f"annotation-{found.pk}.nii",
+                content_type="application/octet-stream",
+            )
+            response["Content-Encoding"] = "gzip"
+            return response
         return stored_file_response(
             found.mask.name,
             filename=f"annotation-{found.pk}" + (".nii.gz" if nifti else ".png"),
