@@ -12,7 +12,6 @@ lease one does not hold is an error, as is a save naming an older version than t
 from __future__ import annotations
 
 import hashlib
-import io
 from datetime import timedelta
 from typing import Any
 
@@ -22,7 +21,6 @@ from django.core.files.storage import default_storage
 from django.db import transaction
 from django.db.models import Max, Q
 from django.utils import timezone
-from PIL import Image
 
 from annotation.models import (
     OPEN_STAGES,
@@ -37,6 +35,7 @@ from annotation.models import (
 from core.models import JobStatus, Project
 from core.storage import project_key, storage_all_or_nothing, storage_save_bytes
 from labeling.models import FindingProposal, LabelRun, RegionProposal
+from studies.ingest.volume_io import mask_file
 from studies.models import Scan
 
 
@@ -280,16 +279,6 @@ def _check_geometry(finding: Finding, kind: str, mask, box, points) -> tuple[np.
     raise ReviewError("kind", f"{kind!r} is not one of {', '.join(AnnotationKind.values)}")
 
 
-def _mask_bytes(scan: Scan, mask: np.ndarray) -> tuple[bytes, str]:
-    if mask.ndim == 2:
-        out = io.BytesIO()
-        Image.fromarray(mask.T).convert("1").save(out, format="PNG")
-        return out.getvalue(), ".png"
-    from studies.ingest.volume_io import nifti_mask_gz
-
-    return nifti_mask_gz(mask, np.asarray(scan.affine, dtype=np.float64)), ".nii.gz"
-
-
 def annotation_save(
     *,
     task_id: int,
@@ -319,7 +308,7 @@ def annotation_save(
             if mask_encoded is not None and array.ndim == 3:
                 data, suffix = mask_encoded, ".nii.gz"
             else:
-                data, suffix = _mask_bytes(finding.scan, array)
+                data, suffix = mask_file(array, np.asarray(finding.scan.affine, dtype=np.float64))
             key = storage_save_bytes(
                 project_key(finding.project, "annotations", f"finding-{finding.pk}", f"v{number}{suffix}"),
                 data,

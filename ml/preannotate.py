@@ -10,7 +10,6 @@ generator, its parameters and, for a model, the version, mean probability and en
 
 from __future__ import annotations
 
-import io
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,13 +17,13 @@ from typing import Any
 import numpy as np
 from django.core.files.storage import default_storage
 from django.db import transaction
-from PIL import Image
 
 from core.jobs import job_create, job_dispatch
 from core.models import Job
 from core.storage import project_key, storage_all_or_nothing, storage_local_copy, storage_save_bytes
 from labeling.models import RegionProposal
 from ml.specs import ModelError
+from studies.ingest.volume_io import mask_file
 from studies.models import Scan
 
 GENERATORS = ("lungs", "pet-suv", "gaze")
@@ -341,16 +340,6 @@ def _gaze(scan: Scan, params: dict, t0: float) -> Outcome:
     return Outcome(proposals=proposals, warnings=warnings, seconds={"total": time.perf_counter() - t0})
 
 
-def _mask_file(scan: Scan, mask: np.ndarray) -> bytes:
-    if mask.ndim == 2:
-        out = io.BytesIO()
-        Image.fromarray(mask.T).convert("1").save(out, format="PNG")  # rows = Y
-        return out.getvalue()
-    from studies.ingest.volume_io import nifti_mask_gz
-
-    return nifti_mask_gz(mask, np.asarray(scan.affine, dtype=np.float64))
-
-
 def _store(
     scan: Scan, generator: str, params: dict, regions: list[Region], model_version, job_id: int | None
 ) -> list[RegionProposal]:
@@ -369,14 +358,14 @@ def _store(
                 continue
             where = np.nonzero(region.mask)
             box = [int(a.min()) for a in where] + [int(a.max()) + 1 for a in where]
-            suffix = ".png" if region.mask.ndim == 2 else ".nii.gz"
+            data, suffix = mask_file(region.mask, np.asarray(scan.affine, dtype=np.float64))
             key = project_key(
                 scan.project,
                 "proposals",
                 f"scan-{scan.pk}",
                 f"{source}-{int(time.time() * 1000)}-{i}{suffix}",
             )
-            stored = storage_save_bytes(key, _mask_file(scan, region.mask))
+            stored = storage_save_bytes(key, data)
             written.append(stored)
             out.append(
                 RegionProposal.objects.create(

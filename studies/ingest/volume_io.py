@@ -190,6 +190,16 @@ def nifti_mask_gz(mask: np.ndarray, affine: np.ndarray) -> bytes:
     )
 
 
+def mask_file(mask: np.ndarray, affine: np.ndarray) -> tuple[bytes, str]:
+    """A mask as stored for a scan: 2D (X, Y) as a 1-bit PNG with rows = Y (``.png``), 3D as gzipped
+    uint8 NIfTI with ``affine`` (``.nii.gz``)."""
+    if mask.ndim == 2:
+        out = io.BytesIO()
+        Image.fromarray(np.asarray(mask, dtype=bool).T).convert("1").save(out, format="PNG")
+        return out.getvalue(), ".png"
+    return nifti_mask_gz(mask, affine), ".nii.gz"
+
+
 def _oriented_slice(data, affine: np.ndarray, axis: str, index: int | None) -> np.ndarray:
     """A display slice of a 3D array-like ``data`` (X, Y, Z) with voxel -> RAS+ ``affine``.
 

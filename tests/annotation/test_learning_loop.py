@@ -19,20 +19,9 @@ from ml.training import TrainingError
 from studies import demo
 from studies.models import Report, Scan
 from studies.services.scans import scans_ingest
+from tests.ml.test_training import NETWORK, SPEC
 
 pytestmark = pytest.mark.django_db(transaction=True)
-NETWORK = {
-    "name": "UNet",
-    "args": {
-        "spatial_dims": 3,
-        "in_channels": 1,
-        "out_channels": 2,
-        "channels": [4, 8],
-        "strides": [2],
-        "num_res_units": 0,
-    },
-}
-SPEC = {"ndim": 3, "channels": 1, "roi_size": [32, 32, 8], "window": [-1000, 400], "modality": ["CT"]}
 
 
 @pytest.fixture
