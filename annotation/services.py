@@ -222,6 +222,74 @@ def task_next(*, project: Project, user, stages: tuple[str, ...]) -> ReviewTask 
     return task
 
 
+def task_claim(*, task_id: int, user, stages: tuple[str, ...]) -> ReviewTask:
+    """Take one named task (the case screen's findings list): free (unheld or lease expired) or already
+    yours, in one of ``stages``; a reviewer cannot claim their own annotation. Held by someone else:
+    ``LeaseError``."""
+    now = timezone.now()
+    with transaction.atomic():
+        task = ReviewTask.objects.select_for_update(of=("self",)).select_related("finding").get(pk=task_id)
+        if task.stage not in stages:
+            raise ReviewError("stage", f"the task is in stage {task.stage}, not {' or '.join(stages)}")
+        live = task.lease_expires_at is None or task.lease_expires_at > now
+        if task.assignee_id not in (None, user.pk) and live:
+            raise LeaseError("lease", "another reviewer holds this task; try again when they are done")
+        if task.stage in (Stage.REVIEW, Stage.QA) and task.annotated_by_id == user.pk:
+            raise ReviewError("reviewer", "you annotated this finding: another radiologist must review it")
+        if task.assignee_id == user.pk and live and task.lease_expires_at is not None:
+            return task
+        before = _task_state(task)
+        task.assignee, task.lease_expires_at = user, now + lease_length()
+        task.save(update_fields=["assignee", "lease_expires_at", "updated_at"])
+        _event(task.finding, task, user, "claimed", before, _task_state(task))
+    return task
+
+
+def finding_create(
+    *,
+    project: Project,
+    user,
+    study,
+    scan: Scan | None,
+    text: str,
+    code: str = "",
+    section: str = "",
+    start: int | None = None,
+    end: int | None = None,
+) -> ReviewTask:
+    """A finding the proposals missed, added by hand: a manual finding of ``study`` (on ``scan``, which
+    must belong to it) with an annotate task held by its author."""
+    text = text.strip()
+    if not text:
+        raise ReviewError("text", "say what the finding is")
+    if scan is not None and scan.study_id != study.pk:
+        raise ReviewError("scan_id", f"scan {scan.pk} is not a scan of study {study.pk}")
+    report = study.reports.order_by("id").first()
+    if start is not None or end is not None:
+        body = getattr(report, section, None) if report is not None and section else None
+        if not isinstance(body, str) or start is None or end is None or not 0 <= start < end <= len(body):
+            raise ReviewError("start", "the span must lie inside the named report section")
+    with transaction.atomic():
+        finding = Finding.objects.create(
+            project=project,
+            study=study,
+            scan=scan,
+            report=report,
+            section=section if start is not None else "",
+            start=start,
+            end=end,
+            text=text,
+            code=code,
+            source="manual",
+            created_by=user,
+        )
+        task = ReviewTask.objects.create(
+            project=project, finding=finding, assignee=user, lease_expires_at=timezone.now() + lease_length()
+        )
+        _event(finding, task, user, "created", {}, {"text": text, "code": code, "scan": scan and scan.pk})
+    return task
+
+
 def _held(task_id: int, user, stages: tuple[str, ...]) -> ReviewTask:
     # Lock the task row only (not the finding or the project joined for reading).
     task = (

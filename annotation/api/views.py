@@ -6,6 +6,7 @@ import io
 
 import numpy as np
 from django.http import Http404
+from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics, serializers, status
@@ -47,6 +48,7 @@ class AnnotationOut(serializers.ModelSerializer):
 
 class FindingOut(serializers.ModelSerializer):
     stage = serializers.CharField(source="task.stage", default=None, read_only=True)
+    task_id = serializers.IntegerField(source="task.id", default=None, read_only=True)
 
     class Meta:
         model = Finding
@@ -66,6 +68,7 @@ class FindingOut(serializers.ModelSerializer):
             "source",
             "current_version",
             "stage",
+            "task_id",
             "updated_at",
         ]
 
@@ -136,7 +139,12 @@ def case_payload(task: ReviewTask) -> dict:
         "versions": AnnotationOut(
             finding.annotations.select_related("author").order_by("version"), many=True
         ).data,
-        "scan": {"id": finding.scan_id, "shape": finding.scan.shape, "modality": finding.scan.modality}
+        "scan": {
+            "id": finding.scan_id,
+            "shape": finding.scan.shape,
+            "ndim": finding.scan.ndim,
+            "modality": finding.scan.modality,
+        }
         if finding.scan_id
         else None,
         "report": {
@@ -149,6 +157,14 @@ def case_payload(task: ReviewTask) -> dict:
         else None,
         "findings": FindingOut(siblings, many=True).data,
         "proposals": RegionProposalOut(proposals, many=True).data,
+        "gaze": [
+            {
+                "id": rec.pk,
+                "reader": rec.reader,
+                "heatmap_png": reverse("gaze-recording-heatmap", args=[rec.pk]) + "?output=png",
+            }
+            for rec in (finding.scan.gaze_recordings.order_by("id") if finding.scan_id else [])
+        ],
     }
 
 
@@ -187,6 +203,77 @@ class NextTask(APIView):
         if task is None:
             return Response(status=status.HTTP_204_NO_CONTENT)
         return Response(case_payload(task))
+
+
+class TaskClaim(APIView):
+    """POST: take this task (free, lease expired, or already yours) and return its case; 409 when
+    someone else holds it. Annotators claim annotate tasks, radiologists review and QA tasks."""
+
+    @extend_schema(request=None, responses={200: OpenApiTypes.OBJECT, 409: OpenApiTypes.OBJECT})
+    def post(self, request, pk: int):
+        task = _task_for(request.user, pk)
+        reviewing = task.stage in STAGES_OF["review"]
+        _need(
+            request.user,
+            task.project,
+            RADIOLOGISTS if reviewing else ANNOTATORS,
+            "radiologists" if reviewing else "annotators",
+        )
+        try:
+            task = services.task_claim(
+                task_id=task.pk, user=request.user, stages=STAGES_OF["review" if reviewing else "annotate"]
+            )
+        except services.ReviewError as exc:
+            return _error(exc)
+        return Response(case_payload(_task_for(request.user, task.pk)))
+
+
+class FindingIn(serializers.Serializer):
+    study_id = serializers.IntegerField()
+    scan_id = serializers.IntegerField(required=False, allow_null=True)
+    text = serializers.CharField()
+    code = serializers.CharField(required=False, allow_blank=True, default="")
+    section = serializers.ChoiceField(
+        ["", "indication", "comparison", "findings", "impression"], required=False, default=""
+    )
+    start = serializers.IntegerField(required=False, allow_null=True, min_value=0)
+    end = serializers.IntegerField(required=False, allow_null=True, min_value=0)
+
+
+class FindingCreate(APIView):
+    """POST: add a finding the proposals missed (annotators); it gets an annotate task held by you."""
+
+    @extend_schema(request=FindingIn, responses={201: OpenApiTypes.OBJECT})
+    def post(self, request, slug: str):
+        project = project_get_for_user(request.user, slug)
+        _need(request.user, project, ANNOTATORS, "annotators")
+        data = FindingIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        v = data.validated_data
+        study = project.studies.filter(pk=v["study_id"]).first()
+        if study is None:
+            raise ValidationError({"study_id": f"no study {v['study_id']} in project {project.slug}"})
+        scan = None
+        if v.get("scan_id") is not None:
+            scan = project.scans.filter(pk=v["scan_id"]).first()
+            if scan is None:
+                raise ValidationError({"scan_id": f"no scan {v['scan_id']} in project {project.slug}"})
+        try:
+            task = services.finding_create(
+                project=project,
+                user=request.user,
+                study=study,
+                scan=scan,
+                text=v["text"],
+                code=v["code"],
+                section=v["section"],
+                start=v.get("start"),
+                end=v.get("end"),
+            )
+        except services.ReviewError as exc:
+            return _error(exc)
+        payload = case_payload(_task_for(request.user, task.pk))
+        return Response(payload, status=status.HTTP_201_CREATED)
 
 
 class TaskDetail(APIView):

@@ -129,3 +129,67 @@ def test_review_over_the_api(project, case, users, outsider, api_client):  # noq
     assert (
         ann.post(reverse("task-assign", args=[other.pk]), {"user": "ann"}, format="json").status_code == 403
     )
+
+
+def test_claim_a_named_task_and_add_a_missing_finding(project, case, users, api_client):  # noqa: F811
+    ann, rad = api_client(users["ann"]), api_client(users["rad"])
+    other_ann = api_client(users["boss"])  # managers annotate too
+    first = ann.get(reverse("next-task", args=[project.slug]), {"stage": "annotate"}).json()
+    sibling = next(f for f in first["findings"] if f["id"] != first["finding"]["id"])
+    assert sibling["task_id"] and first["scan"]["ndim"] == 3 and first["gaze"] == []
+
+    # The findings list: open another finding's task; someone else's live lease is a 409 naming it.
+    switched = ann.post(reverse("task-claim", args=[sibling["task_id"]]))
+    assert switched.status_code == 200 and switched.json()["finding"]["id"] == sibling["id"]
+    assert ann.post(reverse("task-claim", args=[sibling["task_id"]])).status_code == 200  # yours already
+    held = other_ann.post(reverse("task-claim", args=[sibling["task_id"]]))
+    assert held.status_code == 409 and "another reviewer" in held.json()["lease"]
+    assert rad.post(reverse("task-claim", args=[sibling["task_id"]])).status_code == 403
+
+    # A finding the proposals missed, with its span in the report.
+    text = case.study.reports.get().findings
+    start = text.index("Small left")
+    made = ann.post(
+        reverse("finding-create", args=[project.slug]),
+        {
+            "study_id": case.study_id,
+            "scan_id": case.pk,
+            "text": "small left pleural effusion",
+            "code": "2e",
+            "section": "findings",
+            "start": start,
+            "end": len(text),
+        },
+        format="json",
+    )
+    assert made.status_code == 201, made.content
+    body = made.json()
+    assert body["finding"]["source"] == "manual" and body["task"]["assignee"] == "ann"
+    assert body["task"]["stage"] == "annotate" and body["finding"]["current_version"] == 0
+    history = ann.get(reverse("history-list"), {"finding": body["finding"]["id"]}).json()["results"]
+    assert [h["action"] for h in history] == ["created"]
+
+    bad_span = ann.post(
+        reverse("finding-create", args=[project.slug]),
+        {"study_id": case.study_id, "text": "x", "section": "findings", "start": 5, "end": 10_000},
+        format="json",
+    )
+    assert bad_span.status_code == 400 and "start" in bad_span.json()
+    empty = ann.post(
+        reverse("finding-create", args=[project.slug]),
+        {"study_id": case.study_id, "text": " "},
+        format="json",
+    )
+    assert empty.status_code == 400 and "text" in empty.json()
+    missing = ann.post(
+        reverse("finding-create", args=[project.slug]), {"study_id": 99999, "text": "x"}, format="json"
+    )
+    assert missing.status_code == 400 and "99999" in missing.json()["study_id"]
+    assert (
+        rad.post(
+            reverse("finding-create", args=[project.slug]),
+            {"study_id": case.study_id, "text": "x"},
+            format="json",
+        ).status_code
+        == 403
+    )
