@@ -1,0 +1,216 @@
+"""What a release hands to its exporters: plain records, no database, no Django.
+
+The release service (``releases/services.py``) turns a frozen manifest into a stream of ``CaseRecord``s,
+one per scan, with its image, its labels and (for radiographs) its gaze anatomy records; each format in
+``releases/formats/`` writes them through a ``Sink``. Arrays are loaded on demand (``load_*``), so an
+exporter holds one case in memory at a time whatever the size of the release.
+
+Geometry follows the platform's canonical NIfTI: arrays ``(X, Y[, Z])`` (X = image column, Y = image row,
+Z = slice) with ``affine`` voxel → RAS+ mm. 2D masks and heatmaps of radiographs are given as ``(rows,
+columns)`` = ``(Y, X)`` arrays, as PNGs store them. Boxes are voxel indices ``[xmin, ymin(, zmin), xmax,
+ymax(, zmax)]`` with the max exclusive.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+LABEL_KINDS = ("mask", "box", "none")
+SOURCES = ("human", "weak", "model")
+
+
+class FormatError(ValueError):
+    """A release cannot be written in a format; ``field`` names what (a label, a case, an option)."""
+
+    def __init__(self, field: str, reason: str):
+        self.field, self.reason = field, reason
+        super().__init__(f"{field}: {reason}")
+
+
+@dataclass
+class ImageRecord:
+    path: Path  # the canonical NIfTI (.nii or .nii.gz), a local file
+    shape: list[int]  # (X, Y[, Z])
+    spacing: list[float]
+    affine: np.ndarray  # 4x4 voxel -> RAS+ mm
+    modality: str  # CT, PT, CR, DX, MR, ...
+    study_uid: str = ""  # de-identified (remapped) UIDs
+    series_uid: str = ""
+    sop_uids: list[str] = field(default_factory=list)  # remapped SOP Instance UIDs, slice order; [] if none
+    dicom_header: dict[str, Any] | None = None  # the de-identified first header (pydicom JSON dict)
+    sha256: str = ""
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def load(self) -> np.ndarray:
+        """The image array ``(X, Y[, Z])`` as stored (HU for CT)."""
+        import nibabel as nib
+
+        return np.asarray(nib.load(str(self.path)).dataobj)
+
+
+@dataclass
+class LabelRecord:
+    """One label of a case: a grounded finding (kind mask or box) or a report-level one (kind none).
+
+    ``source``: ``human`` (an expert accepted it in review), ``weak`` (a report labeler's proposal, not
+    reviewed), ``model`` (a model's or generator's proposal, not reviewed). ``assertion``: present,
+    absent or uncertain (accepted grounded findings are present)."""
+
+    label_id: str  # stable across releases, e.g. "finding-12" or "proposal-40"
+    text: str  # the finding sentence or phrase
+    kind: str = "none"  # mask, box or none
+    code: str = ""  # schema code: a CheXpert observation, a ReXGroundingCT F/I code, ...
+    category: str = ""  # ReXGroundingCT category 1a..2h, or ""
+    location: str = ""
+    laterality: str = ""
+    assertion: str = "present"
+    source: str = "human"
+    box: list[float] | None = None
+    mask_path: Path | None = None  # NIfTI on the image grid (3D) or PNG rows x columns (2D); non-zero = in
+    provenance: dict[str, Any] = field(default_factory=dict)
+    sha256: str = ""  # of the mask file
+
+    def load_mask(self) -> np.ndarray | None:
+        """The mask as a boolean array on the image grid: ``(X, Y, Z)`` for 3D, ``(Y, X)`` for 2D."""
+        if self.mask_path is None:
+            return None
+        name = str(self.mask_path)
+        if name.endswith((".nii", ".nii.gz")):
+            import nibabel as nib
+
+            return np.asarray(nib.load(name).dataobj) != 0
+        from PIL import Image
+
+        with Image.open(name) as im:
+            return np.asarray(im.convert("L")) != 0
+
+
+@dataclass
+class GazeAnatomyRecord:
+    """FG-CXR / I-AI style: one anatomy of one radiograph as one reader looked at it and spoke."""
+
+    anatomy: str  # left lung, right lung, heart, ...
+    caption: str  # the reader's sentences about it, joined
+    sentences: list[str]
+    dwell_s: float
+    fixations: int
+    time_to_first_s: float | None
+    dwell_share: float
+    reader: str
+    recording_id: str
+    load_heatmap: Callable[[], np.ndarray]  # float32 (rows, columns), at image resolution
+    load_mask: Callable[[], np.ndarray | None]  # bool (rows, columns) anatomy mask, or None
+    load_focus: Callable[[], np.ndarray]  # bool (rows, columns) intense-focus mask
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class CaseRecord:
+    case_id: str  # stable across releases; file names are made from it
+    patient_id: str  # the patient's pseudonym
+    study_id: str
+    split: str  # train, val or test
+    image: ImageRecord
+    report: dict[str, str] = field(default_factory=dict)  # section -> text (findings, impression, ...)
+    report_id: str = ""
+    labels: list[LabelRecord] = field(default_factory=list)
+    gaze: list[GazeAnatomyRecord] = field(default_factory=list)
+
+
+@dataclass
+class ReleaseMeta:
+    name: str
+    version: int
+    description: str = ""
+    licence: str = ""
+    citation: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ExportSummary:
+    format: str
+    cases: int = 0
+    labels: int = 0
+    skipped: list[str] = field(default_factory=list)  # "<case>/<label>: reason"
+    files: int = 0
+
+
+class Sink(Protocol):
+    """Where an export's files go: a folder, or the platform's storage. Paths are relative, with '/'."""
+
+    def put_bytes(self, relpath: str, data: bytes) -> str: ...  # returns the file's sha256
+
+    def put_file(self, relpath: str, local: Path) -> str: ...  # copies (or moves) a finished local file
+
+    def scratch(self) -> Path: ...  # a private temporary folder for writers that need a file name
+
+
+def sha256_path(path: Path, chunk: int = 4 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+class DirSink:
+    """Writes into a local folder; ``files`` lists (relpath, size, sha256) of everything written."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.files: list[tuple[str, int, str]] = []
+        self._scratch = self.root / ".scratch"
+
+    def _target(self, relpath: str) -> Path:
+        if relpath.startswith("/") or ".." in relpath.split("/"):
+            raise FormatError("path", f"{relpath!r} is not a relative path inside the export")
+        target = self.root / relpath
+        target.parent.mkdir(parents=True, exist_ok=True)
+        return target
+
+    def put_bytes(self, relpath: str, data: bytes) -> str:
+        target = self._target(relpath)
+        target.write_bytes(data)
+        digest = hashlib.sha256(data).hexdigest()
+        self.files.append((relpath, len(data), digest))
+        return digest
+
+    def put_file(self, relpath: str, local: Path) -> str:
+        target = self._target(relpath)
+        os.replace(local, target) if Path(local).parent == self._scratch else _copy(local, target)
+        digest = sha256_path(target)
+        self.files.append((relpath, target.stat().st_size, digest))
+        return digest
+
+    def scratch(self) -> Path:
+        self._scratch.mkdir(parents=True, exist_ok=True)
+        return self._scratch
+
+    def close(self) -> None:
+        import shutil
+
+        shutil.rmtree(self._scratch, ignore_errors=True)
+
+
+def _copy(src: Path, dst: Path) -> None:
+    import shutil
+
+    shutil.copyfile(src, dst)
+
+
+def cases_with_kind(cases: Iterable[CaseRecord], kinds: Iterable[str]) -> list[str]:
+    """``"<case>/<label>"`` of every label whose kind is not in ``kinds``."""
+    allowed = set(kinds)
+    return [f"{c.case_id}/{label.label_id}" for c in cases for label in c.labels if label.kind not in allowed]
