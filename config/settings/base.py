@@ -30,6 +30,7 @@ INSTALLED_APPS = [
     "labeling",
     "ml",
     "annotation",
+    "releases",
 ]
 
 MIDDLEWARE = [

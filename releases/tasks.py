@@ -1,0 +1,12 @@
+"""Celery adapters for release exports (``default`` queue)."""
+
+from celery import shared_task
+
+from core.jobs import job_run
+
+
+@shared_task(name="releases.run_export", acks_late=True, max_retries=0)
+def run_export(*, job_id: int) -> None:
+    from releases.services import export_job
+
+    job_run(job_id=job_id, body=lambda job: export_job(job=job))
