@@ -11,6 +11,7 @@ urlpatterns = [
     path("api/", include("labeling.api.urls")),
     path("api/", include("ml.api.urls")),
     path("api/", include("annotation.api.urls")),
+    path("api/", include("releases.api.urls")),
     path("", include("annotation.urls")),
     path("", include("core.urls")),
 ]

@@ -966,15 +966,34 @@ def dataset_card(dataset: Dataset, release: DatasetRelease, cases: list[dict]) -
         lines.append("- models and generators: " + ", ".join(f"{k}: {v}" for k, v in models.most_common()))
     lines += ["", "### Proposals against the accepted labels (ReXGroundingCT metrics)", ""]
     if metrics.get("compared"):
-        lines.append(
-            f"Over {metrics['compared']} accepted masks that started from a model or generator proposal: "
-            + ", ".join(
-                f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
-                for k, v in metrics.items()
-                if k != "compared"
-            )  # fmt: skip
-            + ". Dice per finding; hit rate = share with Dice ≥ 0.1; instances match at Dice ≥ 0.2."
-        )
+
+        def row(name: str, m: dict) -> list[Any]:
+            inst, dist = m.get("instance", {}), m.get("distance", {})
+            return [
+                name, m.get("findings", 0), f"{m.get('dice_mean') or 0:.3f}", f"{m.get('hit_rate') or 0:.3f}",
+                f"{inst.get('precision', 0):.3f} / {inst.get('recall', 0):.3f} / {inst.get('f1', 0):.3f}",
+                f"{dist.get('precision', 0):.3f} / {dist.get('recall', 0):.3f} / {dist.get('f1', 0):.3f}",
+            ]  # fmt: skip
+
+        rows = [row("all", metrics)] + [row(k, v) for k, v in sorted(metrics.get("by_category", {}).items())]
+        lines += [
+            f"Over {metrics['compared']} accepted masks that started from a model or generator proposal "
+            "(Dice per finding; hit rate = share with Dice ≥ 0.1; instances match one-to-one at Dice ≥ 0.2; "
+            "distance matches within 2 × the largest voxel spacing, by centroid for focal findings and ASSD "
+            "for non-focal ones):",
+            "",
+            _table(
+                rows,
+                [
+                    "category",
+                    "findings",
+                    "mean Dice",
+                    "hit rate",
+                    "instance P / R / F1",
+                    "distance P / R / F1",
+                ],
+            ),  # fmt: skip
+        ]
     else:
         lines.append("No accepted mask in this release started from a model or generator proposal.")
     lines += [
