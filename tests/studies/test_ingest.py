@@ -282,9 +282,20 @@ def test_demo_setup_builds_the_demo_project(tmp_path, settings):
 
     assert GazeSentence.objects.filter(recording=gaze).count() >= 1
     heatmaps = GazeHeatmap.objects.count()
+    from annotation.models import Finding
+
+    nodule = Finding.objects.get(project=project, code="2d", status="accepted")
+    assert 0.5 < nodule.annotations.last().voxels * ct.spacing[0] * ct.spacing[1] * ct.spacing[2] / 1437 < 2
+    assert "Review: the nodule finding is accepted" in text
     call_command("demo_setup", "--data-dir", str(tmp_path / "demo"), stdout=StringIO())
     assert Scan.objects.filter(project=project).count() == 4
     assert GazeHeatmap.objects.count() == heatmaps
+    # A newcomer's next step: freeze and export a release of the reviewed case.
+    call_command("release_create", "--dataset", "demo", "--project", "demo", stdout=StringIO())
+    out = tmp_path / "release"
+    call_command("release_export", "--dataset", "demo", "--format", "rexgroundingct", "--out", str(out),
+                 stdout=StringIO())  # fmt: skip
+    assert (out / "segmentations").is_dir() and "nodule" in (out / "dataset.json").read_text()
 
 
 def test_descriptions_are_cleaned_of_identifiers(project, tmp_path):

@@ -82,6 +82,23 @@ class Command(BaseCommand):
             f"Gaze labels: run {gaze_run.pk}, {gaze_run.done} of {gaze_run.total} recordings labelled "
             f"({gaze_run.unusable} unusable)"
         )
+        from releases.demo import demo_review
+
+        reviewers = {}
+        for name, role in (("annotator", Role.ANNOTATOR), ("radiologist", Role.RADIOLOGIST)):
+            person = User.objects.filter(username=f"demo-{name}").first() or User(username=f"demo-{name}")
+            person.set_password(password)
+            person.save()
+            membership_set(project=project, user=person, role=role)
+            reviewers[name] = person
+        nodule = demo_review(project=project, **reviewers)
+        state = "is accepted" if nodule and nodule.status == "accepted" else "is open"
+        self.stdout.write(
+            f"Review: the nodule finding {state}"
+            f" (demo-annotator grounded it, demo-radiologist approved it); make a release with\n"
+            f"  manage.py release_create --dataset demo --project {project.slug}\n"
+            f"  manage.py release_export --dataset demo --format rexgroundingct --out var/demo-release"
+        )
         for part, value in summary.items():
             for err in value.get("errors", []):
                 where = err.get("file", "") + (f" [{err['field']}]" if err.get("field") else "")
@@ -89,6 +106,8 @@ class Command(BaseCommand):
         self.stdout.write(
             self.style.SUCCESS(
                 f"\nDemo ready. Log in at http://127.0.0.1:8000/admin/ as {opts['username']!r} "
-                f"with password {password!r}\nAPI: http://127.0.0.1:8000/api/docs/"
+                f"with password {password!r}\nAPI: http://127.0.0.1:8000/api/docs/\n"
+                f"Review screen: http://127.0.0.1:8000/review/{project.slug}/ (users demo-annotator and "
+                f"demo-radiologist, same password)"
             )
         )
