@@ -591,25 +591,45 @@ class _Files:
         return path
 
 
+CHUNK = 256  # cases whose rows are read together
+
+
+def _case_rows(cases: list[dict]) -> dict[int, tuple]:
+    """scan id -> (scan, SOP UIDs in slice order, the study's first report) for a chunk of cases."""
+    from studies.models import Report, ScanSource
+
+    scans = {s.pk: s for s in Scan.objects.filter(pk__in=[c["scan"] for c in cases])}
+    uids: dict[int, list[str]] = defaultdict(list)
+    dicom = [pk for pk, s in scans.items() if s.source_format == "dicom"]
+    for scan_id, uid in (
+        ScanSource.objects.filter(scan_id__in=dicom).order_by("id").values_list("scan_id", "sop_uid")
+    ):
+        if uid:
+            uids[scan_id].append(uid)
+    reports: dict[int, Report] = {}
+    for report in Report.objects.filter(study_id__in={s.study_id for s in scans.values()}).order_by("-id"):
+        reports[report.study_id] = report  # the first by id wins
+    return {pk: (s, uids.get(pk, []), reports.get(s.study_id)) for pk, s in scans.items()}
+
+
 def release_cases(release: DatasetRelease, *, verify: bool = True) -> Iterator[CaseRecord]:
     """The release's cases, one at a time; files are local (copies for remote storage) while the case is
     being written, and checked against their frozen sha256."""
     manifest = release_manifest(release)
-    from studies.models import Report
-
-    for c in manifest["cases"]:
+    chunk: dict[int, tuple] = {}
+    for n, c in enumerate(manifest["cases"]):
+        if n % CHUNK == 0:
+            chunk = _case_rows(manifest["cases"][n : n + CHUNK])
+        scan, sop_uids, report = chunk.get(c["scan"], (None, [], None))
         with ExitStack() as stack:
             files = _Files(stack, c["case_id"])
             get = (
                 files.get if verify else (lambda key, sha, what: stack.enter_context(storage_local_copy(key)))
             )
-            scan = Scan.objects.filter(pk=c["scan"]).select_related("study").first()
             header = None
-            sop_uids: list[str] = []
             series_uid = ""
             if scan is not None:
                 series_uid = scan.series_uid
-                sop_uids = list(scan.sources.order_by("id").values_list("sop_uid", flat=True))
                 header_key = (scan.meta or {}).get("header_file")
                 if header_key and default_storage.exists(header_key):
                     import gzip
@@ -624,7 +644,7 @@ def release_cases(release: DatasetRelease, *, verify: bool = True) -> Iterator[C
                 modality=c["modality"],
                 study_uid=c["study"],
                 series_uid=series_uid,
-                sop_uids=[u for u in sop_uids if u],
+                sop_uids=sop_uids,
                 dicom_header=header,
                 sha256=c["image_sha256"],
             )
@@ -646,11 +666,6 @@ def release_cases(release: DatasetRelease, *, verify: bool = True) -> Iterator[C
                 )
                 for e in c["labels"]
             ]
-            report = (
-                Report.objects.filter(study__study_uid=c["study"], project_id=c["project"])
-                .order_by("id")
-                .first()
-            )
             gaze = [_gaze_record(g, get, c["case_id"]) for g in c.get("gaze", [])]
             yield CaseRecord(
                 case_id=c["case_id"],
