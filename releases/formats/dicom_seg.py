@@ -1,0 +1,424 @@
+"""DICOM: the de-identified source series rebuilt from the canonical image, plus one DICOM SEG per case.
+
+Files::
+
+    series/<case_id>/<nnnn>.dcm   one single-frame instance per slice k (nnnn = k + 1, 4 digits at least)
+    seg/<case_id>.dcm             a BINARY Segmentation (highdicom) of those instances, one segment per
+                                  mask label; absent when the case has no mask label
+    index.json                    cases, their files, UIDs and segment numbers <-> label ids
+
+Source series: slice ``k`` is the canonical array's ``[:, :, k]`` (columns = X, rows = Y), so file
+``0001.dcm`` is slice 0 of the NIfTI. CT becomes CT Image Storage, any other modality Secondary Capture
+Image Storage (Modality kept) with the same plane attributes. Pixels: integer images that fit int16
+(CT in HU) or uint16 are stored as they are with RescaleSlope 1 / Intercept 0; other images are
+rescaled to uint16 with one slope and intercept for the series. UIDs: StudyInstanceUID,
+SeriesInstanceUID and SOPInstanceUIDs are the record's (remapped) ones, SOP UIDs in slice order when
+there is one per slice; missing ones are derived deterministically from the case (pydicom
+``generate_uid`` with the case's ids as entropy), so a rebuilt series keeps its UIDs across releases.
+Patient, study, series and equipment attributes come from the record's de-identified header when there
+is one (PatientID/PatientName otherwise the patient's pseudonym). Geometry comes from the affine
+converted RAS+ -> LPS (``diag(-1, -1, 1, 1) @ affine``): ImageOrientationPatient = the unit X column
+(row cosine) and unit Y column (column cosine), PixelSpacing = [|Y column|, |X column|] (row spacing,
+column spacing), ImagePositionPatient of slice k = origin + k x Z column, SliceThickness = |Z column|.
+So the LPS position of pixel (column i, row j) of instance k is ``diag(-1, -1, 1, 1) @ affine @ (i, j,
+k, 1)``, the same point as NIfTI voxel [i, j, k].
+
+SEG: segment ``n`` is the ``n``-th mask label (label order); label = the finding text (64 characters
+at most), SegmentDescription = the full text (1024 at most), TrackingID = the label id, category / type
+SCT "Morphologically Abnormal Structure" / "Lesion"; algorithm type MANUAL for labels from a human,
+AUTOMATIC (with an algorithm identification from the provenance) otherwise. Empty frames are omitted.
+The SEG's UIDs are derived from the source series and the release (name, version).
+
+``index.json``: ``{"name", "version", "format", "cases": [{"case_id", "split", "patient_id",
+"study_uid", "series_uid", "modality", "sop_class_uid", "files": [...], "seg": path | null,
+"seg_series_uid", "seg_sop_uid", "segments": [{"segment_number", "label_id", "text", "category",
+"code", "source", "algorithm_type"}], "report_only": [{"label_id", "text", "code", "category",
+"assertion", "source"}]}]}``.
+
+3D images only: a 2D image raises FormatError.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import re
+import warnings
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import highdicom as hd
+import numpy as np
+from pydicom import dcmwrite
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.sr.codedict import codes
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.valuerep import format_number_as_ds
+
+from releases.formats.rexgroundingct import check_unique, mask_on_grid, scratch_file, split_labels
+from releases.records import CaseRecord, ExportSummary, FormatError, LabelRecord, ReleaseMeta, Sink
+from studies.deid.core import header_from_json
+
+NAME = "dicom-seg"
+LABEL_KINDS = ("mask", "none")
+
+CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
+SECONDARY_CAPTURE_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.7"
+LPS_FROM_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+SOFTWARE = "groundlab releases dicom-seg 1"
+
+# Attributes copied from the de-identified header: patient, study, series, equipment, acquisition.
+COPIED = (
+    "SpecificCharacterSet",
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "PatientAge",
+    "PatientSize",
+    "PatientWeight",
+    "PatientIdentityRemoved",
+    "DeidentificationMethod",
+    "DeidentificationMethodCodeSequence",
+    "LongitudinalTemporalInformationModified",
+    "StudyDate",
+    "StudyTime",
+    "StudyID",
+    "AccessionNumber",
+    "ReferringPhysicianName",
+    "StudyDescription",
+    "SeriesDate",
+    "SeriesTime",
+    "SeriesDescription",
+    "SeriesNumber",
+    "BodyPartExamined",
+    "PatientPosition",
+    "Manufacturer",
+    "ManufacturerModelName",
+    "SoftwareVersions",
+    "FrameOfReferenceUID",
+    "PositionReferenceIndicator",
+    "AcquisitionDate",
+    "AcquisitionTime",
+    "ContentDate",
+    "ContentTime",
+    "KVP",
+    "ConvolutionKernel",
+    "WindowCenter",
+    "WindowWidth",
+    "WindowCenterWidthExplanation",
+)
+# Type 2 attributes: present, empty when unknown.
+TYPE2 = (
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyDate",
+    "StudyTime",
+    "ReferringPhysicianName",
+    "StudyID",
+    "AccessionNumber",
+    "SeriesNumber",
+    "Manufacturer",
+    "PositionReferenceIndicator",
+)
+
+
+def export(
+    cases: Iterable[CaseRecord],
+    sink: Sink,
+    meta: ReleaseMeta,
+    progress: Callable[[int], None] | None = None,
+) -> ExportSummary:
+    summary = ExportSummary(format=NAME)
+    index: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for case in cases:
+        check_unique(case, seen)
+        if case.image.ndim != 3:
+            raise FormatError(
+                f"{case.case_id}.image", f"DICOM SEG export needs a 3D image, got {case.image.ndim}D"
+            )
+        labels = split_labels(case, LABEL_KINDS, summary.skipped)
+        masks = [label for label in labels if label.kind == "mask"]
+        sources, files = _write_series(case, sink)
+        summary.files += len(files)
+        entry: dict[str, Any] = {
+            "case_id": case.case_id,
+            "split": case.split,
+            "patient_id": case.patient_id,
+            "study_uid": str(sources[0].StudyInstanceUID),
+            "series_uid": str(sources[0].SeriesInstanceUID),
+            "modality": case.image.modality,
+            "sop_class_uid": str(sources[0].SOPClassUID),
+            "files": files,
+            "seg": None,
+            "seg_series_uid": None,
+            "seg_sop_uid": None,
+            "segments": [],
+            "report_only": [
+                {
+                    "label_id": label.label_id,
+                    "text": label.text,
+                    "code": label.code,
+                    "category": label.category,
+                    "assertion": label.assertion,
+                    "source": label.source,
+                }
+                for label in labels
+                if label.kind != "mask"
+            ],
+        }
+        if masks:
+            seg = _segmentation(case, masks, sources, meta)
+            tmp = scratch_file(sink, ".dcm")
+            try:
+                seg.save_as(tmp, enforce_file_format=True)
+                sink.put_file(f"seg/{case.case_id}.dcm", tmp)
+            finally:
+                if tmp.exists():
+                    tmp.unlink()
+            summary.files += 1
+            entry["seg"] = f"seg/{case.case_id}.dcm"
+            entry["seg_series_uid"] = str(seg.SeriesInstanceUID)
+            entry["seg_sop_uid"] = str(seg.SOPInstanceUID)
+            entry["segments"] = [
+                {
+                    "segment_number": n,
+                    "label_id": label.label_id,
+                    "text": label.text,
+                    "category": label.category,
+                    "code": label.code,
+                    "source": label.source,
+                    "algorithm_type": _algorithm_type(label).value,
+                }
+                for n, label in enumerate(masks, start=1)
+            ]
+            del seg
+        index.append(entry)
+        summary.cases += 1
+        summary.labels += len(labels)
+        if progress is not None:
+            progress(summary.cases)
+    data = {"name": meta.name, "version": meta.version, "format": NAME, "cases": index}
+    sink.put_bytes("index.json", json.dumps(data, indent=1, ensure_ascii=False, default=str).encode("utf-8"))
+    summary.files += 1
+    return summary
+
+
+# --- Source series ---------------------------------------------------------------------------------------
+
+
+def derived_uid(*parts: str) -> str:
+    """A UID that is the same whenever ``parts`` are (pydicom's root, SHA-512 of the parts)."""
+    return str(generate_uid(entropy_srcs=["groundlab-release", *parts]))
+
+
+def _ds(value: float) -> str:
+    return format_number_as_ds(float(value))
+
+
+def plane_geometry(affine: np.ndarray) -> dict[str, Any]:
+    """DICOM plane attributes of a canonical affine (voxel (column, row, slice) -> RAS+ mm).
+
+    Returns ``orientation`` (6 cosines), ``pixel_spacing`` [row spacing, column spacing], ``origin`` (LPS
+    of voxel 0), ``step`` (LPS vector from one slice to the next) and ``thickness``."""
+    lps = LPS_FROM_RAS @ np.asarray(affine, dtype=float)
+    col_step, row_step, step = lps[:3, 0], lps[:3, 1], lps[:3, 2]
+    dx, dy = float(np.linalg.norm(col_step)), float(np.linalg.norm(row_step))
+    if dx == 0 or dy == 0:
+        raise ValueError("the affine has a zero-length in-plane axis")
+    return {
+        "orientation": [*(col_step / dx), *(row_step / dy)],
+        "pixel_spacing": [dy, dx],
+        "origin": lps[:3, 3],
+        "step": step,
+        "thickness": float(np.linalg.norm(step)),
+    }
+
+
+def _storage(array: np.ndarray) -> tuple[np.dtype, float, float]:
+    """Stored dtype, slope and intercept for ``array`` (value = stored * slope + intercept).
+
+    Integer values (in an integer or a float array) that fit int16 or uint16 are stored as they are;
+    anything else is scaled onto uint16 over its finite range (NaN becomes the minimum)."""
+    finite = array if array.dtype.kind in "biu" else array[np.isfinite(array)]
+    if finite.size == 0:
+        return np.dtype(np.int16), 1.0, 0.0
+    lo, hi = float(finite.min()), float(finite.max())
+    if array.dtype.kind in "biu" or np.array_equal(finite, np.round(finite)):
+        if lo >= -32768 and hi <= 32767:
+            return np.dtype(np.int16), 1.0, 0.0
+        if lo >= 0 and hi <= 65535:
+            return np.dtype(np.uint16), 1.0, 0.0
+    return np.dtype(np.uint16), ((hi - lo) / 65535.0 if hi > lo else 1.0), lo
+
+
+def _base_dataset(case: CaseRecord) -> Dataset:
+    """The attributes shared by every instance of the rebuilt series."""
+    image = case.image
+    ds = Dataset()
+    if image.dicom_header:
+        header = header_from_json(image.dicom_header)
+        for keyword in COPIED:
+            if keyword in header and header[keyword].value not in (None, ""):
+                ds[keyword] = copy.deepcopy(header[keyword])
+    ds.PatientID = ds.get("PatientID") or case.patient_id
+    ds.PatientName = ds.get("PatientName") or case.patient_id
+    for keyword in TYPE2:
+        if keyword not in ds:
+            setattr(ds, keyword, None)
+    ds.StudyInstanceUID = image.study_uid or derived_uid("study", case.study_id or case.case_id)
+    ds.SeriesInstanceUID = image.series_uid or derived_uid("series", case.case_id)
+    ds.FrameOfReferenceUID = ds.get("FrameOfReferenceUID") or derived_uid(
+        "frame-of-reference", str(ds.SeriesInstanceUID)
+    )
+    ds.Modality = image.modality or "OT"
+    if ds.Modality == "CT":
+        ds.SOPClassUID = CT_IMAGE_STORAGE
+        ds.ImageType = ["DERIVED", "SECONDARY", "AXIAL"]
+        for keyword in ("KVP", "AcquisitionNumber"):
+            if keyword not in ds:
+                setattr(ds, keyword, None)
+    else:
+        ds.SOPClassUID = SECONDARY_CAPTURE_IMAGE_STORAGE
+        ds.ImageType = ["DERIVED", "SECONDARY"]
+        ds.ConversionType = "WSD"
+    ds.DerivationDescription = "Rebuilt from the de-identified canonical image of a dataset release"
+    return ds
+
+
+def _write_series(case: CaseRecord, sink: Sink) -> tuple[list[Dataset], list[str]]:
+    """Write one instance per slice; returns their headers (no pixel data), slice order, and paths."""
+    image = case.image
+    array = image.load()
+    if array.ndim != 3:
+        raise FormatError(f"{case.case_id}.image", f"expected a 3D array, got shape {list(array.shape)}")
+    columns, rows, depth = (int(n) for n in array.shape)
+    try:
+        geometry = plane_geometry(image.affine)
+    except ValueError as exc:
+        raise FormatError(f"{case.case_id}.image", str(exc)) from exc
+    dtype, slope, intercept = _storage(array)
+    base = _base_dataset(case)
+    base.SamplesPerPixel = 1
+    base.PhotometricInterpretation = "MONOCHROME2"
+    base.Rows, base.Columns = rows, columns
+    base.BitsAllocated, base.BitsStored, base.HighBit = 16, 16, 15
+    base.PixelRepresentation = 1 if dtype == np.int16 else 0
+    base.RescaleIntercept, base.RescaleSlope = _ds(intercept), _ds(slope)
+    if base.Modality != "CT":
+        base.RescaleType = "US"
+    base.ImageOrientationPatient = [_ds(v) for v in geometry["orientation"]]
+    base.PixelSpacing = [_ds(v) for v in geometry["pixel_spacing"]]
+    base.SliceThickness = _ds(geometry["thickness"])
+    uids = list(image.sop_uids) if len(image.sop_uids) == depth else []
+    if not uids:
+        uids = [derived_uid("instance", str(base.SeriesInstanceUID), str(k)) for k in range(depth)]
+    width = max(4, len(str(depth)))
+    headers, files = [], []
+    for k in range(depth):
+        ds = copy.deepcopy(base)
+        ds.SOPInstanceUID = uids[k]
+        ds.InstanceNumber = k + 1
+        ds.ImagePositionPatient = [_ds(v) for v in geometry["origin"] + k * geometry["step"]]
+        values = array[:, :, k].T
+        if slope != 1.0 or intercept != 0.0:
+            values = np.round((np.nan_to_num(values.astype(np.float64), nan=intercept) - intercept) / slope)
+            values = np.clip(values, 0, 65535)
+        ds.PixelData = np.ascontiguousarray(values, dtype=dtype.newbyteorder("<")).tobytes()
+        ds.file_meta = FileMetaDataset()
+        ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        buf = io.BytesIO()
+        dcmwrite(buf, ds, enforce_file_format=True)
+        path = f"series/{case.case_id}/{k + 1:0{width}d}.dcm"
+        sink.put_bytes(path, buf.getvalue())
+        files.append(path)
+        del ds.PixelData
+        headers.append(ds)
+    return headers, files
+
+
+# --- Segmentation -----------------------------------------------------------------------------------------
+
+
+def _algorithm_type(label: LabelRecord) -> hd.seg.SegmentAlgorithmTypeValues:
+    if label.source == "human":
+        return hd.seg.SegmentAlgorithmTypeValues.MANUAL
+    return hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC
+
+
+def _text(value: str, limit: int) -> str:
+    """``value`` as a DICOM LO/ST value: no backslash or control characters, at most ``limit`` characters."""
+    value = re.sub(r"[\x00-\x1f\x7f]+", " ", value.replace("\\", "/")).strip()
+    return value[:limit].rstrip()
+
+
+def _first(provenance: dict[str, Any] | None, keys: tuple[str, ...]) -> str:
+    """The first non-empty value of ``keys`` in ``provenance``, as text ("" when none)."""
+    for key in keys:
+        value = (provenance or {}).get(key)
+        if value not in (None, ""):
+            return str(value)
+    return ""
+
+
+def _segment(n: int, case: CaseRecord, label: LabelRecord) -> hd.seg.SegmentDescription:
+    algorithm = _algorithm_type(label)
+    identification = None
+    if algorithm != hd.seg.SegmentAlgorithmTypeValues.MANUAL:
+        # the release's provenance: weak labels name a labeler / model, model proposals a source and version
+        name = _first(label.provenance, ("model", "labeler", "source", "generator"))
+        name = name or f"groundlab {label.source}"
+        version = _first(label.provenance, ("model_version", "prompt_version", "version")) or "unknown"
+        identification = hd.AlgorithmIdentificationSequence(
+            name=_text(name, 64) or label.source,
+            family=codes.DCM.ArtificialIntelligence,
+            version=_text(version, 64) or "unknown",
+        )
+    return hd.seg.SegmentDescription(
+        segment_number=n,
+        segment_label=_text(label.text, 64) or _text(label.label_id, 64) or f"finding {n}",
+        segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
+        segmented_property_type=codes.SCT.Lesion,
+        algorithm_type=algorithm,
+        algorithm_identification=identification,
+        tracking_uid=derived_uid("tracking", case.case_id, label.label_id),
+        tracking_id=_text(label.label_id, 64),
+    )
+
+
+def _segmentation(
+    case: CaseRecord, masks: list[LabelRecord], sources: list[Dataset], meta: ReleaseMeta
+) -> hd.seg.Segmentation:
+    columns, rows, depth = (int(n) for n in case.image.shape)
+    pixels = np.zeros((depth, rows, columns, len(masks)), dtype=bool)  # frames (Z, rows = Y, columns = X)
+    for s, label in enumerate(masks):
+        pixels[..., s] = mask_on_grid(case, label).transpose(2, 1, 0)
+    series_uid = str(sources[0].SeriesInstanceUID)
+    release = [meta.name, str(meta.version)]
+    with warnings.catch_warnings():
+        # pseudonyms are single-component person names, as the de-identification writes them
+        warnings.filterwarnings("ignore", message=".*unlikely to represent the intended person name")
+        seg = hd.seg.Segmentation(
+            source_images=sources,
+            pixel_array=pixels,
+            segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+            segment_descriptions=[_segment(n, case, label) for n, label in enumerate(masks, start=1)],
+            series_instance_uid=derived_uid("seg-series", series_uid, *release),
+            series_number=1000,
+            sop_instance_uid=derived_uid("seg-instance", series_uid, *release),
+            instance_number=1,
+            manufacturer="groundlab",
+            manufacturer_model_name="groundlab releases",
+            software_versions=SOFTWARE,
+            device_serial_number="0",
+            content_label="FINDINGS",
+            content_description=_text(f"{meta.name} v{meta.version}", 64),
+            omit_empty_frames=bool(pixels.any()),
+        )
+    for item, label in zip(seg.SegmentSequence, masks):
+        item.SegmentDescription = _text(label.text, 1024)
+    return seg
