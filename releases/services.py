@@ -13,7 +13,8 @@ Label sources:
   annotation version (mask or box; none for a rejected one). A finding still in review is ``weak``.
 - ``weak``: the report labeler's finding proposals (newest finished label run per project, every
   assertion; kind none) and the region proposals of models and generators not behind a selected
-  finding (``model``: mask and box).
+  finding (``model``: mask and box). Radiographs with gaze anatomy records (the newest finished gaze
+  label run) become cases with them, for FG-CXR exports.
 """
 
 from __future__ import annotations
@@ -349,6 +350,20 @@ def _gaze_entries(scan: Scan, hasher: _Hasher) -> list[dict]:
     return out
 
 
+def _gaze_scans(projects) -> set[int]:
+    """Radiographs with anatomy records in their project's newest finished gaze label run."""
+    out: set[int] = set()
+    for project in projects:
+        run = GazeLabelRun.objects.filter(project=project, status=JobStatus.SUCCEEDED).order_by("-id").first()
+        if run is not None:
+            out |= set(
+                GazeAnatomyRecord.objects.filter(run=run, recording__scan__ndim=2).values_list(
+                    "recording__scan_id", flat=True
+                )
+            )
+    return out
+
+
 def _case_id(scan: Scan) -> str:
     return f"{scan.study.patient.pseudonym}-s{scan.pk}"
 
@@ -372,6 +387,9 @@ def release_create(
     for part in (human, weak):
         for scan_id, entries in part.items():
             by_scan[scan_id].extend(entries)
+    if "weak" in sel.sources:  # radiographs with gaze records are cases of their own (FG-CXR)
+        for scan_id in _gaze_scans(projects):
+            by_scan.setdefault(scan_id, [])
     if not by_scan:
         what = " or ".join(sel.statuses)
         raise ReleaseError(
