@@ -8,6 +8,10 @@ source (a region proposal of a model or generator) and the version it was edited
 conflict, never a silent overwrite. A ``ReviewTask`` carries a finding through the stages annotate →
 review → (QA) → accepted / rejected, held by one person at a time under a lease that expires.
 ``HistoryEvent`` rows are only ever added.
+
+With ``Project.readers_per_finding`` N > 1 the task starts in stage ``read``: N ``Reading``s, each one
+reader's independent accept / reject and mask (their own annotation versions), then a consensus version
+and ``Finding.agreement``, and the task goes to review (see ``annotation/readers.py``).
 """
 
 from django.conf import settings
@@ -44,6 +48,8 @@ class Finding(models.Model):
         FindingProposal, null=True, blank=True, on_delete=models.SET_NULL, related_name="findings"
     )
     current_version = models.PositiveIntegerField(default=0)
+    # Several readers: agreement of the readings and the consensus made of them ({} until then).
+    agreement = models.JSONField(default=dict, blank=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -101,6 +107,7 @@ class Annotation(models.Model):
 
 
 class Stage(models.TextChoices):
+    READ = "read"  # several readers: waiting for its readings (never in the annotate queue)
     ANNOTATE = "annotate"
     REVIEW = "review"
     QA = "qa"
@@ -108,7 +115,7 @@ class Stage(models.TextChoices):
     REJECTED = "rejected"
 
 
-OPEN_STAGES = (Stage.ANNOTATE, Stage.REVIEW, Stage.QA)
+OPEN_STAGES = (Stage.READ, Stage.ANNOTATE, Stage.REVIEW, Stage.QA)
 
 
 class ReviewTask(models.Model):
@@ -135,6 +142,50 @@ class ReviewTask(models.Model):
     class Meta:
         ordering = ["-priority", "id"]
         indexes = [models.Index(fields=["project", "stage", "-priority", "id"])]
+
+
+class ReadingStatus(models.TextChoices):
+    OPEN = "open"
+    SUBMITTED = "submitted"
+
+
+class Reading(models.Model):
+    """One of a finding's N independent readings (``Project.readers_per_finding`` > 1): its reader (none
+    until claimed; held under a lease like a task), their decision (accept: the finding is there, reject:
+    it is not) and the version they submitted (an ``Annotation`` of the finding authored by them, or the
+    proposal's version 1 when they accepted it as it was). A reader holds at most one reading per
+    finding."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    finding = models.ForeignKey(Finding, on_delete=models.CASCADE, related_name="readings")
+    index = models.PositiveSmallIntegerField()  # 1..N
+    reader = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="readings"
+    )
+    status = models.CharField(max_length=16, choices=ReadingStatus.choices, default=ReadingStatus.OPEN)
+    decision = models.CharField(max_length=16, blank=True)  # accept or reject, once submitted
+    annotation = models.ForeignKey(
+        Annotation, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    submitted_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["finding_id", "index"]
+        constraints = [
+            models.UniqueConstraint(fields=["finding", "index"], name="one_reading_per_index"),
+            models.UniqueConstraint(
+                fields=["finding", "reader"],
+                condition=models.Q(reader__isnull=False),
+                name="one_reading_per_reader",
+            ),
+        ]
+        indexes = [models.Index(fields=["project", "status"]), models.Index(fields=["reader", "status"])]
+
+    def __str__(self) -> str:
+        return f"reading {self.index} of finding {self.finding_id} ({self.status})"
 
 
 class HistoryEvent(models.Model):

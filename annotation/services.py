@@ -1,6 +1,9 @@
 """Review work: findings from proposals, the next task (never the same to two people), saves that name
 the version they edit, the stage transitions, and the history of each.
 
+With ``Project.readers_per_finding`` > 1 a task first waits in stage ``read`` for its readers
+(``annotation/readers.py``), whose consensus then goes to ``review``.
+
 Stages: ``annotate`` (an annotator accepts, edits or rejects the proposal, then submits) → ``review`` (a
 radiologist approves or returns it with a comment the annotator sees) → ``qa`` for a random share of each
 annotator's work (``Project.qa_sample_rate``) → ``accepted`` or ``rejected`` (the annotator's decision,
@@ -179,6 +182,7 @@ def findings_from_proposals(*, project: Project, run: LabelRun | None = None, us
                 "created",
                 after={"source": "proposal", "finding_proposal": fp.pk, "version": finding.current_version},
             )
+            readings_open(task, user=user)  # several readers: N readings, the task waits in stage read
         made += 1
     return made
 
@@ -287,6 +291,7 @@ def finding_create(
             project=project, finding=finding, assignee=user, lease_expires_at=timezone.now() + lease_length()
         )
         _event(finding, task, user, "created", {}, {"text": text, "code": code, "scan": scan and scan.pk})
+        readings_open(task, user=user, first_reader=user)  # several readers: its author holds reading 1
     return task
 
 
@@ -486,6 +491,8 @@ def task_assign(*, task_id: int, manager, assignee) -> ReviewTask:
         task = ReviewTask.objects.select_for_update().get(pk=task_id)
         if task.stage not in OPEN_STAGES:
             raise ReviewError("stage", f"the task is closed ({task.stage})")
+        if task.stage == Stage.READ:
+            raise ReviewError("stage", "the finding is with its readers (stage read): it has no one assignee")
         before = _task_state(task)
         task.assignee, task.lease_expires_at = assignee, None
         task.save()
@@ -517,3 +524,11 @@ def queue_reprioritise(*, project: Project, strategy: str, model_version=None) -
                 task.save(update_fields=["priority", "updated_at"])
                 changed += 1
     return changed
+
+
+def readings_open(task: ReviewTask, **kwargs) -> None:
+    """Several readers (``annotation.readers.readings_open``): nothing when the project has one reader."""
+    if (task.project.readers_per_finding or 1) > 1:
+        from annotation.readers import readings_open as open_readings
+
+        open_readings(task, **kwargs)

@@ -3,6 +3,7 @@
 import secrets
 
 from django.conf import settings
+from django.core.validators import MinValueValidator
 from django.db import models
 
 
@@ -27,6 +28,12 @@ class Project(models.Model):
     deid_secret = models.CharField(max_length=64, default=_project_secret, editable=False)
     # Review: the share of reviewed findings a radiologist QAs again (sampled per annotator).
     qa_sample_rate = models.FloatField(default=0.1)
+    # Several readers: N independent readings per finding (1 = one annotator, as before), then a consensus
+    # (majority vote or STAPLE of the readers' masks) a radiologist confirms. See annotation/readers.py.
+    readers_per_finding = models.PositiveSmallIntegerField(default=1, validators=[MinValueValidator(1)])
+    consensus_method = models.CharField(
+        max_length=16, choices=[("majority", "Majority vote"), ("staple", "STAPLE")], default="majority"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

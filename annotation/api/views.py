@@ -1,5 +1,6 @@
 """Review API: the queue, a case (report with finding spans, findings, versions, proposals), versioned
-saves (409 with both versions on a stale one), stage transitions by role, history."""
+saves (409 with both versions on a stale one), stage transitions by role, history; with several readers
+per finding their readings (next, save, submit) and the agreement."""
 
 import gzip
 import io
@@ -15,14 +16,15 @@ from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from annotation import services
-from annotation.models import Annotation, Finding, HistoryEvent, ReviewTask, Stage
+from annotation import readers, services
+from annotation.models import Annotation, Finding, HistoryEvent, Reading, ReviewTask, Stage
 from core.models import Membership, Role
 from core.selectors import project_get_for_user, projects_for_user, user_has_role
 from studies.api.views import stored_file_response
 
 ANNOTATORS = [Role.ANNOTATOR, Role.MANAGER]
 RADIOLOGISTS = [Role.RADIOLOGIST]
+AGREEMENT_READERS = [Role.MANAGER, Role.RADIOLOGIST, Role.RESEARCHER]
 STAGES_OF = {"annotate": (Stage.ANNOTATE,), "review": (Stage.REVIEW, Stage.QA)}
 
 
@@ -91,6 +93,28 @@ class TaskOut(serializers.ModelSerializer):
         ]
 
 
+class ReadingOut(serializers.ModelSerializer):
+    reader = serializers.CharField(source="reader.username", default=None, read_only=True)
+    version = serializers.IntegerField(source="annotation.version", default=None, read_only=True)
+    stage = serializers.CharField(source="finding.task.stage", default=None, read_only=True)
+
+    class Meta:
+        model = Reading
+        fields = [
+            "id",
+            "finding_id",
+            "index",
+            "reader",
+            "status",
+            "decision",
+            "annotation_id",
+            "version",
+            "lease_expires_at",
+            "submitted_at",
+            "stage",
+        ]
+
+
 class HistoryOut(serializers.ModelSerializer):
     user = serializers.CharField(source="user.username", default=None, read_only=True)
 
@@ -123,10 +147,16 @@ def _need(user, project, roles, what: str) -> None:
         raise PermissionDenied(f"Only {what} of this project may do this.")
 
 
-def case_payload(task: ReviewTask) -> dict:
+def case_payload(task: ReviewTask, *, versions=None) -> dict:
     """Everything the case screen shows: the task, its finding and versions, the study's report with every
-    finding's span, the study's other findings, and the scan's region proposals."""
+    finding's span, the study's other findings, and the scan's region proposals. While the finding is
+    with its readers (stage read) only the versions no reader made are listed (``versions``: these
+    instead)."""
     finding = task.finding
+    if versions is None:
+        versions = finding.annotations.select_related("author").order_by("version")
+        if task.stage == Stage.READ:
+            versions = versions.filter(author__isnull=True)
     report = finding.report
     siblings = Finding.objects.filter(study_id=finding.study_id).select_related("task").order_by("id")
     from labeling.api.gaze_serializers import RegionProposalOut
@@ -136,9 +166,7 @@ def case_payload(task: ReviewTask) -> dict:
     return {
         "task": TaskOut(task).data,
         "finding": FindingOut(finding).data,
-        "versions": AnnotationOut(
-            finding.annotations.select_related("author").order_by("version"), many=True
-        ).data,
+        "versions": AnnotationOut(versions, many=True).data,
         "scan": {
             "id": finding.scan_id,
             "shape": finding.scan.shape,
@@ -156,6 +184,8 @@ def case_payload(task: ReviewTask) -> dict:
         if report
         else None,
         "findings": FindingOut(siblings, many=True).data,
+        # Several readers: their agreement and consensus (see annotation/readers.py); null until then.
+        "agreement": finding.agreement or None,
         "proposals": RegionProposalOut(proposals, many=True).data,
         "gaze": [
             {
@@ -273,6 +303,9 @@ class FindingCreate(APIView):
         except services.ReviewError as exc:
             return _error(exc)
         payload = case_payload(_task_for(request.user, task.pk))
+        reading = Reading.objects.filter(finding_id=task.finding_id, reader=request.user).first()
+        if reading is not None:  # several readers: its author holds reading 1
+            payload["reading"] = ReadingOut(reading).data
         return Response(payload, status=status.HTTP_201_CREATED)
 
 
@@ -469,6 +502,11 @@ class AnnotationMask(APIView):
         found = Annotation.objects.filter(finding__project__in=projects_for_user(request.user), pk=pk).first()
         if found is None or not found.mask:
             raise Http404("No such annotation mask.")
+        if (
+            found.author_id not in (None, request.user.pk)
+            and ReviewTask.objects.filter(finding_id=found.finding_id, stage=Stage.READ).exists()
+        ):  # several readers: nobody sees a reader's work before the consensus
+            raise Http404("No such annotation mask.")
         nifti = found.mask.name.endswith(".nii.gz")
         if nifti and request.query_params.get("encoding") == "http":
             response = stored_file_response(
@@ -556,3 +594,147 @@ class TrainFromAccepted(APIView):
             {"training_run": run.pk, "job_id": job.pk, "examples": len(examples)},
             status=status.HTTP_202_ACCEPTED,
         )
+
+
+# --- several readers per finding ------------------------------------------------------------------------
+
+
+def _reading_for(user, pk: int) -> Reading:
+    reading = (
+        Reading.objects.filter(project__in=projects_for_user(user), pk=pk)
+        .select_related("finding__report", "finding__scan", "finding__task", "project")
+        .select_related("reader", "annotation")
+        .first()
+    )
+    if reading is None:
+        raise Http404("No such reading.")
+    return reading
+
+
+def reading_payload(reading: Reading) -> dict:
+    """The case as one reader sees it: the case screen's payload with only the proposal's version and the
+    reader's own (never another reader's), ``finding.current_version`` = the reader's own current version
+    (what ``base_version`` names), and the reading."""
+    task = reading.finding.task
+    task.finding = reading.finding
+    payload = case_payload(task, versions=readers.reading_versions(reading))
+    current = readers.reading_current(reading)
+    mine = current.version if current else 0
+    payload["finding"]["current_version"] = mine
+    for sibling in payload["findings"]:
+        if sibling["id"] == reading.finding_id:
+            sibling["current_version"] = mine
+    payload["reading"] = ReadingOut(reading).data
+    return payload
+
+
+class NextReading(APIView):
+    """GET (annotators): take the next reading (one you hold, else a free one of a finding you have not
+    read) and return its case as you see it: the proposal and your own versions only; 204 when none."""
+
+    @extend_schema(request=None, responses={200: OpenApiTypes.OBJECT, 204: None})
+    def get(self, request, slug: str):
+        project = project_get_for_user(request.user, slug)
+        _need(request.user, project, ANNOTATORS, "annotators")
+        reading = readers.reading_next(project=project, user=request.user)
+        if reading is None:
+            return Response(status=status.HTTP_204_NO_CONTENT)
+        return Response(reading_payload(_reading_for(request.user, reading.pk)))
+
+
+class ReadingDetail(APIView):
+    """GET: your reading's case (the proposal and your own versions only); 404 for another's reading."""
+
+    @extend_schema(responses={200: OpenApiTypes.OBJECT})
+    def get(self, request, pk: int):
+        reading = _reading_for(request.user, pk)
+        if reading.reader_id != request.user.pk:
+            raise Http404("No such reading.")
+        return Response(reading_payload(reading))
+
+
+class ReadingAnnotations(APIView):
+    """POST: save a new version of your reading (the body of a task's annotations: JSON for box/points,
+    multipart for a mask file), naming ``base_version``: your own current version (the reading payload's
+    ``finding.current_version``). 201 with the version; 409 when you saved since or the lease is not
+    yours; 400 naming the field for a bad mask, box or points."""
+
+    parser_classes = [JSONParser, MultiPartParser, FormParser]
+
+    @extend_schema(
+        request=AnnotationIn,
+        responses={201: AnnotationOut, 400: OpenApiTypes.OBJECT, 409: OpenApiTypes.OBJECT},
+    )
+    def post(self, request, pk: int):
+        reading = _reading_for(request.user, pk)
+        _need(request.user, reading.project, ANNOTATORS, "annotators")
+        data = AnnotationIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        v = data.validated_data
+        mask, encoded = (
+            _read_mask(v["mask"], reading.finding.scan) if v.get("mask") is not None else (None, None)
+        )
+        try:
+            saved = readers.reading_save(
+                reading_id=reading.pk,
+                user=request.user,
+                base_version=v["base_version"],
+                kind=v["kind"],
+                mask=mask,
+                mask_encoded=encoded,
+                box=v.get("box"),
+                points=v.get("points"),
+                comment=v.get("comment", ""),
+            )
+        except services.ReviewError as exc:
+            return _error(exc)
+        return Response(AnnotationOut(saved).data, status=status.HTTP_201_CREATED)
+
+
+class ReadingSubmitIn(serializers.Serializer):
+    decision = serializers.ChoiceField(["accept", "reject"], help_text="accept: the finding is there")
+    comment = serializers.CharField(required=False, allow_blank=True, default="")
+
+
+class ReadingSubmit(APIView):
+    """POST ``{decision: accept|reject}`` (annotators): submit your reading. The last reading of a finding
+    makes its consensus and sends it to review (the reading's ``stage``). 400 naming the field (an empty
+    version cannot be accepted), 409 when the lease is not yours."""
+
+    @extend_schema(
+        request=ReadingSubmitIn,
+        responses={200: ReadingOut, 400: OpenApiTypes.OBJECT, 409: OpenApiTypes.OBJECT},
+    )
+    def post(self, request, pk: int):
+        reading = _reading_for(request.user, pk)
+        _need(request.user, reading.project, ANNOTATORS, "annotators")
+        data = ReadingSubmitIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        v = data.validated_data
+        try:
+            readers.reading_submit(
+                reading_id=reading.pk, user=request.user, decision=v["decision"], comment=v["comment"]
+            )
+        except services.ReviewError as exc:
+            return _error(exc)
+        return Response(ReadingOut(_reading_for(request.user, reading.pk)).data)
+
+
+class ProjectAgreement(APIView):
+    """GET (managers, radiologists, researchers): agreement of the readers. ``project``: Fleiss' kappa of
+    the accept / reject decisions over the findings read by ``readers_per_finding`` readers (Cohen's kappa,
+    reading 1 against reading 2, when that is 2), mean Dice and IoU; ``annotators``: findings read and
+    accepted, mean Dice and IoU against the other readers of the same finding; ``findings``: per finding
+    with a consensus, its readers (decision, version, mean Dice and IoU), pairwise Dice and IoU of the
+    accepting readers' masks, the decisions and the share of reader pairs agreeing on them, the
+    consensus version. Researchers see the rows of accepted findings only."""
+
+    @extend_schema(responses={200: OpenApiTypes.OBJECT})
+    def get(self, request, slug: str):
+        project = project_get_for_user(request.user, slug)
+        _need(request.user, project, AGREEMENT_READERS, "managers, radiologists and researchers")
+        only = None
+        if not user_has_role(request.user, project, [Role.MANAGER, Role.RADIOLOGIST]):
+            accepted = Finding.objects.filter(project=project, status="accepted")
+            only = set(accepted.values_list("pk", flat=True))
+        return Response(readers.project_agreement(project, finding_ids=only))
