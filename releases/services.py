@@ -220,11 +220,26 @@ def _human_labels(projects, sel: Selection, hasher: _Hasher) -> dict[int, list[d
                 "label_run": proposal.run_id if proposal else None,
                 "labeler": proposal.run.labeler if proposal else None,
                 "span": [f.section, f.start, f.end] if f.start is not None else None,
+                "readers": _readers_summary(f.agreement),
             },
         }
         entry["digest"] = _digest(entry)
         by_scan[f.scan_id].append(entry)
     return by_scan
+
+
+def _readers_summary(agreement: dict | None) -> dict | None:
+    """Several readers' agreement on a finding (``annotation.readers``), as a release keeps it."""
+    if not agreement:
+        return None
+    return {
+        "readers": len(agreement.get("readers", [])),
+        "method": agreement.get("method"),
+        "mean_dice": agreement.get("mean_dice"),
+        "mean_iou": agreement.get("mean_iou"),
+        "decisions": agreement.get("decisions"),
+        "decision_agreement": agreement.get("decision_agreement"),
+    }
 
 
 def _reviewers(finding: Finding) -> list[str]:
@@ -997,6 +1012,26 @@ def dataset_card(dataset: Dataset, release: DatasetRelease, cases: list[dict]) -
         lines.append("- labelers: " + ", ".join(f"{k}: {v}" for k, v in labelers.most_common()))
     if models:
         lines.append("- models and generators: " + ", ".join(f"{k}: {v}" for k, v in models.most_common()))
+    multi = [e["provenance"]["readers"] for c in cases for e in c["labels"] if e["provenance"].get("readers")]
+    lines += ["", "### Agreement between readers", ""]
+    if multi:
+        dice = [m["mean_dice"] for m in multi if m.get("mean_dice") is not None]
+        iou = [m["mean_iou"] for m in multi if m.get("mean_iou") is not None]
+        agree = [m["decision_agreement"] for m in multi if m.get("decision_agreement") is not None]
+
+        def mean(xs: list[float]) -> str:
+            return f"{sum(xs) / len(xs):.3f}" if xs else "n/a"
+
+        counts_of_readers = ", ".join(sorted({str(m["readers"]) for m in multi}))
+        methods = ", ".join(sorted({str(m["method"]) for m in multi}))
+        lines.append(
+            f"{len(multi)} labels were read independently by {counts_of_readers}"
+            f" readers, then merged ({methods} consensus) and "
+            f"confirmed by a radiologist: mean pairwise Dice {mean(dice)}, IoU {mean(iou)}, share of reader "
+            f"pairs agreeing on the finding {mean(agree)}."
+        )
+    else:
+        lines.append("Each human-reviewed label was grounded by one annotator and approved by a radiologist.")
     lines += ["", "### Proposals against the accepted labels (ReXGroundingCT metrics)", ""]
     if metrics.get("compared"):
 

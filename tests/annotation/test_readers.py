@@ -489,3 +489,24 @@ def test_concurrent_readers_on_postgresql(postgres, project, tmp_path, people):
     finding = Finding.objects.get(pk=readings["ann1"].finding_id)
     assert finding.task.stage == "review" and finding.agreement["decisions"] == {"accept": 0, "reject": 3}
     assert HistoryEvent.objects.filter(finding=finding, action="consensus").count() == 1
+
+
+def test_a_release_reports_the_readers_agreement(project, case3, people):
+    from releases.services import dataset_create, release_create, release_manifest
+
+    shape = tuple(case3.shape)
+    m1 = _box_mask(shape, slice(2, 10), slice(2, 10), slice(1, 3))
+    m2 = _box_mask(shape, slice(4, 10), slice(2, 10), slice(1, 3))
+    for user, mask in (("ann1", m1), ("ann2", m2), ("ann3", m1)):
+        reading = _read(project, people[user], "accept", mask)
+    task = ReviewTask.objects.get(finding_id=reading.finding_id)
+    task_next(project=project, user=people["rad"], stages=REVIEWING)
+    task_approve(task_id=task.pk, user=people["rad"])
+    release = release_create(dataset=dataset_create(slug="read3", name="Three readers", projects=[project]))
+    [case] = release_manifest(release)["cases"]
+    [label] = case["labels"]
+    readers = label["provenance"]["readers"]
+    agreement = Finding.objects.get(pk=reading.finding_id).agreement
+    assert readers["readers"] == 3 and readers["mean_dice"] == pytest.approx(agreement["mean_dice"])
+    assert "read independently by 3 readers, then merged (majority consensus)" in release.card
+    assert f"mean pairwise Dice {agreement['mean_dice']:.3f}" in release.card
