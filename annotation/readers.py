@@ -57,10 +57,10 @@ from annotation.services import (
     _event,
     _task_state,
     lease_length,
+    version_add,
 )
 from core.models import Project
-from core.storage import project_key, storage_all_or_nothing, storage_save_bytes
-from studies.ingest.volume_io import mask_file
+from core.storage import storage_all_or_nothing
 
 CONSENSUS_METHODS = ("majority", "staple")
 
@@ -197,16 +197,6 @@ def _held(reading_id: int, user) -> Reading:
 # --- saving a reader's version ------------------------------------------------------------------------
 
 
-def _store_mask(finding: Finding, number: int, array: np.ndarray, encoded: bytes | None = None) -> str:
-    if encoded is not None and array.ndim == 3:
-        data, suffix = encoded, ".nii.gz"
-    else:
-        data, suffix = mask_file(array, np.asarray(finding.scan.affine, dtype=np.float64))
-    return storage_save_bytes(
-        project_key(finding.project, "annotations", f"finding-{finding.pk}", f"v{number}{suffix}"), data
-    )
-
-
 def reading_save(
     *,
     reading_id: int,
@@ -234,25 +224,11 @@ def reading_save(
         if base_version != (current.version if current else 0):
             raise Conflict(current, base_version)
         array, voxels = _check_geometry(finding, kind, mask, box, points)
-        number = finding.current_version + 1
-        key = ""
-        if array is not None:
-            key = _store_mask(finding, number, array, mask_encoded)
-            written.append(key)
-        annotation = Annotation.objects.create(
-            finding=finding,
-            version=number,
-            kind=kind,
-            mask=key,
-            box=list(box) if box is not None else None,
-            points=[list(p) for p in points] if points is not None else None,
-            voxels=voxels,
-            author=user,
-            parent=current,
-            comment=comment,
-        )
-        finding.current_version = number
-        finding.save(update_fields=["current_version", "updated_at"])
+        annotation = version_add(
+            finding, written, user=user, kind=kind, array=array, voxels=voxels, box=box, points=points,
+            parent=current, comment=comment, mask_encoded=mask_encoded,
+        )  # fmt: skip
+        number = annotation.version
         reading.annotation = annotation
         reading.save(update_fields=["annotation", "updated_at"])
         _event(
@@ -393,21 +369,12 @@ def _consensus(task: ReviewTask, readings: list[Reading], written: list[str]) ->
             merged = probability >= 0.5
         else:
             merged = ag.majority_vote(stack)
-        number = finding.current_version + 1
-        key = _store_mask(finding, number, merged)
-        written.append(key)
         hits = np.nonzero(merged)
         box = [int(h.min()) for h in hits] + [int(h.max()) + 1 for h in hits] if hits[0].size else None
-        consensus = Annotation.objects.create(
-            finding=finding,
-            version=number,
-            kind=AnnotationKind.MASK,
-            mask=key,
-            box=box,
-            voxels=int(np.count_nonzero(merged)),
-            comment=f"consensus of {n} readers ({method})",
-        )
-        finding.current_version = number
+        consensus = version_add(
+            finding, written, user=None, kind=AnnotationKind.MASK, array=merged,
+            voxels=int(np.count_nonzero(merged)), box=box, comment=f"consensus of {n} readers ({method})",
+        )  # fmt: skip
 
     staple_by_reading = {}
     if staple_params is not None:

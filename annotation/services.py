@@ -352,6 +352,52 @@ def _check_geometry(finding: Finding, kind: str, mask, box, points) -> tuple[np.
     raise ReviewError("kind", f"{kind!r} is not one of {', '.join(AnnotationKind.values)}")
 
 
+def version_add(
+    finding: Finding,
+    written: list[str],
+    *,
+    user,
+    kind: str,
+    array: np.ndarray | None,
+    voxels: int,
+    box=None,
+    points=None,
+    parent: Annotation | None = None,
+    comment: str = "",
+    mask_encoded: bytes | None = None,
+) -> Annotation:
+    """The finding's next version (the caller holds the finding's row lock and has checked the geometry):
+    its mask file stored (its key appended to ``written``), the row, ``current_version`` moved on.
+    ``mask_encoded``: the mask's bytes when they already are the stored form (a gzipped uint8 NIfTI of
+    0/1 on the scan's affine), kept as they are."""
+    number = finding.current_version + 1
+    key = ""
+    if array is not None:
+        if mask_encoded is not None and array.ndim == 3:
+            data, suffix = mask_encoded, ".nii.gz"
+        else:
+            data, suffix = mask_file(array, np.asarray(finding.scan.affine, dtype=np.float64))
+        key = storage_save_bytes(
+            project_key(finding.project, "annotations", f"finding-{finding.pk}", f"v{number}{suffix}"), data
+        )
+        written.append(key)
+    annotation = Annotation.objects.create(
+        finding=finding,
+        version=number,
+        kind=kind,
+        mask=key,
+        box=list(box) if box is not None else None,
+        points=[list(p) for p in points] if points is not None else None,
+        voxels=voxels,
+        author=user,
+        parent=parent,
+        comment=comment,
+    )
+    finding.current_version = number
+    finding.save(update_fields=["current_version", "updated_at"])
+    return annotation
+
+
 def annotation_save(
     *,
     task_id: int,
@@ -375,33 +421,12 @@ def annotation_save(
         if base_version != finding.current_version:
             raise Conflict(finding.annotations.filter(version=finding.current_version).first(), base_version)
         array, voxels = _check_geometry(finding, kind, mask, box, points)
-        number = finding.current_version + 1
-        key = ""
-        if array is not None:
-            if mask_encoded is not None and array.ndim == 3:
-                data, suffix = mask_encoded, ".nii.gz"
-            else:
-                data, suffix = mask_file(array, np.asarray(finding.scan.affine, dtype=np.float64))
-            key = storage_save_bytes(
-                project_key(finding.project, "annotations", f"finding-{finding.pk}", f"v{number}{suffix}"),
-                data,
-            )
-            written.append(key)
         parent = finding.annotations.filter(version=finding.current_version).first()
-        annotation = Annotation.objects.create(
-            finding=finding,
-            version=number,
-            kind=kind,
-            mask=key,
-            box=list(box) if box is not None else None,
-            points=[list(p) for p in points] if points is not None else None,
-            voxels=voxels,
-            author=user,
-            parent=parent,
-            comment=comment,
-        )
-        finding.current_version = number
-        finding.save(update_fields=["current_version", "updated_at"])
+        annotation = version_add(
+            finding, written, user=user, kind=kind, array=array, voxels=voxels, box=box, points=points,
+            parent=parent, comment=comment, mask_encoded=mask_encoded,
+        )  # fmt: skip
+        number = annotation.version
         _event(
             finding,
             task,

@@ -364,28 +364,33 @@ class TaskAnnotations(APIView):
     @extend_schema(request=AnnotationIn, responses={201: AnnotationOut})
     def post(self, request, pk: int):
         task = _task_for(request.user, pk)
-        _need(request.user, task.project, ANNOTATORS, "annotators")
-        data = AnnotationIn(data=request.data)
-        data.is_valid(raise_exception=True)
-        v = data.validated_data
-        mask, encoded = (
-            _read_mask(v["mask"], task.finding.scan) if v.get("mask") is not None else (None, None)
+        return _save_version(
+            request, task.project, task.finding.scan, services.annotation_save, task_id=task.pk
         )
-        try:
-            saved = services.annotation_save(
-                task_id=task.pk,
-                user=request.user,
-                base_version=v["base_version"],
-                kind=v["kind"],
-                mask=mask,
-                mask_encoded=encoded,
-                box=v.get("box"),
-                points=v.get("points"),
-                comment=v.get("comment", ""),
-            )
-        except services.ReviewError as exc:
-            return _error(exc)
-        return Response(AnnotationOut(saved).data, status=status.HTTP_201_CREATED)
+
+
+def _save_version(request, project, scan, save, **target) -> Response:
+    """A version from a request's body (JSON box/points or a multipart mask file) through ``save``."""
+    _need(request.user, project, ANNOTATORS, "annotators")
+    data = AnnotationIn(data=request.data)
+    data.is_valid(raise_exception=True)
+    v = data.validated_data
+    mask, encoded = _read_mask(v["mask"], scan) if v.get("mask") is not None else (None, None)
+    try:
+        saved = save(
+            user=request.user,
+            base_version=v["base_version"],
+            kind=v["kind"],
+            mask=mask,
+            mask_encoded=encoded,
+            box=v.get("box"),
+            points=v.get("points"),
+            comment=v.get("comment", ""),
+            **target,
+        )
+    except services.ReviewError as exc:
+        return _error(exc)
+    return Response(AnnotationOut(saved).data, status=status.HTTP_201_CREATED)
 
 
 class TransitionIn(serializers.Serializer):
@@ -667,28 +672,9 @@ class ReadingAnnotations(APIView):
     )
     def post(self, request, pk: int):
         reading = _reading_for(request.user, pk)
-        _need(request.user, reading.project, ANNOTATORS, "annotators")
-        data = AnnotationIn(data=request.data)
-        data.is_valid(raise_exception=True)
-        v = data.validated_data
-        mask, encoded = (
-            _read_mask(v["mask"], reading.finding.scan) if v.get("mask") is not None else (None, None)
+        return _save_version(
+            request, reading.project, reading.finding.scan, readers.reading_save, reading_id=reading.pk
         )
-        try:
-            saved = readers.reading_save(
-                reading_id=reading.pk,
-                user=request.user,
-                base_version=v["base_version"],
-                kind=v["kind"],
-                mask=mask,
-                mask_encoded=encoded,
-                box=v.get("box"),
-                points=v.get("points"),
-                comment=v.get("comment", ""),
-            )
-        except services.ReviewError as exc:
-            return _error(exc)
-        return Response(AnnotationOut(saved).data, status=status.HTTP_201_CREATED)
 
 
 class ReadingSubmitIn(serializers.Serializer):
