@@ -95,6 +95,18 @@ class LabelRecord:
             return np.asarray(im.convert("L")) != 0
 
 
+LABEL_FIELDS = (
+    "label_id", "text", "kind", "code", "category", "location", "laterality", "assertion", "source",
+    "provenance",
+)  # fmt: skip
+REPORT_ONLY_FIELDS = ("label_id", "text", "code", "category", "assertion", "source")
+
+
+def label_dict(label: LabelRecord, fields: tuple[str, ...] = LABEL_FIELDS) -> dict[str, Any]:
+    """A label's fields as exporters write them into their JSON files."""
+    return {name: getattr(label, name) for name in fields}
+
+
 @dataclass
 class GazeAnatomyRecord:
     """FG-CXR / I-AI style: one anatomy of one radiograph as one reader looked at it and spoke."""

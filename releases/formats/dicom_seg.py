@@ -57,7 +57,16 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pydicom.valuerep import format_number_as_ds
 
 from releases.formats.rexgroundingct import check_unique, mask_on_grid, scratch_file, split_labels
-from releases.records import CaseRecord, ExportSummary, FormatError, LabelRecord, ReleaseMeta, Sink
+from releases.records import (
+    REPORT_ONLY_FIELDS,
+    CaseRecord,
+    ExportSummary,
+    FormatError,
+    LabelRecord,
+    ReleaseMeta,
+    Sink,
+    label_dict,
+)
 from studies.deid.core import header_from_json
 
 NAME = "dicom-seg"
@@ -157,16 +166,7 @@ def export(
             "seg_sop_uid": None,
             "segments": [],
             "report_only": [
-                {
-                    "label_id": label.label_id,
-                    "text": label.text,
-                    "code": label.code,
-                    "category": label.category,
-                    "assertion": label.assertion,
-                    "source": label.source,
-                }
-                for label in labels
-                if label.kind != "mask"
+                label_dict(label, REPORT_ONLY_FIELDS) for label in labels if label.kind != "mask"
             ],
         }
         if masks:

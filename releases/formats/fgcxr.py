@@ -40,7 +40,15 @@ from typing import Any
 
 import numpy as np
 
-from releases.records import CaseRecord, ExportSummary, FormatError, LabelRecord, ReleaseMeta, Sink
+from releases.records import (
+    CaseRecord,
+    ExportSummary,
+    FormatError,
+    LabelRecord,
+    ReleaseMeta,
+    Sink,
+    label_dict,
+)
 
 NAME = "fgcxr"
 LABEL_KINDS = ("mask", "box", "none")
@@ -196,18 +204,9 @@ def _finding(
             _unique(f"finding__{slug(label.label_id)}", names) + ".png", png_bytes(_mask_8bit(mask))
         )
     return {
-        "label_id": label.label_id,
-        "text": label.text,
-        "kind": label.kind,
-        "code": label.code,
-        "category": label.category,
-        "location": label.location,
-        "laterality": label.laterality,
-        "assertion": label.assertion,
-        "source": label.source,
+        **label_dict(label),
         "box": box,
         "mask_png": mask_png,
-        "provenance": label.provenance,
     }
 
 

@@ -42,7 +42,16 @@ from typing import Any
 import numpy as np
 
 from releases.formats.rexgroundingct import check_unique, mask_on_grid, put_image, put_nifti, split_labels
-from releases.records import CaseRecord, ExportSummary, FormatError, LabelRecord, ReleaseMeta, Sink
+from releases.records import (
+    REPORT_ONLY_FIELDS,
+    CaseRecord,
+    ExportSummary,
+    FormatError,
+    LabelRecord,
+    ReleaseMeta,
+    Sink,
+    label_dict,
+)
 
 NAME = "monai"
 LABEL_KINDS = ("mask", "none")
@@ -114,16 +123,7 @@ def export(
                 for label in masks
             ],
             "report_only": [
-                {
-                    "label_id": label.label_id,
-                    "text": label.text,
-                    "code": label.code,
-                    "category": label.category,
-                    "assertion": label.assertion,
-                    "source": label.source,
-                }
-                for label in labels
-                if label.kind != "mask"
+                label_dict(label, REPORT_ONLY_FIELDS) for label in labels if label.kind != "mask"
             ],
         }
         dims.add(case.image.ndim)

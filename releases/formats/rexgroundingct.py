@@ -68,6 +68,7 @@ from releases.records import (
     LabelRecord,
     ReleaseMeta,
     Sink,
+    label_dict,
 )
 from studies.ingest.volume_io import GzipWriter
 
@@ -184,19 +185,7 @@ def _segmentation(case: CaseRecord, masks: list[LabelRecord], entry: dict[str, A
 
 
 def _report_finding(label: LabelRecord, channel: int | None) -> dict[str, Any]:
-    return {
-        "label_id": label.label_id,
-        "text": label.text,
-        "kind": label.kind,
-        "code": label.code,
-        "category": label.category,
-        "location": label.location,
-        "laterality": label.laterality,
-        "assertion": label.assertion,
-        "source": label.source,
-        "provenance": label.provenance,
-        "channel": channel,
-    }
+    return {**label_dict(label), "channel": channel}
 
 
 def _json(data: Any) -> bytes:
