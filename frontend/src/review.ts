@@ -421,7 +421,10 @@ function showPreview(c: Case): void {
   if (!c.scan) return;
   const window = c.scan.modality === "CT" && (c.scan.ndim ?? c.scan.shape.length) === 3 ? "&window=lung" : "";
   preview.onload = () => {
-    if (current === c && root.dataset.state === "loading") root.dataset.state = "preview";
+    if (current !== c) return;
+    // The first slice on screen: the server's PNG, decoded; the volume follows (bench_case_open.py).
+    performance.mark("case-preview");
+    if (root.dataset.state === "loading") root.dataset.state = "preview";
   };
   preview.src = `/api/scans/${c.scan.id}/png/?axis=axial${window}`;
   preview.hidden = false;
