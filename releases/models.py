@@ -75,6 +75,7 @@ class ReleaseCase(models.Model):
     image_key = models.CharField(max_length=512)
     image_sha256 = models.CharField(max_length=64)
     categories = models.JSONField(default=list, blank=True)
+    entry = models.JSONField(default=dict, blank=True)  # the case's manifest entry, as frozen
 
     class Meta:
         ordering = ["release_id", "case_id"]

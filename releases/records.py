@@ -168,6 +168,65 @@ class Sink(Protocol):
     def scratch(self) -> Path: ...  # a private temporary folder for writers that need a file name
 
 
+class JsonSpool:
+    """The lists and maps of a JSON index kept in scratch files while cases stream by, written out as one
+    JSON object at the end: an export's memory does not grow with the release's size.
+
+    ``add(key, item)`` appends to the list ``key``; ``add(key, item, name=...)`` sets ``name`` in the map
+    ``key``. ``write(sink, relpath, head, keys)`` writes ``{**head, key: [...] or {...} for key in keys}``
+    (keys never added are written empty; ``maps`` names the keys that are maps)."""
+
+    def __init__(self, sink: Sink, prefix: str = "index"):
+        import tempfile
+
+        self.folder = Path(tempfile.mkdtemp(prefix=f"{prefix}-", dir=sink.scratch()))
+        self.parts: dict[str, tuple[Any, int]] = {}
+
+    def add(self, key: str, item: Any, name: str | None = None) -> None:
+        import json
+
+        fh, count = self.parts.get(key, (None, 0))
+        if fh is None:
+            fh = open(self.folder / f"{len(self.parts)}.part", "w+", encoding="utf-8")  # noqa: SIM115
+        text = json.dumps(item, ensure_ascii=False, default=str)
+        if name is not None:
+            text = f"{json.dumps(name, ensure_ascii=False)}: {text}"
+        fh.write((",\n" if count else "\n") + text)
+        self.parts[key] = (fh, count + 1)
+
+    def count(self, key: str) -> int:
+        return self.parts.get(key, (None, 0))[1]
+
+    def write(
+        self, sink: Sink, relpath: str, head: dict[str, Any], keys: Iterable[str], maps: Iterable[str] = ()
+    ) -> str:
+        import json
+        import shutil
+
+        maps = set(maps)
+        out = self.folder / "out.json"
+        with open(out, "w", encoding="utf-8") as f:
+            fields = (f"{json.dumps(k)}: {json.dumps(v, default=str)}" for k, v in head.items())
+            f.write("{" + ",\n".join(fields))
+            for n, key in enumerate(keys):
+                f.write(("," if head or n else "") + f"\n{json.dumps(key)}: " + ("{" if key in maps else "["))
+                fh, _ = self.parts.get(key, (None, 0))
+                if fh is not None:
+                    fh.seek(0)
+                    shutil.copyfileobj(fh, f, 1 << 20)
+                f.write("\n" + ("}" if key in maps else "]"))
+            f.write("\n}\n")
+        return sink.put_file(relpath, out)
+
+    def close(self) -> None:
+        import shutil
+
+        for fh, _ in self.parts.values():
+            fh.close()
+        self.parts = {}
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
 def sha256_path(path: Path, chunk: int = 4 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

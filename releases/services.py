@@ -20,6 +20,7 @@ Label sources:
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import re
 import shutil
@@ -503,6 +504,7 @@ def _store_rows(release: DatasetRelease, cases: list[dict]) -> None:
                 image_key=c["image_key"],
                 image_sha256=c["image_sha256"],
                 categories=sorted({e["category"] for e in c["labels"] if e["category"]}),
+                entry=c,
             )
             for c in cases
         ],
@@ -600,9 +602,26 @@ def release_manifest(release: DatasetRelease) -> dict[str, Any]:
         raise ReleaseError("release", f"{release} is not frozen ({release.status})")
     with default_storage.open(release.manifest.name, "rb") as fh:
         data = fh.read()
-    if hashlib.sha256(data).hexdigest() != release.manifest_sha256:
-        raise ReleaseError("manifest", f"{release.manifest.name} changed since {release} was frozen (sha256)")
+    _manifest_check(release, hashlib.sha256(data).hexdigest())
     return json.loads(data)
+
+
+def _manifest_check(release: DatasetRelease, digest: str) -> None:
+    if digest != release.manifest_sha256:
+        raise ReleaseError("manifest", f"{release.manifest.name} changed since {release} was frozen (sha256)")
+
+
+def _frozen_entries(release: DatasetRelease) -> Iterator[dict[str, Any]]:
+    """The release's case entries, a database chunk at a time (the manifest is only hashed, not held)."""
+    if release.status != ReleaseStatus.FROZEN or not release.manifest:
+        raise ReleaseError("release", f"{release} is not frozen ({release.status})")
+    digest = hashlib.sha256()
+    with default_storage.open(release.manifest.name, "rb") as fh:
+        while block := fh.read(1 << 20):
+            digest.update(block)
+    _manifest_check(release, digest.hexdigest())
+    rows = ReleaseCase.objects.filter(release=release).order_by("id").values_list("entry", flat=True)
+    yield from rows.iterator(chunk_size=CHUNK)
 
 
 class _Files:
@@ -648,11 +667,17 @@ def _case_rows(cases: list[dict]) -> dict[int, tuple]:
 def release_cases(release: DatasetRelease, *, verify: bool = True) -> Iterator[CaseRecord]:
     """The release's cases, one at a time; files are local (copies for remote storage) while the case is
     being written, and checked against their frozen sha256."""
-    manifest = release_manifest(release)
     chunk: dict[int, tuple] = {}
-    for n, c in enumerate(manifest["cases"]):
-        if n % CHUNK == 0:
-            chunk = _case_rows(manifest["cases"][n : n + CHUNK])
+    batch: list[dict] = []
+    entries = _frozen_entries(release)
+    while True:
+        if not batch:
+            batch = list(itertools.islice(entries, CHUNK))
+            if not batch:
+                return
+            chunk = _case_rows(batch)
+            batch.reverse()
+        c = batch.pop()
         scan, sop_uids, report = chunk.get(c["scan"], (None, [], None))
         with ExitStack() as stack:
             files = _Files(stack, c["case_id"])

@@ -35,9 +35,7 @@ list of its own. Items hold only strings so MONAI's default collation accepts th
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable
-from typing import Any
 
 import numpy as np
 
@@ -47,6 +45,7 @@ from releases.records import (
     CaseRecord,
     ExportSummary,
     FormatError,
+    JsonSpool,
     LabelRecord,
     ReleaseMeta,
     Sink,
@@ -86,8 +85,7 @@ def export(
 ) -> ExportSummary:
     summary = ExportSummary(format=NAME)
     values: dict[str, int] = {}  # label name -> label value, first seen first
-    lists: dict[str, list[dict[str, str]]] = {key: [] for key in SPLIT_KEYS.values()}
-    details: dict[str, dict[str, Any]] = {}
+    spool = JsonSpool(sink, "monai")  # the lists and the case map, on disk until the end
     dims: set[int] = set()
     modalities: list[str] = []
     seen: set[str] = set()
@@ -106,26 +104,28 @@ def export(
         put_image(sink, f"imagesTr/{name}", case.image, case.case_id)
         put_nifti(sink, f"labelsTr/{name}", _label_image(case, masks, values, summary), case.image.affine)
         summary.files += 2
-        lists.setdefault(key, []).append(
-            {"image": f"imagesTr/{name}", "label": f"labelsTr/{name}", "case_id": case.case_id}
+        spool.add(key, {"image": f"imagesTr/{name}", "label": f"labelsTr/{name}", "case_id": case.case_id})
+        spool.add(
+            "cases",
+            name=case.case_id,
+            item={
+                "split": case.split,
+                "segments": [
+                    {
+                        "value": values[label_name(label)],
+                        "label_id": label.label_id,
+                        "text": label.text,
+                        "category": label.category,
+                        "code": label.code,
+                        "source": label.source,
+                    }
+                    for label in masks
+                ],
+                "report_only": [
+                    label_dict(label, REPORT_ONLY_FIELDS) for label in labels if label.kind != "mask"
+                ],
+            },
         )
-        details[case.case_id] = {
-            "split": case.split,
-            "segments": [
-                {
-                    "value": values[label_name(label)],
-                    "label_id": label.label_id,
-                    "text": label.text,
-                    "category": label.category,
-                    "code": label.code,
-                    "source": label.source,
-                }
-                for label in masks
-            ],
-            "report_only": [
-                label_dict(label, REPORT_ONLY_FIELDS) for label in labels if label.kind != "mask"
-            ],
-        }
         dims.add(case.image.ndim)
         if case.image.modality not in modalities:
             modalities.append(case.image.modality)
@@ -133,7 +133,7 @@ def export(
         summary.labels += len(labels)
         if progress is not None:
             progress(summary.cases)
-    dataset = {
+    head = {
         "name": meta.name,
         "description": meta.description,
         "reference": meta.citation,
@@ -142,14 +142,15 @@ def export(
         "tensorImageSize": f"{dims.pop()}D" if len(dims) == 1 else ("mixed" if dims else "3D"),
         "modality": {"0": "/".join(modalities)},
         "labels": {"0": "background", **{str(v): name for name, v in values.items()}},
-        "numTraining": len(lists["training"]),
-        "numValidation": len(lists["validation"]),
-        "numTest": len(lists["test"]),
-        **lists,
-        "cases": details,
+        "numTraining": spool.count("training"),
+        "numValidation": spool.count("validation"),
+        "numTest": spool.count("test"),
     }
-    data = json.dumps(dataset, indent=1, ensure_ascii=False, default=str).encode("utf-8")
-    sink.put_bytes("dataset.json", data)
+    other = [k for k in spool.parts if k not in (*SPLIT_KEYS.values(), "cases")]
+    try:
+        spool.write(sink, "dataset.json", head, [*SPLIT_KEYS.values(), *other, "cases"], maps=["cases"])
+    finally:
+        spool.close()
     summary.files += 1
     return summary
 

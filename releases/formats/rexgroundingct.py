@@ -48,7 +48,6 @@ The helpers here (``check_unique``, ``split_labels``, ``mask_on_grid``, ``put_im
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -65,6 +64,7 @@ from releases.records import (
     ExportSummary,
     FormatError,
     ImageRecord,
+    JsonSpool,
     LabelRecord,
     ReleaseMeta,
     Sink,
@@ -88,8 +88,8 @@ def export(
     progress: Callable[[int], None] | None = None,
 ) -> ExportSummary:
     summary = ExportSummary(format=NAME)
-    splits: dict[str, list[dict[str, Any]]] = {split: [] for split in SPLITS}
-    reports: list[dict[str, Any]] = []
+    splits = JsonSpool(sink, "rex-splits")  # entries and report findings on disk until the end
+    reports = JsonSpool(sink, "rex-reports")
     seen: set[str] = set()
     for case in cases:
         check_unique(case, seen)
@@ -126,9 +126,10 @@ def export(
             del seg
             entry["segmentation"] = f"segmentations/{name}"
             summary.files += 1
-        splits.setdefault(case.split, []).append(entry)
+        splits.add(case.split, entry)
         channel = {id(label): f for f, label in enumerate(masks)}
-        reports.append(
+        reports.add(
+            "cases",
             {
                 "name": name,
                 "case_id": case.case_id,
@@ -136,25 +137,26 @@ def export(
                 "report_id": case.report_id,
                 "report": dict(case.report),
                 "findings": [_report_finding(label, channel.get(id(label))) for label in labels],
-            }
+            },
         )
         summary.cases += 1
         summary.labels += len(labels)
         if progress is not None:
             progress(summary.cases)
-    top = {
+    head = {
         "name": meta.name,
         "version": meta.version,
         "description": meta.description,
         "licence": meta.licence,
         "citation": meta.citation,
         "format": NAME,
-        **splits,
     }
-    sink.put_bytes("dataset.json", _json(top))
-    sink.put_bytes(
-        "reports_dataset.json", _json({"name": meta.name, "version": meta.version, "cases": reports})
-    )
+    try:
+        splits.write(sink, "dataset.json", head, [*SPLITS, *(k for k in splits.parts if k not in SPLITS)])
+        reports.write(sink, "reports_dataset.json", {"name": meta.name, "version": meta.version}, ["cases"])
+    finally:
+        splits.close()
+        reports.close()
     summary.files += 2
     return summary
 
@@ -186,10 +188,6 @@ def _segmentation(case: CaseRecord, masks: list[LabelRecord], entry: dict[str, A
 
 def _report_finding(label: LabelRecord, channel: int | None) -> dict[str, Any]:
     return {**label_dict(label), "channel": channel}
-
-
-def _json(data: Any) -> bytes:
-    return json.dumps(data, indent=1, ensure_ascii=False, default=str).encode("utf-8")
 
 
 # --- Shared helpers (also used by the MONAI and DICOM SEG exporters) ---------------------------------------
