@@ -3,8 +3,12 @@
 // radiograph: one 2D view) with the finding's current mask as an editable drawing (pen, eraser, filled
 // outline, fill holes, undo / redo), boxes drawn on an overlay, gaze heatmaps over radiographs, versioned
 // saves (autosaved after painting stops) and the stage transitions of the review API (README "Review").
-// The page (annotation/ui.py) gives the project slug, the reviewer's role and the CSRF token as data
-// attributes of #review.
+// The page (annotation/ui.py) gives the project slug, the reviewer's role, the CSRF token and the project's
+// readers per finding as data attributes of #review.
+// Several readers per finding (README "Several readers per finding", readers_per_finding > 1): an
+// annotator works on blinded readings instead of tasks (next-reading; saves and accept / reject go to the
+// reading's endpoints; only the proposal and their own versions are shown), findings still with their
+// readers are listed as "being read", and after the consensus the case shows the readers' agreement.
 import { Niivue, NVImage, SHOW_RENDER, MULTIPLANAR_TYPE, cmapper } from "@niivue/niivue";
 import {
   affineOf,
@@ -58,6 +62,45 @@ type Proposal = {
   confidence: number | null;
 };
 type Gaze = { id: number; reader: string; heatmap_png: string };
+/** One reader's reading of a finding (the API's ReadingOut); ``stage`` is the finding's task's. */
+type Reading = {
+  id: number;
+  finding_id: number;
+  index: number;
+  reader: string | null;
+  status: string;
+  decision: string;
+  annotation_id: number | null;
+  version: number | null;
+  lease_expires_at: string | null;
+  submitted_at: string | null;
+  stage: string | null;
+};
+type AgreementReader = {
+  reading: number;
+  index: number;
+  username: string | null;
+  decision: string;
+  version: number | null;
+  voxels: number | null;
+  in_consensus: boolean;
+  dice: number | null;
+  iou: number | null;
+};
+/** Finding.agreement after the last reading (annotation/readers.py): null before. */
+type Agreement = {
+  method: string;
+  readers: AgreementReader[];
+  pairs: { readings: number[]; readers: string[]; dice: number; iou: number }[];
+  mean_dice: number | null;
+  mean_iou: number | null;
+  decisions: { accept: number; reject: number };
+  decision_agreement: number;
+  decision: string;
+  tie: boolean;
+  consensus_version: number | null;
+  consensus_voxels: number | null;
+};
 type Task = { id: number; stage: string; decision: string; returned_comment: string; assignee: string | null };
 type Case = {
   task: Task;
@@ -68,6 +111,9 @@ type Case = {
   findings: Finding[];
   proposals?: Proposal[];
   gaze?: Gaze[];
+  /** Present when the case is the user's reading (next-reading, a reading's detail). */
+  reading?: Reading;
+  agreement?: Agreement | null;
 };
 type Mode = "view" | "paint" | "erase" | "fill" | "box";
 type Showing = "annotator" | "proposal";
@@ -116,6 +162,9 @@ const slug = root.dataset.slug ?? "";
 const role = root.dataset.role === "radiologist" ? "radiologist" : "annotator";
 const csrf = root.dataset.csrf ?? "";
 const stage = role === "radiologist" ? "review" : "annotate";
+/** The project's readers per finding; above 1 an annotator's Next case takes readings (see nextCase). */
+const readersPerFinding = Math.max(1, Math.floor(Number(root.dataset.readers ?? "1")) || 1);
+const reads = role === "annotator" && readersPerFinding > 1;
 
 const el = <T extends HTMLElement = HTMLElement>(id: string): T => {
   const found = document.getElementById(id);
@@ -253,15 +302,39 @@ function versionOf(c: Case, number: number): Annotation | undefined {
   return c.versions.find((v) => v.version === number);
 }
 
-/** The version made from a region proposal (or version 1): what the annotator started from. */
+/** The version made from a region proposal (or version 1): what the annotator started from. After several
+ * readers, version 1 may be a reader's own: then only a proposal's version is one. */
 function proposalVersion(c: Case): Annotation | undefined {
-  return c.versions.find((v) => v.region_proposal_id != null) ?? versionOf(c, 1);
+  const first = versionOf(c, 1);
+  return c.versions.find((v) => v.region_proposal_id != null) ?? (c.agreement && first?.author ? undefined : first);
 }
 
-/** The annotator's newest version (the current one when they saved none: they kept the proposal). */
+/** The annotator's newest version (the current one when they saved none: they kept the proposal). After
+ * several readers: the consensus, or an annotator's correction of it (a returned consensus). */
 function annotatorVersion(c: Case): Annotation | undefined {
-  const mine = c.versions.filter((v) => v.author != null);
-  return mine.length ? mine[mine.length - 1] : versionOf(c, c.finding.current_version);
+  const consensus = c.agreement?.consensus_version ?? null;
+  const mine = c.versions.filter((v) => v.author != null && (consensus == null || v.version > consensus));
+  return mine.length ? mine[mine.length - 1] : versionOf(c, consensus ?? c.finding.current_version);
+}
+
+/** What annotatorVersion is called on the screen. */
+function resultName(c: Case): string {
+  const consensus = c.agreement?.consensus_version;
+  return consensus != null && annotatorVersion(c)?.version === consensus ? "the consensus" : "the annotator's result";
+}
+
+/** "Reading k of N" (N: the project's readers per finding, at least k: the project may have changed N). */
+function readingLabel(r: Reading): string {
+  return `Reading ${r.index} of ${Math.max(readersPerFinding, r.index)}`;
+}
+
+/** Where the case's saves and decision go: the user's reading, or the task. */
+function endpoint(c: Case): string {
+  return c.reading ? `/api/readings/${c.reading.id}` : `/api/tasks/${c.task.id}`;
+}
+
+function doneText(c: Case): string {
+  return c.reading ? "This reading is submitted: press n for the next case." : "This task is done: press n for the next case.";
 }
 
 function findingColour(c: Case, findingId: number): [number, number, number] {
@@ -311,6 +384,9 @@ function renderReport(c: Case): void {
   }
 }
 
+/** A finding still with its readers (several readers per finding): its task opens after the consensus. */
+const beingRead = (f: Finding): boolean => f.stage === "read";
+
 function canOpen(f: Finding): boolean {
   const open = role === "radiologist" ? ["review", "qa"] : ["annotate"];
   return f.task_id != null && f.stage != null && open.includes(f.stage);
@@ -331,7 +407,10 @@ function renderFindings(c: Case): void {
     text.textContent = f.text;
     const meta = document.createElement("span");
     meta.className = "f-meta";
-    meta.textContent = ` ${f.code || "no code"} · ${f.stage ?? "no task"} · ${f.source || "?"} · ${f.status} · v${f.current_version}`;
+    // Another finding being read: its version number would tell how much its readers saved (blinded).
+    const version = beingRead(f) && f.id !== c.finding.id ? "" : ` · v${f.current_version}`;
+    const where = beingRead(f) ? "being read" : (f.stage ?? "no task");
+    meta.textContent = ` ${f.code || "no code"} · ${where} · ${f.source || "?"} · ${f.status}${version}`;
     item.append(swatch, text, meta);
     const proposals = proposalsOf(c, f);
     if (proposals.length) {
@@ -350,6 +429,9 @@ function renderFindings(c: Case): void {
     else if (canOpen(f)) {
       item.classList.add("openable");
       item.title = "Open this finding's task";
+    } else if (beingRead(f)) {
+      item.classList.add("closed", "being-read");
+      item.title = "Being read by its readers (blinded): its task opens after their consensus";
     } else item.classList.add("closed");
     item.addEventListener("click", () => {
       if (current && f.id !== current.finding.id) void guarded(() => openFinding(f));
@@ -357,22 +439,32 @@ function renderFindings(c: Case): void {
     list.append(item);
   }
   renderVersions(c);
+  renderAgreement(c);
 }
 
 function renderVersions(c: Case): void {
   const versions = el("versions");
   versions.replaceChildren();
+  el("versions-title").textContent = c.reading ? "Versions (the proposal and yours only)" : "Versions";
+  const agreement = c.agreement;
   const proposal = proposalVersion(c);
   const annotator = annotatorVersion(c);
   for (const v of c.versions) {
     const item = document.createElement("li");
+    const isConsensus = agreement != null && v.version === agreement.consensus_version;
     const who = v.author ?? (v.region_proposal_id ? `proposal ${v.region_proposal_id}` : "?");
     const size = v.kind === "box" && v.box ? ` [${v.box.join(", ")}]` : v.voxels != null ? ` · ${v.voxels} voxels` : "";
-    item.textContent = `v${v.version} ${v.kind} by ${who}${size}`;
+    // The consensus has no author: its comment says what it is ("consensus of N readers (method)").
+    item.textContent = isConsensus
+      ? `v${v.version} ${v.kind}, ${v.comment || "consensus of the readers"}${size}`
+      : `v${v.version} ${v.kind} by ${who}${size}`;
     if (role === "radiologist") {
       const tags: string[] = [];
       if (proposal && v.id === proposal.id) tags.push("proposal");
       if (annotator && v.id === annotator.id && v.author) tags.push("annotator's result");
+      if (isConsensus) tags.push("consensus");
+      const readBy = (agreement?.readers ?? []).filter((r) => r.version === v.version);
+      if (readBy.length) tags.push(readBy.map((r) => `reader ${r.index}'s reading`).join(", "));
       if (tags.length) {
         const tag = document.createElement("span");
         tag.className = "tag";
@@ -385,12 +477,71 @@ function renderVersions(c: Case): void {
   }
 }
 
+const fixed = (value: number | null | undefined): string => (value == null ? "—" : value.toFixed(2));
+
+/** The readers' agreement after a consensus (any case whose payload has one; never a reading's). */
+function renderAgreement(c: Case): void {
+  const box = el("agreement");
+  const body = el("agreement-body");
+  body.replaceChildren();
+  const a = c.reading ? null : c.agreement;
+  box.hidden = !a;
+  if (!a) return;
+  const n = a.readers.length;
+  const votes = `${a.decisions.accept} accept, ${a.decisions.reject} reject${a.tie ? ": a tie accepts" : ""}`;
+  const summary = document.createElement("p");
+  summary.className = "ag-summary";
+  summary.textContent =
+    `${n} readers · decision ${a.decision} (${votes}) · mean Dice ${fixed(a.mean_dice)} · mean IoU ${fixed(a.mean_iou)}` +
+    ` · ${Math.round(a.decision_agreement * 100)}% of reader pairs decided alike`;
+  const consensus = document.createElement("p");
+  consensus.className = "ag-consensus";
+  consensus.textContent =
+    a.consensus_version != null
+      ? `Consensus: v${a.consensus_version} (${a.method}, ${a.consensus_voxels ?? 0} voxels) of the accepting readers' masks.`
+      : "No consensus mask: the readers' majority rejected the finding.";
+  const table = document.createElement("table");
+  const head = table.createTHead().insertRow();
+  for (const title of ["Reading", "Reader", "Decision", "Version", "Dice", "IoU"]) {
+    const th = document.createElement("th");
+    th.textContent = title;
+    head.append(th);
+  }
+  const rows = table.createTBody();
+  for (const r of [...a.readers].sort((x, y) => x.index - y.index)) {
+    const row = rows.insertRow();
+    row.dataset.reader = r.username ?? "";
+    const version = r.version == null ? "—" : `v${r.version}${r.in_consensus ? "" : " (not in consensus)"}`;
+    for (const text of [String(r.index), r.username ?? "?", r.decision, version, fixed(r.dice), fixed(r.iou)]) {
+      row.insertCell().textContent = text;
+    }
+    row.classList.add(`decision-${r.decision}`);
+  }
+  const note = document.createElement("p");
+  note.className = "ag-note";
+  note.textContent =
+    "Dice and IoU per reader: the mean against the other accepting readers' masks." +
+    (a.pairs.length > 1 ? ` Pairs: ${a.pairs.map((p) => `${p.readers.join("–")} ${fixed(p.dice)}`).join(", ")}.` : "");
+  body.append(summary, consensus, table, note);
+}
+
 function renderTask(c: Case): void {
-  el("case-title").textContent =
-    `Task ${c.task.id} · finding ${c.finding.id}: ${c.finding.text} (${c.task.stage}, version ${c.finding.current_version})`;
+  const r = c.reading;
+  el("case-title").textContent = r
+    ? `${readingLabel(r)} · finding ${c.finding.id}: ${c.finding.text} (your version ${c.finding.current_version})`
+    : `Task ${c.task.id} · finding ${c.finding.id}: ${c.finding.text} (${c.task.stage}, version ${c.finding.current_version})`;
   const returned = el("returned");
-  returned.hidden = !c.task.returned_comment || role !== "annotator";
+  returned.hidden = !c.task.returned_comment || role !== "annotator" || r != null;
   el("returned-text").textContent = c.task.returned_comment || "";
+  el("reading").hidden = !r;
+  if (r) {
+    el("reading-head").textContent = `${readingLabel(r)} — your own reading: other readers' work is hidden.`;
+    const submitted = r.status === "submitted" ? ` You submitted it (${r.decision}).` : "";
+    el("reading-note").textContent =
+      "You see the proposal (when there is one) and your own versions; after the last reading a consensus of the readers goes to a " +
+      `radiologist.${submitted}`;
+    root.dataset.reading = String(r.id);
+  } else delete root.dataset.reading;
 }
 
 function renderShowing(c: Case): void {
@@ -401,7 +552,7 @@ function renderShowing(c: Case): void {
   }
   const v = showing === "proposal" ? proposalVersion(c) : annotatorVersion(c);
   label.textContent = v
-    ? `Showing ${showing === "proposal" ? "the proposal" : "the annotator's result"}: v${v.version} ${v.kind}${v.author ? ` by ${v.author}` : ""}`
+    ? `Showing ${showing === "proposal" ? "the proposal" : resultName(c)}: v${v.version} ${v.kind}${v.author ? ` by ${v.author}` : ""}`
     : "No version to show";
   root.dataset.showing = showing;
 }
@@ -573,7 +724,7 @@ async function openCase(c: Case, note = ""): Promise<void> {
   const sameScan = c.scan != null && loadedScan === c.scan.id && nv.volumes.length > 0;
   if (!sameScan) {
     showPreview(c);
-    say(`Opening task ${c.task.id}: loading the scan…`);
+    say(`Opening ${c.reading ? readingLabel(c.reading).toLowerCase() : `task ${c.task.id}`}: loading the scan…`);
   }
   try {
     await loadImages(c);
@@ -592,8 +743,10 @@ async function openCase(c: Case, note = ""): Promise<void> {
 function clearCase(): void {
   current = null;
   el("empty").hidden = false;
-  for (const id of ["case-title", "report", "findings", "versions", "showing"]) el(id).replaceChildren();
+  for (const id of ["case-title", "report", "findings", "versions", "showing", "agreement-body"]) el(id).replaceChildren();
   el("returned").hidden = true;
+  el("reading").hidden = true;
+  el("agreement").hidden = true;
   nv.closeDrawing();
   while (nv.volumes.length) nv.removeVolume(nv.volumes[0]);
   loadedScan = null;
@@ -603,23 +756,33 @@ function clearCase(): void {
   root.dataset.state = "empty";
   delete root.dataset.task;
   delete root.dataset.finding;
+  delete root.dataset.reading;
 }
 
 async function nextCase(): Promise<void> {
   await leaveCase();
-  const response = await api(`/api/projects/${encodeURIComponent(slug)}/next-task/?stage=${stage}`);
+  const project = encodeURIComponent(slug);
+  // Several readers per finding: readings first (one the reader holds, else a free one), since every
+  // finding waits in stage read for all its readers before anyone else sees it. Only when no reading is
+  // waiting for this reader, the annotate queue: with several readers it holds the consensuses a
+  // radiologist returned for one annotator to correct (and findings made before the project took several
+  // readers), worked on as tasks, as with one reader.
+  let response = reads ? await api(`/api/projects/${project}/next-reading/`) : null;
+  if (response === null || response.status === 204) {
+    response = await api(`/api/projects/${project}/next-task/?stage=${stage}`);
+  }
   if (response.status === 204) {
     clearCase();
-    say("Queue empty.");
+    say(reads ? "Queue empty: no reading and no returned task is waiting for you." : "Queue empty.");
     return;
   }
   const c = (await response.json()) as Case;
-  await openCase(c, `Opened task ${c.task.id}.`);
+  await openCase(c, c.reading ? `Opened ${readingLabel(c.reading).toLowerCase()} of finding ${c.finding.id}.` : `Opened task ${c.task.id}.`);
 }
 
 async function reload(): Promise<void> {
   if (!current) return;
-  const c = (await (await api(`/api/tasks/${current.task.id}/`)).json()) as Case;
+  const c = (await (await api(`${endpoint(current)}/`)).json()) as Case;
   await openCase(c, `Reloaded: version ${c.finding.current_version} is current.`);
 }
 
@@ -643,6 +806,12 @@ async function leaveCase(): Promise<void> {
 
 /** Claim a finding's task (it must not be held by someone else) and open it. */
 async function openFinding(f: Finding): Promise<void> {
+  if (beingRead(f)) {
+    // Its task is with the readers (nobody claims it); readings come in the queue's order only.
+    const next = reads ? " Press n for your next reading." : "";
+    say(`“${f.text}” is being read: its readers work blinded, and its task opens after their consensus.${next} The current case stays open.`);
+    return;
+  }
   if (f.task_id == null) throw new Error(`Finding ${f.id} has no review task.`);
   await leaveCase();
   let c: Case;
@@ -729,11 +898,14 @@ async function addMissing(): Promise<void> {
     task?: Task;
   };
   hideMissingForm();
-  const opened =
-    made.task && made.finding && made.versions
+  // Several readers: the new finding waits for its readers, and its author holds reading 1 of it.
+  const opened = made.reading
+    ? ((await (await api(`/api/readings/${made.reading.id}/`)).json()) as Case)
+    : made.task && made.finding && made.versions
       ? (made as Case)
       : ((await (await api(`/api/tasks/${made.task?.id}/`)).json()) as Case);
-  await openCase(opened, `Added finding ${opened.finding.id} (task ${opened.task.id}): draw it and save.`);
+  const what = opened.reading ? readingLabel(opened.reading).toLowerCase() : `task ${opened.task.id}`;
+  await openCase(opened, `Added finding ${opened.finding.id} (${what}): draw it and save.`);
 }
 
 // ---- drawing -------------------------------------------------------------------------------------
@@ -756,7 +928,7 @@ function needCase(): Case {
 function needEditable(): Case {
   const c = needCase();
   if (role !== "annotator") throw new Error("Only annotators edit the mask.");
-  if (decided) throw new Error("This task is done: press n for the next case.");
+  if (decided) throw new Error(doneText(c));
   return c;
 }
 
@@ -1029,6 +1201,7 @@ function toggleGaze(): void {
 // ---- saving and transitions --------------------------------------------------------------------------
 
 function leaseLost(c: Case, reason: string): ShownError {
+  if (c.reading) return readingLeaseLost(c, reason);
   const claim = button("Claim again", () =>
     void guarded(async () => {
       const claimed = (await postJson(`/api/tasks/${c.task.id}/claim/`, {})) as Case;
@@ -1039,11 +1212,38 @@ function leaseLost(c: Case, reason: string): ShownError {
   return new ShownError(`Not saved — lease: ${reason}`, claim);
 }
 
+/** A reading's lease ran out: next-reading gives it back while nobody took it over (an expired reading is
+ * still the reader's until then); else the reading went to another reader with a fresh start. */
+function readingLeaseLost(c: Case, reason: string): ShownError {
+  const again = button("Take it again", () =>
+    void guarded(async () => {
+      const response = await api(`/api/projects/${encodeURIComponent(slug)}/next-reading/`);
+      const got = response.status === 204 ? null : ((await response.json()) as Case);
+      if (got?.reading && c.reading && got.reading.id === c.reading.id) {
+        c.reading = got.reading;
+        renderTask(c);
+        say(`You hold ${readingLabel(got.reading).toLowerCase()} again: save (s) to keep your drawing.`, "ok");
+        return;
+      }
+      dirty = null; // the drawing belonged to a reading another reader now holds
+      if (!got) {
+        clearCase();
+        say("Your reading went to another reader, and no other reading is waiting for you.", "error");
+        return;
+      }
+      await openCase(got);
+      const what = got.reading ? readingLabel(got.reading).toLowerCase() : `task ${got.task.id}`;
+      say(`Your reading went to another reader: opened ${what} of finding ${got.finding.id} instead.`, "error");
+    }),
+  );
+  return new ShownError(`Not saved — lease: ${reason}`, again);
+}
+
 async function saveNow(auto: boolean): Promise<void> {
   const c = needEditable();
   window.clearTimeout(autosaveTimer);
   setSaveState("saving…");
-  const url = `/api/tasks/${c.task.id}/annotations/`;
+  const url = `${endpoint(c)}/annotations/`;
   const base = c.finding.current_version;
   // What changed; with no change (a second press of s) what the current version is, so that saving again
   // never turns a box into an empty mask.
@@ -1071,6 +1271,14 @@ async function saveNow(auto: boolean): Promise<void> {
       const body = err.body as { current?: Annotation | null; yours?: number; lease?: string };
       if (body.current !== undefined) {
         const theirs = body.current;
+        if (c.reading) {
+          // A reading conflicts only with its reader's own saves (another tab, another window).
+          throw new ShownError(
+            `Your reading has version ${theirs ? theirs.version : 0}${theirs ? ` (saved ${theirs.created_at})` : ""} ` +
+              `since the one you edited (version ${body.yours ?? base}) — reload.`,
+            button("Reload", () => void guarded(reload)),
+          );
+        }
         throw new ShownError(
           `Someone saved version ${theirs ? theirs.version : 0}${theirs?.author ? ` (${theirs.author}, ${theirs.created_at})` : ""} ` +
             `since yours (you edited version ${body.yours ?? base}) — reload.`,
@@ -1114,15 +1322,42 @@ async function save(): Promise<void> {
 
 async function transition(action: "submit" | "approve" | "return", data: Record<string, string>): Promise<void> {
   const c = needCase();
-  if (decided) throw new Error("This task is done: press n for the next case.");
+  if (decided) throw new Error(doneText(c));
   window.clearTimeout(autosaveTimer);
   if (action === "submit" && data.decision === "accept" && dirty) await saveNow(true); // accept what is drawn
+  if (c.reading) {
+    await submitReading(c, data);
+    return;
+  }
   const task = (await postJson(`/api/tasks/${c.task.id}/${action}/`, data)) as Task;
   decided = true;
   dirty = null;
   root.dataset.state = "done";
   const what = action === "submit" ? `Submitted (${data.decision})` : action === "approve" ? "Approved" : "Returned";
   say(`${what}: task ${task.id} is now at ${task.stage}. Press n for the next case.`, "ok");
+}
+
+/** Accept or reject the user's reading; the last reading of a finding sends the consensus to review. */
+async function submitReading(c: Case, data: Record<string, string>): Promise<void> {
+  let reading: Reading;
+  try {
+    reading = (await postJson(`/api/readings/${c.reading?.id}/submit/`, data)) as Reading;
+  } catch (err) {
+    if (err instanceof ApiError && err.status === 409 && (err.body as { lease?: string }).lease) {
+      throw readingLeaseLost(c, (err.body as { lease: string }).lease);
+    }
+    throw err;
+  }
+  c.reading = reading;
+  decided = true;
+  dirty = null;
+  root.dataset.state = "done";
+  renderTask(c);
+  const after =
+    reading.stage === "review"
+      ? "that was the finding's last reading: the readers' consensus goes to a radiologist"
+      : "the finding waits for its other readers";
+  say(`Submitted (${data.decision}): ${readingLabel(reading).toLowerCase()} is in; ${after}. Press n for the next case.`, "ok");
 }
 
 async function returnTask(): Promise<void> {
@@ -1139,6 +1374,10 @@ async function toggleShowing(): Promise<void> {
   if (role !== "radiologist") throw new Error("The proposal / result toggle is for reviewers.");
   const proposal = proposalVersion(c);
   const annotator = annotatorVersion(c);
+  if (!proposal && annotator && c.agreement) {
+    say(`This finding had no proposal: there is only ${resultName(c)} to show.`);
+    return;
+  }
   if (!proposal || !annotator || proposal.id === annotator.id) {
     say("The annotator kept the proposal: there is only one version to show.");
     return;
@@ -1147,7 +1386,7 @@ async function toggleShowing(): Promise<void> {
   renderShowing(c);
   await showVersion(showing === "proposal" ? proposal : annotator);
   const v = showing === "proposal" ? proposal : annotator;
-  say(`Showing ${showing === "proposal" ? "the proposal" : "the annotator's result"} (v${v.version}, ${v.voxels ?? 0} voxels): v switches.`, "ok");
+  say(`Showing ${showing === "proposal" ? "the proposal" : resultName(c)} (v${v.version}, ${v.voxels ?? 0} voxels): v switches.`, "ok");
 }
 
 // ---- controls --------------------------------------------------------------------------------------
@@ -1306,7 +1545,11 @@ nv.attachToCanvas(canvas)
   .then(() => {
     nv.setSliceType(nv.sliceTypeMultiplanar);
     root.dataset.state = "idle";
-    say(`Ready: press n (Next case) to open the next ${stage} task; ? lists the keys.`);
+    say(
+      reads
+        ? `Ready: press n (Next case) to take your next reading (${readersPerFinding} readers per finding); ? lists the keys.`
+        : `Ready: press n (Next case) to open the next ${stage} task; ? lists the keys.`,
+    );
   })
   .catch((err: unknown) => say(`The image viewer could not start (WebGL2 needed): ${String(err)}`, "error"));
 
