@@ -108,7 +108,8 @@ class ReleaseExport(models.Model):
     format = models.CharField(max_length=32)
     status = models.CharField(max_length=16, default="pending")  # pending, running, succeeded, failed
     prefix = models.CharField(max_length=512, blank=True)  # storage folder of the files
-    files = models.JSONField(default=list, blank=True)  # [[relpath, size, sha256], ...]
+    file_count = models.PositiveIntegerField(default=0)  # listed with sizes and sha256s in SHA256SUMS
+    bytes = models.PositiveBigIntegerField(default=0)
     summary = models.JSONField(default=dict, blank=True)
     error = models.TextField(blank=True)
     job = models.ForeignKey(Job, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")

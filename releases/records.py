@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -235,13 +235,52 @@ def sha256_path(path: Path, chunk: int = 4 << 20) -> str:
     return h.hexdigest()
 
 
+class FileList:
+    """The (relpath, size, sha256) of every file an export wrote, kept in a temporary file rather than in
+    memory (a release may have millions of files); ``write_sums`` gives it as ``SHA256SUMS`` lines
+    (``sha256sum -c`` reads them)."""
+
+    def __init__(self):
+        import tempfile
+
+        self._fh = tempfile.TemporaryFile("w+", encoding="utf-8")
+        self._n = 0
+        self.bytes = 0
+
+    def append(self, item: tuple[str, int, str]) -> None:
+        relpath, size, digest = item
+        if "\n" in relpath:
+            raise FormatError("path", f"{relpath!r}: a file name cannot hold a line break")
+        self._fh.seek(0, 2)
+        self._fh.write(f"{digest}  {size}  {relpath}\n")
+        self._n += 1
+        self.bytes += size
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __bool__(self) -> bool:
+        return self._n > 0
+
+    def __iter__(self) -> Iterator[tuple[str, int, str]]:
+        self._fh.seek(0)
+        for line in self._fh:
+            digest, size, relpath = line.rstrip("\n").split("  ", 2)
+            yield relpath, int(size), digest
+
+    def write_sums(self, out) -> None:
+        """``<sha256>  <relpath>`` per file into the text file ``out``."""
+        for relpath, _size, digest in self:
+            out.write(f"{digest}  {relpath}\n")
+
+
 class DirSink:
     """Writes into a local folder; ``files`` lists (relpath, size, sha256) of everything written."""
 
     def __init__(self, root: Path):
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
-        self.files: list[tuple[str, int, str]] = []
+        self.files = FileList()
         self._scratch = self.root / ".scratch"
 
     def _target(self, relpath: str) -> Path:

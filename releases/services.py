@@ -47,6 +47,7 @@ from releases.models import Dataset, DatasetRelease, ReleaseCase, ReleaseExport,
 from releases.records import (
     CaseRecord,
     ExportSummary,
+    FileList,
     FormatError,
     ImageRecord,
     LabelRecord,
@@ -825,8 +826,14 @@ def release_export_to(release: DatasetRelease, fmt_name: str, sink, progress=Non
     except FormatError as exc:
         raise ReleaseError(exc.field, exc.reason) from exc
     sink.put_bytes("README.md", release.card.encode())
-    with default_storage.open(release.manifest.name, "rb") as fh:
-        sink.put_bytes("manifest.json", fh.read())
+    with storage_local_copy(release.manifest.name) as manifest:
+        copy = sink.scratch() / "manifest.json"
+        shutil.copyfile(manifest, copy)
+        sink.put_file("manifest.json", copy)
+    sums = sink.scratch() / "SHA256SUMS"
+    with open(sums, "w", encoding="utf-8") as out:
+        sink.files.write_sums(out)
+    sink.put_file("SHA256SUMS", sums)  # every file but itself: `sha256sum -c SHA256SUMS` in the folder
     return summary
 
 
@@ -835,7 +842,7 @@ class StorageSink:
 
     def __init__(self, prefix: str):
         self.prefix = prefix.rstrip("/")
-        self.files: list[tuple[str, int, str]] = []
+        self.files = FileList()
         self.keys: list[str] = []
         self._scratch = Path(tempfile.mkdtemp(prefix="export-"))
 
@@ -911,9 +918,9 @@ def export_job(*, job) -> tuple[dict, dict, list[dict]]:
         raise
     finally:
         sink.close()
-    export.status, export.files = "succeeded", [list(f) for f in sink.files]
+    export.status, export.file_count, export.bytes = "succeeded", len(sink.files), sink.files.bytes
     export.summary = {"cases": summary.cases, "labels": summary.labels, "skipped": summary.skipped[:1000]}
-    export.save(update_fields=["status", "files", "summary"])
+    export.save(update_fields=["status", "file_count", "bytes", "summary"])
     counts = {"cases": summary.cases, "labels": summary.labels, "files": len(sink.files)}
     return (
         {"export": export.pk, "prefix": export.prefix},

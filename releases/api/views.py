@@ -221,7 +221,8 @@ class ExportOut(serializers.ModelSerializer):
             "format",
             "status",
             "prefix",
-            "files",
+            "file_count",
+            "bytes",
             "summary",
             "error",
             "job",
@@ -273,18 +274,28 @@ class ExportDetail(APIView):
 
 
 class ExportFile(APIView):
-    """One file of a finished export, by its path in the export."""
+    """One file of a finished export, by its path in the export (``SHA256SUMS`` lists them all)."""
 
     @extend_schema(responses={(200, "application/octet-stream"): OpenApiTypes.BINARY})
     def get(self, request, pk: int, path: str):
         export = _export_for(request.user, pk)
-        if export.status != "succeeded" or path not in {f[0] for f in export.files}:
+        parts = path.split("/")
+        if export.status != "succeeded" or path.startswith("/") or any(p in ("", ".", "..") for p in parts):
             raise Http404("No such file in this export.")
         return stored_file_response(
-            f"{export.prefix}/{path}",
-            filename=path.rsplit("/", 1)[-1],
-            content_type="application/octet-stream",
+            f"{export.prefix}/{path}", filename=parts[-1], content_type="application/octet-stream"
         )
+
+
+def export_listing(prefix: str):
+    """(relpath, size, sha256) of every file of an export, read from its stored ``SHA256SUMS`` line by
+    line, then ``SHA256SUMS`` itself."""
+    key = f"{prefix}/SHA256SUMS"
+    with default_storage.open(key, "rb") as fh:
+        for line in fh:
+            digest, relpath = line.decode("utf-8").rstrip("\n").split("  ", 1)
+            yield relpath, None, digest
+    yield "SHA256SUMS", default_storage.size(key), None
 
 
 class _Pipe:
@@ -311,7 +322,7 @@ class _Pipe:
         return out
 
 
-def zip_stream(prefix: str, files: list[list], folder: str):
+def zip_stream(prefix: str, files, folder: str):
     """The export as one zip, built while it is sent: memory holds one chunk, not the archive."""
     pipe = _Pipe()
     with zipfile.ZipFile(pipe, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
@@ -339,7 +350,7 @@ class ExportArchive(APIView):
             raise Http404(f"The export is {export.status}, not finished.")
         folder = f"{export.release.dataset.slug}-v{export.release.version}-{export.format}"
         response = StreamingHttpResponse(
-            zip_stream(export.prefix, export.files, folder), content_type="application/zip"
+            zip_stream(export.prefix, export_listing(export.prefix), folder), content_type="application/zip"
         )
         response["Content-Disposition"] = f'attachment; filename="{folder}.zip"'
         return response

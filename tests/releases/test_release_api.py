@@ -1,6 +1,7 @@
 """Releases over the API and the CLI: who may make and read them, freeze, manifest, card, diff, exports as
 jobs with their files and one streamed archive, and clear errors."""
 
+import hashlib
 import io
 import json
 import zipfile
@@ -65,8 +66,10 @@ def test_release_over_the_api(
     assert started.status_code == 202, started.content
     export = res.get(reverse("export-detail", args=[started.json()["id"]])).json()
     assert export["status"] == "succeeded" and export["job"]["status"] == "succeeded", export
-    paths = {f[0] for f in export["files"]}
-    assert {"dataset.json", "README.md", "manifest.json"} <= paths
+    sums = b"".join(res.get(reverse("export-file", args=[export["id"], "SHA256SUMS"])).streaming_content)
+    listed = dict(line.split("  ")[::-1] for line in sums.decode().splitlines())
+    assert {"dataset.json", "README.md", "manifest.json"} <= set(listed)
+    assert export["file_count"] == len(listed) + 1 and export["bytes"] > 0
     one = res.get(reverse("export-file", args=[export["id"], "dataset.json"]))
     datalist = json.loads(b"".join(one.streaming_content))
     assert datalist["training"]
@@ -74,7 +77,9 @@ def test_release_over_the_api(
     archive = res.get(reverse("export-archive", args=[export["id"]]))
     with zipfile.ZipFile(io.BytesIO(b"".join(archive.streaming_content))) as z:
         names = z.namelist()
-        assert z.testzip() is None and len(names) == len(export["files"])
+        assert z.testzip() is None and len(names) == export["file_count"]
+        for name, digest in listed.items():  # every file in the archive is the one SHA256SUMS names
+            assert hashlib.sha256(z.read(f"lungs-v1-monai/{name}")).hexdigest() == digest
         assert json.loads(z.read("lungs-v1-monai/dataset.json")) == datalist
     assert api_client(outsider).get(reverse("export-detail", args=[export["id"]])).status_code == 404
 
