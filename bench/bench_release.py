@@ -15,6 +15,7 @@ masks, and every case's image is read and checked again on export.
 """
 
 import argparse
+import os
 import shutil
 import sys
 import tempfile
@@ -149,6 +150,8 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-release-") as tmp:
         work = Path(tmp)
+        os.environ["DEBUG"] = "false"  # as a worker runs: DEBUG keeps every query (memory grows per case)
+        os.environ.setdefault("SECRET_KEY", "bench-release-" + "x" * 40)
         django_setup(work)
         from core.services import project_create
         from releases.services import dataset_create, release_create
