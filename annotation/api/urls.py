@@ -1,6 +1,6 @@
 from django.urls import path
 
-from annotation.api import views
+from annotation.api import readings, views
 
 urlpatterns = [
     path(
@@ -17,11 +17,11 @@ urlpatterns = [
     path("tasks/<int:pk>/approve/", views.TaskTransition.as_view(action="approve"), name="task-approve"),
     path("tasks/<int:pk>/return/", views.TaskTransition.as_view(action="return"), name="task-return"),
     path("tasks/<int:pk>/assign/", views.TaskTransition.as_view(action="assign"), name="task-assign"),
-    path("projects/<slug:slug>/next-reading/", views.NextReading.as_view(), name="next-reading"),
-    path("readings/<int:pk>/", views.ReadingDetail.as_view(), name="reading-detail"),
-    path("readings/<int:pk>/annotations/", views.ReadingAnnotations.as_view(), name="reading-annotations"),
-    path("readings/<int:pk>/submit/", views.ReadingSubmit.as_view(), name="reading-submit"),
-    path("projects/<slug:slug>/agreement/", views.ProjectAgreement.as_view(), name="project-agreement"),
+    path("projects/<slug:slug>/next-reading/", readings.NextReading.as_view(), name="next-reading"),
+    path("readings/<int:pk>/", readings.ReadingDetail.as_view(), name="reading-detail"),
+    path("readings/<int:pk>/annotations/", readings.ReadingAnnotations.as_view(), name="reading-annotations"),
+    path("readings/<int:pk>/submit/", readings.ReadingSubmit.as_view(), name="reading-submit"),
+    path("projects/<slug:slug>/agreement/", readings.ProjectAgreement.as_view(), name="project-agreement"),
     path("findings/", views.FindingList.as_view(), name="finding-list"),
     path("history/", views.HistoryList.as_view(), name="history-list"),
     path("annotations/<int:pk>/mask/", views.AnnotationMask.as_view(), name="annotation-mask"),
