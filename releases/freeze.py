@@ -311,11 +311,91 @@ def _case_id(scan: Scan) -> str:
     return f"{scan.study.patient.pseudonym}-s{scan.pk}"
 
 
-def release_create(
-    *, dataset: Dataset, selection: dict | None = None, user=None, notes: str = "", progress=None
+def _next_version(dataset: Dataset) -> int:
+    """The dataset's next version number (call inside a transaction; the dataset row is locked)."""
+    Dataset.objects.select_for_update().filter(pk=dataset.pk).first()
+    return (DatasetRelease.objects.filter(dataset=dataset).aggregate(v=Max("version"))["v"] or 0) + 1
+
+
+def selection_empty(dataset: Dataset, sel: Selection) -> bool:
+    """A quick look (a few EXISTS queries) whether ``sel`` can hold any label of ``dataset``."""
+    projects = list(dataset.projects.all())
+    findings = Finding.objects.filter(project__in=projects, status__in=sel.statuses, scan__isnull=False)
+    if "human" in sel.sources and findings.exclude(status=FindingStatus.OPEN).exists():
+        return False
+    if "weak" in sel.sources and (
+        findings.filter(status=FindingStatus.OPEN).exists()
+        or FindingProposal.objects.filter(project__in=projects, run__status=JobStatus.SUCCEEDED).exists()
+        or RegionProposal.objects.filter(project__in=projects, scan__isnull=False).exists()
+        or _gaze_scans(projects)
+    ):
+        return False
+    return True
+
+
+def _nothing_to_release(projects, sel: Selection) -> ReleaseError:
+    return ReleaseError(
+        "selection",
+        f"no labels to release: the projects {', '.join(p.slug for p in projects)} have no "
+        f"{' or '.join(sel.statuses)} findings from the sources {', '.join(sel.sources)} (review and accept "
+        "some first, or select weak labels)",
+    )
+
+
+def release_start(
+    *, dataset: Dataset, selection: dict | None = None, user=None, notes: str = ""
 ) -> DatasetRelease:
-    """Freeze the next version of ``dataset``. Raises ``ReleaseError`` (nothing stored) when the
-    selection holds no labels or a file is missing."""
+    """Reserve the next version and freeze it as a job on the ``default`` queue (hashing every file of a
+    large release takes a while). A selection that can hold nothing is refused now."""
+    from core.jobs import job_create, job_dispatch
+    from releases.tasks import run_freeze
+
+    sel = Selection.parse(selection)
+    if selection_empty(dataset, sel):
+        raise _nothing_to_release(list(dataset.projects.all()), sel)
+    with transaction.atomic():
+        release = DatasetRelease.objects.create(
+            dataset=dataset, version=_next_version(dataset), selection=sel.as_dict(), notes=notes,
+            created_by=user,
+        )  # fmt: skip
+        project = dataset.projects.order_by("id").first()
+        release.job = job_create(
+            project=project, kind="release_freeze", params={"release": release.pk}, user=user
+        )
+        release.save(update_fields=["job"])
+        job_dispatch(job=release.job, task=run_freeze)
+    return release
+
+
+def freeze_job(*, job) -> tuple[dict, dict, list[dict]]:
+    from core.jobs import job_progress
+
+    release = DatasetRelease.objects.select_related("dataset", "created_by").get(pk=job.params["release"])
+    if release.status != ReleaseStatus.FROZEN:  # a job delivered again after it froze has nothing to do
+        try:
+            release_create(
+                dataset=release.dataset, selection=release.selection, user=release.created_by,
+                notes=release.notes, release=release,
+                progress=lambda f: job_progress(job_id=job.pk, progress=f, message=f"hashing files: {f:.0%}"),
+            )  # fmt: skip
+        except Exception as exc:
+            DatasetRelease.objects.filter(pk=release.pk).update(status=ReleaseStatus.FAILED, error=str(exc))
+            raise
+        release.refresh_from_db()
+    return {"release": release.pk, "version": release.version}, {"cases": release.counts.get("cases", 0)}, []
+
+
+def release_create(
+    *,
+    dataset: Dataset,
+    selection: dict | None = None,
+    user=None,
+    notes: str = "",
+    progress=None,
+    release: DatasetRelease | None = None,
+) -> DatasetRelease:
+    """Freeze the next version of ``dataset`` (or fill ``release``, reserved by ``release_start``). Raises
+    ``ReleaseError`` (nothing stored) when the selection holds no labels or a file is missing."""
     sel = Selection.parse(selection)
     projects = list(dataset.projects.all())
     hasher = _Hasher()
@@ -334,13 +414,7 @@ def release_create(
         for scan_id in _gaze_scans(projects):
             by_scan.setdefault(scan_id, [])
     if not by_scan:
-        what = " or ".join(sel.statuses)
-        raise ReleaseError(
-            "selection",
-            f"no labels to release: the projects {', '.join(p.slug for p in projects)} have no {what} "
-            f"findings from the sources {', '.join(sel.sources)} (review and accept some first, or select "
-            "weak labels)",
-        )
+        raise _nothing_to_release(projects, sel)
     scans = {
         s.pk: s
         for s in Scan.objects.filter(pk__in=list(by_scan)).select_related("study__patient").order_by("id")
@@ -384,15 +458,12 @@ def release_create(
         if progress:
             progress(n / max(1, len(scans)))
     with transaction.atomic():
-        version = (
-            DatasetRelease.objects.select_for_update()
-            .filter(dataset=dataset)
-            .aggregate(v=Max("version"))["v"]
-            or 0
-        ) + 1
-        release = DatasetRelease.objects.create(
-            dataset=dataset, version=version, selection=sel.as_dict(), notes=notes, created_by=user
-        )
+        if release is None:
+            release = DatasetRelease.objects.create(
+                dataset=dataset, version=_next_version(dataset), selection=sel.as_dict(), notes=notes,
+                created_by=user,
+            )  # fmt: skip
+        version = release.version
         manifest = {
             "dataset": dataset.slug,
             "name": dataset.name,

@@ -24,13 +24,13 @@ from releases.exporting import (
     release_export_to,
     release_manifest,
 )
-from releases.freeze import SOURCES, STATUSES, Selection, release_create
+from releases.freeze import SOURCES, STATUSES, Selection, freeze_job, release_create, release_start
 from releases.models import Dataset, DatasetRelease, ReleaseCase, ReleaseLabel, ReleaseStatus
 
 __all__ = [
     "SOURCES", "STATUSES", "ReleaseError", "Selection", "dataset_create", "export_check", "export_formats",
-    "export_job", "export_start", "format_get", "release_cases", "release_create", "release_diff",
-    "release_export_to", "release_manifest",
+    "export_job", "export_start", "format_get", "freeze_job", "release_cases", "release_create",
+    "release_diff", "release_export_to", "release_manifest", "release_start",
 ]  # fmt: skip
 
 

@@ -1,4 +1,4 @@
-"""Celery adapters for release exports (``default`` queue)."""
+"""Celery adapters for freezing and exporting releases (``default`` queue)."""
 
 from celery import shared_task
 
@@ -10,3 +10,10 @@ def run_export(*, job_id: int) -> None:
     from releases.services import export_job
 
     job_run(job_id=job_id, body=lambda job: export_job(job=job))
+
+
+@shared_task(name="releases.run_freeze", acks_late=True, max_retries=0)
+def run_freeze(*, job_id: int) -> None:
+    from releases.services import freeze_job
+
+    job_run(job_id=job_id, body=lambda job: freeze_job(job=job))

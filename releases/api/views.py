@@ -117,6 +117,7 @@ class DatasetDetail(APIView):
 class ReleaseOut(serializers.ModelSerializer):
     dataset = serializers.SlugRelatedField(slug_field="slug", read_only=True)
     created_by = serializers.CharField(source="created_by.username", default=None, read_only=True)
+    job = JobOut(read_only=True)
 
     class Meta:
         model = DatasetRelease
@@ -130,6 +131,8 @@ class ReleaseOut(serializers.ModelSerializer):
             "manifest_sha256",
             "counts",
             "metrics",
+            "error",
+            "job",
             "created_by",
             "created_at",
             "frozen_at",
@@ -146,14 +149,16 @@ class ReleaseIn(serializers.Serializer):
 
 class DatasetReleases(APIView):
     """GET: the dataset's releases. POST: freeze the next version (accepted, human-reviewed labels by
-    default); 400 naming the field when the selection holds nothing or a file is missing."""
+    default) as a job: 202 with the release (``building``, its version reserved) and its job; the release is
+    ``frozen`` when the job succeeds, ``failed`` with the reason (e.g. a missing file) when not. 400 naming
+    the field when the selection is invalid or holds nothing."""
 
     @extend_schema(responses={200: ReleaseOut(many=True)})
     def get(self, request, slug: str):
         dataset = _dataset_for(request.user, slug)
         return Response(ReleaseOut(dataset.releases.order_by("-version"), many=True).data)
 
-    @extend_schema(request=ReleaseIn, responses={201: ReleaseOut})
+    @extend_schema(request=ReleaseIn, responses={202: ReleaseOut})
     def post(self, request, slug: str):
         dataset = _dataset_for(request.user, slug, WRITERS)
         data = ReleaseIn(data=request.data)
@@ -161,10 +166,13 @@ class DatasetReleases(APIView):
         v = dict(data.validated_data)
         notes = v.pop("notes")
         try:
-            release = services.release_create(dataset=dataset, selection=v, user=request.user, notes=notes)
+            release = services.release_start(dataset=dataset, selection=v, user=request.user, notes=notes)
         except services.ReleaseError as exc:
             return _error(exc)
-        return Response(ReleaseOut(release).data, status=status.HTTP_201_CREATED)
+        except BrokerUnavailable as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
+        release.refresh_from_db()
+        return Response(ReleaseOut(release).data, status=status.HTTP_202_ACCEPTED)
 
 
 class ReleaseDetail(APIView):

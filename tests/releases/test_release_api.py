@@ -42,9 +42,12 @@ def test_release_over_the_api(
 
     bad = res.post(reverse("dataset-releases", args=["lungs"]), {"sources": "gaze"}, format="json")
     assert bad.status_code == 400 and "sources" in bad.json()
-    v1 = res.post(reverse("dataset-releases", args=["lungs"]), {}, format="json")
-    assert v1.status_code == 201, v1.content
-    release = v1.json()
+    with django_capture_on_commit_callbacks(execute=True):
+        v1 = res.post(reverse("dataset-releases", args=["lungs"]), {}, format="json")
+    assert v1.status_code == 202, v1.content
+    assert v1.json()["status"] == "building" and v1.json()["version"] == 1
+    release = res.get(reverse("release-detail", args=[v1.json()["id"]])).json()
+    assert release["status"] == "frozen" and release["job"]["status"] == "succeeded"
     assert release["version"] == 1 and release["counts"]["cases"] == 1
     manifest = json.loads(
         b"".join(res.get(reverse("release-manifest", args=[release["id"]])).streaming_content)
@@ -52,7 +55,10 @@ def test_release_over_the_api(
     assert manifest["cases"][0]["scan"] == scan.pk
     card = res.get(reverse("release-card", args=[release["id"]]))
     assert card["Content-Type"].startswith("text/markdown") and b"CC-BY-4.0" in card.content
-    v2 = res.post(reverse("dataset-releases", args=["lungs"]), {"sources": "both"}, format="json").json()
+    with django_capture_on_commit_callbacks(execute=True):
+        v2 = res.post(reverse("dataset-releases", args=["lungs"]), {"sources": "both"}, format="json").json()
+    empty = res.post(reverse("dataset-releases", args=["lungs"]), {"statuses": ["open"]}, format="json")
+    assert empty.status_code == 400 and "no labels to release" in empty.json()["selection"]
     diff = res.get(reverse("release-diff", args=[v2["id"]])).json()
     assert diff["from"] == 1 and diff["labels"]["added"] and not diff["labels"]["removed"]
     assert res.get(reverse("release-diff", args=[v2["id"]]), {"against": 9}).status_code == 400

@@ -110,3 +110,20 @@ def test_export_writes_card_and_manifest(project, reviewed, tmp_path):
     assert data and (tmp_path / "rex" / "README.md").read_text() == release.card
     assert json.loads((tmp_path / "rex" / "manifest.json").read_text())["version"] == 1
     assert np.isfinite(summary.labels)
+
+
+def test_a_freeze_job_that_fails_marks_the_release_failed(
+    project, reviewed, django_capture_on_commit_callbacks
+):
+    from annotation.models import Annotation
+    from releases.services import release_start
+
+    dataset = dataset_create(slug="lungs", name="Lungs", projects=[project])
+    mask = Annotation.objects.filter(finding__status="accepted").exclude(mask="").last().mask.name
+    default_storage.delete(mask)  # the accepted mask is gone from storage before the freeze
+    with django_capture_on_commit_callbacks(execute=True):
+        release = release_start(dataset=dataset)
+    release.refresh_from_db()
+    assert release.status == "failed" and f"file: {mask} is missing from storage" in release.error
+    assert release.job.status == "failed" and "is missing from storage" in release.job.message
+    assert not ReleaseCase.objects.filter(release=release).exists()  # nothing half-stored
