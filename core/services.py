@@ -19,6 +19,28 @@ def project_create(
     return project
 
 
+REVIEW_SETTINGS = ("qa_sample_rate", "readers_per_finding", "consensus_method")
+
+
+def project_review_settings(*, project: Project, **values) -> Project:
+    """Set how a project's findings are reviewed: ``qa_sample_rate`` (0–1, the share of each annotator's
+    work a second radiologist checks), ``readers_per_finding`` (1–10 blinded readings per new finding) and
+    ``consensus_method`` (majority or staple). Raises ``ValueError`` naming the field."""
+    unknown = set(values) - set(REVIEW_SETTINGS)
+    if unknown:
+        raise ValueError(f"{sorted(unknown)[0]}: not a review setting ({', '.join(REVIEW_SETTINGS)})")
+    if "qa_sample_rate" in values and not 0.0 <= float(values["qa_sample_rate"]) <= 1.0:
+        raise ValueError(f"qa_sample_rate: must be between 0 and 1, got {values['qa_sample_rate']}")
+    if "readers_per_finding" in values and not 1 <= int(values["readers_per_finding"]) <= 10:
+        raise ValueError(f"readers_per_finding: must be 1 to 10, got {values['readers_per_finding']}")
+    if "consensus_method" in values and values["consensus_method"] not in ("majority", "staple"):
+        raise ValueError(f"consensus_method: majority or staple, got {values['consensus_method']!r}")
+    for name, value in values.items():
+        setattr(project, name, value)
+    project.save(update_fields=list(values))
+    return project
+
+
 def membership_set(*, project: Project, user, role: str) -> Membership:
     if role not in Role.values:
         raise ValueError(f"role: {role!r} is not one of {', '.join(Role.values)}")

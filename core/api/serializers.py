@@ -15,6 +15,9 @@ class ProjectOut(serializers.ModelSerializer):
             "description",
             "label_schema",
             "keep_identity_map",
+            "qa_sample_rate",
+            "readers_per_finding",
+            "consensus_method",
             "created_at",
             "role",
         ]
@@ -22,6 +25,12 @@ class ProjectOut(serializers.ModelSerializer):
     def get_role(self, obj) -> str | None:
         roles = self.context.get("roles", {})
         return roles.get(obj.pk)
+
+
+class ReviewSettingsIn(serializers.Serializer):
+    qa_sample_rate = serializers.FloatField(required=False, min_value=0.0, max_value=1.0)
+    readers_per_finding = serializers.IntegerField(required=False, min_value=1, max_value=10)
+    consensus_method = serializers.ChoiceField(["majority", "staple"], required=False)
 
 
 class JobOut(serializers.ModelSerializer):

@@ -1,10 +1,20 @@
 """Projects and jobs. Reads go through core.selectors (membership checked; others' objects are 404)."""
 
+from drf_spectacular.utils import extend_schema
 from rest_framework import generics
+from rest_framework.exceptions import PermissionDenied
+from rest_framework.response import Response
 
-from core.api.serializers import JobOut, ProjectOut
-from core.models import Membership
-from core.selectors import job_get_for_user, jobs_for_user, project_get_for_user, projects_for_user
+from core.api.serializers import JobOut, ProjectOut, ReviewSettingsIn
+from core.models import Membership, Role
+from core.selectors import (
+    job_get_for_user,
+    jobs_for_user,
+    project_get_for_user,
+    projects_for_user,
+    user_has_role,
+)
+from core.services import project_review_settings
 
 
 class _WithRoles:
@@ -28,8 +38,21 @@ class ProjectList(_WithRoles, generics.ListAPIView):
 
 
 class ProjectDetail(_WithRoles, generics.RetrieveAPIView):
+    """GET: the project and your role. PATCH (managers): its review settings, ``qa_sample_rate``,
+    ``readers_per_finding`` (affects findings made afterwards) and ``consensus_method``."""
+
     def get_object(self):
         return project_get_for_user(self.request.user, self.kwargs["slug"])
+
+    @extend_schema(request=ReviewSettingsIn, responses={200: ProjectOut})
+    def patch(self, request, slug: str):
+        project = self.get_object()
+        if not user_has_role(request.user, project, [Role.MANAGER]):
+            raise PermissionDenied("Only managers of this project may change its review settings.")
+        data = ReviewSettingsIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        project_review_settings(project=project, **data.validated_data)
+        return Response(self.get_serializer(project).data)
 
 
 class JobList(generics.ListAPIView):

@@ -1,5 +1,7 @@
 """Every read goes through a membership check: a user of project B gets 404 on project A's objects."""
 
+import io
+
 import pytest
 from django.urls import reverse
 from rest_framework.authtoken.models import Token
@@ -137,3 +139,36 @@ def test_openapi_schema_lists_the_endpoints(client, manager):
     ]:
         assert fragment in schema
     assert client.get("/api/docs/").status_code == 200
+
+
+def test_review_settings_by_managers_over_the_api_and_the_cli(
+    project, manager, annotator, api_client, make_user
+):
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+
+    from core.models import Project
+
+    url = reverse("project-detail", args=[project.slug])
+    shown = api_client(annotator).get(url).json()
+    assert (shown["qa_sample_rate"], shown["readers_per_finding"], shown["consensus_method"]) == (
+        0.1, 1, "majority",
+    )  # fmt: skip
+    assert api_client(annotator).patch(url, {"readers_per_finding": 3}, format="json").status_code == 403
+    bad = api_client(manager).patch(
+        url, {"readers_per_finding": 0, "consensus_method": "vote"}, format="json"
+    )
+    assert bad.status_code == 400 and {"readers_per_finding", "consensus_method"} <= set(bad.json())
+    done = api_client(manager).patch(
+        url, {"readers_per_finding": 3, "consensus_method": "staple"}, format="json"
+    )
+    assert done.status_code == 200 and done.json()["readers_per_finding"] == 3
+    project.refresh_from_db()
+    assert (project.readers_per_finding, project.consensus_method) == (3, "staple")
+
+    call_command("project_create", "triple", "--readers", "3", "--qa-rate", "0.25", stdout=io.StringIO())
+    made = Project.objects.get(slug="triple")
+    assert (made.readers_per_finding, made.qa_sample_rate) == (3, 0.25)
+    with pytest.raises(CommandError, match="--qa-rate: must be between 0 and 1"):
+        call_command("project_create", "broken", "--qa-rate", "2")
+    assert not Project.objects.filter(slug="broken").exists()  # nothing half-made

@@ -1,8 +1,9 @@
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
+from django.db import transaction
 
 from core.models import Project, Role
-from core.services import membership_set, project_create
+from core.services import membership_set, project_create, project_review_settings
 
 
 class Command(BaseCommand):
@@ -20,24 +21,41 @@ class Command(BaseCommand):
         parser.add_argument(
             "--member", action="append", default=[], help=f"USER:ROLE, ROLE in {', '.join(Role.values)}"
         )
+        parser.add_argument("--qa-rate", type=float, help="share of each annotator's work sent to QA (0.1)")
+        parser.add_argument("--readers", type=int, help="independent readings per finding (1)")
+        parser.add_argument(
+            "--consensus", choices=["majority", "staple"], help="how readings merge (majority)"
+        )
 
     def handle(self, *args, **opts):
         if Project.objects.filter(slug=opts["slug"]).exists():
             raise CommandError(f"project {opts['slug']!r} exists already")
-        project = project_create(
-            slug=opts["slug"],
-            name=opts["name"],
-            keep_identity_map=opts["keep_identity_map"],
-            label_schema=opts["label_schema"],
-        )
+        flags = {
+            "qa_sample_rate": "qa_rate",
+            "readers_per_finding": "readers",
+            "consensus_method": "consensus",
+        }
+        settings = {name: opts[key] for name, key in flags.items() if opts[key] is not None}
         User = get_user_model()
-        for item in opts["member"]:
-            username, _, role = item.partition(":")
-            user = User.objects.filter(username=username).first()
-            if user is None:
-                raise CommandError(f"--member: no user {username!r}")
+        with transaction.atomic():  # a bad option leaves no project behind
+            project = project_create(
+                slug=opts["slug"],
+                name=opts["name"],
+                keep_identity_map=opts["keep_identity_map"],
+                label_schema=opts["label_schema"],
+            )
             try:
-                membership_set(project=project, user=user, role=role)
+                project_review_settings(project=project, **settings)
             except ValueError as exc:
-                raise CommandError(f"--member {item}: {exc}") from exc
+                flag = flags[str(exc).split(":")[0]].replace("_", "-")
+                raise CommandError(f"--{flag}: {str(exc).split(': ', 1)[1]}") from exc
+            for item in opts["member"]:
+                username, _, role = item.partition(":")
+                user = User.objects.filter(username=username).first()
+                if user is None:
+                    raise CommandError(f"--member: no user {username!r}")
+                try:
+                    membership_set(project=project, user=user, role=role)
+                except ValueError as exc:
+                    raise CommandError(f"--member {item}: {exc}") from exc
         self.stdout.write(f"created project {project.slug}")
