@@ -1,0 +1,104 @@
+// The review API's payloads as the review screen reads them (README "Review"), and the screen's modes.
+
+export type Annotation = {
+  id: number;
+  version: number;
+  kind: string;
+  box: number[] | null;
+  voxels: number | null;
+  author: string | null;
+  region_proposal_id: number | null;
+  comment: string;
+  created_at: string;
+};
+
+export type Finding = {
+  id: number;
+  study_id: number;
+  scan_id: number | null;
+  section: string;
+  start: number | null;
+  end: number | null;
+  text: string;
+  code: string;
+  status: string;
+  source: string;
+  current_version: number;
+  stage: string | null;
+  task_id?: number | null;
+};
+
+export type Proposal = {
+  id: number;
+  source: string;
+  code: string;
+  label: string;
+  box: number[] | null;
+  pixels: number;
+  score: number;
+  confidence: number | null;
+};
+
+export type Gaze = { id: number; reader: string; heatmap_png: string };
+
+/** One reader's reading of a finding (the API's ReadingOut); ``stage`` is the finding's task's. */
+export type Reading = {
+  id: number;
+  finding_id: number;
+  index: number;
+  reader: string | null;
+  status: string;
+  decision: string;
+  annotation_id: number | null;
+  version: number | null;
+  lease_expires_at: string | null;
+  submitted_at: string | null;
+  stage: string | null;
+};
+
+export type AgreementReader = {
+  reading: number;
+  index: number;
+  username: string | null;
+  decision: string;
+  version: number | null;
+  voxels: number | null;
+  in_consensus: boolean;
+  dice: number | null;
+  iou: number | null;
+};
+
+/** Finding.agreement after the last reading (annotation/readers.py): null before. */
+export type Agreement = {
+  method: string;
+  readers: AgreementReader[];
+  pairs: { readings: number[]; readers: string[]; dice: number; iou: number }[];
+  mean_dice: number | null;
+  mean_iou: number | null;
+  decisions: { accept: number; reject: number };
+  decision_agreement: number;
+  decision: string;
+  tie: boolean;
+  consensus_version: number | null;
+  consensus_voxels: number | null;
+};
+
+export type Task = { id: number; stage: string; decision: string; returned_comment: string; assignee: string | null };
+
+export type Case = {
+  task: Task;
+  finding: Finding;
+  versions: Annotation[];
+  scan: { id: number; shape: number[]; ndim?: number; modality: string } | null;
+  report: { id: number; sections: Record<string, string> } | null;
+  findings: Finding[];
+  proposals?: Proposal[];
+  gaze?: Gaze[];
+  /** Present when the case is the user's reading (next-reading, a reading's detail). */
+  reading?: Reading;
+  agreement?: Agreement | null;
+};
+
+export type Mode = "view" | "paint" | "erase" | "fill" | "box";
+
+export type Showing = "annotator" | "proposal";
