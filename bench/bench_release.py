@@ -156,7 +156,7 @@ def main() -> None:
         from core.services import project_create
         from releases.services import dataset_create, release_create
 
-        rows = []
+        rows, freezes = [], []
         quarter = project_create(slug="small-a", name="small a")
         rest = project_create(slug="small-b", name="small b")
         large = project_create(slug="large", name="large")
@@ -166,17 +166,31 @@ def main() -> None:
             rest, args.small - args.small // 4, tuple(args.small_shape), shared_image=False, first=args.small
         )
         big = populate(large, args.large, tuple(args.large_shape), shared_image=True, first=10 * args.small)
+        if not big:  # --large 0: the small releases only
+            scenarios_large = []
+        else:
+            scenarios_large = [(f"{args.large} x {'x'.join(map(str, args.large_shape))}", [large], big)]
         print(f"setup {time.perf_counter() - t0:.0f} s", flush=True)
         scenarios = [
             (f"{args.small // 4} x {'x'.join(map(str, args.small_shape))}", [quarter], small_a),
             (f"{args.small} x {'x'.join(map(str, args.small_shape))}", [quarter, rest], small_a + small_b),
-            (f"{args.large} x {'x'.join(map(str, args.large_shape))}", [large], big),
+            *scenarios_large,
         ]
         for n, (name, projects, stored) in enumerate(scenarios):
             dataset = dataset_create(slug=f"d{n}", name=name, projects=projects)
             t0 = time.perf_counter()
             release = release_create(dataset=dataset)
             freeze = time.perf_counter() - t0
+            freeze_traced = None
+            if n < 2:  # the allocation peak of freezing (a second version of the same selection)
+                import tracemalloc
+
+                tracemalloc.start()
+                release_create(dataset=dataset)
+                freeze_traced = tracemalloc.get_traced_memory()[1] / 1e6
+                tracemalloc.stop()
+                print(f"{name}: freeze peak allocated {freeze_traced:.1f} MB", flush=True)
+                freezes.append((name, freeze, freeze_traced))
             base = baseline(stored, work / f"base-{n}")
             shutil.rmtree(work / f"base-{n}")
             cases = len(stored)
@@ -205,6 +219,11 @@ def main() -> None:
                     )
                 )
                 print(rows[-1], flush=True)
+        print()
+        print("| release | freeze s | freeze peak allocated MB (tracemalloc) |")
+        print("|---|---|---|")
+        for name, seconds, traced in freezes:
+            print(f"| {name} | {seconds:.1f} | {traced:.1f} |")
         print()
         print("| release | format | export cases/s | nibabel loop cases/s (baseline) | ratio | "
               "peak RSS growth MB | peak allocated MB (tracemalloc) | MB written | freeze s |")  # fmt: skip

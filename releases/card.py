@@ -16,21 +16,46 @@ def _table(rows: list[list[Any]], head: list[str]) -> str:
     return "\n".join(lines)
 
 
-def dataset_card(dataset: Dataset, release: DatasetRelease, cases: list[dict]) -> str:
-    counts, metrics = release.counts, release.metrics
-    splits = ["train", "val", "test"]
-    labelers: Counter = Counter()
-    models: Counter = Counter()
-    readers: Counter = Counter()
-    for c in cases:
-        for e in c["labels"]:
+class CardStats:
+    """How the labels were made, gathered case by case while a release is frozen."""
+
+    def __init__(self):
+        self.labelers: Counter = Counter()
+        self.models: Counter = Counter()
+        self.readers: Counter = Counter()
+        self.multi = 0  # labels read by several readers
+        self.reader_counts: set[str] = set()
+        self.methods: set[str] = set()
+        self.sums = {"mean_dice": [0.0, 0], "mean_iou": [0.0, 0], "decision_agreement": [0.0, 0]}
+
+    def add(self, case: dict) -> None:
+        for e in case["labels"]:
             p = e["provenance"]
             if p.get("labeler"):
-                labelers[f"{p['labeler']} (label run {p.get('label_run')})"] += 1
+                self.labelers[f"{p['labeler']} (label run {p.get('label_run')})"] += 1
             if p.get("model_version") or (e["source"] == "model" and p.get("source")):
-                models[p.get("model_version") or p["source"]] += 1
+                self.models[p.get("model_version") or p["source"]] += 1
             if p.get("author"):
-                readers[p["author"]] += 1
+                self.readers[p["author"]] += 1
+            several = p.get("readers")
+            if several:
+                self.multi += 1
+                self.reader_counts.add(str(several["readers"]))
+                self.methods.add(str(several["method"]))
+                for name, acc in self.sums.items():
+                    if several.get(name) is not None:
+                        acc[0] += several[name]
+                        acc[1] += 1
+
+    def mean(self, name: str) -> str:
+        total, n = self.sums[name]
+        return f"{total / n:.3f}" if n else "n/a"
+
+
+def dataset_card(dataset: Dataset, release: DatasetRelease, stats: CardStats) -> str:
+    counts, metrics = release.counts, release.metrics
+    splits = ["train", "val", "test"]
+    labelers, models, readers = stats.labelers, stats.models, stats.readers
     total = max(1, counts["labels"])
     src = counts["labels_per_source"]
     cats = counts["categories"]
@@ -79,23 +104,14 @@ def dataset_card(dataset: Dataset, release: DatasetRelease, cases: list[dict]) -
         lines.append("- labelers: " + ", ".join(f"{k}: {v}" for k, v in labelers.most_common()))
     if models:
         lines.append("- models and generators: " + ", ".join(f"{k}: {v}" for k, v in models.most_common()))
-    multi = [e["provenance"]["readers"] for c in cases for e in c["labels"] if e["provenance"].get("readers")]
     lines += ["", "### Agreement between readers", ""]
-    if multi:
-        dice = [m["mean_dice"] for m in multi if m.get("mean_dice") is not None]
-        iou = [m["mean_iou"] for m in multi if m.get("mean_iou") is not None]
-        agree = [m["decision_agreement"] for m in multi if m.get("decision_agreement") is not None]
-
-        def mean(xs: list[float]) -> str:
-            return f"{sum(xs) / len(xs):.3f}" if xs else "n/a"
-
-        counts_of_readers = ", ".join(sorted({str(m["readers"]) for m in multi}))
-        methods = ", ".join(sorted({str(m["method"]) for m in multi}))
+    if stats.multi:
         lines.append(
-            f"{len(multi)} labels were read independently by {counts_of_readers}"
-            f" readers, then merged ({methods} consensus) and "
-            f"confirmed by a radiologist: mean pairwise Dice {mean(dice)}, IoU {mean(iou)}, share of reader "
-            f"pairs agreeing on the finding {mean(agree)}."
+            f"{stats.multi} labels were read independently by {', '.join(sorted(stats.reader_counts))}"
+            f" readers, then merged ({', '.join(sorted(stats.methods))} consensus) and "
+            f"confirmed by a radiologist: mean pairwise Dice {stats.mean('mean_dice')}, IoU "
+            f"{stats.mean('mean_iou')}, share of reader pairs agreeing on the finding "
+            f"{stats.mean('decision_agreement')}."
         )
     else:
         lines.append("Each human-reviewed label was grounded by one annotator and approved by a radiologist.")

@@ -16,8 +16,12 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections import Counter, defaultdict
+import shutil
+import tempfile
+from collections import Counter, OrderedDict, defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,14 +32,12 @@ from django.utils import timezone
 
 from annotation.models import Finding, FindingStatus
 from core.models import JobStatus
-from core.storage import sha256_file, storage_local_copy, storage_save_bytes
+from core.storage import sha256_file, storage_local_copy, storage_put_file
 from labeling.models import FindingProposal, GazeAnatomyRecord, GazeLabelRun, LabelRun, RegionProposal
-from releases.card import dataset_card
+from releases.card import CardStats, dataset_card
 from releases.errors import ReleaseError
 from releases.models import Dataset, DatasetRelease, ReleaseCase, ReleaseLabel, ReleaseStatus
-from releases.records import (
-    LabelRecord,
-)
+from releases.records import LabelRecord
 from releases.splits import DEFAULT_RATIOS, assign_splits, check_ratios
 from studies.models import Scan
 
@@ -89,24 +91,36 @@ def _digest(entry: dict[str, Any]) -> str:
 
 
 class _Hasher:
-    """sha256 of stored files, each once per freeze."""
+    """sha256 of stored files; the most recent few thousand are remembered (files shared by cases, like a
+    series behind several findings, are hashed once) without growing with the release."""
 
-    def __init__(self):
-        self.seen: dict[str, str] = {}
+    def __init__(self, remember: int = 4096):
+        self.seen: OrderedDict[str, str] = OrderedDict()
+        self.remember = remember
 
     def __call__(self, key: str) -> str:
-        if key not in self.seen:
-            if not key or not default_storage.exists(key):
-                raise ReleaseError("file", f"{key or '(none)'} is missing from storage")
-            with storage_local_copy(key) as path:
-                self.seen[key] = sha256_file(path)
-        return self.seen[key]
+        if key in self.seen:
+            self.seen.move_to_end(key)
+            return self.seen[key]
+        if not key or not default_storage.exists(key):
+            raise ReleaseError("file", f"{key or '(none)'} is missing from storage")
+        with storage_local_copy(key) as path:
+            digest = sha256_file(path)
+        self.seen[key] = digest
+        if len(self.seen) > self.remember:
+            self.seen.popitem(last=False)
+        return digest
 
 
-def _human_labels(projects, sel: Selection, hasher: _Hasher) -> dict[int, list[dict]]:
+def _no_hash(key: str) -> str:
+    """The first pass over the labels only looks at their categories."""
+    return ""
+
+
+def _human_labels(projects, sel: Selection, hasher, scan_ids: list[int]) -> dict[int, list[dict]]:
     by_scan: dict[int, list[dict]] = defaultdict(list)
     findings = (
-        Finding.objects.filter(project__in=projects, status__in=sel.statuses, scan__isnull=False)
+        Finding.objects.filter(project__in=projects, status__in=sel.statuses, scan_id__in=scan_ids)
         .select_related("task", "finding_proposal__run")
         .order_by("id")
     )
@@ -180,20 +194,37 @@ def _reviewers(finding: Finding) -> list[str]:
     )
 
 
-def _weak_labels(projects, sel: Selection, hasher: _Hasher, taken: set[int]) -> dict[int, list[dict]]:
-    """Report-level proposals (kind none) on their study's scans and unreviewed region proposals."""
+def _first_scans(project, study_ids=None) -> dict[int, int]:
+    """study id -> its first scan (report-level labels go there)."""
+    scans = Scan.objects.filter(project=project)
+    if study_ids is not None:
+        scans = scans.filter(study_id__in=study_ids)
+    out: dict[int, int] = {}
+    for scan_id, study_id in scans.order_by("-id").values_list("id", "study_id"):
+        out[study_id] = scan_id  # the lowest id wins
+    return out
+
+
+def _weak_labels(
+    projects, sel: Selection, hasher, taken: set[int], scan_ids: list[int]
+) -> dict[int, list[dict]]:
+    """Report-level proposals (kind none) on their study's first scan and unreviewed region proposals."""
     by_scan: dict[int, list[dict]] = defaultdict(list)
     if "weak" not in sel.sources:
         return by_scan
+    chunk = set(scan_ids)
+    studies = set(Scan.objects.filter(pk__in=scan_ids).values_list("study_id", flat=True))
     for project in projects:
         run = LabelRun.objects.filter(project=project, status=JobStatus.SUCCEEDED).order_by("-id").first()
         if run is not None:
-            scans_of_study: dict[int, list[int]] = defaultdict(list)
-            for scan_id, study_id in Scan.objects.filter(project=project).values_list("id", "study_id"):
-                scans_of_study[study_id].append(scan_id)
-            proposals = FindingProposal.objects.filter(run=run).select_related("report").order_by("id")
+            first = _first_scans(project, studies)
+            proposals = (
+                FindingProposal.objects.filter(run=run, report__study_id__in=studies)
+                .select_related("report")
+                .order_by("id")
+            )
             for p in proposals.iterator(chunk_size=2000):
-                for scan_id in scans_of_study.get(p.report.study_id, [])[:1]:
+                for scan_id in [first[p.report.study_id]] if first.get(p.report.study_id) in chunk else []:
                     entry = {
                         "label_id": f"proposal-{p.pk}",
                         "text": p.phrase,
@@ -219,7 +250,7 @@ def _weak_labels(projects, sel: Selection, hasher: _Hasher, taken: set[int]) -> 
                     }
                     entry["digest"] = _digest(entry)
                     by_scan[scan_id].append(entry)
-        regions = RegionProposal.objects.filter(project=project, scan__isnull=False).exclude(pk__in=taken)
+        regions = RegionProposal.objects.filter(project=project, scan_id__in=scan_ids).exclude(pk__in=taken)
         for r in regions.select_related("model_version").order_by("id").iterator(chunk_size=2000):
             entry = {
                 "label_id": f"region-{r.pk}",
@@ -385,6 +416,68 @@ def freeze_job(*, job) -> tuple[dict, dict, list[dict]]:
     return {"release": release.pk, "version": release.version}, {"cases": release.counts.get("cases", 0)}, []
 
 
+FREEZE_CHUNK = 500  # scans whose labels are gathered, hashed, written and stored together
+
+
+def _chunks(items: list[int], size: int = FREEZE_CHUNK) -> Iterator[list[int]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def _candidate_scans(projects, sel: Selection, taken: set[int], gaze: set[int]) -> list[int]:
+    """Every scan that may hold a selected label (ids only; the labels are read a chunk at a time)."""
+    ids = set(
+        Finding.objects.filter(project__in=projects, status__in=sel.statuses, scan__isnull=False).values_list(
+            "scan_id", flat=True
+        )
+    )
+    if "weak" in sel.sources:
+        ids |= gaze
+        for project in projects:
+            run = LabelRun.objects.filter(project=project, status=JobStatus.SUCCEEDED).order_by("-id").first()
+            if run is not None:
+                studies = set(
+                    FindingProposal.objects.filter(run=run).values_list("report__study_id", flat=True)
+                )
+                ids |= {scan for study, scan in _first_scans(project).items() if study in studies}
+            regions = RegionProposal.objects.filter(project=project, scan__isnull=False).exclude(pk__in=taken)
+            ids |= set(regions.values_list("scan_id", flat=True))
+    return sorted(ids)
+
+
+def _labels_of(projects, sel: Selection, hasher, taken: set[int], gaze: set[int], scan_ids: list[int]):
+    by_scan: dict[int, list[dict]] = defaultdict(list)
+    for part in (
+        _human_labels(projects, sel, hasher, scan_ids),
+        _weak_labels(projects, sel, hasher, taken, scan_ids),
+    ):
+        for scan_id, entries in part.items():
+            by_scan[scan_id].extend(entries)
+    if "weak" in sel.sources:  # radiographs with gaze records are cases of their own (FG-CXR)
+        for scan_id in gaze.intersection(scan_ids):
+            by_scan.setdefault(scan_id, [])
+    return by_scan
+
+
+def _case_entry(scan: Scan, labels: list[dict], split: str, hasher) -> dict[str, Any]:
+    return {
+        "case_id": _case_id(scan),
+        "scan": scan.pk,
+        "project": scan.project_id,
+        "patient": scan.study.patient.pseudonym,
+        "study": scan.study.study_uid,
+        "split": split,
+        "modality": scan.modality,
+        "shape": scan.shape,
+        "spacing": scan.spacing,
+        "affine": scan.affine,
+        "image_key": scan.file.name,
+        "image_sha256": hasher(scan.file.name),
+        "labels": labels,
+        "gaze": _gaze_entries(scan, hasher),
+    }
+
+
 def release_create(
     *,
     dataset: Dataset,
@@ -395,30 +488,37 @@ def release_create(
     release: DatasetRelease | None = None,
 ) -> DatasetRelease:
     """Freeze the next version of ``dataset`` (or fill ``release``, reserved by ``release_start``). Raises
-    ``ReleaseError`` (nothing stored) when the selection holds no labels or a file is missing."""
+    ``ReleaseError`` (nothing stored) when the selection holds no labels or a file is missing.
+
+    Two passes over the candidate scans, a chunk at a time: the first reads the labels' categories for the
+    patient splits, the second hashes the files, writes each case to the manifest (a scratch file, then
+    storage) and stores its rows; memory holds one chunk, not the release."""
     sel = Selection.parse(selection)
     projects = list(dataset.projects.all())
-    hasher = _Hasher()
-    human = _human_labels(projects, sel, hasher)
+    report = progress or (lambda f: None)
     taken = set(
         Finding.objects.filter(project__in=projects, status__in=sel.statuses)
         .exclude(annotations__region_proposal=None)
         .values_list("annotations__region_proposal", flat=True)
     )
-    weak = _weak_labels(projects, sel, hasher, taken)
-    by_scan: dict[int, list[dict]] = defaultdict(list)
-    for part in (human, weak):
-        for scan_id, entries in part.items():
-            by_scan[scan_id].extend(entries)
-    if "weak" in sel.sources:  # radiographs with gaze records are cases of their own (FG-CXR)
-        for scan_id in _gaze_scans(projects):
-            by_scan.setdefault(scan_id, [])
-    if not by_scan:
+    gaze = _gaze_scans(projects) if "weak" in sel.sources else set()
+    candidates = _candidate_scans(projects, sel, taken, gaze)
+    patients: dict[str, set[str]] = defaultdict(set)
+    case_scans: list[int] = []
+    for n, chunk in enumerate(_chunks(candidates), 1):
+        by_scan = _labels_of(projects, sel, _no_hash, taken, gaze, chunk)
+        owners = dict(
+            Scan.objects.filter(pk__in=list(by_scan)).values_list("id", "study__patient__pseudonym")
+        )
+        for scan_id in sorted(by_scan):
+            entries = by_scan[scan_id]
+            patients[owners[scan_id]].update(
+                e["category"] or e["code"] for e in entries if e["assertion"] == "present"
+            )
+            case_scans.append(scan_id)
+        report(0.2 * n * FREEZE_CHUNK / max(1, len(candidates)))
+    if not case_scans:
         raise _nothing_to_release(projects, sel)
-    scans = {
-        s.pk: s
-        for s in Scan.objects.filter(pk__in=list(by_scan)).select_related("study__patient").order_by("id")
-    }
     previous = (
         DatasetRelease.objects.filter(dataset=dataset, status=ReleaseStatus.FROZEN)
         .order_by("-version")
@@ -427,66 +527,67 @@ def release_create(
     earlier = {}
     if previous is not None:
         earlier = dict(ReleaseCase.objects.filter(release=previous).values_list("patient", "split"))
-    patients: dict[str, list[str]] = defaultdict(list)
-    for scan_id, entries in by_scan.items():
-        patients[scans[scan_id].study.patient.pseudonym].extend(
-            e["category"] or e["code"] for e in entries if e["assertion"] == "present"
-        )
-    splits = assign_splits(patients, previous=earlier, ratios=sel.ratios, seed=sel.seed)
+    splits = assign_splits(
+        {p: sorted(c) for p, c in patients.items()}, previous=earlier, ratios=sel.ratios, seed=sel.seed
+    )
+    del patients
 
-    cases = []
-    for n, (scan_id, scan) in enumerate(scans.items(), 1):
-        gaze = _gaze_entries(scan, hasher)
-        cases.append(
-            {
-                "case_id": _case_id(scan),
-                "scan": scan.pk,
-                "project": scan.project_id,
-                "patient": scan.study.patient.pseudonym,
-                "study": scan.study.study_uid,
-                "split": splits[scan.study.patient.pseudonym],
-                "modality": scan.modality,
-                "shape": scan.shape,
-                "spacing": scan.spacing,
-                "affine": scan.affine,
-                "image_key": scan.file.name,
-                "image_sha256": hasher(scan.file.name),
-                "labels": by_scan[scan_id],
-                "gaze": gaze,
+    hasher = _Hasher()
+    scratch = Path(tempfile.mkdtemp(prefix="manifest-"))
+    try:
+        with transaction.atomic():
+            if release is None:
+                release = DatasetRelease.objects.create(
+                    dataset=dataset, version=_next_version(dataset), selection=sel.as_dict(), notes=notes,
+                    created_by=user,
+                )  # fmt: skip
+            head = {
+                "dataset": dataset.slug,
+                "name": dataset.name,
+                "version": release.version,
+                "selection": sel.as_dict(),
+                "previous": previous.version if previous else None,
+                "created_at": timezone.now().isoformat(),
+                "created_by": user.username if user else None,
             }
-        )
-        if progress:
-            progress(n / max(1, len(scans)))
-    with transaction.atomic():
-        if release is None:
-            release = DatasetRelease.objects.create(
-                dataset=dataset, version=_next_version(dataset), selection=sel.as_dict(), notes=notes,
-                created_by=user,
-            )  # fmt: skip
-        version = release.version
-        manifest = {
-            "dataset": dataset.slug,
-            "name": dataset.name,
-            "version": version,
-            "selection": sel.as_dict(),
-            "previous": previous.version if previous else None,
-            "created_at": timezone.now().isoformat(),
-            "created_by": user.username if user else None,
-            "cases": cases,
-        }
-        _store_rows(release, cases)
-        release.counts = _counts(cases)
-        release.metrics = _proposal_metrics(cases)
-        release.card = dataset_card(dataset, release, cases)
-        manifest["counts"], manifest["metrics"] = release.counts, release.metrics
-        data = json.dumps(manifest, indent=1, default=str).encode()
-        key = f"releases/{dataset.slug}/v{version}/manifest.json"
-        if default_storage.exists(key):
-            default_storage.delete(key)
-        release.manifest = storage_save_bytes(key, data)
-        release.manifest_sha256 = hashlib.sha256(data).hexdigest()
-        release.status, release.frozen_at = ReleaseStatus.FROZEN, timezone.now()
-        release.save()
+            tally, stats, compared = _Tally(), CardStats(), []
+            path = scratch / "manifest.json"
+            with open(path, "w", encoding="utf-8") as out:
+                out.write(json.dumps(head, default=str)[:-1] + ',\n"cases": [')
+                done = 0
+                for chunk in _chunks(case_scans):
+                    by_scan = _labels_of(projects, sel, hasher, taken, gaze, chunk)
+                    scans = Scan.objects.filter(pk__in=chunk).select_related("study__patient").order_by("id")
+                    cases = [
+                        _case_entry(scan, by_scan[scan.pk], splits[scan.study.patient.pseudonym], hasher)
+                        for scan in scans
+                        if scan.pk in by_scan
+                    ]
+                    for case in cases:
+                        out.write(("\n" if done == 0 else ",\n") + json.dumps(case, default=str))
+                        done += 1
+                        tally.add(case)
+                        stats.add(case)
+                        compared += _proposal_results(case)
+                    _store_rows(release, cases)
+                    report(0.2 + 0.8 * done / len(case_scans))
+                release.counts = tally.as_dict()
+                release.metrics = _aggregate_metrics(compared)
+                out.write(
+                    "\n],\n"
+                    + json.dumps({"counts": release.counts, "metrics": release.metrics}, default=str)[1:]
+                )
+            release.frozen_at = timezone.now()
+            release.card = dataset_card(dataset, release, stats)
+            key = f"releases/{dataset.slug}/v{release.version}/manifest.json"
+            if default_storage.exists(key):
+                default_storage.delete(key)
+            release.manifest_sha256 = sha256_file(path)
+            release.manifest = storage_put_file(key, path)
+            release.status = ReleaseStatus.FROZEN
+            release.save()
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     return release
 
 
@@ -530,55 +631,68 @@ def _store_rows(release: DatasetRelease, cases: list[dict]) -> None:
     ReleaseLabel.objects.bulk_create(labels, batch_size=2000)
 
 
-def _counts(cases: list[dict]) -> dict[str, Any]:
-    per_split = Counter(c["split"] for c in cases)
-    patients = {split: len({c["patient"] for c in cases if c["split"] == split}) for split in per_split}
-    categories: dict[str, Counter] = defaultdict(Counter)
-    sources, kinds = Counter(), Counter()
-    for c in cases:
+class _Tally:
+    """The release's counts, added up case by case."""
+
+    def __init__(self):
+        self.cases, self.gaze = Counter(), 0
+        self.patients: dict[str, set[str]] = defaultdict(set)
+        self.categories: dict[str, Counter] = defaultdict(Counter)
+        self.sources, self.kinds = Counter(), Counter()
+
+    def add(self, c: dict) -> None:
+        self.cases[c["split"]] += 1
+        self.patients[c["split"]].add(c["patient"])
+        self.gaze += len(c["gaze"])
         for e in c["labels"]:
-            sources[e["source"]] += 1
-            kinds[e["kind"]] += 1
+            self.sources[e["source"]] += 1
+            self.kinds[e["kind"]] += 1
             if e["assertion"] == "present":
-                categories[e["category"] or e["code"] or "(none)"][c["split"]] += 1
-    return {
-        "cases": len(cases),
-        "patients": len({c["patient"] for c in cases}),
-        "labels": sum(sources.values()),
-        "cases_per_split": dict(per_split),
-        "patients_per_split": patients,
-        "labels_per_source": dict(sources),
-        "labels_per_kind": dict(kinds),
-        "categories": {k: dict(v) for k, v in sorted(categories.items())},
-        "gaze_records": sum(len(c["gaze"]) for c in cases),
-    }
+                self.categories[e["category"] or e["code"] or "(none)"][c["split"]] += 1
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "cases": sum(self.cases.values()),
+            "patients": len(set().union(*self.patients.values())),
+            "labels": sum(self.sources.values()),
+            "cases_per_split": dict(self.cases),
+            "patients_per_split": {split: len(p) for split, p in self.patients.items()},
+            "labels_per_source": dict(self.sources),
+            "labels_per_kind": dict(self.kinds),
+            "categories": {k: dict(v) for k, v in sorted(self.categories.items())},
+            "gaze_records": self.gaze,
+        }
 
 
-def _proposal_metrics(cases: list[dict]) -> dict[str, Any]:
-    """ReXGroundingCT metrics of the proposals the accepted masks started from, against those masks."""
-    try:
-        from releases import metrics
-    except ImportError:  # pragma: no cover
-        return {}
+def _proposal_results(c: dict) -> list[dict]:
+    """ReXGroundingCT metrics of the proposals this case's accepted masks started from, against them."""
+    from releases import metrics
+
     results = []
-    for c in cases:
-        for e in c["labels"]:
-            region = e["provenance"].get("region_proposal") if e["source"] == "human" else None
-            if e["kind"] != "mask" or region is None:
-                continue
-            proposal = RegionProposal.objects.filter(pk=region).first()
-            if proposal is None or not proposal.mask:
-                continue
-            pred = _read_mask(proposal.mask.name)
-            true = _read_mask(e["mask_key"])
-            if pred is None or true is None or pred.shape != true.shape:
-                continue
-            spacing = [float(s) for s in c["spacing"]]
-            if true.ndim == 2:  # PNG rows x columns: spacing (row, column)
-                spacing = spacing[::-1]
-            results.append(
-                metrics.case_metrics([pred], [true], spacing=spacing, categories=[e["category"] or e["code"]])
-            )
+    for e in c["labels"]:
+        region = e["provenance"].get("region_proposal") if e["source"] == "human" else None
+        if e["kind"] != "mask" or region is None:
+            continue
+        proposal = RegionProposal.objects.filter(pk=region).first()
+        if proposal is None or not proposal.mask:
+            continue
+        pred = _read_mask(proposal.mask.name)
+        true = _read_mask(e["mask_key"])
+        if pred is None or true is None or pred.shape != true.shape:
+            continue
+        spacing = [float(s) for s in c["spacing"]]
+        if true.ndim == 2:  # PNG rows x columns: spacing (row, column)
+            spacing = spacing[::-1]
+        result = metrics.case_metrics(
+            [pred], [true], spacing=spacing, categories=[e["category"] or e["code"]]
+        )
+        results.append(result)
+    return results
+
+
+def _aggregate_metrics(results: list[dict]) -> dict[str, Any]:
+    from releases import metrics
+
     if not results:
         return {"compared": 0}
     summary = metrics.aggregate(results)

@@ -127,3 +127,22 @@ def test_a_freeze_job_that_fails_marks_the_release_failed(
     assert release.status == "failed" and f"file: {mask} is missing from storage" in release.error
     assert release.job.status == "failed" and "is missing from storage" in release.job.message
     assert not ReleaseCase.objects.filter(release=release).exists()  # nothing half-stored
+
+
+def test_freezing_a_chunk_at_a_time(project, other_project, tmp_path, make_user, monkeypatch):
+    import releases.freeze
+
+    monkeypatch.setattr(releases.freeze, "FREEZE_CHUNK", 1)  # every scan its own chunk, in both passes
+    for p in (project, other_project):
+        reviewed_case(p, tmp_path / p.slug, make_user)
+    release = release_create(
+        dataset=dataset_create(slug="both", name="Both", projects=[project, other_project]),
+        selection={"sources": "both", "statuses": ["accepted", "rejected"]},
+    )
+    manifest = release_manifest(release)
+    assert [c["scan"] for c in manifest["cases"]] == sorted(c["scan"] for c in manifest["cases"])
+    assert len(manifest["cases"]) == 2 == release.counts["cases"] == manifest["counts"]["cases"]
+    assert release.counts["labels_per_source"]["human"] == 4  # per project: one accepted, one rejected
+    rows = ReleaseLabel.objects.filter(release=release).count()
+    assert rows == sum(len(c["labels"]) for c in manifest["cases"]) == release.counts["labels"]
+    assert [r.label_id for r in ReleaseLabel.objects.filter(release=release, source="human")]
