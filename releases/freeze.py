@@ -27,10 +27,10 @@ from typing import Any
 import numpy as np
 from django.core.files.storage import default_storage
 from django.db import transaction
-from django.db.models import Max
+from django.db.models import F, Max
 from django.utils import timezone
 
-from annotation.models import Finding, FindingStatus
+from annotation.models import Annotation, Finding, FindingStatus, HistoryEvent
 from core.models import JobStatus
 from core.storage import sha256_file, storage_local_copy, storage_put_file
 from labeling.models import FindingProposal, GazeAnatomyRecord, GazeLabelRun, LabelRun, RegionProposal
@@ -119,17 +119,28 @@ def _no_hash(key: str) -> str:
 
 def _human_labels(projects, sel: Selection, hasher, scan_ids: list[int]) -> dict[int, list[dict]]:
     by_scan: dict[int, list[dict]] = defaultdict(list)
-    findings = (
+    findings = list(
         Finding.objects.filter(project__in=projects, status__in=sel.statuses, scan_id__in=scan_ids)
-        .select_related("task", "finding_proposal__run")
+        .select_related("finding_proposal__run")
         .order_by("id")
     )
-    for f in findings.iterator(chunk_size=2000):
+    # The current versions and approving radiologists of the chunk's findings: two queries, not two each.
+    versions = {
+        a.finding_id: a
+        for a in Annotation.objects.filter(
+            finding__in=findings, version=F("finding__current_version")
+        ).select_related("author")
+    }
+    reviewers: dict[int, set[str]] = defaultdict(set)
+    approvals = HistoryEvent.objects.filter(finding__in=findings, action="approved", user__isnull=False)
+    for finding_id, username in approvals.values_list("finding_id", "user__username"):
+        reviewers[finding_id].add(username)
+    for f in findings:
         reviewed = f.status in (FindingStatus.ACCEPTED, FindingStatus.REJECTED)
         source = "human" if reviewed else "weak"
         if source not in sel.sources:
             continue
-        current = f.annotations.filter(version=f.current_version).first() if f.current_version else None
+        current = versions.get(f.pk) if f.current_version else None
         kind, box, mask_key = "none", None, ""
         if f.status != FindingStatus.REJECTED and current is not None:
             if current.kind == "mask" and current.mask:
@@ -158,7 +169,7 @@ def _human_labels(projects, sel: Selection, hasher, scan_ids: list[int]) -> dict
                 "annotation": current.pk if current else None,
                 "author": current.author.username if current and current.author_id else None,
                 "region_proposal": current.region_proposal_id if current else None,
-                "reviewed_by": _reviewers(f),
+                "reviewed_by": sorted(reviewers[f.pk]),
                 "label_run": proposal.run_id if proposal else None,
                 "labeler": proposal.run.labeler if proposal else None,
                 "span": [f.section, f.start, f.end] if f.start is not None else None,
@@ -182,16 +193,6 @@ def _readers_summary(agreement: dict | None) -> dict | None:
         "decisions": agreement.get("decisions"),
         "decision_agreement": agreement.get("decision_agreement"),
     }
-
-
-def _reviewers(finding: Finding) -> list[str]:
-    return sorted(
-        {
-            e.user.username
-            for e in finding.history.filter(action="approved").select_related("user")
-            if e.user_id is not None
-        }
-    )
 
 
 def _first_scans(project, study_ids=None) -> dict[int, int]:
