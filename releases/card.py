@@ -1,13 +1,18 @@
-"""The dataset card: the README.md of every export of a release."""
+"""The dataset card (the README.md of every export of a release) and what it reports: counts, how labels
+were made, and the ReXGroundingCT metrics of the proposals the accepted masks started from."""
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, defaultdict
 from typing import Any
 
+import numpy as np
 from django.utils import timezone
 
+from core.storage import storage_local_copy
+from labeling.models import RegionProposal
 from releases.models import Dataset, DatasetRelease
+from releases.records import LabelRecord
 
 
 def _table(rows: list[list[Any]], head: list[str]) -> str:
@@ -159,3 +164,78 @@ def dataset_card(dataset: Dataset, release: DatasetRelease, stats: CardStats) ->
         "",
     ]
     return "\n".join(lines)
+
+
+class Tally:
+    """The release's counts, added up case by case."""
+
+    def __init__(self):
+        self.cases, self.gaze = Counter(), 0
+        self.patients: dict[str, set[str]] = defaultdict(set)
+        self.categories: dict[str, Counter] = defaultdict(Counter)
+        self.sources, self.kinds = Counter(), Counter()
+
+    def add(self, c: dict) -> None:
+        self.cases[c["split"]] += 1
+        self.patients[c["split"]].add(c["patient"])
+        self.gaze += len(c["gaze"])
+        for e in c["labels"]:
+            self.sources[e["source"]] += 1
+            self.kinds[e["kind"]] += 1
+            if e["assertion"] == "present":
+                self.categories[e["category"] or e["code"] or "(none)"][c["split"]] += 1
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "cases": sum(self.cases.values()),
+            "patients": len(set().union(*self.patients.values())),
+            "labels": sum(self.sources.values()),
+            "cases_per_split": dict(self.cases),
+            "patients_per_split": {split: len(p) for split, p in self.patients.items()},
+            "labels_per_source": dict(self.sources),
+            "labels_per_kind": dict(self.kinds),
+            "categories": {k: dict(v) for k, v in sorted(self.categories.items())},
+            "gaze_records": self.gaze,
+        }
+
+
+def proposal_results(c: dict) -> list[dict]:
+    """ReXGroundingCT metrics of the proposals this case's accepted masks started from, against them."""
+    from releases import metrics
+
+    results = []
+    for e in c["labels"]:
+        region = e["provenance"].get("region_proposal") if e["source"] == "human" else None
+        if e["kind"] != "mask" or region is None:
+            continue
+        proposal = RegionProposal.objects.filter(pk=region).first()
+        if proposal is None or not proposal.mask:
+            continue
+        pred = _read_mask(proposal.mask.name)
+        true = _read_mask(e["mask_key"])
+        if pred is None or true is None or pred.shape != true.shape:
+            continue
+        spacing = [float(s) for s in c["spacing"]]
+        if true.ndim == 2:  # PNG rows x columns: spacing (row, column)
+            spacing = spacing[::-1]
+        result = metrics.case_metrics(
+            [pred], [true], spacing=spacing, categories=[e["category"] or e["code"]]
+        )
+        results.append(result)
+    return results
+
+
+def aggregate_metrics(results: list[dict]) -> dict[str, Any]:
+    from releases import metrics
+
+    if not results:
+        return {"compared": 0}
+    summary = metrics.aggregate(results)
+    summary["compared"] = len(results)
+    return summary
+
+
+def _read_mask(key: str) -> np.ndarray | None:
+    with storage_local_copy(key) as path:
+        record = LabelRecord(label_id="", text="", mask_path=path)
+        return record.load_mask()
