@@ -11,7 +11,6 @@ from rest_framework.views import APIView
 
 from annotation import readers, services
 from annotation.api.views import (
-    AGREEMENT_READERS,
     ANNOTATORS,
     AnnotationIn,
     AnnotationOut,
@@ -24,6 +23,8 @@ from annotation.api.views import (
 from annotation.models import Finding, Reading
 from core.models import Role
 from core.selectors import project_get_for_user, projects_for_user, user_has_role
+
+AGREEMENT_READERS = [Role.MANAGER, Role.RADIOLOGIST, Role.RESEARCHER]
 
 # --- several readers per finding ------------------------------------------------------------------------
 

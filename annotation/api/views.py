@@ -24,7 +24,6 @@ from studies.api.views import stored_file_response
 
 ANNOTATORS = [Role.ANNOTATOR, Role.MANAGER]
 RADIOLOGISTS = [Role.RADIOLOGIST]
-AGREEMENT_READERS = [Role.MANAGER, Role.RADIOLOGIST, Role.RESEARCHER]
 STAGES_OF = {"annotate": (Stage.ANNOTATE,), "review": (Stage.REVIEW, Stage.QA)}
 
 
