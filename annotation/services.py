@@ -35,6 +35,7 @@ from annotation.models import (
     ReviewTask,
     Stage,
 )
+from core.errors import FieldError
 from core.models import JobStatus, Project
 from core.storage import project_key, storage_all_or_nothing, storage_save_bytes
 from labeling.models import FindingProposal, LabelRun, RegionProposal
@@ -42,14 +43,8 @@ from studies.ingest.volume_io import mask_file
 from studies.models import Scan
 
 
-class ReviewError(ValueError):
-    """A request that cannot be done; ``field`` names what was wrong, ``status`` the HTTP status."""
-
-    status = 400
-
-    def __init__(self, field: str, reason: str):
-        self.field, self.reason = field, reason
-        super().__init__(f"{field}: {reason}")
+class ReviewError(FieldError):
+    """A request that cannot be done: ``(field, reason)``; ``status`` the HTTP status (400)."""
 
 
 class LeaseError(ReviewError):
@@ -65,6 +60,16 @@ class Conflict(ReviewError):
         self.current, self.yours = current, yours
         number = current.version if current else 0
         super().__init__("base_version", f"you edited version {yours}, but version {number} was saved since")
+
+    def body(self) -> dict:
+        """Both versions: the current one (as the case payload lists versions) and the one you edited."""
+        from annotation.api.serializers import AnnotationOut  # the one shape of a version on the wire
+
+        return {**super().body(), "current": AnnotationOut(self.current).data if self.current else None,
+                "yours": self.yours}  # fmt: skip
+
+    def __reduce__(self):
+        return (type(self), (self.current, self.yours))
 
 
 def lease_length() -> timedelta:

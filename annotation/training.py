@@ -14,20 +14,20 @@ def accepted_examples(
     """The current mask version of accepted findings (what the radiologists approved)."""
     findings = list(Finding.objects.filter(project=project, pk__in=finding_ids).select_related("study"))
     if missing := sorted(set(finding_ids) - {f.pk for f in findings}):
-        raise TrainingError(f"finding_ids: not findings of {project.slug}: {missing[:20]}")
+        raise TrainingError("finding_ids", f"not findings of {project.slug}: {missing[:20]}")
     out = []
     for f in findings:
         if f.status != FindingStatus.ACCEPTED:
-            raise TrainingError(f"finding_ids: #{f.pk} is {f.status}, not accepted")
+            raise TrainingError("finding_ids", f"#{f.pk} is {f.status}, not accepted")
         version = f.annotations.filter(version=f.current_version).first()
         if version is None or not version.mask or f.scan_id is None:
             raise TrainingError(
-                f"finding_ids: #{f.pk} has no mask on a scan (its version {f.current_version})"
+                "finding_ids", f"#{f.pk} has no mask on a scan (its version {f.current_version})"
             )
         label = (label_map or {}).get(f.code, f.code)
         if label not in labels:
             raise TrainingError(
-                f"finding_ids: #{f.pk} ({f.code}) maps to {label!r}; the model's labels are {labels}"
+                "finding_ids", f"#{f.pk} ({f.code}) maps to {label!r}; the model's labels are {labels}"
             )
         out.append(
             {

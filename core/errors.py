@@ -2,9 +2,9 @@
 
 Services and selectors raise ``ApplicationError`` (or a subclass) with a message a user can act on, the
 field (or file) it concerns and the HTTP status it means; views do not catch it. ``exception_handler``
-turns it into ``{"detail": message, "field": field}`` (plus ``{field: [message]}`` so DRF clients that
-read field errors keep working). Anything else that escapes a view is logged with its traceback and
-answered with a plain 500 message: tracebacks and server paths reach the log, never a user.
+turns it into ``{"detail": message, "field": field, field: message}``. Anything else that escapes a view
+is logged with its traceback and answered with a plain 500 message: tracebacks and server paths reach the
+log, never a user.
 """
 
 from __future__ import annotations
@@ -12,12 +12,6 @@ from __future__ import annotations
 import logging
 import uuid
 from typing import Any
-
-from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
-from django.http import Http404
-from rest_framework import exceptions, status
-from rest_framework.response import Response
-from rest_framework.views import exception_handler as drf_exception_handler
 
 log = logging.getLogger("groundlab.errors")
 
@@ -42,6 +36,28 @@ class ApplicationError(Exception):
     def __str__(self) -> str:
         return f"{self.field}: {self.message}" if self.field else self.message
 
+    def body(self) -> dict[str, Any]:
+        """The response body: ``detail`` (the message), ``field`` and ``{field: message}`` (the shape DRF
+        clients read field errors in), plus ``extra``."""
+        body: dict[str, Any] = {"detail": self.message}
+        if self.field:
+            body["field"] = self.field
+            body[self.field] = self.message
+        body.update(self.extra)
+        return body
+
+
+class FieldError(ApplicationError):
+    """An application error built as ``(field, reason)``, the shape the apps' errors share; ``reason`` is
+    the message."""
+
+    def __init__(self, field: str, reason: str, *, status: int | None = None, extra: dict | None = None):
+        super().__init__(reason, field=field, status=status, extra=extra)
+        self.reason = reason
+
+    def __reduce__(self):  # picklable across worker processes
+        return (type(self), (self.field, self.reason))
+
 
 class NotFound(ApplicationError):
     status = 404
@@ -63,20 +79,18 @@ class ServiceUnavailable(ApplicationError):
     status = 503
 
 
-def error_body(exc: ApplicationError) -> dict[str, Any]:
-    body: dict[str, Any] = {"detail": exc.message}
-    if exc.field:
-        body["field"] = exc.field
-        body[exc.field] = [exc.message]
-    body.update(exc.extra)
-    return body
-
-
-def exception_handler(exc: Exception, context: dict) -> Response | None:
+def exception_handler(exc: Exception, context: dict):
     """REST_FRAMEWORK's EXCEPTION_HANDLER: application errors by their status, DRF's own errors as DRF
-    answers them, anything else a logged 500 with an incident id and no detail."""
+    answers them, anything else a logged 500 with an incident id and no detail. (DRF is imported here:
+    the error classes above are raised by modules that run without it, such as ML workers.)"""
+    from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+    from django.http import Http404
+    from rest_framework import exceptions, status
+    from rest_framework.response import Response
+    from rest_framework.views import exception_handler as drf_exception_handler
+
     if isinstance(exc, ApplicationError):
-        return Response(error_body(exc), status=exc.status)
+        return Response(exc.body(), status=exc.status)
     if isinstance(exc, (exceptions.APIException, Http404, DjangoPermissionDenied)):
         return drf_exception_handler(exc, context)
     incident = uuid.uuid4().hex[:12]

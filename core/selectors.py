@@ -5,6 +5,7 @@ from collections.abc import Iterable
 from django.db.models import QuerySet
 from django.http import Http404
 
+from core.errors import Forbidden
 from core.models import Job, Membership, Project, Role
 
 
@@ -14,6 +15,12 @@ def projects_for_user(user) -> QuerySet[Project]:
     if user.is_superuser:
         return Project.objects.all()
     return Project.objects.filter(memberships__user=user).distinct()
+
+
+def project_ids_for_slug(user, slug: str) -> list[int]:
+    """The id of the caller's project ``slug`` as a list (empty when it is not theirs): a list filter's
+    ``?project=`` without a join."""
+    return list(projects_for_user(user).filter(slug=slug).values_list("id", flat=True))
 
 
 def project_get_for_user(user, slug: str, *, roles: Iterable[str] | None = None) -> Project:
@@ -34,6 +41,14 @@ def user_has_role(user, project: Project, roles: Iterable[str]) -> bool:
     if user.is_superuser:
         return True
     return Membership.objects.filter(project=project, user=user, role__in=list(roles)).exists()
+
+
+def role_require(user, project: Project, roles: Iterable[str], who: str) -> None:
+    """Raise ``Forbidden`` (403) unless ``user`` has one of ``roles`` in ``project`` (``who``: those roles
+    in words, for the message). Call it after the project was read through a selector (so that outsiders
+    already got 404)."""
+    if not user_has_role(user, project, roles):
+        raise Forbidden(f"Only {who} of this project may do this.")
 
 
 def user_role(user, project: Project) -> str | None:

@@ -15,6 +15,7 @@ from typing import Any
 
 from django.db import transaction
 
+from core.errors import FieldError
 from core.jobs import job_create, job_dispatch
 from core.models import Job, Project
 from ml.models import CaseScore, ModelVersion, TrainingRun
@@ -24,8 +25,8 @@ MODEL_STRATEGIES = ("predictive_entropy", "bald")
 STRATEGIES = ("random", "foreground_aware_random", *MODEL_STRATEGIES)
 
 
-class ActiveLearningError(ValueError):
-    """Bad strategy, model or selection; the message starts with the field."""
+class ActiveLearningError(FieldError):
+    """Bad strategy, model or selection: ``(field, reason)``."""
 
 
 def unlabelled_scans(project: Project):
@@ -37,10 +38,10 @@ def _check(strategy: str, version: ModelVersion | None) -> str:
     base = strategy.removeprefix("power_")
     if base not in STRATEGIES:
         raise ActiveLearningError(
-            f"strategy: {strategy!r} is not one of {', '.join(STRATEGIES)} (or power_<...>)"
+            "strategy", f"{strategy!r} is not one of {', '.join(STRATEGIES)} (or power_<...>)"
         )
     if base in MODEL_STRATEGIES and version is None:
-        raise ActiveLearningError(f"model: strategy {strategy} needs a model")
+        raise ActiveLearningError("model", f"strategy {strategy} needs a model")
     return base
 
 
@@ -91,7 +92,7 @@ def scores_compute(
                         seed=seed,
                     )
                 except ValueError as exc:
-                    raise ActiveLearningError(str(exc)) from exc
+                    raise ActiveLearningError("model", str(exc)) from exc
             else:
                 value = active.predictive_entropy(model, volume, spacing, spec, device=device)
             scores[scan.pk] = value

@@ -18,6 +18,7 @@ import numpy as np
 from django.core.files.storage import default_storage
 from django.db import transaction
 
+from core.errors import FieldError
 from core.jobs import job_create, job_dispatch
 from core.models import Job
 from core.storage import project_key, storage_all_or_nothing, storage_local_copy, storage_save_bytes
@@ -29,8 +30,8 @@ from studies.models import Scan
 GENERATORS = ("lungs", "pet-suv", "gaze")
 
 
-class PreannotateError(ValueError):
-    """The scan cannot be pre-annotated with this generator; the message names the field."""
+class PreannotateError(FieldError):
+    """The scan cannot be pre-annotated with this generator: ``(field, reason)``."""
 
 
 @dataclass
@@ -88,7 +89,7 @@ def preannotate(
         return _gaze(scan, params, t0)
     else:
         raise PreannotateError(
-            f"generator: {generator!r} is not one of {', '.join(GENERATORS)}, model:<name>"
+            "generator", f"{generator!r} is not one of {', '.join(GENERATORS)}, model:<name>"
         )
     t1 = time.perf_counter()
     stored = _store(scan, generator, params, regions, model_version, job_id)
@@ -147,12 +148,13 @@ def _model_regions(scan: Scan, name: str, params: dict, timings: dict) -> tuple[
     spec = version.input_spec
     if spec.get("modality") and scan.modality not in spec["modality"]:
         raise PreannotateError(
-            f"modality: model {name} v{version.version} takes {', '.join(spec['modality'])}, "
-            f"the scan is {scan.modality}"
+            "modality",
+            f"model {name} v{version.version} takes {', '.join(spec['modality'])}, "
+            f"the scan is {scan.modality}",
         )
     if int(spec.get("ndim", 3)) != scan.ndim:
         raise PreannotateError(
-            f"ndim: model {name} takes {spec.get('ndim')}D input, the scan is {scan.ndim}D"
+            "ndim", f"model {name} takes {spec.get('ndim')}D input, the scan is {scan.ndim}D"
         )
     from ml.engine.devices import pick_device
     from ml.engine.inference import predict
@@ -187,7 +189,7 @@ def _model_regions(scan: Scan, name: str, params: dict, timings: dict) -> tuple[
                 **kwargs,
             )
         except ModelError as exc:
-            raise PreannotateError(f"model: {exc}") from exc
+            raise PreannotateError("model", f"{exc}") from exc
         timings["model"] += prediction.seconds_model
         timings["preprocess_and_resample"] += prediction.seconds_total - prediction.seconds_model
         warnings += prediction.warnings
@@ -225,8 +227,9 @@ def _grounding_texts(scan: Scan, params: dict) -> list[tuple[str, str]]:
             out.append((f.code, sentence))
     if not out:
         raise PreannotateError(
-            f"params: scan {scan.pk}'s study has no present finding to ground (label its reports), "
-            "and no text was given"
+            "params",
+            f"scan {scan.pk}'s study has no present finding to ground (label its reports), "
+            "and no text was given",
         )
     return out
 
@@ -239,11 +242,13 @@ def _lung_regions(scan: Scan, params: dict) -> tuple[list[Region], list[str]]:
 
     if scan.modality != "CT" or scan.ndim != 3:
         raise PreannotateError(
-            f"modality: lungs needs a 3D CT, scan {scan.pk} is {scan.ndim}D {scan.modality}"
+            "modality", f"lungs needs a 3D CT, scan {scan.pk} is {scan.ndim}D {scan.modality}"
         )
     known = {f.name for f in dataclasses.fields(LungParams)}
     if unknown := sorted(set(params) - known - {"device"}):
-        raise PreannotateError(f"params: {unknown[0]} is not a lungs parameter ({', '.join(sorted(known))})")
+        raise PreannotateError(
+            "params", f"{unknown[0]} is not a lungs parameter ({', '.join(sorted(known))})"
+        )
     lung_params = LungParams(**{k: v for k, v in params.items() if k in known})
     result = lungs_segment(
         scan_volume(scan),
@@ -268,20 +273,18 @@ def _pet_regions(scan: Scan, params: dict) -> tuple[list[Region], list[str]]:
 
     if scan.modality != "PT" or scan.ndim != 3:
         raise PreannotateError(
-            f"modality: pet-suv needs a 3D PET scan (PT), scan {scan.pk} is {scan.ndim}D {scan.modality}"
+            "modality", f"pet-suv needs a 3D PET scan (PT), scan {scan.pk} is {scan.ndim}D {scan.modality}"
         )
     try:
         factor = suvbw_factor((scan.meta or {}).get("pet") or {})
     except SuvError as exc:
-        raise PreannotateError(
-            f"{exc.field}: scan {scan.pk} has no usable SUV header ({exc.reason})"
-        ) from exc
+        raise PreannotateError(exc.field, f"scan {scan.pk} has no usable SUV header ({exc.reason})") from exc
     seeds: list[tuple[float, int, str]] = []
     if params.get("suvmax") is not None or params.get("slice") is not None:
         try:
             seeds.append((float(params["suvmax"]), int(params["slice"]), ""))
         except (KeyError, TypeError, ValueError) as exc:
-            raise PreannotateError("params: give both suvmax (a number) and slice (an integer)") from exc
+            raise PreannotateError("params", "give both suvmax (a number) and slice (an integer)") from exc
     else:
         found = FindingProposal.objects.filter(
             project=scan.project, report__study=scan.study, code="suv", assertion__in=["present", "uncertain"]
@@ -292,8 +295,9 @@ def _pet_regions(scan: Scan, params: dict) -> tuple[list[Region], list[str]]:
                 seeds.append(seed)
         if not seeds:
             raise PreannotateError(
-                f"params: scan {scan.pk}'s study has no report sentence with one SUVmax and one slice "
-                "(run the rules labeler with the petct schema), and no suvmax/slice was given"
+                "params",
+                f"scan {scan.pk}'s study has no report sentence with one SUVmax and one slice "
+                "(run the rules labeler with the petct schema), and no suvmax/slice was given",
             )
     suv = scan_volume(scan) * factor
     spacing = [float(v) for v in scan.spacing]
@@ -329,7 +333,7 @@ def _gaze(scan: Scan, params: dict, t0: float) -> Outcome:
 
     recordings = list(scan.gaze_recordings.all())
     if not recordings:
-        raise PreannotateError(f"scan: scan {scan.pk} has no gaze recording")
+        raise PreannotateError("scan", f"scan {scan.pk} has no gaze recording")
     run = gaze_run_get_or_create(project=scan.project, params=params)
     warnings = []
     for recording in recordings:

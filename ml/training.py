@@ -21,6 +21,7 @@ from django.db import transaction
 from django.utils import timezone
 from PIL import Image
 
+from core.errors import FieldError
 from core.jobs import job_create, job_dispatch
 from core.models import Job, JobStatus, Project
 from core.storage import project_key, storage_save_bytes
@@ -30,8 +31,8 @@ from ml.specs import TrainParams
 from studies.models import Scan
 
 
-class TrainingError(ValueError):
-    """The run cannot be made or trained; the message starts with the field."""
+class TrainingError(FieldError):
+    """The run cannot be made or trained: ``(field, reason)``."""
 
 
 def _patient_split(patients: list[int], fraction: float, seed: int) -> set[int]:
@@ -46,16 +47,16 @@ def _proposal_examples(project: Project, proposal_ids: list[int], labels: list[s
         RegionProposal.objects.filter(project=project, pk__in=proposal_ids).select_related("scan__study")
     )
     if missing := sorted(set(proposal_ids) - {p.pk for p in proposals}):
-        raise TrainingError(f"proposal_ids: not region proposals of {project.slug}: {missing[:20]}")
+        raise TrainingError("proposal_ids", f"not region proposals of {project.slug}: {missing[:20]}")
     out = []
     for p in proposals:
         label = p.label or p.code
         if label not in labels:
             raise TrainingError(
-                f"proposal_ids: #{p.pk} is labelled {label!r}; the model's labels are {labels}"
+                "proposal_ids", f"#{p.pk} is labelled {label!r}; the model's labels are {labels}"
             )
         if p.scan is None:
-            raise TrainingError(f"proposal_ids: #{p.pk} belongs to no scan")
+            raise TrainingError("proposal_ids", f"#{p.pk} belongs to no scan")
         out.append(
             {
                 "proposal": p.pk,
@@ -90,25 +91,25 @@ def training_run_create(
     try:
         checked = TrainParams.from_dict(params)
     except (TypeError, ValueError) as exc:
-        raise TrainingError(f"params: {exc}") from exc
+        raise TrainingError("params", f"{exc}") from exc
     if parent.status != ModelStatus.READY:
-        raise TrainingError(f"parent: {parent} is not ready ({parent.status})")
+        raise TrainingError("parent", f"{parent} is not ready ({parent.status})")
     if parent.format != ModelFormat.STATE_DICT:
         raise TrainingError(
-            f"parent: training continues from a state dict with a network spec, not {parent.format}"
+            "parent", f"training continues from a state dict with a network spec, not {parent.format}"
         )
     if not proposal_ids and not examples:
-        raise TrainingError("examples: give accepted findings or region proposals to train on")
+        raise TrainingError("examples", "give accepted findings or region proposals to train on")
     labels = parent.label_names[1:]
     given = list(examples or [])
     for e in given:
         if e.get("label") not in labels:
-            raise TrainingError(f"examples: {e.get('label')!r} is not one of the model's labels {labels}")
+            raise TrainingError("examples", f"{e.get('label')!r} is not one of the model's labels {labels}")
     examples = (_proposal_examples(project, list(proposal_ids), labels) if proposal_ids else []) + given
     patients = [e["patient"] for e in examples]
     if len(set(patients)) < 2:
         raise TrainingError(
-            "examples: cases of at least 2 patients are needed for a patient-level validation split"
+            "examples", "cases of at least 2 patients are needed for a patient-level validation split"
         )
     val_patients = _patient_split(patients, checked.val_fraction, checked.seed)
     split = {
@@ -140,7 +141,7 @@ def _mask_array(key: str, expected_sha: str) -> np.ndarray:
     with default_storage.open(key, "rb") as fh:
         data = fh.read()
     if hashlib.sha256(data).hexdigest() != expected_sha:
-        raise TrainingError(f"examples: the mask {key} changed after the run was created")
+        raise TrainingError("examples", f"the mask {key} changed after the run was created")
     if key.endswith(".png"):
         return np.asarray(Image.open(io.BytesIO(data)).convert("L")).T > 0
     import nibabel as nib

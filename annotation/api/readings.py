@@ -1,7 +1,6 @@
 """Several readers per finding: the next reading, a reading's case as its reader sees it, saves and
 decisions, and the project's agreement (``annotation/readers.py``)."""
 
-from django.http import Http404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
@@ -9,36 +8,16 @@ from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from annotation import readers, services
-from annotation.api.views import (
-    ANNOTATORS,
-    AnnotationIn,
-    AnnotationOut,
-    ReadingOut,
-    _error,
-    _need,
-    _save_version,
-    case_payload,
-)
+from annotation import readers, selectors
+from annotation.api.serializers import AnnotationIn, AnnotationOut, ReadingOut
+from annotation.api.views import ANNOTATORS, _save_version, case_payload
 from annotation.models import Finding, Reading
 from core.models import Role
-from core.selectors import project_get_for_user, projects_for_user, user_has_role
+from core.selectors import project_get_for_user, role_require, user_has_role
 
 AGREEMENT_READERS = [Role.MANAGER, Role.RADIOLOGIST, Role.RESEARCHER]
 
 # --- several readers per finding ------------------------------------------------------------------------
-
-
-def _reading_for(user, pk: int) -> Reading:
-    reading = (
-        Reading.objects.filter(project__in=projects_for_user(user), pk=pk)
-        .select_related("finding__report", "finding__scan", "finding__task", "project")
-        .select_related("reader", "annotation")
-        .first()
-    )
-    if reading is None:
-        raise Http404("No such reading.")
-    return reading
 
 
 def reading_payload(reading: Reading) -> dict:
@@ -65,11 +44,11 @@ class NextReading(APIView):
     @extend_schema(request=None, responses={200: OpenApiTypes.OBJECT, 204: None})
     def get(self, request, slug: str):
         project = project_get_for_user(request.user, slug)
-        _need(request.user, project, ANNOTATORS, "annotators")
+        role_require(request.user, project, ANNOTATORS, "annotators")
         reading = readers.reading_next(project=project, user=request.user)
         if reading is None:
             return Response(status=status.HTTP_204_NO_CONTENT)
-        return Response(reading_payload(_reading_for(request.user, reading.pk)))
+        return Response(reading_payload(selectors.reading_get_for_user(request.user, reading.pk)))
 
 
 class ReadingDetail(APIView):
@@ -77,10 +56,7 @@ class ReadingDetail(APIView):
 
     @extend_schema(responses={200: OpenApiTypes.OBJECT})
     def get(self, request, pk: int):
-        reading = _reading_for(request.user, pk)
-        if reading.reader_id != request.user.pk:
-            raise Http404("No such reading.")
-        return Response(reading_payload(reading))
+        return Response(reading_payload(selectors.reading_get_for_user(request.user, pk)))
 
 
 class ReadingAnnotations(APIView):
@@ -96,7 +72,7 @@ class ReadingAnnotations(APIView):
         responses={201: AnnotationOut, 400: OpenApiTypes.OBJECT, 409: OpenApiTypes.OBJECT},
     )
     def post(self, request, pk: int):
-        reading = _reading_for(request.user, pk)
+        reading = selectors.reading_get_for_user(request.user, pk)
         return _save_version(
             request, reading.project, reading.finding.scan, readers.reading_save, reading_id=reading.pk
         )
@@ -117,18 +93,15 @@ class ReadingSubmit(APIView):
         responses={200: ReadingOut, 400: OpenApiTypes.OBJECT, 409: OpenApiTypes.OBJECT},
     )
     def post(self, request, pk: int):
-        reading = _reading_for(request.user, pk)
-        _need(request.user, reading.project, ANNOTATORS, "annotators")
+        reading = selectors.reading_get_for_user(request.user, pk)
+        role_require(request.user, reading.project, ANNOTATORS, "annotators")
         data = ReadingSubmitIn(data=request.data)
         data.is_valid(raise_exception=True)
         v = data.validated_data
-        try:
-            readers.reading_submit(
-                reading_id=reading.pk, user=request.user, decision=v["decision"], comment=v["comment"]
-            )
-        except services.ReviewError as exc:
-            return _error(exc)
-        return Response(ReadingOut(_reading_for(request.user, reading.pk)).data)
+        readers.reading_submit(
+            reading_id=reading.pk, user=request.user, decision=v["decision"], comment=v["comment"]
+        )
+        return Response(ReadingOut(selectors.reading_get_for_user(request.user, reading.pk)).data)
 
 
 class ProjectAgreement(APIView):
@@ -143,7 +116,7 @@ class ProjectAgreement(APIView):
     @extend_schema(responses={200: OpenApiTypes.OBJECT})
     def get(self, request, slug: str):
         project = project_get_for_user(request.user, slug)
-        _need(request.user, project, AGREEMENT_READERS, "managers, radiologists and researchers")
+        role_require(request.user, project, AGREEMENT_READERS, "managers, radiologists and researchers")
         only = None
         if not user_has_role(request.user, project, [Role.MANAGER, Role.RADIOLOGIST]):
             accepted = Finding.objects.filter(project=project, status="accepted")

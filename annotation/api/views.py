@@ -6,144 +6,38 @@ import gzip
 import io
 
 import numpy as np
-from django.http import Http404
 from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import generics, serializers, status
-from rest_framework.exceptions import PermissionDenied, ValidationError
+from rest_framework import generics, status
+from rest_framework.exceptions import ValidationError
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from annotation import services
-from annotation.models import Annotation, Finding, HistoryEvent, Reading, ReviewTask, Stage
-from core.models import Membership, Role
-from core.selectors import project_get_for_user, projects_for_user, user_has_role
+from annotation import selectors, services
+from annotation.api.serializers import (
+    AnnotationIn,
+    AnnotationOut,
+    FindingIn,
+    FindingOut,
+    HistoryOut,
+    QueueIn,
+    ReadingOut,
+    TaskOut,
+    TrainFromAcceptedIn,
+    TransitionIn,
+)
+from annotation.models import Finding, Reading, ReviewTask, Stage
+from core.api.params import query_int
+from core.errors import NotFound
+from core.models import Role
+from core.selectors import project_get_for_user, project_ids_for_slug, role_require, user_has_role
 from studies.api.views import stored_file_response
 
 ANNOTATORS = [Role.ANNOTATOR, Role.MANAGER]
 RADIOLOGISTS = [Role.RADIOLOGIST]
 STAGES_OF = {"annotate": (Stage.ANNOTATE,), "review": (Stage.REVIEW, Stage.QA)}
-
-
-class AnnotationOut(serializers.ModelSerializer):
-    author = serializers.CharField(source="author.username", default=None, read_only=True)
-
-    class Meta:
-        model = Annotation
-        fields = [
-            "id",
-            "version",
-            "kind",
-            "box",
-            "points",
-            "voxels",
-            "author",
-            "region_proposal_id",
-            "parent_id",
-            "comment",
-            "created_at",
-        ]
-
-
-class FindingOut(serializers.ModelSerializer):
-    stage = serializers.CharField(source="task.stage", default=None, read_only=True)
-    task_id = serializers.IntegerField(source="task.id", default=None, read_only=True)
-
-    class Meta:
-        model = Finding
-        fields = [
-            "id",
-            "study_id",
-            "scan_id",
-            "report_id",
-            "section",
-            "start",
-            "end",
-            "text",
-            "code",
-            "location",
-            "laterality",
-            "status",
-            "source",
-            "current_version",
-            "stage",
-            "task_id",
-            "updated_at",
-        ]
-
-
-class TaskOut(serializers.ModelSerializer):
-    assignee = serializers.CharField(source="assignee.username", default=None, read_only=True)
-
-    class Meta:
-        model = ReviewTask
-        fields = [
-            "id",
-            "finding_id",
-            "stage",
-            "assignee",
-            "lease_expires_at",
-            "priority",
-            "decision",
-            "returned_comment",
-            "updated_at",
-        ]
-
-
-class ReadingOut(serializers.ModelSerializer):
-    reader = serializers.CharField(source="reader.username", default=None, read_only=True)
-    version = serializers.IntegerField(source="annotation.version", default=None, read_only=True)
-    stage = serializers.CharField(source="finding.task.stage", default=None, read_only=True)
-
-    class Meta:
-        model = Reading
-        fields = [
-            "id",
-            "finding_id",
-            "index",
-            "reader",
-            "status",
-            "decision",
-            "annotation_id",
-            "version",
-            "lease_expires_at",
-            "submitted_at",
-            "stage",
-        ]
-
-
-class HistoryOut(serializers.ModelSerializer):
-    user = serializers.CharField(source="user.username", default=None, read_only=True)
-
-    class Meta:
-        model = HistoryEvent
-        fields = ["id", "finding_id", "task_id", "user", "action", "before", "after", "comment", "at"]
-
-
-def _error(exc: services.ReviewError) -> Response:
-    body = {exc.field: exc.reason}
-    if isinstance(exc, services.Conflict):
-        body["current"] = AnnotationOut(exc.current).data if exc.current else None
-        body["yours"] = exc.yours
-    return Response(body, status=exc.status)
-
-
-def _task_for(user, pk: int) -> ReviewTask:
-    task = (
-        ReviewTask.objects.filter(project__in=projects_for_user(user), pk=pk)
-        .select_related("finding__report", "finding__scan", "assignee", "project")
-        .first()
-    )
-    if task is None:
-        raise Http404("No such task.")
-    return task
-
-
-def _need(user, project, roles, what: str) -> None:
-    if not user_has_role(user, project, roles):
-        raise PermissionDenied(f"Only {what} of this project may do this.")
 
 
 def case_payload(task: ReviewTask, *, versions=None) -> dict:
@@ -204,7 +98,7 @@ class FindingsFromProposals(APIView):
     @extend_schema(request=None, responses={201: OpenApiTypes.OBJECT})
     def post(self, request, slug: str):
         project = project_get_for_user(request.user, slug)
-        _need(request.user, project, [Role.MANAGER], "managers")
+        role_require(request.user, project, [Role.MANAGER], "managers")
         made = services.findings_from_proposals(project=project, user=request.user)
         return Response({"created": made}, status=status.HTTP_201_CREATED)
 
@@ -222,7 +116,7 @@ class NextTask(APIView):
         stage = request.query_params.get("stage", "annotate")
         if stage not in STAGES_OF:
             raise ValidationError({"stage": "must be annotate or review"})
-        _need(
+        role_require(
             request.user,
             project,
             ANNOTATORS if stage == "annotate" else RADIOLOGISTS,
@@ -240,33 +134,18 @@ class TaskClaim(APIView):
 
     @extend_schema(request=None, responses={200: OpenApiTypes.OBJECT, 409: OpenApiTypes.OBJECT})
     def post(self, request, pk: int):
-        task = _task_for(request.user, pk)
+        task = selectors.task_get_for_user(request.user, pk)
         reviewing = task.stage in STAGES_OF["review"]
-        _need(
+        role_require(
             request.user,
             task.project,
             RADIOLOGISTS if reviewing else ANNOTATORS,
             "radiologists" if reviewing else "annotators",
         )
-        try:
-            task = services.task_claim(
-                task_id=task.pk, user=request.user, stages=STAGES_OF["review" if reviewing else "annotate"]
-            )
-        except services.ReviewError as exc:
-            return _error(exc)
-        return Response(case_payload(_task_for(request.user, task.pk)))
-
-
-class FindingIn(serializers.Serializer):
-    study_id = serializers.IntegerField()
-    scan_id = serializers.IntegerField(required=False, allow_null=True)
-    text = serializers.CharField()
-    code = serializers.CharField(required=False, allow_blank=True, default="")
-    section = serializers.ChoiceField(
-        ["", "indication", "comparison", "findings", "impression"], required=False, default=""
-    )
-    start = serializers.IntegerField(required=False, allow_null=True, min_value=0)
-    end = serializers.IntegerField(required=False, allow_null=True, min_value=0)
+        task = services.task_claim(
+            task_id=task.pk, user=request.user, stages=STAGES_OF["review" if reviewing else "annotate"]
+        )
+        return Response(case_payload(selectors.task_get_for_user(request.user, task.pk)))
 
 
 class FindingCreate(APIView):
@@ -275,7 +154,7 @@ class FindingCreate(APIView):
     @extend_schema(request=FindingIn, responses={201: OpenApiTypes.OBJECT})
     def post(self, request, slug: str):
         project = project_get_for_user(request.user, slug)
-        _need(request.user, project, ANNOTATORS, "annotators")
+        role_require(request.user, project, ANNOTATORS, "annotators")
         data = FindingIn(data=request.data)
         data.is_valid(raise_exception=True)
         v = data.validated_data
@@ -287,21 +166,18 @@ class FindingCreate(APIView):
             scan = project.scans.filter(pk=v["scan_id"]).first()
             if scan is None:
                 raise ValidationError({"scan_id": f"no scan {v['scan_id']} in project {project.slug}"})
-        try:
-            task = services.finding_create(
-                project=project,
-                user=request.user,
-                study=study,
-                scan=scan,
-                text=v["text"],
-                code=v["code"],
-                section=v["section"],
-                start=v.get("start"),
-                end=v.get("end"),
-            )
-        except services.ReviewError as exc:
-            return _error(exc)
-        payload = case_payload(_task_for(request.user, task.pk))
+        task = services.finding_create(
+            project=project,
+            user=request.user,
+            study=study,
+            scan=scan,
+            text=v["text"],
+            code=v["code"],
+            section=v["section"],
+            start=v.get("start"),
+            end=v.get("end"),
+        )
+        payload = case_payload(selectors.task_get_for_user(request.user, task.pk))
         reading = Reading.objects.filter(finding_id=task.finding_id, reader=request.user).first()
         if reading is not None:  # several readers: its author holds reading 1
             payload["reading"] = ReadingOut(reading).data
@@ -311,18 +187,7 @@ class FindingCreate(APIView):
 class TaskDetail(APIView):
     @extend_schema(responses={200: OpenApiTypes.OBJECT})
     def get(self, request, pk: int):
-        return Response(case_payload(_task_for(request.user, pk)))
-
-
-class AnnotationIn(serializers.Serializer):
-    base_version = serializers.IntegerField(min_value=0)
-    kind = serializers.ChoiceField(["mask", "box", "points"])
-    box = serializers.JSONField(required=False)
-    points = serializers.JSONField(required=False)
-    mask = serializers.FileField(
-        required=False, help_text="NIfTI (.nii, .nii.gz) on the scan's grid, or PNG (2D)"
-    )
-    comment = serializers.CharField(required=False, allow_blank=True, default="")
+        return Response(case_payload(selectors.task_get_for_user(request.user, pk)))
 
 
 def _read_mask(upload, scan) -> tuple[np.ndarray, bytes | None]:
@@ -362,7 +227,7 @@ class TaskAnnotations(APIView):
 
     @extend_schema(request=AnnotationIn, responses={201: AnnotationOut})
     def post(self, request, pk: int):
-        task = _task_for(request.user, pk)
+        task = selectors.task_get_for_user(request.user, pk)
         return _save_version(
             request, task.project, task.finding.scan, services.annotation_save, task_id=task.pk
         )
@@ -370,32 +235,23 @@ class TaskAnnotations(APIView):
 
 def _save_version(request, project, scan, save, **target) -> Response:
     """A version from a request's body (JSON box/points or a multipart mask file) through ``save``."""
-    _need(request.user, project, ANNOTATORS, "annotators")
+    role_require(request.user, project, ANNOTATORS, "annotators")
     data = AnnotationIn(data=request.data)
     data.is_valid(raise_exception=True)
     v = data.validated_data
     mask, encoded = _read_mask(v["mask"], scan) if v.get("mask") is not None else (None, None)
-    try:
-        saved = save(
-            user=request.user,
-            base_version=v["base_version"],
-            kind=v["kind"],
-            mask=mask,
-            mask_encoded=encoded,
-            box=v.get("box"),
-            points=v.get("points"),
-            comment=v.get("comment", ""),
-            **target,
-        )
-    except services.ReviewError as exc:
-        return _error(exc)
+    saved = save(
+        user=request.user,
+        base_version=v["base_version"],
+        kind=v["kind"],
+        mask=mask,
+        mask_encoded=encoded,
+        box=v.get("box"),
+        points=v.get("points"),
+        comment=v.get("comment", ""),
+        **target,
+    )
     return Response(AnnotationOut(saved).data, status=status.HTTP_201_CREATED)
-
-
-class TransitionIn(serializers.Serializer):
-    decision = serializers.ChoiceField(["accept", "reject"], required=False)
-    comment = serializers.CharField(required=False, allow_blank=True, default="")
-    user = serializers.CharField(required=False, help_text="assign: the username")
 
 
 class TaskTransition(APIView):
@@ -406,34 +262,29 @@ class TaskTransition(APIView):
 
     @extend_schema(request=TransitionIn, responses={200: TaskOut})
     def post(self, request, pk: int):
-        task = _task_for(request.user, pk)
+        task = selectors.task_get_for_user(request.user, pk)
         data = TransitionIn(data=request.data)
         data.is_valid(raise_exception=True)
         v = data.validated_data
-        try:
-            if self.action == "submit":
-                _need(request.user, task.project, ANNOTATORS, "annotators")
-                if "decision" not in v:
-                    raise ValidationError({"decision": "accept or reject"})
-                task = services.task_submit(
-                    task_id=task.pk, user=request.user, decision=v["decision"], comment=v["comment"]
-                )
-            elif self.action in ("approve", "return"):
-                _need(request.user, task.project, RADIOLOGISTS, "radiologists")
-                act = services.task_approve if self.action == "approve" else services.task_return
-                task = act(task_id=task.pk, user=request.user, comment=v["comment"])
-            else:
-                _need(request.user, task.project, [Role.MANAGER], "managers")
-                from django.contrib.auth import get_user_model
+        if self.action == "submit":
+            role_require(request.user, task.project, ANNOTATORS, "annotators")
+            if "decision" not in v:
+                raise ValidationError({"decision": "accept or reject"})
+            task = services.task_submit(
+                task_id=task.pk, user=request.user, decision=v["decision"], comment=v["comment"]
+            )
+        elif self.action in ("approve", "return"):
+            role_require(request.user, task.project, RADIOLOGISTS, "radiologists")
+            act = services.task_approve if self.action == "approve" else services.task_return
+            task = act(task_id=task.pk, user=request.user, comment=v["comment"])
+        else:
+            role_require(request.user, task.project, [Role.MANAGER], "managers")
+            from django.contrib.auth import get_user_model
 
-                assignee = get_user_model().objects.filter(username=v.get("user", "")).first()
-                if assignee is None or not user_has_role(
-                    assignee, task.project, [*ANNOTATORS, *RADIOLOGISTS]
-                ):
-                    raise ValidationError({"user": "not an annotator or radiologist of this project"})
-                task = services.task_assign(task_id=task.pk, manager=request.user, assignee=assignee)
-        except services.ReviewError as exc:
-            return _error(exc)
+            assignee = get_user_model().objects.filter(username=v.get("user", "")).first()
+            if assignee is None or not user_has_role(assignee, task.project, [*ANNOTATORS, *RADIOLOGISTS]):
+                raise ValidationError({"user": "not an annotator or radiologist of this project"})
+            task = services.task_assign(task_id=task.pk, manager=request.user, assignee=assignee)
         return Response(TaskOut(task).data)
 
 
@@ -454,24 +305,16 @@ class FindingList(generics.ListAPIView):
     serializer_class = FindingOut
 
     def get_queryset(self):
-        user = self.request.user
-        # Ids, slugs and the caller's roles up front (two queries, not two per project): the queryset then
-        # filters on project_id alone, so its COUNT(*) is an index-only scan without a join.
-        projects = dict(projects_for_user(user).values_list("id", "slug"))
-        qs = Finding.objects.filter(project_id__in=list(projects)).select_related("task")
-        memberships = Membership.objects.filter(user=user, project_id__in=list(projects))
-        roles = {} if user.is_superuser else dict(memberships.values_list("project_id", "role"))
-        # One membership (one role) per project and user: a researcher there has no other role.
-        researcher_only = [pk for pk, role in roles.items() if role == Role.RESEARCHER]
-        if researcher_only:
-            qs = qs.exclude(project_id__in=researcher_only, status__in=["open", "rejected"])
+        qs = selectors.findings_for_user(self.request.user).select_related("task")
+        query = self.request.query_params
         for name, lookup in _FINDING_FILTERS.items():
-            value = self.request.query_params.get(name)
-            if value not in (None, ""):
-                if name == "project":
-                    qs = qs.filter(project_id__in=[pk for pk, slug in projects.items() if slug == value])
-                else:
-                    qs = qs.filter(**{lookup: value})
+            value = query.get(name)
+            if value in (None, ""):
+                continue
+            if name == "project":
+                qs = qs.filter(project_id__in=project_ids_for_slug(self.request.user, value))
+            else:
+                qs = qs.filter(**{lookup: query_int(query, name) if name in ("scan", "study") else value})
         return qs.order_by("id")
 
 
@@ -482,12 +325,10 @@ class HistoryList(generics.ListAPIView):
     serializer_class = HistoryOut
 
     def get_queryset(self):
-        qs = HistoryEvent.objects.filter(project__in=projects_for_user(self.request.user)).select_related(
-            "user"
-        )
+        qs = selectors.history_for_user(self.request.user).select_related("user")
         q = self.request.query_params
         if q.get("finding"):
-            qs = qs.filter(finding_id=q["finding"])
+            qs = qs.filter(finding_id=query_int(q, "finding"))
         if q.get("user"):
             qs = qs.filter(user__username=q["user"])
         return qs.order_by("at", "id")
@@ -503,14 +344,9 @@ class AnnotationMask(APIView):
         responses={(200, "application/octet-stream"): OpenApiTypes.BINARY},
     )
     def get(self, request, pk: int):
-        found = Annotation.objects.filter(finding__project__in=projects_for_user(request.user), pk=pk).first()
-        if found is None or not found.mask:
-            raise Http404("No such annotation mask.")
-        if (
-            found.author_id not in (None, request.user.pk)
-            and ReviewTask.objects.filter(finding_id=found.finding_id, stage=Stage.READ).exists()
-        ):  # several readers: nobody sees a reader's work before the consensus
-            raise Http404("No such annotation mask.")
+        found = selectors.annotation_get_for_user(request.user, pk)
+        if not found.mask:
+            raise NotFound("This version has no mask (it is a box or points).")
         nifti = found.mask.name.endswith(".nii.gz")
         if nifti and request.query_params.get("encoding") == "http":
             response = stored_file_response(
@@ -527,11 +363,6 @@ class AnnotationMask(APIView):
         )
 
 
-class QueueIn(serializers.Serializer):
-    strategy = serializers.CharField(help_text="an active-learning strategy whose scores are stored")
-    model = serializers.CharField(required=False, help_text="model name (its newest ready version)")
-
-
 class QueuePriorities(APIView):
     """POST: order the project's open tasks by stored active-learning scores (managers)."""
 
@@ -541,7 +372,7 @@ class QueuePriorities(APIView):
         from ml.specs import ModelError
 
         project = project_get_for_user(request.user, slug)
-        _need(request.user, project, [Role.MANAGER], "managers")
+        role_require(request.user, project, [Role.MANAGER], "managers")
         data = QueueIn(data=request.data)
         data.is_valid(raise_exception=True)
         version = None
@@ -556,13 +387,6 @@ class QueuePriorities(APIView):
         return Response({"changed": changed})
 
 
-class TrainFromAcceptedIn(serializers.Serializer):
-    model = serializers.CharField(help_text="model name: its newest ready version is the parent")
-    finding_ids = serializers.ListField(child=serializers.IntegerField(min_value=1), required=False)
-    label_map = serializers.DictField(child=serializers.CharField(), required=False, default=dict)
-    params = serializers.DictField(required=False, default=dict)
-
-
 class TrainFromAccepted(APIView):
     """POST: train a new version of ``model`` from accepted findings' current masks (all accepted findings
     with a mask when ``finding_ids`` is left out; ``label_map`` maps finding codes to model labels); a job on
@@ -573,10 +397,10 @@ class TrainFromAccepted(APIView):
         from annotation.training import accepted_examples
         from ml.services import model_version_latest
         from ml.specs import ModelError
-        from ml.training import TrainingError, training_run_create, training_run_start
+        from ml.training import training_run_create, training_run_start
 
         project = project_get_for_user(request.user, slug)
-        _need(request.user, project, [Role.MANAGER, Role.RESEARCHER], "managers and researchers")
+        role_require(request.user, project, [Role.MANAGER, Role.RESEARCHER], "managers and researchers")
         data = TrainFromAcceptedIn(data=request.data)
         data.is_valid(raise_exception=True)
         v = data.validated_data
@@ -592,8 +416,6 @@ class TrainFromAccepted(APIView):
             job = training_run_start(run=run, user=request.user)
         except ModelError as exc:
             raise ValidationError({"model": str(exc)}) from exc
-        except TrainingError as exc:
-            raise ValidationError({str(exc).split(":")[0]: str(exc)}) from exc
         return Response(
             {"training_run": run.pk, "job_id": job.pk, "examples": len(examples)},
             status=status.HTTP_202_ACCEPTED,

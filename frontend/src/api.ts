@@ -17,6 +17,9 @@ export function describe(body: unknown): string {
   if (typeof body === "string") return body;
   if (Array.isArray(body)) return body.map(describe).join("; ");
   if (typeof body === "object") {
+    // The platform's errors: {detail, field, [field]: detail} (core/errors.py); DRF's own: {field: [..]}.
+    const { detail, field } = body as { detail?: unknown; field?: unknown };
+    if (typeof detail === "string") return typeof field === "string" ? `${field}: ${detail}` : detail;
     return Object.entries(body as Record<string, unknown>)
       .filter(([key]) => key !== "current" && key !== "yours")
       .map(([key, value]) => (key === "detail" ? describe(value) : `${key}: ${describe(value)}`))

@@ -42,6 +42,8 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+from core.errors import FieldError
+
 __all__ = ["SuvError", "suvbw_factor", "suvbw_factors"]
 
 _MAX_MIDNIGHT_DECAY = timedelta(hours=12)
@@ -59,13 +61,8 @@ _SERIES_FIELDS = (
 )
 
 
-class SuvError(ValueError):
+class SuvError(FieldError):
     """A header set that cannot give an SUVbw factor; ``field`` names the missing or bad DICOM field."""
-
-    def __init__(self, field: str, reason: str) -> None:
-        super().__init__(f"{field}: {reason}")
-        self.field = field
-        self.reason = reason
 
 
 def _text(meta: Mapping[str, Any], field: str) -> str:

@@ -374,9 +374,10 @@ def test_readings_over_the_api_blinded(project, tmp_path, people, api_client, ou
         format="json",
     )
     assert bad.status_code == 400 and "axis 0" in bad.json()["box"]
+    # another's reading does not exist for you (blinding: annotation.selectors), so submitting it is 404
     assert (
         c2.post(reverse("reading-submit", args=[rid1]), {"decision": "accept"}, format="json").status_code
-        == 409
+        == 404
     )
     assert "decision" in c2.post(reverse("reading-submit", args=[rid2]), {}, format="json").json()
     submitted = c2.post(reverse("reading-submit", args=[rid2]), {"decision": "accept"}, format="json")

@@ -1,0 +1,141 @@
+"""Review API payloads: versions, findings, tasks, readings, history events, and the request bodies."""
+
+from rest_framework import serializers
+
+from annotation.models import Annotation, Finding, HistoryEvent, Reading, ReviewTask
+
+
+class AnnotationOut(serializers.ModelSerializer):
+    author = serializers.CharField(source="author.username", default=None, read_only=True)
+
+    class Meta:
+        model = Annotation
+        fields = [
+            "id",
+            "version",
+            "kind",
+            "box",
+            "points",
+            "voxels",
+            "author",
+            "region_proposal_id",
+            "parent_id",
+            "comment",
+            "created_at",
+        ]
+
+
+class FindingOut(serializers.ModelSerializer):
+    stage = serializers.CharField(source="task.stage", default=None, read_only=True)
+    task_id = serializers.IntegerField(source="task.id", default=None, read_only=True)
+
+    class Meta:
+        model = Finding
+        fields = [
+            "id",
+            "study_id",
+            "scan_id",
+            "report_id",
+            "section",
+            "start",
+            "end",
+            "text",
+            "code",
+            "location",
+            "laterality",
+            "status",
+            "source",
+            "current_version",
+            "stage",
+            "task_id",
+            "updated_at",
+        ]
+
+
+class TaskOut(serializers.ModelSerializer):
+    assignee = serializers.CharField(source="assignee.username", default=None, read_only=True)
+
+    class Meta:
+        model = ReviewTask
+        fields = [
+            "id",
+            "finding_id",
+            "stage",
+            "assignee",
+            "lease_expires_at",
+            "priority",
+            "decision",
+            "returned_comment",
+            "updated_at",
+        ]
+
+
+class ReadingOut(serializers.ModelSerializer):
+    reader = serializers.CharField(source="reader.username", default=None, read_only=True)
+    version = serializers.IntegerField(source="annotation.version", default=None, read_only=True)
+    stage = serializers.CharField(source="finding.task.stage", default=None, read_only=True)
+
+    class Meta:
+        model = Reading
+        fields = [
+            "id",
+            "finding_id",
+            "index",
+            "reader",
+            "status",
+            "decision",
+            "annotation_id",
+            "version",
+            "lease_expires_at",
+            "submitted_at",
+            "stage",
+        ]
+
+
+class HistoryOut(serializers.ModelSerializer):
+    user = serializers.CharField(source="user.username", default=None, read_only=True)
+
+    class Meta:
+        model = HistoryEvent
+        fields = ["id", "finding_id", "task_id", "user", "action", "before", "after", "comment", "at"]
+
+
+class FindingIn(serializers.Serializer):
+    study_id = serializers.IntegerField()
+    scan_id = serializers.IntegerField(required=False, allow_null=True)
+    text = serializers.CharField()
+    code = serializers.CharField(required=False, allow_blank=True, default="")
+    section = serializers.ChoiceField(
+        ["", "indication", "comparison", "findings", "impression"], required=False, default=""
+    )
+    start = serializers.IntegerField(required=False, allow_null=True, min_value=0)
+    end = serializers.IntegerField(required=False, allow_null=True, min_value=0)
+
+
+class AnnotationIn(serializers.Serializer):
+    base_version = serializers.IntegerField(min_value=0)
+    kind = serializers.ChoiceField(["mask", "box", "points"])
+    box = serializers.JSONField(required=False)
+    points = serializers.JSONField(required=False)
+    mask = serializers.FileField(
+        required=False, help_text="NIfTI (.nii, .nii.gz) on the scan's grid, or PNG (2D)"
+    )
+    comment = serializers.CharField(required=False, allow_blank=True, default="")
+
+
+class TransitionIn(serializers.Serializer):
+    decision = serializers.ChoiceField(["accept", "reject"], required=False)
+    comment = serializers.CharField(required=False, allow_blank=True, default="")
+    user = serializers.CharField(required=False, help_text="assign: the username")
+
+
+class QueueIn(serializers.Serializer):
+    strategy = serializers.CharField(help_text="an active-learning strategy whose scores are stored")
+    model = serializers.CharField(required=False, help_text="model name (its newest ready version)")
+
+
+class TrainFromAcceptedIn(serializers.Serializer):
+    model = serializers.CharField(help_text="model name: its newest ready version is the parent")
+    finding_ids = serializers.ListField(child=serializers.IntegerField(min_value=1), required=False)
+    label_map = serializers.DictField(child=serializers.CharField(), required=False, default=dict)
+    params = serializers.DictField(required=False, default=dict)
