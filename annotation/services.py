@@ -319,6 +319,24 @@ def _held(task_id: int, user, stages: tuple[str, ...]) -> ReviewTask:
 # --- saving annotations -----------------------------------------------------------------------------
 
 
+def _numbers(values, field: str, count: int) -> list[float]:
+    """``count`` finite numbers from a request's list (a box, a point); anything else names ``field``."""
+    if not isinstance(values, list | tuple) or len(values) != count:
+        raise ReviewError(field, f"{str(values)[:60]} is not a list of {count} numbers")
+    out = []
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, int | float | str):
+            raise ReviewError(field, f"{str(values)[:60]}: {value!r} is not a number")
+        try:
+            number = float(value)
+        except ValueError:
+            raise ReviewError(field, f"{str(values)[:60]}: {value!r} is not a number") from None
+        if not np.isfinite(number):
+            raise ReviewError(field, f"{str(values)[:60]}: {value!r} is not a finite number")
+        out.append(number)
+    return out
+
+
 def _check_geometry(finding: Finding, kind: str, mask, box, points) -> tuple[np.ndarray | None, int]:
     scan = finding.scan
     if scan is None:
@@ -340,7 +358,8 @@ def _check_geometry(finding: Finding, kind: str, mask, box, points) -> tuple[np.
             raise ReviewError(
                 "box", f"needs {2 * len(shape)} numbers [min..., max...] for a {len(shape)}D scan"
             )
-        low, high = [float(v) for v in box[: len(shape)]], [float(v) for v in box[len(shape) :]]
+        numbers = _numbers(box, "box", 2 * len(shape))
+        low, high = numbers[: len(shape)], numbers[len(shape) :]
         for axis, (a, b, n) in enumerate(zip(low, high, shape, strict=True)):
             if not 0 <= a < b <= n:
                 raise ReviewError("box", f"axis {axis}: [{a}, {b}) is not inside the image [0, {n})")
@@ -349,9 +368,7 @@ def _check_geometry(finding: Finding, kind: str, mask, box, points) -> tuple[np.
         if not isinstance(points, list | tuple) or not points:
             raise ReviewError("points", "needs at least one point")
         for point in points:
-            if len(point) != len(shape) or not all(
-                0 <= float(v) < n for v, n in zip(point, shape, strict=True)
-            ):
+            if not all(0 <= v < n for v, n in zip(_numbers(point, "points", len(shape)), shape, strict=True)):
                 raise ReviewError("points", f"{point} is not inside the image {list(shape)}")
         return None, len(points)
     raise ReviewError("kind", f"{kind!r} is not one of {', '.join(AnnotationKind.values)}")

@@ -10,6 +10,7 @@ log, never a user.
 from __future__ import annotations
 
 import logging
+import re
 import uuid
 from typing import Any
 
@@ -57,6 +58,20 @@ class FieldError(ApplicationError):
 
     def __reduce__(self):  # picklable across worker processes
         return (type(self), (self.field, self.reason))
+
+
+# Absolute paths in an error's text (the server's layout: /srv/..., /tmp/..., C:\...) are not for users.
+_PATH = re.compile(r"(?:[A-Za-z]:\\|/)(?:[\w.@+-]+[/\\])+[\w.@+-]*")
+
+
+def public_message(exc: BaseException) -> str:
+    """What users read of an error a job or a run stored: an application error's own message, else the
+    error's kind and first line with server paths cut out (the traceback goes to the log)."""
+    if isinstance(exc, ApplicationError):
+        return str(exc)
+    first = (str(exc).strip().splitlines() or [""])[0]
+    first = _PATH.sub("<path>", first)[:300]
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
 class NotFound(ApplicationError):

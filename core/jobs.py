@@ -6,7 +6,6 @@
 """
 
 import logging
-import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -14,13 +13,23 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from core.errors import ServiceUnavailable, public_message
 from core.models import Job, JobStatus, Project
 
 log = logging.getLogger(__name__)
 
 
-class BrokerUnavailable(RuntimeError):
-    """The configured Celery broker cannot be reached."""
+class BrokerUnavailable(ServiceUnavailable):
+    """The configured Celery broker cannot be reached (503). The message names no URL or password: the
+    log has the broker's address (password masked) and the cause."""
+
+    def __init__(self, message: str = ""):
+        super().__init__(
+            message
+            or "The task broker cannot be reached, so the job was not started. Ask the operator to start "
+            "it (or to unset CELERY_BROKER_URL to run jobs in-process).",
+            field="broker",
+        )
 
 
 def broker_check() -> None:
@@ -33,10 +42,15 @@ def broker_check() -> None:
         with app.connection_for_write() as conn:
             conn.ensure_connection(max_retries=1, timeout=3)
     except Exception as exc:  # kombu raises several kinds
-        raise BrokerUnavailable(
-            f"The task broker at {app.conf.broker_url} cannot be reached ({exc}). "
-            "Start it, or unset CELERY_BROKER_URL to run jobs in-process."
-        ) from exc
+        log.error("the task broker at %s cannot be reached: %s", _masked(app.conf.broker_url), exc)
+        raise BrokerUnavailable() from exc
+
+
+def _masked(url: str | None) -> str:
+    """A broker URL with its password replaced by ``***`` (for the log)."""
+    from kombu.utils.url import maybe_sanitize_url
+
+    return maybe_sanitize_url(url or "") or ""
 
 
 def job_create(*, project: Project, kind: str, params: dict | None = None, user=None) -> Job:
@@ -61,8 +75,9 @@ def job_dispatch(*, job: Job, task, broker_checked: bool = False, **kwargs: Any)
         try:
             task.apply_async(kwargs={"job_id": job.pk, **kwargs})
         except Exception as exc:
-            job_fail(job_id=job.pk, reason=f"could not be queued: {exc}")
-            raise BrokerUnavailable(str(exc)) from exc
+            log.error("job %s could not be queued at %s: %s", job.pk, _masked(app.conf.broker_url), exc)
+            job_fail(job_id=job.pk, reason="could not be queued: the task broker cannot be reached")
+            raise BrokerUnavailable() from exc
 
     transaction.on_commit(send)
 
@@ -112,11 +127,7 @@ def job_run(*, job_id: int, body: Callable[[Job], tuple[dict, dict, list[dict]]]
     try:
         result, counts, errors = body(job)
     except Exception as exc:
-        log.exception("job %s failed", job_id)
-        job_fail(
-            job_id=job_id,
-            reason=f"{type(exc).__name__}: {exc}",
-            errors=[{"traceback": traceback.format_exc()[-4000:]}],
-        )
+        log.exception("job %s failed", job_id)  # the traceback: the log only
+        job_fail(job_id=job_id, reason=public_message(exc), errors=[])
         raise
     job_succeed(job_id=job_id, result=result, counts=counts, errors=errors)

@@ -21,7 +21,7 @@ from django.db import transaction
 from django.utils import timezone
 from PIL import Image
 
-from core.errors import FieldError
+from core.errors import FieldError, public_message
 from core.jobs import job_create, job_dispatch
 from core.models import Job, JobStatus, Project
 from core.storage import project_key, storage_save_bytes
@@ -251,6 +251,8 @@ def training_job(*, job: Job) -> tuple[dict[str, Any], dict, list[dict]]:
     try:
         run = training_run_execute(run=run)
     except Exception as exc:
-        TrainingRun.objects.filter(pk=run.pk).update(status=JobStatus.FAILED, error=str(exc)[:2000])
+        TrainingRun.objects.filter(pk=run.pk).update(
+            status=JobStatus.FAILED, error=public_message(exc)[:2000]
+        )
         raise
     return {"training_run": run.pk, "metrics": run.metrics, "model_version": run.result_id}, {}, []

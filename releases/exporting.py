@@ -20,6 +20,7 @@ import numpy as np
 from django.core.files.storage import default_storage
 from django.db import transaction
 
+from core.errors import public_message
 from core.storage import sha256_file, storage_local_copy, storage_put_file, storage_save_bytes
 from releases import formats as formats_pkg
 from releases.errors import ReleaseError
@@ -375,7 +376,7 @@ def export_job(*, job) -> tuple[dict, dict, list[dict]]:
         from core.storage import storage_delete_all
 
         storage_delete_all(sink.keys)
-        export.status, export.error = "failed", str(exc)
+        export.status, export.error = "failed", public_message(exc)
         export.save(update_fields=["status", "error"])
         raise
     finally:

@@ -20,6 +20,7 @@ from django.db.models import Max
 from django.utils import timezone
 
 from annotation.models import Finding, FindingStatus
+from core.errors import public_message
 from core.models import JobStatus
 from core.storage import sha256_file, storage_put_file
 from labeling.models import FindingProposal, RegionProposal
@@ -112,7 +113,9 @@ def freeze_job(*, job) -> tuple[dict, dict, list[dict]]:
                 progress=lambda f: job_progress(job_id=job.pk, progress=f, message=f"hashing files: {f:.0%}"),
             )  # fmt: skip
         except Exception as exc:
-            DatasetRelease.objects.filter(pk=release.pk).update(status=ReleaseStatus.FAILED, error=str(exc))
+            DatasetRelease.objects.filter(pk=release.pk).update(
+                status=ReleaseStatus.FAILED, error=public_message(exc)
+            )
             raise
         release.refresh_from_db()
     return {"release": release.pk, "version": release.version}, {"cases": release.counts.get("cases", 0)}, []

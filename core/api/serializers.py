@@ -35,6 +35,15 @@ class ReviewSettingsIn(serializers.Serializer):
 
 class JobOut(serializers.ModelSerializer):
     project = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    errors = serializers.SerializerMethodField()
+
+    def get_errors(self, obj) -> list[dict]:
+        """Per-file errors; never a traceback (rows stored before tracebacks went to the log only)."""
+        return [
+            {k: v for k, v in e.items() if k != "traceback"} if isinstance(e, dict) else e
+            for e in obj.errors or []
+            if not (isinstance(e, dict) and set(e) == {"traceback"})
+        ]
 
     class Meta:
         model = Job

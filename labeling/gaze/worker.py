@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from core.errors import public_message
 from labeling.gaze.labels import RecordingInput, RecordingLabels, Unusable, gaze_labels, rules_findings
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,7 @@ def compute_one(payload: dict[str, Any]) -> dict[str, Any]:
         return {"unusable": str(exc), "seconds": time.perf_counter() - started}
     except Exception as exc:  # noqa: BLE001 - one recording's fault must not stop the run
         log.exception("gaze labels of %s failed", rec.external_id)
-        return {"failed": f"{type(exc).__name__}: {exc}", "seconds": time.perf_counter() - started}
+        return {"failed": public_message(exc), "seconds": time.perf_counter() - started}
 
 
 def png(array: np.ndarray) -> bytes:

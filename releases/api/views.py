@@ -5,48 +5,23 @@ from __future__ import annotations
 import zipfile
 
 from django.core.files.storage import default_storage
-from django.http import Http404, HttpResponse, StreamingHttpResponse
+from django.http import HttpResponse, StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics, serializers, status
-from rest_framework.exceptions import PermissionDenied, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from core.api.params import query_int
 from core.api.serializers import JobOut
-from core.jobs import BrokerUnavailable
-from core.models import Project, Role
+from core.errors import ApplicationError, Forbidden, NotFound
+from core.models import Role
 from core.selectors import projects_for_user, user_has_role
-from releases import services
+from releases import selectors, services
 from releases.models import Dataset, DatasetRelease, ReleaseExport
 from studies.api.views import stored_file_response
 
 WRITERS = [Role.MANAGER, Role.RESEARCHER]
-READERS = [Role.MANAGER, Role.RESEARCHER, Role.RADIOLOGIST]
-
-
-def _readable(user, dataset: Dataset, roles=READERS) -> bool:
-    return all(user_has_role(user, p, roles) for p in dataset.projects.all())
-
-
-def _dataset_for(user, slug: str, roles=READERS) -> Dataset:
-    dataset = Dataset.objects.filter(slug=slug).prefetch_related("projects").first()
-    if dataset is None or not _readable(user, dataset):
-        raise Http404("No such dataset.")
-    if roles is not READERS and not _readable(user, dataset, roles):
-        raise PermissionDenied("Only managers and researchers of every project of the dataset may do this.")
-    return dataset
-
-
-def _release_for(user, pk: int) -> DatasetRelease:
-    release = DatasetRelease.objects.filter(pk=pk).select_related("dataset").first()
-    if release is None or not _readable(user, release.dataset):
-        raise Http404("No such release.")
-    return release
-
-
-def _error(exc: services.ReleaseError):
-    return Response({exc.field: exc.reason}, status=status.HTTP_400_BAD_REQUEST)
 
 
 class DatasetOut(serializers.ModelSerializer):
@@ -80,12 +55,7 @@ class DatasetList(generics.ListCreateAPIView):
     serializer_class = DatasetOut
 
     def get_queryset(self):
-        mine = projects_for_user(self.request.user)
-        return (
-            Dataset.objects.exclude(projects__in=Project.objects.exclude(pk__in=mine))
-            .prefetch_related("projects")
-            .order_by("slug")
-        )
+        return selectors.datasets_for_user(self.request.user).prefetch_related("projects").order_by("slug")
 
     @extend_schema(request=DatasetIn, responses={201: DatasetOut})
     def post(self, request):
@@ -95,23 +65,20 @@ class DatasetList(generics.ListCreateAPIView):
         projects = list(projects_for_user(request.user).filter(slug__in=v["projects"]))
         missing = sorted(set(v["projects"]) - {p.slug for p in projects})
         if missing:
-            raise ValidationError({"projects": f"no project {missing[0]!r} of yours"})
+            raise ApplicationError(f"no project {missing[0]!r} of yours", field="projects")
         if not all(user_has_role(request.user, p, WRITERS) for p in projects):
-            raise PermissionDenied("Only managers and researchers of every project named may make a dataset.")
-        try:
-            dataset = services.dataset_create(
-                slug=v["slug"], name=v["name"], projects=projects, user=request.user,
-                description=v["description"], licence=v["licence"], citation=v["citation"],
-            )  # fmt: skip
-        except services.ReleaseError as exc:
-            return _error(exc)
+            raise Forbidden("Only managers and researchers of every project named may make a dataset.")
+        dataset = services.dataset_create(
+            slug=v["slug"], name=v["name"], projects=projects, user=request.user,
+            description=v["description"], licence=v["licence"], citation=v["citation"],
+        )  # fmt: skip
         return Response(DatasetOut(dataset).data, status=status.HTTP_201_CREATED)
 
 
 class DatasetDetail(APIView):
     @extend_schema(responses={200: DatasetOut})
     def get(self, request, slug: str):
-        return Response(DatasetOut(_dataset_for(request.user, slug)).data)
+        return Response(DatasetOut(selectors.dataset_get_for_user(request.user, slug)).data)
 
 
 class ReleaseOut(serializers.ModelSerializer):
@@ -155,22 +122,17 @@ class DatasetReleases(APIView):
 
     @extend_schema(responses={200: ReleaseOut(many=True)})
     def get(self, request, slug: str):
-        dataset = _dataset_for(request.user, slug)
+        dataset = selectors.dataset_get_for_user(request.user, slug)
         return Response(ReleaseOut(dataset.releases.order_by("-version"), many=True).data)
 
     @extend_schema(request=ReleaseIn, responses={202: ReleaseOut})
     def post(self, request, slug: str):
-        dataset = _dataset_for(request.user, slug, WRITERS)
+        dataset = selectors.dataset_get_for_user(request.user, slug, write=True)
         data = ReleaseIn(data=request.data)
         data.is_valid(raise_exception=True)
         v = dict(data.validated_data)
         notes = v.pop("notes")
-        try:
-            release = services.release_start(dataset=dataset, selection=v, user=request.user, notes=notes)
-        except services.ReleaseError as exc:
-            return _error(exc)
-        except BrokerUnavailable as exc:
-            return Response({"detail": str(exc)}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
+        release = services.release_start(dataset=dataset, selection=v, user=request.user, notes=notes)
         release.refresh_from_db()
         return Response(ReleaseOut(release).data, status=status.HTTP_202_ACCEPTED)
 
@@ -178,7 +140,7 @@ class DatasetReleases(APIView):
 class ReleaseDetail(APIView):
     @extend_schema(responses={200: ReleaseOut})
     def get(self, request, pk: int):
-        return Response(ReleaseOut(_release_for(request.user, pk)).data)
+        return Response(ReleaseOut(selectors.release_get_for_user(request.user, pk)).data)
 
 
 class ReleaseManifest(APIView):
@@ -186,7 +148,7 @@ class ReleaseManifest(APIView):
 
     @extend_schema(responses={(200, "application/json"): OpenApiTypes.BINARY})
     def get(self, request, pk: int):
-        release = _release_for(request.user, pk)
+        release = selectors.release_get_for_user(request.user, pk)
         name = f"{release.dataset.slug}-v{release.version}-manifest.json"
         return stored_file_response(release.manifest.name, filename=name, content_type="application/json")
 
@@ -196,7 +158,9 @@ class ReleaseCard(APIView):
 
     @extend_schema(responses={(200, "text/markdown"): OpenApiTypes.STR})
     def get(self, request, pk: int):
-        return HttpResponse(_release_for(request.user, pk).card, content_type="text/markdown; charset=utf-8")
+        return HttpResponse(
+            selectors.release_get_for_user(request.user, pk).card, content_type="text/markdown; charset=utf-8"
+        )
 
 
 class ReleaseDiff(APIView):
@@ -204,16 +168,13 @@ class ReleaseDiff(APIView):
 
     @extend_schema(parameters=[OpenApiParameter("against", int)], responses={200: OpenApiTypes.OBJECT})
     def get(self, request, pk: int):
-        release = _release_for(request.user, pk)
+        release = selectors.release_get_for_user(request.user, pk)
         old = None
-        if "against" in request.query_params:
-            try:
-                version = int(request.query_params["against"])
-            except ValueError as exc:
-                raise ValidationError({"against": "a version number"}) from exc
+        version = query_int(request.query_params, "against")
+        if version is not None:
             old = release.dataset.releases.filter(version=version).first()
             if old is None:
-                raise ValidationError({"against": f"{release.dataset.slug} has no version {version}"})
+                raise ApplicationError(f"{release.dataset.slug} has no version {version}", field="against")
         return Response(services.release_diff(release, old))
 
 
@@ -248,37 +209,25 @@ class ReleaseExports(APIView):
 
     @extend_schema(responses={200: ExportOut(many=True)})
     def get(self, request, pk: int):
-        release = _release_for(request.user, pk)
+        release = selectors.release_get_for_user(request.user, pk)
         return Response(ExportOut(release.exports.select_related("job"), many=True).data)
 
     @extend_schema(request=ExportIn, responses={202: ExportOut})
     def post(self, request, pk: int):
-        release = _release_for(request.user, pk)
+        release = selectors.release_get_for_user(request.user, pk)
         data = ExportIn(data=request.data)
         data.is_valid(raise_exception=True)
-        try:
-            export = services.export_start(
-                release=release, fmt_name=data.validated_data["format"], user=request.user
-            )
-        except services.ReleaseError as exc:
-            return _error(exc)
-        except BrokerUnavailable as exc:
-            return Response({"detail": str(exc)}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
+        export = services.export_start(
+            release=release, fmt_name=data.validated_data["format"], user=request.user
+        )
         export.refresh_from_db()
         return Response(ExportOut(export).data, status=status.HTTP_202_ACCEPTED)
-
-
-def _export_for(user, pk: int) -> ReleaseExport:
-    export = ReleaseExport.objects.filter(pk=pk).select_related("release__dataset", "job").first()
-    if export is None or not _readable(user, export.release.dataset):
-        raise Http404("No such export.")
-    return export
 
 
 class ExportDetail(APIView):
     @extend_schema(responses={200: ExportOut})
     def get(self, request, pk: int):
-        return Response(ExportOut(_export_for(request.user, pk)).data)
+        return Response(ExportOut(selectors.export_get_for_user(request.user, pk)).data)
 
 
 class ExportFile(APIView):
@@ -286,10 +235,10 @@ class ExportFile(APIView):
 
     @extend_schema(responses={(200, "application/octet-stream"): OpenApiTypes.BINARY})
     def get(self, request, pk: int, path: str):
-        export = _export_for(request.user, pk)
+        export = selectors.export_get_for_user(request.user, pk)
         parts = path.split("/")
         if export.status != "succeeded" or path.startswith("/") or any(p in ("", ".", "..") for p in parts):
-            raise Http404("No such file in this export.")
+            raise NotFound("No such file in this export.", field="path")
         return stored_file_response(
             f"{export.prefix}/{path}", filename=parts[-1], content_type="application/octet-stream"
         )
@@ -353,9 +302,9 @@ class ExportArchive(APIView):
 
     @extend_schema(responses={(200, "application/zip"): OpenApiTypes.BINARY})
     def get(self, request, pk: int):
-        export = _export_for(request.user, pk)
+        export = selectors.export_get_for_user(request.user, pk)
         if export.status != "succeeded":
-            raise Http404(f"The export is {export.status}, not finished.")
+            raise NotFound(f"The export is {export.status}, not finished.")
         folder = f"{export.release.dataset.slug}-v{export.release.version}-{export.format}"
         response = StreamingHttpResponse(
             zip_stream(export.prefix, export_listing(export.prefix), folder), content_type="application/zip"

@@ -35,7 +35,9 @@ def test_release_over_the_api(
     made = res.post(reverse("dataset-list"), body, format="json")
     assert made.status_code == 201 and made.json()["projects"] == [project.slug]
     assert res.post(reverse("dataset-list"), body, format="json").json() == {
-        "slug": "a dataset 'lungs' exists already"
+        "detail": "a dataset 'lungs' exists already",
+        "field": "slug",
+        "slug": "a dataset 'lungs' exists already",
     }
     assert [d["slug"] for d in api_client(outsider).get(reverse("dataset-list")).json()["results"]] == []
     assert api_client(outsider).get(reverse("dataset-detail", args=["lungs"])).status_code == 404
