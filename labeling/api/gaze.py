@@ -14,6 +14,7 @@ from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from core.api.params import query_float
 from core.jobs import BrokerUnavailable
 from core.models import Role
 from core.selectors import project_get_for_user, user_has_role
@@ -271,11 +272,8 @@ class RecordingHeatmap(APIView):
             raise ValidationError({"output": "must be npy, png or gray"})
         raw: dict = {}
         for name in ("start", "end", "sigma_px", "sigma_deg"):
-            if q.get(name) not in (None, ""):
-                try:
-                    raw[name] = float(q[name])
-                except ValueError:
-                    raise ValidationError({name: "must be a number"}) from None
+            if (value := query_float(q, name)) is not None:
+                raw[name] = value
         if q.get("duration_weighting") in {"false", "0"}:
             raw["duration_weighting"] = False
         if q.get("normalise"):
