@@ -1,40 +1,91 @@
 """Loading registered models and checking them with a forward pass on a dummy input.
 
-Formats: a MONAI bundle (a folder or zip holding ``configs/inference.json`` with a ``network_def`` and
-``models/model.pt`` with its state dict), a TorchScript file, or a state dict with a MONAI network spec
-``{"name": "UNet", "args": {...}}`` (a class of ``monai.networks.nets``). Every problem is a
-``ModelError`` whose message names the file and the field.
+Formats: a MONAI bundle (a folder or zip holding ``configs/inference.json`` (or ``.yaml``) with a
+``network_def`` and ``models/model.pt`` with its state dict), a TorchScript file, or a state dict with a
+MONAI network spec ``{"name": "UNet", "args": {...}}`` (a class of ``monai.networks.nets``). Every problem
+is a ``ModelError`` whose message names the file and the field.
+
+Configs and specs are data, never code: ``ml.bundle_config`` reads them (no ``$`` evaluation, references
+resolved by the platform), the network is built only from an allow-listed ``monai.networks.nets`` class
+(``network_class``), and weights load with ``torch.load(weights_only=True)``. MONAI's ``ConfigParser``
+is not used. A TorchScript file is code the JIT runs: validation loads it in a child process
+(``ml.engine.check``), never in the process that runs the job.
 """
 
 from __future__ import annotations
 
 import io
-import json
-import zipfile
 from pathlib import Path
 from typing import Any
 
 import monai.networks.nets as nets
 import torch
 
+from ml.bundle_config import (
+    CONFIG_NAMES,
+    TARGET_FORM,
+    WEIGHTS_NAME,
+    check_spec_args,
+    network_def,
+    parse_config,
+    read_bundle_files,
+)
 from ml.specs import InputSpec, ModelError
+
+# Constructor arguments that fetch or read weights from elsewhere (a URL, the hub, a file path): the weights
+# of a registered model come from its own file, so these must be absent, null or false.
+FETCHING_ARGS = {"pretrained", "pretrained_url", "weights", "path_or_repo_id", "filename", "checkpoint"}
+# Modules of monai.networks.nets whose networks load files or download at construction whatever the args.
+EXCLUDED_MODULES = {"monai.networks.nets.transchex", "monai.networks.nets.cell_sam_wrapper"}
+
+
+def network_class(target: str, file: str, field: str) -> type[torch.nn.Module]:
+    """The allow-listed class ``target`` names: a network class of ``monai.networks.nets`` given by its bare
+    name (``UNet``), as ``monai.networks.nets.UNet`` or by its module path
+    (``monai.networks.nets.unet.UNet``). Nothing is imported by name: the class is looked up in the
+    ``monai.networks.nets`` namespace and a module path must be the class's own module."""
+    if not isinstance(target, str) or not TARGET_FORM.match(target):
+        raise ModelError(file, field, f"{target!r}: only classes of monai.networks.nets can be built")
+    parts = target.split(".")
+    name = parts[-1]
+    cls = getattr(nets, name, None)
+    refused = ModelError(file, field, f"{target!r} is not a network of monai.networks.nets")
+    if name.startswith("_") or not isinstance(cls, type) or not issubclass(cls, torch.nn.Module):
+        raise refused
+    if len(parts) == 5 and cls.__module__ != ".".join(parts[:4]):
+        raise refused  # monai.networks.nets.<module>.<Class>: the class must live in that module
+    if cls.__module__ in EXCLUDED_MODULES or not cls.__module__.startswith("monai.networks.nets."):
+        raise ModelError(file, field, f"{target!r} loads weights from elsewhere when built; not allowed")
+    return cls
+
+
+def network_build(
+    target: str, args: dict[str, Any], file: str, *, field: str, target_field: str
+) -> torch.nn.Module:
+    """``target`` (allow-listed, see ``network_class``; refused naming ``target_field``) called with
+    ``args`` (plain data, already checked by ``ml.bundle_config``; problems name ``field``)."""
+    cls = network_class(target, file, target_field)
+    for key in sorted(FETCHING_ARGS & set(args)):
+        if args[key] not in (None, False):
+            raise ModelError(
+                file, f"{field}.{key}", "weights come from the registered file; must be null or false"
+            )
+    try:
+        return cls(**args)
+    except Exception as exc:  # the network's own argument checks
+        raise ModelError(file, field, f"{target} cannot be built: {exc}") from exc
 
 
 def network_from_spec(spec: dict[str, Any], file: str = "network") -> torch.nn.Module:
-    """A ``monai.networks.nets`` network from ``{"name", "args"}``, or the platform's text-conditioned
-    ``TextConditionedUNet`` (``ml.engine.grounding``)."""
+    """A ``monai.networks.nets`` network from ``{"name", "args"}`` (args plain data), or the platform's
+    text-conditioned ``TextConditionedUNet`` (``ml.engine.grounding``)."""
     name = spec.get("name") if isinstance(spec, dict) else None
+    args = check_spec_args(spec.get("args") if isinstance(spec, dict) else None, file)
     if name == "TextConditionedUNet":
         from ml.engine.grounding import grounding_from_spec
 
-        return grounding_from_spec(spec, file)
-    cls = getattr(nets, str(name), None) if name else None
-    if cls is None or not isinstance(cls, type) or not issubclass(cls, torch.nn.Module):
-        raise ModelError(file, "network.name", f"{name!r} is not a network of monai.networks.nets")
-    try:
-        return cls(**(spec.get("args") or {}))
-    except Exception as exc:  # the network's own argument checks
-        raise ModelError(file, "network.args", f"{name} cannot be built: {exc}") from exc
+        return grounding_from_spec({**spec, "args": args}, file)
+    return network_build(str(name), args, file, field="network.args", target_field="network.name")
 
 
 def load_model(path: Path, fmt: str, *, network: dict | None = None, device: str = "cpu") -> torch.nn.Module:
@@ -58,14 +109,21 @@ def load_model(path: Path, fmt: str, *, network: dict | None = None, device: str
 
 
 def _torch_load(data: bytes, file: str, field: str) -> dict:
+    """A state dict from a weights-only ``torch.load`` (tensors and plain containers, no pickled code):
+    the file itself, or the ``state_dict`` / ``model`` entry of a checkpoint (MONAI's ``CheckpointSaver``
+    writes ``{"model": ...}``); the ``module.`` prefix ``DataParallel`` adds to every key is removed."""
     try:
         state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:
         raise ModelError(file, field, f"not a PyTorch state dict: {exc}") from exc
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
+    for key in ("state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+            break
     if not isinstance(state, dict):
         raise ModelError(file, field, f"expected a state dict, got {type(state).__name__}")
+    if state and all(isinstance(k, str) and k.startswith("module.") for k in state):
+        state = {k.removeprefix("module."): v for k, v in state.items()}
     return state
 
 
@@ -78,40 +136,20 @@ def _load_state(model: torch.nn.Module, state: dict, file: str) -> None:
 
 
 def _bundle(path: Path) -> torch.nn.Module:
+    """A MONAI bundle's ``network_def`` built from its config read as data (``ml.bundle_config``: no ``$``
+    evaluation, ``_target_`` only from the allow-list) with the state dict of ``models/model.pt``."""
     name = path.name
-    files: dict[str, bytes] = {}
-    if path.is_dir():
-        for wanted in ("configs/inference.json", "models/model.pt"):
-            if (path / wanted).is_file():
-                files[wanted] = (path / wanted).read_bytes()
-    else:
-        try:
-            with zipfile.ZipFile(path) as zf:
-                for info in zf.infolist():
-                    parts = Path(info.filename).parts
-                    for wanted in ("configs/inference.json", "models/model.pt"):
-                        if len(parts) >= 2 and "/".join(parts[-2:]) == wanted:
-                            files[wanted] = zf.read(info)
-        except zipfile.BadZipFile as exc:
-            raise ModelError(name, "bundle", "not a zip file or folder") from exc
-    for wanted in ("configs/inference.json", "models/model.pt"):
-        if wanted not in files:
-            raise ModelError(name, wanted, "missing from the MONAI bundle")
-    try:
-        config = json.loads(files["configs/inference.json"])
-    except json.JSONDecodeError as exc:
-        raise ModelError(name, "configs/inference.json", f"not JSON: {exc}") from exc
-    definition = config.get("network_def") if isinstance(config, dict) else None
-    if not isinstance(definition, dict) or "_target_" not in definition:
-        raise ModelError(name, "configs/inference.json", "needs a network_def with a _target_")
-    from monai.bundle import ConfigParser
-
-    try:
-        parser = ConfigParser({"network_def": definition})
-        model = parser.get_parsed_content("network_def")
-    except Exception as exc:
-        raise ModelError(name, "network_def", f"cannot be built: {exc}") from exc
-    _load_state(model, _torch_load(files["models/model.pt"], name, "models/model.pt"), name)
+    files = read_bundle_files(path, (*CONFIG_NAMES, WEIGHTS_NAME))
+    member = next((m for m in CONFIG_NAMES if m in files), None)
+    if member is None:
+        raise ModelError(name, CONFIG_NAMES[0], "missing from the MONAI bundle")
+    if WEIGHTS_NAME not in files:
+        raise ModelError(name, WEIGHTS_NAME, "missing from the MONAI bundle")
+    definition = network_def(parse_config(files[member], name, member), file=name, member=member)
+    model = network_build(
+        definition.target, definition.args, name, field="network_def", target_field="network_def._target_"
+    )
+    _load_state(model, _torch_load(files[WEIGHTS_NAME], name, WEIGHTS_NAME), name)
     return model
 
 
