@@ -1,15 +1,22 @@
 """Model registry: register a model file as a new version, then validate it on a worker.
 
-Registering checks what can be checked without torch (format, input spec, label names, network spec
-shape), stores the file and creates the ``ModelVersion`` as ``validating``; a job on the ``gpu`` queue
-(in-process where no broker is configured) loads it and runs a forward pass on a dummy input, and marks it
-``ready`` or ``rejected`` with the reason naming the file and field. The web tier never loads a model.
+Registering (a manager's action) checks what can be checked without torch (format, input spec, label
+names, a network spec's arguments and a bundle's ``network_def`` read as data by ``ml.bundle_config``),
+stores the file and creates the ``ModelVersion`` as ``validating``; a job on the ``gpu`` queue (in-process
+where no broker is configured) marks it ``ready`` or ``rejected`` with the reason naming the file and
+field. The job loads the model and runs a forward pass on a dummy input in a child process
+(``ml.engine.check``): model files, TorchScript above all, are never loaded in the job's own process, so
+never in the web server's when jobs run in-process.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import shutil
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -17,16 +24,24 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.db.models import Max
 
+import ml
 from core.jobs import job_create, job_dispatch
 from core.models import Job, Project
 from core.storage import project_key, sha256_file, storage_local_copy, storage_put_file
+from ml.bundle_config import bundle_network_def, check_spec_args
 from ml.models import ModelFormat, ModelStatus, ModelTask, ModelVersion
-from ml.specs import InputSpec, ModelError, check_label_names
+from ml.specs import CHECK_RESULT_PREFIX, InputSpec, ModelError, check_label_names
 
 log = logging.getLogger(__name__)
 
+CHECK_TIMEOUT_S = 900  # loading and one forward pass on a dummy input; a file that hangs is rejected
+# what the check's child process inherits of the environment: paths, locale, devices and thread counts;
+# not the database, broker or storage credentials
+CHILD_ENV_PREFIXES = ("PATH", "HOME", "LANG", "LC_", "TMPDIR", "TEMP", "TMP", "LD_LIBRARY_PATH", "CUDA_",
+                      "NVIDIA_", "ML_DEVICE", "OMP_", "MKL_", "TORCH", "PYTORCH_", "VIRTUAL_ENV")  # fmt: skip
 
-def _check(fmt: str, task: str, name: str, network: dict | None, file: str) -> None:
+
+def _check(fmt: str, task: str, name: str, network: dict | None, file: str, path: Path) -> None:
     if fmt not in ModelFormat.values:
         raise ModelError(file, "format", f"{fmt!r} is not one of {', '.join(ModelFormat.values)}")
     if task not in ModelTask.values:
@@ -37,6 +52,10 @@ def _check(fmt: str, task: str, name: str, network: dict | None, file: str) -> N
         raise ModelError(
             file, "network", 'a state dict needs {"name": <monai.networks.nets class>, "args": {...}}'
         )
+    if network is not None:
+        check_spec_args(network.get("args") if isinstance(network, dict) else None, file)
+    if fmt == ModelFormat.BUNDLE:
+        bundle_network_def(path)  # data only: $ expressions, foreign _target_ and the like refused here
 
 
 def model_version_register(
@@ -60,7 +79,7 @@ def model_version_register(
     file = path.name
     if not path.exists():
         raise ModelError(file, "file", "no such file or folder")
-    _check(fmt, task, name, network, file)
+    _check(fmt, task, name, network, file, path)
     spec = InputSpec.from_dict(input_spec or {}, file)
     names = check_label_names(label_names, file)
     with tempfile.TemporaryDirectory(prefix="model-") as tmp:
@@ -112,29 +131,90 @@ def model_version_start_validation(*, version: ModelVersion, user=None) -> Job:
     return job
 
 
-def model_version_validate(*, version: ModelVersion, device: str | None = None) -> ModelVersion:
-    """Worker side: load the stored file and run the forward-pass check; ready or rejected."""
-    from ml.engine.devices import pick_device
-    from ml.engine.loading import check_forward, load_model
-
+def model_version_validate(
+    *, version: ModelVersion, device: str | None = None
+) -> tuple[ModelVersion, dict[str, Any]]:
+    """Worker side: the forward-pass check of the stored file in a child process; the version, now ready
+    or rejected, and the check's answer (with the child's pid and device)."""
     file = Path(version.weights.name).name
-    try:
-        with storage_local_copy(version.weights.name) as local:
-            model = load_model(local, version.format, network=version.network, device=device or pick_device())
-        check_forward(model, InputSpec.from_dict(version.input_spec), version.label_names, file)
-    except ModelError as exc:
-        ModelVersion.objects.filter(pk=version.pk).update(status=ModelStatus.REJECTED, error=str(exc))
-    else:
+    with storage_local_copy(version.weights.name) as local:
+        outcome = model_check_in_child(
+            path=local,
+            fmt=version.format,
+            network=version.network or None,
+            input_spec=version.input_spec,
+            label_names=version.label_names,
+            device=device,
+        )
+    if outcome["ok"]:
         ModelVersion.objects.filter(pk=version.pk).update(status=ModelStatus.READY, error="")
+    else:
+        error = str(ModelError(outcome.get("file") or file, outcome["field"], outcome["reason"]))
+        ModelVersion.objects.filter(pk=version.pk).update(status=ModelStatus.REJECTED, error=error)
     version.refresh_from_db()
-    return version
+    return version, outcome
+
+
+def model_check_in_child(
+    *,
+    path: Path,
+    fmt: str,
+    network: dict | None,
+    input_spec: dict,
+    label_names: list[str],
+    device: str | None = None,
+    timeout: float = CHECK_TIMEOUT_S,
+) -> dict[str, Any]:
+    """Run ``ml.engine.check`` on ``path`` in a new Python process (its own interpreter: nothing the file
+    does when loaded or run reaches this process) with a trimmed environment; its JSON answer, or a
+    rejection naming the file when the child crashes or runs past ``timeout`` seconds."""
+    file = Path(path).name
+    request = {
+        "path": str(path),
+        "format": fmt,
+        "network": network,
+        "input_spec": input_spec,
+        "label_names": label_names,
+        "device": device,
+    }
+    env = {k: v for k, v in os.environ.items() if k.startswith(CHILD_ENV_PREFIXES)}
+    root = Path(ml.__file__).resolve().parent.parent
+    env["PYTHONPATH"] = str(root)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "ml.engine.check"],
+            input=json.dumps(request),
+            capture_output=True,
+            text=True,
+            cwd=root,
+            env=env,
+            timeout=timeout,
+        )
+    except subprocess.TimeoutExpired:
+        return {
+            "ok": False,
+            "file": file,
+            "field": "weights",
+            "reason": f"the check ran past {timeout:.0f} s",
+        }
+    for line in reversed(done.stdout.splitlines()):
+        if line.startswith(CHECK_RESULT_PREFIX):
+            return json.loads(line[len(CHECK_RESULT_PREFIX) :])
+    log.error("model check of %s exited %s: %s", file, done.returncode, done.stderr[-4000:])
+    return {
+        "ok": False,
+        "file": file,
+        "field": "weights",
+        "reason": f"loading or running the model crashed the check (exit status {done.returncode})",
+    }
 
 
 def model_validate_job(*, job: Job) -> tuple[dict, dict, list[dict]]:
     version = ModelVersion.objects.get(pk=job.params["model_version"])
-    version = model_version_validate(version=version)
+    version, check = model_version_validate(version=version)
     errors = [{"file": Path(version.weights.name).name, "reason": version.error}] if version.error else []
-    return {"model_version": version.pk, "status": version.status}, {}, errors
+    result = {"model_version": version.pk, "status": version.status, "checked_in_pid": check.get("pid")}
+    return result, {}, errors
 
 
 def model_version_latest(*, project: Project, name: str) -> ModelVersion:

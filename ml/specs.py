@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 DEFAULT_ROI = {2: [256, 256], 3: [96, 96, 96]}
+CHECK_RESULT_PREFIX = "MODEL-CHECK:"  # the line ml.engine.check answers with (its child process's stdout)
 
 
 class ModelError(ValueError):

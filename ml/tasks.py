@@ -7,6 +7,8 @@ from core.jobs import job_run
 
 @shared_task(name="ml.validate_model", acks_late=True, max_retries=0)
 def validate_model(*, job_id: int) -> None:
+    """The forward-pass check of a new version; the model file is loaded in a child process
+    (``ml.engine.check``), so never in the web server when jobs run in-process."""
     from ml.services import model_validate_job
 
     job_run(job_id=job_id, body=lambda job: model_validate_job(job=job))

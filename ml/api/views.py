@@ -13,6 +13,7 @@ from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from core.errors import Forbidden
 from core.jobs import BrokerUnavailable
 from core.models import Role
 from core.selectors import project_get_for_user, projects_for_user, user_has_role
@@ -81,8 +82,9 @@ def _json(data, name):
 
 
 class ProjectModels(APIView):
-    """GET: the project's model versions. POST (multipart): register a file as the next version of
-    ``name``; 202 with the version (``validating``) whose ``job_id`` follows the forward-pass check."""
+    """GET: the project's model versions (members). POST (multipart, managers only): register a file as the
+    next version of ``name``; 202 with the version (``validating``) whose ``job_id`` follows the
+    forward-pass check."""
 
     parser_classes = [MultiPartParser, FormParser]
 
@@ -96,8 +98,12 @@ class ProjectModels(APIView):
         from ml.services import model_version_register
 
         project = project_get_for_user(request.user, slug)
-        if not user_has_role(request.user, project, WRITERS):
-            raise PermissionDenied("Only managers and researchers of this project may register models.")
+        if not user_has_role(request.user, project, [Role.MANAGER]):
+            # a model file is loaded and run by the platform's workers: registering one is a manager's
+            # decision (researchers still list the models and train new versions of registered ones)
+            raise Forbidden(
+                "Only managers of this project may register models; researchers may list them.", field="role"
+            )
         data = ModelVersionIn(data=request.data)
         data.is_valid(raise_exception=True)
         v = data.validated_data
