@@ -196,12 +196,12 @@ def main() -> None:
         workdir = Path(tmp)
         django_setup(workdir)
         import requests
-        from rest_framework.authtoken.models import Token
+        from knox.models import AuthToken
 
         from core.services import user_create
 
         user = user_create(username="ann", password=PASSWORD)
-        token = Token.objects.create(user=user).key
+        token = AuthToken.objects.create(user=user)[1]
         big, big_s = make_case("big", *BIG, user, workdir, proposal=True)
         small, small_s = make_case("small", *SMALL, user, workdir, proposal=False)
         nifti_size = (Path(os.environ["MEDIA_ROOT"]) / big.file.name).stat().st_size

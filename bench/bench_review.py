@@ -78,7 +78,7 @@ def _seed(studies: int, per_study: int, review_tasks: int, seed: int = 6) -> dic
     """Fill the migrated bench database; returns the users' tokens by role."""
     from django.contrib.auth import get_user_model
     from django.db import connection
-    from rest_framework.authtoken.models import Token
+    from knox.models import AuthToken
 
     from annotation.models import Annotation, AnnotationKind, Finding, ReviewTask, Stage
     from core.models import Role
@@ -97,7 +97,7 @@ def _seed(studies: int, per_study: int, review_tasks: int, seed: int = 6) -> dic
         for i in range(count):
             user = User.objects.create_user(username=f"{name}{i}", password=None)
             membership_set(project=project, user=user, role=role)
-            tokens[role].append(Token.objects.create(user=user).key)
+            tokens[role].append(AuthToken.objects.create(user=user)[1])
             if role == Role.ANNOTATOR:
                 annotators.append(user)
 
@@ -147,12 +147,15 @@ def _seed(studies: int, per_study: int, review_tasks: int, seed: int = 6) -> dic
 
 
 def _tokens() -> dict:
-    from rest_framework.authtoken.models import Token
+    """New tokens for the seeded users (knox keeps only digests: a stored token cannot be read back)."""
+    from django.contrib.auth import get_user_model
+    from knox.models import AuthToken
 
     tokens: dict[str, list[str]] = defaultdict(list)
-    for token in Token.objects.select_related("user").order_by("user__username"):
-        role = token.user.username.rstrip("0123456789")
-        tokens[role].append(token.key)
+    users = get_user_model().objects.filter(username__regex=r"^(annotator|radiologist|researcher)[0-9]+$")
+    for user in users.order_by("username"):
+        role = user.username.rstrip("0123456789")
+        tokens[role].append(AuthToken.objects.create(user=user)[1])
     return dict(tokens)
 
 

@@ -83,10 +83,10 @@ def setup_db(work: Path, env: dict) -> str:
         "import django; django.setup();"
         "from django.core.management import call_command; call_command('migrate', verbosity=0);"
         "from core.services import project_create, user_create, membership_set;"
-        "from rest_framework.authtoken.models import Token;"
+        "from knox.models import AuthToken;"
         "u = user_create(username='bench', password='bench-password');"
         "p = project_create(slug='bench', owner=u);"
-        "print(Token.objects.create(user=u).key)"
+        "print(AuthToken.objects.create(user=u)[1])"
     )
     out = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True)
     if out.returncode:

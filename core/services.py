@@ -1,8 +1,11 @@
 """Changes to projects and memberships."""
 
 from django.contrib.auth import get_user_model
+from django.contrib.auth.password_validation import validate_password
+from django.core.exceptions import ValidationError
 from django.db import transaction
 
+from core.errors import ApplicationError
 from core.models import Membership, Project, Role
 
 
@@ -48,8 +51,14 @@ def membership_set(*, project: Project, user, role: str) -> Membership:
     return membership
 
 
-def user_create(*, username: str, password: str, is_superuser: bool = False):
+def user_create(*, username: str, password: str, is_superuser: bool = False, is_staff: bool = False):
+    """A user whose ``password`` passes ``AUTH_PASSWORD_VALIDATORS``; raises ``ApplicationError`` on the
+    field ``password`` with the validators' reasons."""
     User = get_user_model()
+    try:
+        validate_password(password, user=User(username=username))
+    except ValidationError as exc:
+        raise ApplicationError(" ".join(exc.messages), field="password") from exc
     if is_superuser:
         return User.objects.create_superuser(username=username, password=password, email="")
-    return User.objects.create_user(username=username, password=password)
+    return User.objects.create_user(username=username, password=password, is_staff=is_staff)

@@ -1,5 +1,6 @@
 from django.contrib import admin
 
+from core.models import Membership, Role
 from studies.models import (
     GazeAnatomyMask,
     GazeRecording,
@@ -10,6 +11,7 @@ from studies.models import (
     ScanSource,
     Study,
 )
+from studies.selectors import identities_for_user
 
 
 @admin.register(Patient)
@@ -22,12 +24,37 @@ class PatientAdmin(admin.ModelAdmin):
 
 @admin.register(PatientIdentity)
 class PatientIdentityAdmin(admin.ModelAdmin):
-    list_display = ["patient", "original_id", "original_name"]
+    """Original identifiers: staff see them only for the projects they manage (superusers: all), read
+    through ``identities_for_user``; only superusers change them."""
 
-    def has_module_permission(self, request):  # the identity map is for superusers only in the admin
-        return request.user.is_superuser
+    list_display = ["patient", "project", "original_id", "original_name"]
+    list_select_related = ["patient", "patient__project"]
+
+    def get_queryset(self, request):
+        return identities_for_user(request.user)
+
+    @admin.display(ordering="patient__project__slug")
+    def project(self, identity):
+        return identity.patient.project
+
+    def has_module_permission(self, request):
+        user = request.user
+        if not (user.is_active and user.is_staff):
+            return False
+        return user.is_superuser or Membership.objects.filter(user=user, role=Role.MANAGER).exists()
 
     def has_view_permission(self, request, obj=None):
+        if obj is None:
+            return self.has_module_permission(request)
+        return identities_for_user(request.user).filter(pk=obj.pk).exists()
+
+    def has_add_permission(self, request):
+        return request.user.is_superuser
+
+    def has_change_permission(self, request, obj=None):
+        return request.user.is_superuser
+
+    def has_delete_permission(self, request, obj=None):
         return request.user.is_superuser
 
 

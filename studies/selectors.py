@@ -3,7 +3,7 @@
 from django.db.models import Count, QuerySet
 from django.http import Http404
 
-from core.models import Project, Role
+from core.models import Membership, Project, Role
 from core.selectors import project_get_for_user, projects_for_user
 from studies.models import GazeRecording, Patient, PatientIdentity, Report, Scan, Study
 
@@ -67,3 +67,15 @@ def identity_map_for_manager(user, slug: str) -> tuple[Project, QuerySet[Patient
     """The original-to-pseudonym map of a project: managers only (everyone else: 404)."""
     project = project_get_for_user(user, slug, roles=[Role.MANAGER])
     return project, PatientIdentity.objects.filter(patient__project=project).select_related("patient")
+
+
+def identities_for_user(user) -> QuerySet[PatientIdentity]:
+    """Original identifiers the user may see: those of the projects they manage (superusers: all). The
+    admin's identity pages read through this; the API's identity map through ``identity_map_for_manager``."""
+    identities = PatientIdentity.objects.select_related("patient", "patient__project")
+    if not user.is_authenticated or not user.is_active:
+        return identities.none()
+    if user.is_superuser:
+        return identities
+    managed = Membership.objects.filter(user=user, role=Role.MANAGER).values("project_id")
+    return identities.filter(patient__project_id__in=managed)

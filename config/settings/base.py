@@ -1,18 +1,7 @@
-"""Django core settings, security and the REST framework."""
+"""Django core settings and the REST framework (debug, keys, hosts, HTTPS, logins: security.py)."""
 
-from django.core.exceptions import ImproperlyConfigured
+from config.settings.env import BASE_DIR, env_str
 
-from config.settings.env import BASE_DIR, env_bool, env_list, env_str
-
-DEBUG = env_bool("DEBUG", default=True)
-SECRET_KEY = env_str("SECRET_KEY")
-if not SECRET_KEY:
-    if not DEBUG:
-        raise ImproperlyConfigured("DEBUG=False needs SECRET_KEY: refusing to start with a default key.")
-    SECRET_KEY = "insecure-embedded-development-key-set-SECRET_KEY-in-production"
-
-ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "testserver"])
-CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 VAR_DIR = BASE_DIR / "var"
 
 INSTALLED_APPS = [
@@ -21,10 +10,14 @@ INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
+    "whitenoise.runserver_nostatic",  # runserver serves static files as gunicorn does: through WhiteNoise
     "django.contrib.staticfiles",
     "rest_framework",
-    "rest_framework.authtoken",
+    "knox",
+    "axes",
+    "csp",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI and ReDoc as the platform's own static files
     "core",
     "studies",
     "labeling",
@@ -35,12 +28,15 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "csp.middleware.CSPMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "axes.middleware.AxesMiddleware",  # last: turns a locked-out login into a 429 with the reason
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -68,12 +64,16 @@ STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
 # The Vite build of frontend/ (`make frontend`); absent until built, so Python tests run without it.
 STATICFILES_DIRS = [d for d in [BASE_DIR / "frontend" / "dist"] if d.is_dir()]
+# WhiteNoise serves static files with DEBUG off too (embedded default, gunicorn), found where
+# collectstatic would find them, so `runserver` needs no collectstatic.
+WHITENOISE_USE_FINDERS = True
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # WhiteNoise warns about a missing STATIC_ROOT
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 LOGIN_URL = "/admin/login/"
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "knox.auth.TokenAuthentication",  # `Authorization: Token <key>`; expiry and revocation in security.py
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -88,7 +88,14 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Projects, de-identified scans, reports, gaze recordings and background jobs.",
     "VERSION": "0.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
-    "ENUM_NAME_OVERRIDES": {"GazeResultStatusEnum": "labeling.models.gaze.GazeResultStatus"},
+    "SWAGGER_UI_DIST": "SIDECAR",  # /api/docs/ and /api/redoc/ work with no internet
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "ENUM_NAME_OVERRIDES": {
+        "GazeResultStatusEnum": "labeling.models.gaze.GazeResultStatus",
+        "JobStatusEnum": "core.models.JobStatus",
+        "GazeFormatEnum": "studies.models.GazeFormat",
+    },
 }
 
 LOGGING = {

@@ -1,10 +1,11 @@
 from django.urls import include, path
-from rest_framework.authtoken.views import obtain_auth_token
 
-from core.api import views
+from core.api import auth, views
 
 urlpatterns = [
-    path("auth/token/", obtain_auth_token, name="auth-token"),
+    path("auth/token/", auth.TokenCreate.as_view(), name="auth-token"),
+    path("auth/token/revoke/", auth.TokenRevoke.as_view(), name="auth-token-revoke"),
+    path("auth/token/revoke-all/", auth.TokenRevokeAll.as_view(), name="auth-token-revoke-all"),
     path("auth/", include("rest_framework.urls")),
     path("projects/", views.ProjectList.as_view(), name="project-list"),
     path("projects/<slug:slug>/", views.ProjectDetail.as_view(), name="project-detail"),
