@@ -3,7 +3,8 @@
 ``LLMServer().start()`` listens on 127.0.0.1 (a free port) in a thread; ``server.script`` is a queue of
 actions, one per request (``ok``, ``malformed``, ``status`` such as 429 with Retry-After or 500, ``slow``);
 when it is empty ``server.responder(request)`` answers. ``server.delay`` is added before every reply.
-``server.requests`` records every request body (model, temperature, seed, response_format, messages).
+``server.requests`` records every request body (model, temperature, seed, response_format, messages), and
+``server.authorizations`` the Authorization header of each (in the same order).
 
 Run as a script (``python tests/labeling/llm_server.py --delay 0.2``) it serves in its own process and
 prints ``PORT <n>``: the benchmark uses it that way so the server does not share the client's interpreter.
@@ -96,6 +97,7 @@ class LLMServer:
         self.responder = responder
         self.script: collections.deque[dict] = collections.deque()
         self.requests: list[dict] = []
+        self.authorizations: list[str] = []
         self.lock = threading.Lock()
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -136,9 +138,10 @@ class LLMServer:
         with self.lock:
             self.script.extend(actions)
 
-    def next_action(self, request: dict) -> dict:
+    def next_action(self, request: dict, headers=None) -> dict:
         with self.lock:
             self.requests.append(request)
+            self.authorizations.append((headers.get("authorization") or "") if headers is not None else "")
             if self.script:
                 return self.script.popleft()
         return self.responder(request)
@@ -184,7 +187,7 @@ class _Handler(BaseHTTPRequestHandler):
         except json.JSONDecodeError:
             self._send(400, {"error": {"message": "body is not JSON"}})
             return
-        action = self.owner.next_action(request)
+        action = self.owner.next_action(request, self.headers)
         if self.owner.delay:
             time.sleep(self.owner.delay)
         self._act(action, request)
@@ -203,7 +206,7 @@ class _Handler(BaseHTTPRequestHandler):
                 msg = "response_format of type json_schema is not supported by this model"
                 self._send(400, {"error": {"message": msg, "type": "invalid_request_error"}})
             else:
-                self._act(self.owner.next_action(request), request)
+                self._act(self.owner.next_action(request, self.headers), request)
         else:
             self._send(200, completion(action, request))
 
@@ -289,7 +292,7 @@ class AsyncLLMServer(LLMServer):
                     name, _, value = h.decode("latin-1").partition(":")
                     headers[name.strip().lower()] = value.strip()
                 raw = await reader.readexactly(int(headers.get("content-length") or 0))
-                await self._handle(writer, method, path.rstrip("/"), raw)
+                await self._handle(writer, method, path.rstrip("/"), raw, headers)
                 if headers.get("connection", "").lower() == "close":
                     return
         except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
@@ -297,7 +300,7 @@ class AsyncLLMServer(LLMServer):
         finally:
             writer.close()
 
-    async def _handle(self, writer, method: str, path: str, raw: bytes) -> None:
+    async def _handle(self, writer, method: str, path: str, raw: bytes, headers: dict) -> None:
         if method == "GET" and path == "/v1/models":
             body = {"object": "list", "data": [{"id": "scripted", "object": "model", "owned_by": "test"}]}
             return await self._send(writer, 200, body)
@@ -307,7 +310,7 @@ class AsyncLLMServer(LLMServer):
             request = json.loads(raw)
         except json.JSONDecodeError:
             return await self._send(writer, 400, {"error": {"message": "body is not JSON"}})
-        action = self.next_action(request)
+        action = self.next_action(request, headers)
         if self.delay:
             await asyncio.sleep(self.delay)
         await self._act(writer, action, request)
