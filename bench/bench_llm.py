@@ -64,12 +64,14 @@ class Server:
 
 def run_level(base_url: str, reports: list[dict], concurrency: int, *, cache: bool = True) -> dict:
     from labeling.llm import LLMLabeler, label_many
+    from labeling.llm.endpoints import Endpoint
     from labeling.models import LLMCacheEntry
 
     if cache:
         LLMCacheEntry.objects.all().delete()
-    labeler = LLMLabeler(
-        {"model": "bench", "base_url": base_url, "concurrency": concurrency, "cache": cache, "timeout": 30}
+    labeler = LLMLabeler(  # the endpoint given in code: a run's params never carry a URL
+        {"model": "bench", "concurrency": concurrency, "cache": cache, "timeout": 30},
+        endpoint=Endpoint(name="bench", base_url=base_url),
     )
     label_many(labeler, reports[:concurrency], schema="chexpert", concurrency=concurrency)  # connections up
     if cache:

@@ -47,6 +47,12 @@ class RulesLabeler:
 
 
 def labeler_for(name: str, params: dict | None = None) -> Labeler:
+    """The labeler ``name`` set up with a run's ``params``. A URL or key in them (at any depth) is refused
+    for every labeler with a 400 naming the field: endpoints and keys come from the server's settings only
+    (labeling/llm/endpoints.py), and a run stores its params."""
+    from labeling.llm.endpoints import forbidden_params_check  # labeling.llm imports this module
+
+    forbidden_params_check(params or {})
     if name == "rules":
         return RulesLabeler(params or {})
     if name == "llm":

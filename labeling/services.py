@@ -26,7 +26,7 @@ SECTIONS = ("indication", "comparison", "findings", "impression")
 
 def settings_hash(*, labeler: Labeler, schema: str, params: dict) -> str:
     """What makes two runs the same: labeler and version, schema, parameters, prompt version, model,
-    and how the labeler asks (temperature, seed, endpoint) where it says."""
+    and how the labeler asks (temperature, seed, the endpoint's name: never its URL or key) where it says."""
     settings = {
         "recorded": _recorded(labeler),
         "labeler": labeler.name,

@@ -73,7 +73,8 @@ def retry_after_seconds(value: str | None, *, now: float | None = None) -> float
 
 
 class LLMClient:
-    """One endpoint and model; thread-safe (one instance serves all of a run's concurrent requests)."""
+    """One endpoint and model; thread-safe (one instance serves all of a run's concurrent requests).
+    ``endpoint``: its configured name (labeling/llm/endpoints.py), which errors name instead of the URL."""
 
     def __init__(
         self,
@@ -81,6 +82,7 @@ class LLMClient:
         base_url: str,
         model: str,
         api_key: str = "none",
+        endpoint: str = "",
         timeout: float = 60.0,
         max_retries: int = 4,
         invalid_retries: int | None = None,
@@ -94,6 +96,8 @@ class LLMClient:
         if not model:
             raise ValueError("llm: no model set (LLM_MODEL or params['model'])")
         self.base_url = base_url
+        # what errors name: the endpoint's name when it has one (the URL then goes to the log only)
+        self.where = f"endpoint {endpoint!r}" if endpoint else base_url
         self.model = model
         self.timeout = timeout
         self.max_retries = max_retries
@@ -193,7 +197,9 @@ class LLMClient:
             except openai.APIConnectionError as exc:
                 transport_failures += 1
                 cause = exc.__cause__ or exc
-                reason = f"cannot connect to {self.base_url}: {type(cause).__name__}: {cause}"
+                reason = f"cannot connect to {self.where}: {type(cause).__name__}: {cause}"
+                if self.where != self.base_url:
+                    log.warning("llm %s: cannot connect to %s: %s", self.where, self.base_url, cause)
                 wait = self.backoff(transport_failures)
             else:
                 content, used_in, used_out = _content_and_usage(response)

@@ -11,8 +11,10 @@ and ``extra["disagreement"]`` (True when the votes are not unanimous), so review
 from collections import Counter
 from contextlib import ExitStack, contextmanager
 
+from core.errors import ApplicationError
 from labeling.labelers import LabelResult
 from labeling.llm.client import LLMError
+from labeling.llm.endpoints import forbidden_params_check
 from labeling.types import ProposedFinding
 
 NOT_MENTIONED = "not mentioned"
@@ -22,18 +24,30 @@ class EnsembleMemberError(LLMError):
     """One member failed; ``raw_reply`` holds every member's reply so far (JSON by member)."""
 
 
-def _member(spec: dict):
+ENSEMBLE_PARAMS = frozenset({"members", "min_votes", "concurrency"})
+
+
+def _member(spec: dict, *, where: str):
+    """The labeler of ``params.members[i]`` (``where``); an ``llm`` member picks a configured endpoint by
+    name like an ``llm`` run (a URL or key is refused with the member's field named)."""
+    if not isinstance(spec, dict):
+        raise ApplicationError(
+            'must be an object such as {"labeler": "llm", "endpoint": "default"}', field=where
+        )
     spec = dict(spec)
     name = spec.pop("labeler", None)
     if name == "llm":
         from labeling.llm.labeler import LLMLabeler
 
-        return LLMLabeler(spec)
+        return LLMLabeler(spec, where=where)
     if name == "ensemble":
-        raise ValueError("ensemble: a member cannot be an ensemble")
+        raise ApplicationError("a member cannot be an ensemble", field=f"{where}.labeler")
     from labeling.labelers import labeler_for
 
-    return labeler_for(name, spec)
+    try:
+        return labeler_for(name, spec)
+    except ValueError as exc:
+        raise ApplicationError(str(exc), field=f"{where}.labeler") from exc
 
 
 def _member_label(labeler, taken: set[str]) -> str:
@@ -52,10 +66,18 @@ class EnsembleLabeler:
         params = dict(params or {})
         self.params = params
         if members is None:
+            forbidden_params_check(params)
+            for key in params:
+                if key not in ENSEMBLE_PARAMS:
+                    accepted = ", ".join(sorted(ENSEMBLE_PARAMS))
+                    raise ApplicationError(
+                        f"unknown parameter of the ensemble labeler; accepted: {accepted}",
+                        field=f"params.{key}",
+                    )
             specs = params.get("members") or []
-            if len(specs) < 2:
+            if not isinstance(specs, list) or len(specs) < 2:
                 raise ValueError("ensemble: params['members'] needs at least two labelers")
-            members = [_member(spec) for spec in specs]
+            members = [_member(spec, where=f"params.members[{i}]") for i, spec in enumerate(specs)]
         taken: set[str] = set()
         self.members = [(_member_label(m, taken), m) for m in members]
         self.min_votes = int(params.get("min_votes", 1))

@@ -13,6 +13,14 @@ from pathlib import Path
 
 from labeling.labelers import LabelResult
 from labeling.llm.client import LLMClient, LLMError
+from labeling.llm.endpoints import (
+    DEFAULT,
+    Endpoint,
+    endpoint_get,
+    endpoint_model,
+    llm_params_check,
+    setting,
+)
 from labeling.llm.schemas import EXTRA_FIELDS, ReplyInvalid, parse_reply, response_format
 from labeling.types import CHEXPERT_OBSERVATIONS, SCHEMAS, ProposedFinding
 
@@ -26,20 +34,6 @@ CODES = {
     "rexgroundingct": ("1a", "1b", "1c", "1d", "1e", "1f", "2a", "2b", "2c", "2d", "2e", "2f", "2g", "2h"),
     "petct": ("suv",),
 }
-
-
-def setting(name: str):
-    """A Django setting of config/settings/llm.py, or its default when Django is not configured with it."""
-    from config.settings import llm as defaults
-
-    try:
-        from django.conf import settings
-
-        if settings.configured:
-            return getattr(settings, name, getattr(defaults, name))
-    except ImportError:  # pragma: no cover - Django is always installed here
-        pass
-    return getattr(defaults, name)
 
 
 # -- prompts ------------------------------------------------------------------------------------------
@@ -162,16 +156,29 @@ def locate(sections: dict[str, str], section: str, sentence: str) -> tuple[str, 
 
 
 class LLMLabeler:
-    """Labels one report per ``label()`` call; safe to call from several threads at once."""
+    """Labels one report per ``label()`` call; safe to call from several threads at once.
+
+    ``params`` come from a run (a request): they name a configured endpoint (``endpoint``, default
+    ``default``) and may name a model it offers; a URL or key in them is refused (labeling/llm/endpoints.py).
+    ``endpoint`` is for code only (tests, the benchmark): an ``Endpoint`` to use instead of a configured one.
+    ``where`` is the params' place in the request, for the field errors name (an ensemble member's)."""
 
     name = "llm"
     version = LLM_LABELER_VERSION
 
-    def __init__(self, params: dict | None = None, *, client: LLMClient | None = None):
+    def __init__(
+        self,
+        params: dict | None = None,
+        *,
+        client: LLMClient | None = None,
+        endpoint: Endpoint | None = None,
+        where: str = "params",
+    ):
         params = dict(params or {})
+        llm_params_check(params, where=where)
         self.params = params
-        self.model_name = params.get("model") or setting("LLM_MODEL")
-        self.base_url = params.get("base_url") or setting("LLM_BASE_URL")
+        self.endpoint = endpoint or endpoint_get(params.get("endpoint"), where=where)
+        self.model_name = endpoint_model(self.endpoint, params.get("model"), where=where)
         self.prompt_version = params.get("prompt_version") or latest_prompt_version()
         self.temperature = float(params.get("temperature", setting("LLM_TEMPERATURE")))
         seed = params.get("seed", setting("LLM_SEED"))
@@ -190,15 +197,19 @@ class LLMLabeler:
         self._batches = 0  # label_many calls in progress: cache writes are grouped (see batch())
         self._pending_since = 0.0
         if not self.model_name:
-            raise ValueError("llm: no model set (LLM_MODEL or params['model'])")
+            configured = (
+                "LLM_MODEL" if self.endpoint.name == DEFAULT else f"LLM_{self.endpoint.name.upper()}_MODEL"
+            )
+            raise ValueError(f"llm: no model set ({configured} or params['model'])")
 
     @property
     def client(self) -> LLMClient:
         if self._client is None:
             self._client = LLMClient(
-                base_url=self.base_url,
+                base_url=self.endpoint.base_url,
                 model=self.model_name,
-                api_key=self.params.get("api_key") or setting("LLM_API_KEY"),
+                api_key=self.endpoint.api_key,
+                endpoint=self.endpoint.name,
                 timeout=self.timeout,
                 max_retries=self.max_retries,
                 invalid_retries=self.params.get("invalid_retries"),
@@ -210,10 +221,10 @@ class LLMLabeler:
         return self._client
 
     def recorded(self) -> dict:
-        """What a run should record about how it asked (no key)."""
+        """What a run should record about how it asked: the endpoint's name, never its URL or key."""
         return {
             "model": self.model_name,
-            "base_url": self.base_url,
+            "endpoint": self.endpoint.name,
             "prompt_version": self.prompt_version,
             "temperature": self.temperature,
             "seed": self.seed,
@@ -221,7 +232,13 @@ class LLMLabeler:
         }
 
     def cache_key(self, messages: list[dict], *, schema: str) -> str:
-        blob = json.dumps([self.model_name, self.prompt_version, schema, messages], sort_keys=True)
+        """sha256 of (model, prompt version, schema, input), and the endpoint's name when it is not
+        ``default`` (two endpoints may serve different models under one name; ``default``'s keys are
+        those from before named endpoints). Never the URL or key."""
+        ident = [self.model_name, self.prompt_version, schema, messages]
+        if self.endpoint.name != DEFAULT:
+            ident.insert(0, {"endpoint": self.endpoint.name})
+        blob = json.dumps(ident, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()
 
     def label(self, sections: dict[str, str], *, schema: str) -> LabelResult:

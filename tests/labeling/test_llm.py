@@ -9,6 +9,7 @@ import pytest
 
 from labeling.llm import LLMInvalidReply, LLMLabeler, LLMUnavailable, label_many
 from labeling.llm.client import retry_after_seconds
+from labeling.llm.endpoints import Endpoint
 from labeling.llm.labeler import PROMPTS, latest_prompt_version, load_prompt, locate
 from labeling.models import LLMCacheEntry
 from labeling.types import SCHEMAS
@@ -60,9 +61,9 @@ GOOD = {
 
 
 def labeler(server, **params) -> LLMLabeler:
+    """A labeler for ``server``, given in code (a run's params name a configured endpoint instead)."""
     defaults = {
         "model": "test-model",
-        "base_url": server.base_url,
         "timeout": 0.5,
         "max_retries": 3,
         "backoff_base": 0.01,
@@ -70,7 +71,7 @@ def labeler(server, **params) -> LLMLabeler:
         "temperature": 0.0,
         "seed": 7,
     }
-    return LLMLabeler(defaults | params)
+    return LLMLabeler(defaults | params, endpoint=Endpoint(name="test", base_url=server.base_url))
 
 
 def test_good_answer_gives_proposals_located_in_the_section_text(llm_server):
@@ -121,9 +122,9 @@ def test_request_records_model_temperature_seed_and_schema(llm_server):
     assert fmt["type"] == "json_schema" and fmt["json_schema"]["name"] == "chexpert_findings"
     assert fmt["json_schema"]["strict"] is True
     assert "Cardiomegaly with small right effusion." in sent["messages"][-1]["content"]
-    assert lab.recorded() | {"base_url": ""} == {
+    assert lab.recorded() == {
         "model": "test-model",
-        "base_url": "",
+        "endpoint": "test",
         "prompt_version": "v1",
         "temperature": 0.2,
         "seed": 11,
@@ -196,10 +197,12 @@ def test_endpoint_down_gives_a_clear_error():
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # closed once the block ends: nothing listens there
     lab = LLMLabeler(
-        {"model": "m", "base_url": f"http://127.0.0.1:{port}/v1", "max_retries": 1, "backoff_base": 0.01}
+        {"model": "m", "max_retries": 1, "backoff_base": 0.01},
+        endpoint=Endpoint(name="local", base_url=f"http://127.0.0.1:{port}/v1"),
     )
-    with pytest.raises(LLMUnavailable, match=rf"cannot connect to http://127.0.0.1:{port}/v1.*gave up"):
+    with pytest.raises(LLMUnavailable, match=r"cannot connect to endpoint 'local'.*gave up") as info:
         lab.label(SECTIONS, schema="chexpert")
+    assert str(port) not in str(info.value)  # the error names the endpoint; its URL goes to the log only
 
 
 def test_json_schema_rejected_falls_back_to_json_object(llm_server):
@@ -262,8 +265,8 @@ def test_label_many_bounds_concurrency_and_keeps_failures_in_place(llm_server):
     assert all(len(o.proposals) == 4 for o in outcomes if not isinstance(o, Exception))
 
 
-def test_run_finishes_every_report_it_can_and_says_why_the_others_failed(llm_server, project, monkeypatch):
-    """Through label_run_execute (the lead wires ``llm`` into labeler_for; here it is patched in)."""
+def test_run_finishes_every_report_it_can_and_says_why_the_others_failed(llm_server, project, settings):
+    """Through label_run_execute, on the ``default`` endpoint of the settings."""
     from labeling import services
     from labeling.models import RunReport
     from studies.models import Report
@@ -277,8 +280,8 @@ def test_run_finishes_every_report_it_can_and_says_why_the_others_failed(llm_ser
             checksum=str(i),
             findings=SECTIONS["findings"] + f" Case {i}.",
         )
-    monkeypatch.setattr(services, "labeler_for", lambda name, params: LLMLabeler(params))
-    params = {"model": "m", "base_url": llm_server.base_url, "max_retries": 1, "backoff_base": 0.01}
+    settings.LLM_BASE_URL = llm_server.base_url
+    params = {"model": "m", "max_retries": 1, "backoff_base": 0.01}
     params["concurrency"] = 1  # the script is consumed in report order
     llm_server.push(ok(GOOD), malformed(), malformed(), ok(GOOD))
     run = services.label_run_get_or_create(project=project, labeler="llm", params=params)
@@ -305,10 +308,17 @@ def by_model(answers: dict):
 
 
 def llm_member(server, model):
-    return {"labeler": "llm", "model": model, "base_url": server.base_url, "max_retries": 0, "cache": False}
+    """An ensemble member on the ``default`` endpoint (``server``: the tests point the settings at it)."""
+    return {"labeler": "llm", "model": model, "max_retries": 0, "cache": False}
 
 
-def test_ensemble_of_llm_models_votes_and_flags_disagreement(llm_server):
+@pytest.fixture
+def default_endpoint(llm_server, settings):
+    settings.LLM_BASE_URL = llm_server.base_url
+    return llm_server
+
+
+def test_ensemble_of_llm_models_votes_and_flags_disagreement(llm_server, default_endpoint):
     from labeling.llm import EnsembleLabeler
 
     llm_server.responder = by_model(
@@ -338,7 +348,7 @@ def test_ensemble_of_llm_models_votes_and_flags_disagreement(llm_server):
     assert len(ens2.label(SECTIONS, schema="chexpert").proposals) == 2
 
 
-def test_ensemble_tie_is_uncertain_and_member_failure_fails_the_report(llm_server):
+def test_ensemble_tie_is_uncertain_and_member_failure_fails_the_report(llm_server, default_endpoint):
     from labeling.llm import EnsembleLabeler
     from labeling.llm.ensemble import EnsembleMemberError
 
@@ -353,7 +363,7 @@ def test_ensemble_tie_is_uncertain_and_member_failure_fails_the_report(llm_serve
 
 
 @pytest.mark.skipif(importlib.util.find_spec("labeling.rules") is None, reason="labeling.rules not there yet")
-def test_ensemble_of_rules_and_llm(llm_server):
+def test_ensemble_of_rules_and_llm(llm_server, default_endpoint):
     from labeling.llm import EnsembleLabeler
 
     # the LLM agrees with the rules except on the pneumothorax and misses the impression's effusion

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
+from core.errors import ApplicationError
 from labeling.labelers import LABELERS, labeler_for
 from labeling.types import CHEXPERT_OBSERVATIONS, SCHEMAS
 
@@ -17,7 +18,8 @@ class Command(BaseCommand):
         "Propose the findings of reports. Stored reports: --project SLUG (a label run, resumable). "
         "A CSV file, no database: --csv IN.csv --id-column uid --text-columns findings,impression "
         "--out labels.csv (CheXpert-style: id, then the 14 observations as 1.0/0.0/-1.0/empty) and/or "
-        "--jsonl OUT.jsonl (every proposal with its span)."
+        "--jsonl OUT.jsonl (every proposal with its span). LLM endpoints are named in the server's "
+        "settings (LLM_ENDPOINTS): --endpoint NAME picks one; a URL or key is never an option."
     )
 
     def add_arguments(self, parser):
@@ -30,14 +32,38 @@ class Command(BaseCommand):
         parser.add_argument("--schema", choices=SCHEMAS, default="chexpert", help="label schema for --csv")
         parser.add_argument("--out", type=Path, help="CheXpert-style label CSV to write (--csv)")
         parser.add_argument("--jsonl", type=Path, help="proposals as JSON lines to write (--csv)")
+        parser.add_argument("--endpoint", help="llm: a configured endpoint's name (default: default)")
+        parser.add_argument("--model", help="llm: a model the endpoint offers (default: the endpoint's)")
+        parser.add_argument(
+            "--params",
+            help="the run's params as JSON, as the API takes them (ensemble: "
+            '{"members": [{"labeler": "rules"}, {"labeler": "llm", "endpoint": "local"}]})',
+        )
 
     def handle(self, *args, **opts):
         if bool(opts["project"]) == bool(opts["csv"]):
             raise CommandError("give either --project SLUG or --csv IN.csv")
+        opts["params"] = self._params(opts)
         if opts["csv"]:
             self._csv(opts)
         else:
             self._project(opts)
+
+    def _params(self, opts) -> dict:
+        """The run's params: --params, with --endpoint and --model (llm) on top; checked by the labeler
+        like the API's (a URL or key is refused, naming the field)."""
+        try:
+            params = json.loads(opts["params"]) if opts["params"] else {}
+        except json.JSONDecodeError as exc:
+            raise CommandError(f"--params: not JSON: {exc}") from exc
+        if not isinstance(params, dict):
+            raise CommandError("--params: a JSON object")
+        for option in ("endpoint", "model"):
+            if opts[option]:
+                if opts["labeler"] != "llm":
+                    raise CommandError(f"--{option} is for --labeler llm (ensemble members: --params)")
+                params[option] = opts[option]
+        return params
 
     def _project(self, opts):
         from tqdm import tqdm
@@ -55,8 +81,8 @@ class Command(BaseCommand):
             except ValueError as exc:
                 raise CommandError("--report-ids: comma-separated integers") from exc
         try:
-            run = label_run_get_or_create(project=project, labeler=opts["labeler"])
-        except ValueError as exc:
+            run = label_run_get_or_create(project=project, labeler=opts["labeler"], params=opts["params"])
+        except (ValueError, ApplicationError) as exc:
             raise CommandError(str(exc)) from exc
         bar = tqdm(desc=f"run {run.pk}", unit="report", file=sys.stderr)
 
@@ -86,8 +112,8 @@ class Command(BaseCommand):
         from labeling.rules import chexpert_row
 
         try:
-            labeler = labeler_for(opts["labeler"])
-        except ValueError as exc:
+            labeler = labeler_for(opts["labeler"], opts["params"])
+        except (ValueError, ApplicationError) as exc:
             raise CommandError(str(exc)) from exc
         columns = [c.strip() for c in opts["text_columns"].split(",")] if opts["text_columns"] else None
         out_fh = open(opts["out"], "w", newline="", encoding="utf-8") if opts["out"] else None  # noqa: SIM115
