@@ -48,9 +48,10 @@ class ApplicationError(Exception):
         return body
 
 
-class FieldError(ApplicationError):
+class FieldError(ApplicationError, ValueError):
     """An application error built as ``(field, reason)``, the shape the apps' errors share; ``reason`` is
-    the message."""
+    the message. (Also a ``ValueError``, as these errors were before: callers that catch bad values still
+    catch them.)"""
 
     def __init__(self, field: str, reason: str, *, status: int | None = None, extra: dict | None = None):
         super().__init__(reason, field=field, status=status, extra=extra)

@@ -5,14 +5,25 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from core.errors import ApplicationError
+
 DEFAULT_ROI = {2: [256, 256], 3: [96, 96, 96]}
 CHECK_RESULT_PREFIX = "MODEL-CHECK:"  # the line ml.engine.check answers with (its child process's stdout)
 
 
-class ModelError(ValueError):
+class ModelError(ApplicationError, ValueError):
+    """A model file, spec or name that cannot be used: a 400 naming ``field`` (the message names the file).
+    (``core.errors`` needs no Django: the model-check child process imports this module.)"""
+
     def __init__(self, file: str, field: str, reason: str):
-        self.file, self.field, self.reason = file, field, reason
-        super().__init__(f"{file} [{field}]: {reason}")
+        super().__init__(f"{file}: {reason}", field=field)
+        self.file, self.reason = file, reason
+
+    def __str__(self) -> str:
+        return f"{self.file} [{self.field}]: {self.reason}"
+
+    def __reduce__(self):
+        return (type(self), (self.file, self.field, self.reason))
 
 
 @dataclass

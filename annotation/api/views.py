@@ -2,9 +2,6 @@
 saves (409 with both versions on a stale one), stage transitions by role, history; with several readers
 per finding their readings (next, save, submit) and the agreement."""
 
-import gzip
-import io
-
 import numpy as np
 from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
@@ -34,6 +31,7 @@ from core.errors import NotFound
 from core.models import Role
 from core.selectors import project_get_for_user, project_ids_for_slug, role_require, user_has_role
 from studies.api.views import stored_file_response
+from studies.services.uploads import mask_upload_read
 
 ANNOTATORS = [Role.ANNOTATOR, Role.MANAGER]
 RADIOLOGISTS = [Role.RADIOLOGIST]
@@ -192,30 +190,9 @@ class TaskDetail(APIView):
 
 def _read_mask(upload, scan) -> tuple[np.ndarray, bytes | None]:
     """The mask as booleans (X, Y[, Z]) and, when the upload is already what would be stored (a gzipped
-    uint8 NIfTI of 0/1 on the scan's affine), its bytes, stored as they are (no second encoding)."""
-    data = upload.read()
-    name = upload.name or "mask"
-    if data[:8] == b"\x89PNG\r\n\x1a\n":
-        from PIL import Image
-
-        return np.asarray(Image.open(io.BytesIO(data)).convert("L")).T > 0, None
-    try:
-        import nibabel as nib
-
-        raw = gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
-        image = nib.Nifti1Image.from_bytes(raw)
-        voxels = np.asarray(image.dataobj)
-    except Exception as exc:  # nibabel raises several kinds
-        raise ValidationError({"mask": f"{name}: not a NIfTI or PNG mask ({exc})"}) from exc
-    mask = voxels > 0
-    reusable = (
-        data[:2] == b"\x1f\x8b"
-        and voxels.dtype == np.uint8
-        and scan is not None
-        and np.allclose(image.affine, np.asarray(scan.affine), atol=1e-4)
-        and int(voxels.max(initial=0)) <= 1
-    )
-    return mask, data if reusable else None
+    uint8 NIfTI of 0/1 on the scan's affine), its bytes, stored as they are (no second encoding).
+    Decoded within the scan's grid: a file declaring another shape is a 400 before it is inflated."""
+    return mask_upload_read(upload, scan=scan, field="mask")
 
 
 class TaskAnnotations(APIView):
@@ -369,7 +346,6 @@ class QueuePriorities(APIView):
     @extend_schema(request=QueueIn, responses={200: OpenApiTypes.OBJECT})
     def post(self, request, slug: str):
         from ml.services import model_version_latest
-        from ml.specs import ModelError
 
         project = project_get_for_user(request.user, slug)
         role_require(request.user, project, [Role.MANAGER], "managers")
@@ -377,10 +353,7 @@ class QueuePriorities(APIView):
         data.is_valid(raise_exception=True)
         version = None
         if data.validated_data.get("model"):
-            try:
-                version = model_version_latest(project=project, name=data.validated_data["model"])
-            except ModelError as exc:
-                raise ValidationError({"model": str(exc)}) from exc
+            version = model_version_latest(project=project, name=data.validated_data["model"])
         changed = services.queue_reprioritise(
             project=project, strategy=data.validated_data["strategy"], model_version=version
         )
@@ -396,7 +369,6 @@ class TrainFromAccepted(APIView):
     def post(self, request, slug: str):
         from annotation.training import accepted_examples
         from ml.services import model_version_latest
-        from ml.specs import ModelError
         from ml.training import training_run_create, training_run_start
 
         project = project_get_for_user(request.user, slug)
@@ -404,18 +376,15 @@ class TrainFromAccepted(APIView):
         data = TrainFromAcceptedIn(data=request.data)
         data.is_valid(raise_exception=True)
         v = data.validated_data
-        try:
-            parent = model_version_latest(project=project, name=v["model"])
-            ids = v.get("finding_ids") or list(
-                Finding.objects.filter(project=project, status="accepted", annotations__kind="mask")
-                .values_list("pk", flat=True)
-                .distinct()
-            )
-            examples = accepted_examples(project, ids, parent.label_names[1:], v["label_map"])
-            run = training_run_create(parent=parent, examples=examples, params=v["params"], user=request.user)
-            job = training_run_start(run=run, user=request.user)
-        except ModelError as exc:
-            raise ValidationError({"model": str(exc)}) from exc
+        parent = model_version_latest(project=project, name=v["model"])
+        ids = v.get("finding_ids") or list(
+            Finding.objects.filter(project=project, status="accepted", annotations__kind="mask")
+            .values_list("pk", flat=True)
+            .distinct()
+        )
+        examples = accepted_examples(project, ids, parent.label_names[1:], v["label_map"])
+        run = training_run_create(parent=parent, examples=examples, params=v["params"], user=request.user)
+        job = training_run_start(run=run, user=request.user)
         return Response(
             {"training_run": run.pk, "job_id": job.pk, "examples": len(examples)},
             status=status.HTTP_202_ACCEPTED,

@@ -4,21 +4,19 @@ import json
 import tempfile
 from pathlib import Path
 
-from django.http import Http404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework import generics, serializers, status
-from rest_framework.exceptions import PermissionDenied, ValidationError
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from core.errors import Forbidden
-from core.jobs import BrokerUnavailable
+from core.api.params import query_int
+from core.errors import ApplicationError
 from core.models import Role
-from core.selectors import project_get_for_user, projects_for_user, user_has_role
+from core.selectors import project_get_for_user, role_require
 from ml.models import ModelFormat, ModelTask, ModelVersion, TrainingRun
-from ml.specs import ModelError
+from ml.selectors import model_version_get_for_user, model_versions_for_user, training_run_get_for_user
 from studies.selectors import scan_get_for_user
 
 WRITERS = [Role.MANAGER, Role.RESEARCHER]
@@ -66,19 +64,11 @@ class PreannotateIn(serializers.Serializer):
     params = serializers.DictField(required=False, default=dict)
 
 
-def _visible(model, user, pk: int, what: str):
-    """A row of ``model`` in one of the user's projects, else 404."""
-    found = model.objects.filter(project__in=projects_for_user(user), pk=pk).first()
-    if found is None:
-        raise Http404(f"No such {what}.")
-    return found
-
-
 def _json(data, name):
     try:
         return json.loads(data)
     except json.JSONDecodeError as exc:
-        raise ValidationError({name: f"not JSON: {exc}"}) from exc
+        raise ApplicationError(f"not JSON: {exc}", field=name) from exc
 
 
 class ProjectModels(APIView):
@@ -91,19 +81,17 @@ class ProjectModels(APIView):
     @extend_schema(responses={200: ModelVersionOut(many=True)})
     def get(self, request, slug: str):
         project = project_get_for_user(request.user, slug)
-        return Response(ModelVersionOut(ModelVersion.objects.filter(project=project), many=True).data)
+        versions = model_versions_for_user(request.user).filter(project=project)
+        return Response(ModelVersionOut(versions, many=True).data)
 
     @extend_schema(request=ModelVersionIn, responses={202: ModelVersionOut})
     def post(self, request, slug: str):
         from ml.services import model_version_register
 
         project = project_get_for_user(request.user, slug)
-        if not user_has_role(request.user, project, [Role.MANAGER]):
-            # a model file is loaded and run by the platform's workers: registering one is a manager's
-            # decision (researchers still list the models and train new versions of registered ones)
-            raise Forbidden(
-                "Only managers of this project may register models; researchers may list them.", field="role"
-            )
+        # a model file is loaded and run by the platform's workers: registering one is a manager's decision
+        # (researchers still list the models and train new versions of registered ones)
+        role_require(request.user, project, [Role.MANAGER], "managers (researchers may list models)")
         data = ModelVersionIn(data=request.data)
         data.is_valid(raise_exception=True)
         v = data.validated_data
@@ -116,22 +104,17 @@ class ProjectModels(APIView):
             with open(local, "wb") as out:
                 for chunk in v["file"].chunks():
                     out.write(chunk)
-            try:
-                version = model_version_register(
-                    project=project,
-                    path=local,
-                    fmt=v["format"],
-                    name=v["name"],
-                    task=v["task"],
-                    input_spec=_json(v["input_spec"], "input_spec"),
-                    label_names=names,
-                    network=_json(v["network"], "network") if v.get("network") else None,
-                    user=request.user,
-                )
-            except ModelError as exc:
-                raise ValidationError({exc.field: f"{exc.file}: {exc.reason}"}) from exc
-            except BrokerUnavailable as exc:
-                return Response({"detail": str(exc)}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
+            version = model_version_register(
+                project=project,
+                path=local,
+                fmt=v["format"],
+                name=v["name"],
+                task=v["task"],
+                input_spec=_json(v["input_spec"], "input_spec"),
+                label_names=names,
+                network=_json(v["network"], "network") if v.get("network") else None,
+                user=request.user,
+            )
         version.refresh_from_db()
         return Response(ModelVersionOut(version).data, status=status.HTTP_202_ACCEPTED)
 
@@ -140,7 +123,7 @@ class ModelVersionDetail(generics.RetrieveAPIView):
     serializer_class = ModelVersionOut
 
     def get_object(self):
-        return _visible(ModelVersion, self.request.user, self.kwargs["pk"], "model version")
+        return model_version_get_for_user(self.request.user, self.kwargs["pk"])
 
 
 class ScanPreannotate(APIView):
@@ -152,19 +135,17 @@ class ScanPreannotate(APIView):
         from ml.preannotate import GENERATORS, preannotate_start
 
         scan = scan_get_for_user(request.user, pk)
-        if not user_has_role(request.user, scan.project, [*WRITERS, Role.ANNOTATOR]):
-            raise PermissionDenied("Only members who annotate may start pre-annotation.")
+        role_require(
+            request.user, scan.project, [*WRITERS, Role.ANNOTATOR], "managers, researchers and annotators"
+        )
         data = PreannotateIn(data=request.data)
         data.is_valid(raise_exception=True)
         generator = data.validated_data["generator"]
         if generator not in GENERATORS and not generator.startswith("model:"):
-            raise ValidationError({"generator": f"one of {', '.join(GENERATORS)} or model:<name>"})
-        try:
-            job = preannotate_start(
-                scan=scan, generator=generator, params=data.validated_data["params"], user=request.user
-            )
-        except BrokerUnavailable as exc:
-            return Response({"detail": str(exc)}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
+            raise ApplicationError(f"one of {', '.join(GENERATORS)} or model:<name>", field="generator")
+        job = preannotate_start(
+            scan=scan, generator=generator, params=data.validated_data["params"], user=request.user
+        )
         return Response({"job_id": job.pk}, status=status.HTTP_202_ACCEPTED)
 
 
@@ -201,27 +182,18 @@ class ProjectTrainingRuns(APIView):
     @extend_schema(request=TrainingRunIn, responses={202: TrainingRunOut})
     def post(self, request, slug: str):
         from ml.services import model_version_latest
-        from ml.training import TrainingError, training_run_create, training_run_start
+        from ml.training import training_run_create, training_run_start
 
         project = project_get_for_user(request.user, slug)
-        if not user_has_role(request.user, project, WRITERS):
-            raise PermissionDenied("Only managers and researchers of this project may train models.")
+        role_require(request.user, project, WRITERS, "managers and researchers")
         data = TrainingRunIn(data=request.data)
         data.is_valid(raise_exception=True)
         v = data.validated_data
-        try:
-            parent = model_version_latest(project=project, name=v["model"])
-            run = training_run_create(
-                parent=parent, proposal_ids=v["proposal_ids"], params=v["params"], user=request.user
-            )
-            training_run_start(run=run, user=request.user)
-        except ModelError as exc:
-            raise ValidationError({"model": str(exc)}) from exc
-        except TrainingError as exc:
-            field = str(exc).split(":")[0]
-            raise ValidationError({field: str(exc)}) from exc
-        except BrokerUnavailable as exc:
-            return Response({"detail": str(exc)}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
+        parent = model_version_latest(project=project, name=v["model"])
+        run = training_run_create(
+            parent=parent, proposal_ids=v["proposal_ids"], params=v["params"], user=request.user
+        )
+        training_run_start(run=run, user=request.user)
         run.refresh_from_db()
         return Response(TrainingRunOut(run).data, status=status.HTTP_202_ACCEPTED)
 
@@ -230,7 +202,7 @@ class TrainingRunDetail(generics.RetrieveAPIView):
     serializer_class = TrainingRunOut
 
     def get_object(self):
-        return _visible(TrainingRun, self.request.user, self.kwargs["pk"], "training run")
+        return training_run_get_for_user(self.request.user, self.kwargs["pk"])
 
 
 class ActiveLearningIn(serializers.Serializer):
@@ -248,26 +220,20 @@ class ProjectActiveLearning(APIView):
             return None
         from ml.services import model_version_latest
 
-        try:
-            return model_version_latest(project=project, name=name)
-        except ModelError as exc:
-            raise ValidationError({"model": str(exc)}) from exc
+        return model_version_latest(project=project, name=name)
 
     @extend_schema(responses={200: OpenApiTypes.OBJECT})
     def get(self, request, slug: str):
-        from ml.active_learning import ActiveLearningError, ranked
+        from ml.active_learning import ranked
 
         project = project_get_for_user(request.user, slug)
         q = request.query_params
-        try:
-            rows = ranked(
-                project=project,
-                strategy=q.get("strategy", "predictive_entropy"),
-                version=self._version(project, q.get("model")),
-                seed=int(q.get("seed", 0)),
-            )
-        except ActiveLearningError as exc:
-            raise ValidationError({str(exc).split(":")[0]: str(exc)}) from exc
+        rows = ranked(
+            project=project,
+            strategy=q.get("strategy", "predictive_entropy"),
+            version=self._version(project, q.get("model")),
+            seed=query_int(q, "seed", 0),
+        )
         return Response(
             [
                 {
@@ -282,24 +248,18 @@ class ProjectActiveLearning(APIView):
 
     @extend_schema(request=ActiveLearningIn, responses={202: OpenApiTypes.OBJECT})
     def post(self, request, slug: str):
-        from ml.active_learning import ActiveLearningError, scores_start
+        from ml.active_learning import scores_start
 
         project = project_get_for_user(request.user, slug)
-        if not user_has_role(request.user, project, WRITERS):
-            raise PermissionDenied("Only managers and researchers of this project may score cases.")
+        role_require(request.user, project, WRITERS, "managers and researchers")
         data = ActiveLearningIn(data=request.data)
         data.is_valid(raise_exception=True)
         v = data.validated_data
-        try:
-            job = scores_start(
-                project=project,
-                strategy=v["strategy"],
-                version=self._version(project, v.get("model")),
-                params=v["params"],
-                user=request.user,
-            )
-        except ActiveLearningError as exc:
-            raise ValidationError({str(exc).split(":")[0]: str(exc)}) from exc
-        except BrokerUnavailable as exc:
-            return Response({"detail": str(exc)}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
+        job = scores_start(
+            project=project,
+            strategy=v["strategy"],
+            version=self._version(project, v.get("model")),
+            params=v["params"],
+            user=request.user,
+        )
         return Response({"job_id": job.pk}, status=status.HTTP_202_ACCEPTED)
