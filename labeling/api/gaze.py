@@ -9,15 +9,14 @@ from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics, status
-from rest_framework.exceptions import PermissionDenied, ValidationError
+from rest_framework.exceptions import ValidationError
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.api.params import query_float
-from core.jobs import BrokerUnavailable
 from core.models import Role
-from core.selectors import project_get_for_user, user_has_role
+from core.selectors import project_get_for_user, role_require
 from labeling import selectors
 from labeling.api.gaze_serializers import (
     AnatomyMaskIn,
@@ -72,8 +71,7 @@ class GazeRuns(APIView):
     @extend_schema(request=GazeRunIn, responses={202: GazeRunOut})
     def post(self, request, slug: str):
         project = project_get_for_user(request.user, slug)
-        if not user_has_role(request.user, project, WRITERS):
-            raise PermissionDenied("Only managers and researchers of this project may start gaze label runs.")
+        role_require(request.user, project, WRITERS, "managers and researchers")
         data = GazeRunIn(data=request.data)
         data.is_valid(raise_exception=True)
         ids = data.validated_data.get("recording_ids")
@@ -89,8 +87,6 @@ class GazeRuns(APIView):
             run = gaze_run_start(
                 project=project, params=data.validated_data["params"], recording_ids=ids, user=request.user
             )
-        except BrokerUnavailable as exc:
-            return Response({"detail": str(exc)}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
         except (ValueError, TypeError) as exc:
             raise ValidationError({"params": str(exc)}) from exc
         return Response(GazeRunOut(run).data, status=status.HTTP_202_ACCEPTED)
@@ -128,8 +124,7 @@ class RecordingGazeLabels(APIView):
     @extend_schema(request=GazeRunIn, responses={200: OpenApiTypes.OBJECT})
     def post(self, request, pk: int):
         recording = gaze_recording_get_for_user(request.user, pk)
-        if not user_has_role(request.user, recording.project, WRITERS):
-            raise PermissionDenied("Only managers and researchers of this project may generate gaze labels.")
+        role_require(request.user, recording.project, WRITERS, "managers and researchers")
         data = GazeRunIn(data=request.data)
         data.is_valid(raise_exception=True)
         try:
@@ -160,12 +155,12 @@ class AnatomyMaskUpload(APIView):
     annotators."""
 
     parser_classes = [MultiPartParser, FormParser]
+    upload_limit_setting = "MASK_UPLOAD_MAX_BYTES"  # core.uploads: 413 above it, before the body is read
 
     @extend_schema(request=AnatomyMaskIn, responses={201: OpenApiTypes.OBJECT})
     def post(self, request, pk: int):
         recording = gaze_recording_get_for_user(request.user, pk)
-        if not user_has_role(request.user, recording.project, [*WRITERS, Role.ANNOTATOR]):
-            raise PermissionDenied("Only members who annotate may add anatomy masks.")
+        role_require(request.user, recording.project, [*WRITERS, Role.ANNOTATOR], "members who annotate")
         upload = request.FILES.get("file")
         if upload is None:
             raise ValidationError({"file": "attach the mask PNG as 'file'"})
@@ -173,7 +168,7 @@ class AnatomyMaskUpload(APIView):
             mask = anatomy_mask_set(
                 recording=recording,
                 name=request.data.get("name", ""),
-                data=upload.read(),
+                data=upload,
                 filename=upload.name,
             )
         except IngestError as exc:

@@ -2,13 +2,12 @@
 
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics, status
-from rest_framework.exceptions import PermissionDenied, ValidationError
+from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from core.jobs import BrokerUnavailable
 from core.models import Role
-from core.selectors import project_get_for_user, user_has_role
+from core.selectors import project_get_for_user, role_require
 from labeling import selectors
 from labeling.api.serializers import FindingProposalOut, LabelRunIn, LabelRunOut
 from labeling.services import label_run_start
@@ -28,8 +27,7 @@ class LabelRuns(APIView):
     @extend_schema(request=LabelRunIn, responses={202: LabelRunOut})
     def post(self, request, slug: str):
         project = project_get_for_user(request.user, slug)
-        if not user_has_role(request.user, project, [Role.MANAGER, Role.RESEARCHER]):
-            raise PermissionDenied("Only managers and researchers of this project may start label runs.")
+        role_require(request.user, project, [Role.MANAGER, Role.RESEARCHER], "managers and researchers")
         data = LabelRunIn(data=request.data)
         data.is_valid(raise_exception=True)
         ids = data.validated_data.get("report_ids")
@@ -45,8 +43,6 @@ class LabelRuns(APIView):
                 report_ids=ids,
                 user=request.user,
             )
-        except BrokerUnavailable as exc:
-            return Response({"detail": str(exc)}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
         except ValueError as exc:  # a labeler that cannot be set up (no LLM model configured, bad params)
             raise ValidationError({"labeler": str(exc)}) from exc
         return Response(LabelRunOut(run).data, status=status.HTTP_202_ACCEPTED)
