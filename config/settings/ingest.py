@@ -1,16 +1,27 @@
 """Limits that protect ingest: upload size, zip bombs, worker processes."""
 
-from config.settings.env import env_bool, env_int
+from config.settings.env import env_bool, env_int, env_str
 
 # One upload request (all its files together), in bytes.
 UPLOAD_MAX_BYTES = env_int("UPLOAD_MAX_BYTES", 2 * 1024**3)
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024**2
 FILE_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024**2
 FILE_UPLOAD_HANDLERS = ["core.uploads.LargeChunkUploadHandler"]
-# Zip archives: total uncompressed size, member count and compression ratio of any member.
+# One mask upload (annotation saves, anatomy masks), in bytes, refused before the body is read.
+MASK_UPLOAD_MAX_BYTES = env_int("MASK_UPLOAD_MAX_BYTES", 256 * 1024**2)
+# Zip archives: total uncompressed size, member count and compression ratio of any member (the ratio
+# also bounds a .nii.gz scan: declared voxel bytes over file size).
 ZIP_MAX_TOTAL_BYTES = env_int("ZIP_MAX_TOTAL_BYTES", 20 * 1024**3)
 ZIP_MAX_MEMBERS = env_int("ZIP_MAX_MEMBERS", 200_000)
 ZIP_MAX_RATIO = env_int("ZIP_MAX_RATIO", 200)
+# Decoding, checked from the headers before anything is inflated: voxel bytes one NIfTI scan may
+# declare, and pixels (width x height) of one PNG/JPEG (scans and masks).
+NIFTI_MAX_BYTES = env_int("NIFTI_MAX_BYTES", 2 * 1024**3)
+IMAGE_MAX_PIXELS = env_int("IMAGE_MAX_PIXELS", 64 * 1024**2)
+# Jobs: a running job's lease, renewed while its process lives; once it lapses the reaper fails the job
+# and removes its raw uploads. Raw uploads wait in JOB_SCRATCH_DIR (default MEDIA_ROOT/.scratch/jobs).
+JOB_LEASE_SECONDS = env_int("JOB_LEASE_SECONDS", 300)
+JOB_SCRATCH_DIR = env_str("JOB_SCRATCH_DIR", "")
 # Canonical scan files: uncompressed .nii by default (fast to write, sliced and served without
 # decompressing); CANONICAL_NIFTI_GZIP=true stores .nii.gz (about a third of the size for CT).
 CANONICAL_NIFTI_GZIP = env_bool("CANONICAL_NIFTI_GZIP", False)

@@ -3,13 +3,16 @@
 A zip archive is refused whole when a member path escapes the extraction folder (``../``, absolute
 paths, drive letters) or when it looks like a zip bomb: more members, more total uncompressed bytes or a
 higher compression ratio than the limits in settings (``ZIP_MAX_*``). Limits are also enforced while
-extracting, so a lying central directory cannot exceed them.
+extracting, so a lying central directory cannot exceed them: a member is inflated a piece at a time and
+never past the size it declares; one whose data goes on past that size (or whose checksum fails) is
+refused naming it, and what was written of it is removed.
 """
 
 import os
 import shutil
 import stat
 import zipfile
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -117,13 +120,29 @@ def zip_extract(path: Path, dest: Path, *, display: str | None = None) -> list[F
                 raise IngestError(label, f"member {info.filename!r} escapes the archive folder", "member")
             target.parent.mkdir(parents=True, exist_ok=True)
             written = 0
-            with zf.open(info) as src, open(target, "wb") as out:
-                while block := src.read(1024 * 1024):
-                    written += len(block)
-                    written_total += len(block)
-                    if written > info.file_size or written_total > settings.ZIP_MAX_TOTAL_BYTES:
-                        raise IngestError(label, f"member {info.filename!r} inflates past its declared size")
-                    out.write(block)
+            try:
+                # zipfile inflates at most what is asked for per read and stops at the declared size;
+                # a stream that goes on past it then fails its CRC check (BadZipFile)
+                with zf.open(info) as src, open(target, "wb") as out:
+                    while block := src.read(1024 * 1024):
+                        written += len(block)
+                        written_total += len(block)
+                        if written > info.file_size or written_total > settings.ZIP_MAX_TOTAL_BYTES:
+                            raise IngestError(
+                                label, f"member {info.filename!r} inflates past its declared size", "member"
+                            )
+                        out.write(block)
+            except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError) as exc:
+                target.unlink(missing_ok=True)
+                raise IngestError(
+                    label,
+                    f"member {info.filename!r} does not match the {info.file_size} bytes and checksum it "
+                    f"declares (stopped after {written} bytes: {exc}); archive refused",
+                    "member",
+                ) from exc
+            except IngestError:
+                target.unlink(missing_ok=True)
+                raise
             found.append(FoundFile(target, f"{label}!{info.filename}"))
     return found
 

@@ -5,6 +5,11 @@ applied; the affine is the file's sform, else its qform, else one from the voxel
 mm); spacing from the header's zooms (mm). Raster: array ``(X, Y)`` = (image column, image row),
 grayscale, 8-bit as uint8 and 16-bit as uint16; pixel spacing unknown (1.0 mm, with a warning); affine
 ``diag(-1, -1, 1, 1)`` like DICOM radiographs.
+
+Both are checked before they are decoded (``studies.ingest.bounded``): a NIfTI whose header declares
+more voxel bytes than ``NIFTI_MAX_BYTES``, or a ``.nii.gz`` that would inflate more than
+``ZIP_MAX_RATIO`` times its size, and a raster of more than ``IMAGE_MAX_PIXELS`` pixels are refused
+from their headers.
 """
 
 from __future__ import annotations
@@ -16,9 +21,51 @@ import nibabel as nib
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from studies.ingest.bounded import nifti_declared, raster_open_bounded
 from studies.ingest.types import IngestError, Volume
 
 INT16_RANGE = (-32768, 32767)
+_RATIO_MIN_BYTES = 1024 * 1024  # small images compress extremely well legitimately
+_DEFAULTS = {"NIFTI_MAX_BYTES": 2 * 1024**3, "IMAGE_MAX_PIXELS": 64 * 1024**2, "ZIP_MAX_RATIO": 200}
+
+
+def _limit(name: str) -> int:
+    """A limit from Django's settings (also in worker processes, which inherit DJANGO_SETTINGS_MODULE),
+    else its default (a bare reader call)."""
+    try:
+        from django.conf import settings
+
+        return int(getattr(settings, name))
+    except Exception:  # Django not configured
+        return _DEFAULTS[name]
+
+
+def nifti_check_declared(path: str | os.PathLike[str]) -> None:
+    """Refuse a NIfTI file from its header alone: voxels over ``NIFTI_MAX_BYTES``, or a gzip file that
+    would inflate more than ``ZIP_MAX_RATIO`` times its size (a gzip bomb)."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as fh:
+            declared = nifti_declared(fh, name=str(path), field="dim")
+    except OSError as exc:
+        raise IngestError(path, f"not a readable NIfTI file ({type(exc).__name__}: {exc})") from exc
+    limit = _limit("NIFTI_MAX_BYTES")
+    if declared.data_bytes > limit:
+        raise IngestError(
+            path,
+            f"declares {declared.data_bytes} bytes of voxels ({list(declared.shape)} x {declared.dtype}), "
+            f"over the limit of {limit} bytes (NIFTI_MAX_BYTES)",
+            "dim",
+        )
+    size = path.stat().st_size
+    ratio = declared.total_bytes / max(size, 1)
+    if declared.gzipped and declared.total_bytes >= _RATIO_MIN_BYTES and ratio > _limit("ZIP_MAX_RATIO"):
+        raise IngestError(
+            path,
+            f"{size} bytes would inflate to {declared.total_bytes} ({ratio:.0f}:1), over the limit of "
+            f"{_limit('ZIP_MAX_RATIO')}:1 (gzip bomb?)",
+            "dim",
+        )
 
 
 def _canonical_dtype(array: np.ndarray) -> np.ndarray:
@@ -44,6 +91,7 @@ def nifti_load(path: str | os.PathLike[str], *, modality: str = "OT") -> Volume:
     raise IngestError. Values: integers that fit in int16 become int16, others float32.
     """
     path = Path(path)
+    nifti_check_declared(path)
     try:
         img = nib.load(str(path))
     except Exception as exc:  # nibabel raises ImageFileError, OSError, ValueError, EOFError, gzip errors
@@ -126,7 +174,9 @@ def raster_load(path: str | os.PathLike[str], *, modality: str = "OT") -> Volume
     path = Path(path)
     warnings: list[str] = []
     try:
-        with Image.open(path) as img:
+        with raster_open_bounded(
+            path, name=str(path), field="file", max_pixels=_limit("IMAGE_MAX_PIXELS")
+        ) as img:
             fmt = img.format or ""
             img.load()
             oriented = ImageOps.exif_transpose(img)

@@ -11,15 +11,17 @@ import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
+from django.conf import settings
 from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
 from PIL import Image
 
 from core.models import Project
 from core.storage import project_key, storage_all_or_nothing, storage_save_bytes, storage_save_path
+from studies.ingest.bounded import raster_open_bounded
 from studies.ingest.gaze import GazeRecordingData, GazeSkipped, gaze_units
 from studies.ingest.types import IngestError
 from studies.models import GazeAnatomyMask, GazeRecording, Scan
@@ -220,25 +222,26 @@ ANATOMY_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 
 
 def anatomy_mask_set(
-    *, recording: GazeRecording, name: str, data: bytes, filename: str = "mask.png"
+    *, recording: GazeRecording, name: str, data: bytes | IO[bytes], filename: str = "mask.png"
 ) -> GazeAnatomyMask:
     """Store (or replace) the anatomy mask ``name`` of a recording's image from an annotation: a PNG at
-    the image's resolution whose non-zero pixels are the anatomy. ``IngestError`` naming the file and
+    the image's resolution whose non-zero pixels are the anatomy (``data``: its bytes or a binary file).
+    Its size is checked from its header before it is decoded. ``IngestError`` naming the file and
     field when it is not one; the old file is deleted only after the new row is committed."""
     if not ANATOMY_NAME.match(name or ""):
         raise IngestError(filename, f"{name!r}: lower-case letters, digits and _ (e.g. left_lung)", "name")
+    size = (recording.image_width, recording.image_height)
+    image = raster_open_bounded(
+        io.BytesIO(data) if isinstance(data, bytes | bytearray) else data,
+        name=filename,
+        field="file",
+        max_pixels=settings.IMAGE_MAX_PIXELS,
+        expect_size=size,
+    )
     try:
-        image = Image.open(io.BytesIO(data))
         image.load()
     except Exception as exc:  # Pillow raises several kinds
         raise IngestError(filename, f"not a readable image ({exc})", "file") from exc
-    if image.size != (recording.image_width, recording.image_height):
-        raise IngestError(
-            filename,
-            f"{image.size[0]}x{image.size[1]} px; the image of recording {recording.external_id} is "
-            f"{recording.image_width}x{recording.image_height}",
-            "file",
-        )
     mask = np.asarray(image.convert("L")) > 0
     if not mask.any():
         raise IngestError(filename, "the mask is empty (no non-zero pixel)", "file")
