@@ -5,9 +5,11 @@ django-axes lockout of that user name from that address, as the login pages' do.
 from django.conf import settings
 from django.contrib.auth import authenticate
 from drf_spectacular.utils import extend_schema, inline_serializer
+from knox.models import get_token_model
 from knox.views import LoginView, LogoutAllView, LogoutView
 from rest_framework import serializers
 from rest_framework.permissions import AllowAny
+from rest_framework.settings import api_settings
 
 from core.errors import ApplicationError
 
@@ -46,9 +48,20 @@ class TokenCreate(LoginView):
 
 @extend_schema(request=None, responses={204: None})
 class TokenRevoke(LogoutView):
-    """``POST /api/auth/token/revoke/``: the token this request carries stops working."""
+    """``POST /api/auth/token/revoke/`` with ``Authorization: Token <token>``: that token stops working. 400
+    for a request that carries no token (a browser session)."""
+
+    authentication_classes = api_settings.DEFAULT_AUTHENTICATION_CLASSES
+
+    def post(self, request, format=None):
+        if not isinstance(request.auth, get_token_model()):
+            raise ApplicationError("send the token to revoke as Authorization: Token <token>", field="token")
+        return super().post(request, format=format)
 
 
 @extend_schema(request=None, responses={204: None})
 class TokenRevokeAll(LogoutAllView):
-    """``POST /api/auth/token/revoke-all/``: every token of the caller stops working."""
+    """``POST /api/auth/token/revoke-all/``: every token of the caller stops working (with a token or from a
+    browser session, for example after a token leaked)."""
+
+    authentication_classes = api_settings.DEFAULT_AUTHENTICATION_CLASSES

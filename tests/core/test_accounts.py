@@ -168,6 +168,14 @@ def test_a_token_is_revoked_alone_or_with_all_of_its_users(manager, annotator):
     assert revoke_all.status_code == 204
     assert (_projects_status(second), _projects_status(third)) == (401, 401)
     assert _projects_status(others) == 200
+    # From a browser session: revoke-all works (say, after a token leaked); revoke needs the token itself
+    session = APIClient()
+    session.force_login(annotator)
+    no_token = session.post(reverse("auth-token-revoke"))
+    assert no_token.status_code == 400 and no_token.json()["field"] == "token"
+    assert _projects_status(others) == 200
+    assert session.post(reverse("auth-token-revoke-all")).status_code == 204
+    assert _projects_status(others) == 401
 
 
 # --- original identifiers in the admin ---------------------------------------------------------------------
