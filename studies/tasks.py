@@ -1,7 +1,6 @@
 """Celery adapters for studies jobs: take a job id, load it, call the service, record the outcome."""
 
 import shutil
-import tempfile
 from pathlib import Path
 
 from celery import shared_task
@@ -9,51 +8,53 @@ from django.core.files.storage import default_storage
 
 from core.jobs import job_progress, job_run
 from core.models import Job
-from core.storage import storage_delete_all
+from core.uploads import job_scratch_dir
 from studies.services.ingest import GazeOptions, ReportOptions, ingest_counts, ingest_errors, ingest_run
 
 
 @shared_task(name="studies.ingest_upload", acks_late=True, max_retries=0)
 def ingest_upload(*, job_id: int) -> None:
-    """Ingest the files of an upload job (stored under ``job.params["upload_keys"]``)."""
+    """Ingest the files of an upload job (stored under ``job.params["upload_keys"]``). Raw files stay in
+    the job's storage folder and its scratch folder, both removed when the job ends in any state
+    (``core.jobs``), or by the reaper when this process dies first."""
 
     def body(job: Job):
         params = job.params
-        with tempfile.TemporaryDirectory(prefix=f"upload-{job.pk}-") as tmp:
-            local = _fetch(params.get("upload_keys", []), Path(tmp) / "files")
-            reports = None
-            if params.get("reports_key"):
-                csv = _fetch([params["reports_key"]], Path(tmp) / "reports")[0]
-                reports = ReportOptions(
-                    csv=csv,
-                    id_column=params.get("report_id_column"),
-                    text_columns=params.get("report_text_columns") or None,
-                    link=params.get("report_link", "id"),
-                    link_pattern=params.get("report_link_pattern"),
-                )
-            gaze = None
-            if params.get("gaze_key"):
-                archive = _fetch([params["gaze_key"]], Path(tmp) / "gaze")[0]
-                gaze_dir = Path(tmp) / "gaze-extracted"
-                from studies.ingest.files import zip_extract
-
-                zip_extract(archive, gaze_dir, display=params.get("gaze_name", archive.name))
-                gaze = GazeOptions(path=gaze_dir, format=params.get("gaze_format", "reflacx"))
-
-            def progress(done: int, total: int, message: str) -> None:
-                job_progress(job_id=job.pk, progress=done / total if total else 0.0, message=message)
-
-            summary = ingest_run(
-                project=job.project,
-                paths=local,
-                reports=reports,
-                gaze=gaze,
-                modality=params.get("modality", ""),
-                study_pattern=params.get("study_pattern"),
-                progress=progress,
+        tmp = job_scratch_dir(job.pk, create=True)
+        # every raw file of this job, fetched or extracted, stays under its scratch folder
+        local = _fetch(params.get("upload_keys", []), Path(tmp) / "files")
+        reports = None
+        if params.get("reports_key"):
+            csv = _fetch([params["reports_key"]], Path(tmp) / "reports")[0]
+            reports = ReportOptions(
+                csv=csv,
+                id_column=params.get("report_id_column"),
+                text_columns=params.get("report_text_columns") or None,
+                link=params.get("report_link", "id"),
+                link_pattern=params.get("report_link_pattern"),
             )
-        keys = list(params.get("upload_keys", [])) + [params.get("reports_key"), params.get("gaze_key")]
-        storage_delete_all(k for k in keys if k)
+        gaze = None
+        if params.get("gaze_key"):
+            archive = _fetch([params["gaze_key"]], Path(tmp) / "gaze")[0]
+            gaze_dir = Path(tmp) / "gaze-extracted"
+            from studies.ingest.files import zip_extract
+
+            zip_extract(archive, gaze_dir, display=params.get("gaze_name", archive.name))
+            gaze = GazeOptions(path=gaze_dir, format=params.get("gaze_format", "reflacx"))
+
+        def progress(done: int, total: int, message: str) -> None:
+            job_progress(job_id=job.pk, progress=done / total if total else 0.0, message=message)
+
+        summary = ingest_run(
+            project=job.project,
+            paths=local,
+            reports=reports,
+            gaze=gaze,
+            modality=params.get("modality", ""),
+            study_pattern=params.get("study_pattern"),
+            progress=progress,
+            workdir=tmp,
+        )
         return summary, ingest_counts(summary), ingest_errors(summary)
 
     job_run(job_id=job_id, body=body)

@@ -24,3 +24,5 @@ CELERY_TASK_ROUTES = {
     "ml.*": {"queue": "gpu"},
 }
 CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 6 * 3600)
+# `celery -A config beat`: fail jobs whose process died (lapsed lease) and remove their raw uploads.
+CELERY_BEAT_SCHEDULE = {"jobs-reap": {"task": "core.jobs_reap", "schedule": 60.0}}

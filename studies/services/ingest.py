@@ -38,9 +38,11 @@ def ingest_run(
     study_pattern: str | None = None,
     progress: Progress | None = None,
     workers: int | None = None,
+    workdir: Path | None = None,
 ) -> dict[str, Any]:
     """Ingest scans, reports and gaze recordings into ``project``; returns the JSON-able summary:
-    ``{"scans": {"stored", "duplicates", "errors"}, "reports": {...}, "gaze": {...}}``."""
+    ``{"scans": {"stored", "duplicates", "errors"}, "reports": {...}, "gaze": {...}}``. Archives are
+    extracted under ``workdir`` (a job's scratch folder) when given, else under the system's temp."""
     out: dict[str, Any] = {}
     paths = list(paths)
     if paths:
@@ -51,6 +53,7 @@ def ingest_run(
             study_pattern=study_pattern,
             progress=progress,
             workers=workers,
+            workdir=workdir,
         )
         out["scans"] = summary.as_dict()
     if reports is not None and (reports.csv or reports.paths):

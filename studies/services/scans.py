@@ -71,6 +71,7 @@ def scans_ingest(
     study_pattern: str | None = None,
     progress: Progress | None = None,
     workers: int | None = None,
+    workdir: Path | None = None,
 ) -> IngestSummary:
     """Ingest every scan found under ``paths`` into ``project``.
 
@@ -80,11 +81,12 @@ def scans_ingest(
 
     With several worker processes (``workers``, default ``INGEST_WORKERS`` or one per core) DICOM
     folders are read in parallel, each file read and parsed once in its worker; progress counts the
-    folders read in the first half and the series stored in the second.
+    folders read in the first half and the series stored in the second. Zip archives are extracted
+    under ``workdir`` when given (a job's scratch folder, removed with the job's raw uploads).
     """
     summary = IngestSummary()
     report = progress or (lambda done, total, message: None)
-    with tempfile.TemporaryDirectory(prefix="ingest-") as tmp, ExitStack() as stack:
+    with tempfile.TemporaryDirectory(prefix="ingest-", dir=workdir) as tmp, ExitStack() as stack:
         found, collect_errors = files_collect(paths, Path(tmp))
         summary.errors.extend(e.as_dict() for e in collect_errors)
         display = {f.path: f.display for f in found}
@@ -129,7 +131,8 @@ def _mp_context():
     start the first time."""
     for name in _WORKER_MODULES:
         importlib.import_module(name)
-    if threading.active_count() == 1:
+    # a job's lease thread (core.jobs) only sleeps and renews a row: it holds nothing a child needs
+    if sum(1 for t in threading.enumerate() if not getattr(t, "fork_safe", False)) == 1:
         return multiprocessing.get_context("fork")
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(_WORKER_MODULES)
