@@ -52,6 +52,7 @@ class Case:
     body: dict | None = None
     rows: dict[str, frozenset] = field(default_factory=dict)
     note: str = ""
+    token: bool = False  # authenticate with an API token instead of a browser session
 
 
 def get(allowed, args=lambda w: [], **kw) -> Case:
@@ -182,16 +183,16 @@ RULES: dict[str, list[Case]] = {
     "export-archive": [get(READERS, pk("export"))],
     "export-file": [get(READERS, lambda w: [w["export"].pk, "SHA256SUMS"])],
     # pages, schema, authentication
-    "review-login": [get(ANYONE)],
+    "review-login": [get(ANYONE), post(ANYONE), Case("put", ANYONE)],
     "review": [get(REVIEWERS, ALPHA, note="the review screen")],
     "home": [get(ANYONE)],
     "schema": [get(ANYONE)],
     "swagger-ui": [get(ANYONE)],
     "redoc": [get(ANYONE)],
-    "auth-token-revoke": [post(LOGGED_IN)],
-    "auth-token-revoke-all": [post(LOGGED_IN)],
+    "auth-token-revoke": [post(LOGGED_IN, token=True)],
+    "auth-token-revoke-all": [post(LOGGED_IN, token=True), post(LOGGED_IN, note="from a browser session")],
     "auth-token": [post(ANYONE)],
-    "rest_framework:login": [get(ANYONE), post(ANYONE)],
+    "rest_framework:login": [get(ANYONE), post(ANYONE), Case("put", ANYONE)],
     "rest_framework:logout": [post(ANYONE)],
 }
 # Routes whose rule is another machinery's: Django's admin (staff only, tested in tests/core/test_admin.py).
@@ -410,9 +411,14 @@ def _media_root(settings, request):
     return settings.MEDIA_ROOT
 
 
-def _client(world: dict, role: str) -> APIClient:
+def _client(world: dict, role: str, token: bool = False) -> APIClient:
     client = APIClient()
-    if role != "anonymous":
+    if role != "anonymous" and token:
+        from knox.models import AuthToken
+
+        _, key = AuthToken.objects.create(world[f"user_{role}"])
+        client.credentials(HTTP_AUTHORIZATION=f"Token {key}")
+    elif role != "anonymous":
         client.force_login(world[f"user_{role}"])
     return client
 
@@ -441,7 +447,7 @@ def test_route_rule(world, name, index):
     outcomes = {}
     for role in EVERYONE:
         with transaction.atomic():  # each caller meets the same world
-            client = _client(world, role)
+            client = _client(world, role, case.token)
             kwargs = {"format": "json"} if case.body is not None else {}
             send = getattr(client, case.method)
             if case.method == "get":
