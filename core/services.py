@@ -5,7 +5,7 @@ from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
-from core.errors import ApplicationError
+from core.errors import ApplicationError, FieldError
 from core.models import Membership, Project, Role
 
 
@@ -31,13 +31,13 @@ def project_review_settings(*, project: Project, **values) -> Project:
     ``consensus_method`` (majority or staple). Raises ``ValueError`` naming the field."""
     unknown = set(values) - set(REVIEW_SETTINGS)
     if unknown:
-        raise ValueError(f"{sorted(unknown)[0]}: not a review setting ({', '.join(REVIEW_SETTINGS)})")
+        raise FieldError(sorted(unknown)[0], f"not a review setting ({', '.join(REVIEW_SETTINGS)})")
     if "qa_sample_rate" in values and not 0.0 <= float(values["qa_sample_rate"]) <= 1.0:
-        raise ValueError(f"qa_sample_rate: must be between 0 and 1, got {values['qa_sample_rate']}")
+        raise FieldError("qa_sample_rate", f"must be between 0 and 1, got {values['qa_sample_rate']}")
     if "readers_per_finding" in values and not 1 <= int(values["readers_per_finding"]) <= 10:
-        raise ValueError(f"readers_per_finding: must be 1 to 10, got {values['readers_per_finding']}")
+        raise FieldError("readers_per_finding", f"must be 1 to 10, got {values['readers_per_finding']}")
     if "consensus_method" in values and values["consensus_method"] not in ("majority", "staple"):
-        raise ValueError(f"consensus_method: majority or staple, got {values['consensus_method']!r}")
+        raise FieldError("consensus_method", f"majority or staple, got {values['consensus_method']!r}")
     for name, value in values.items():
         setattr(project, name, value)
     project.save(update_fields=list(values))
@@ -46,7 +46,7 @@ def project_review_settings(*, project: Project, **values) -> Project:
 
 def membership_set(*, project: Project, user, role: str) -> Membership:
     if role not in Role.values:
-        raise ValueError(f"role: {role!r} is not one of {', '.join(Role.values)}")
+        raise FieldError("role", f"{role!r} is not one of {', '.join(Role.values)}")
     membership, _ = Membership.objects.update_or_create(project=project, user=user, defaults={"role": role})
     return membership
 

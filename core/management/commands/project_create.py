@@ -2,6 +2,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
+from core.errors import FieldError
 from core.models import Project, Role
 from core.services import membership_set, project_create, project_review_settings
 
@@ -46,9 +47,9 @@ class Command(BaseCommand):
             )
             try:
                 project_review_settings(project=project, **settings)
-            except ValueError as exc:
-                flag = flags[str(exc).split(":")[0]].replace("_", "-")
-                raise CommandError(f"--{flag}: {str(exc).split(': ', 1)[1]}") from exc
+            except FieldError as exc:
+                flag = flags.get(exc.field, exc.field).replace("_", "-")
+                raise CommandError(f"--{flag}: {exc.message}") from exc
             for item in opts["member"]:
                 username, _, role = item.partition(":")
                 user = User.objects.filter(username=username).first()
