@@ -89,6 +89,7 @@ def main() -> None:
         import torch
         from monai.networks.nets import UNet
 
+        from core.job_child import job_child_wait
         from core.services import project_create
         from ml.engine.loading import load_model
         from ml.preannotate import preannotate
@@ -116,6 +117,8 @@ def main() -> None:
             label_names=["background", "lung"],
             network=NETWORK,
         )
+        version.refresh_from_db()
+        job_child_wait(version.job_id)  # the validation job runs in a child process (core.job_child)
         version.refresh_from_db()
         assert version.status == "ready", version.error
         scans = _ingest_scans(project, tmp, args.big)

@@ -26,9 +26,12 @@ def need_service(name: str, reason: str) -> None:
 
 @pytest.fixture(autouse=True)
 def _media_root(settings, tmp_path):
-    """Each test stores files in its own folder; passwords hash fast."""
+    """Each test stores files in its own folder; passwords hash fast; `gpu` jobs run in-process."""
     settings.MEDIA_ROOT = str(tmp_path / "media")
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    # A child process cannot reach the in-memory SQLite test database; tests/ml/test_embedded_child.py
+    # turns it back on with a database the child can reach.
+    settings.EMBEDDED_GPU_JOBS_IN_CHILD = False
     return settings.MEDIA_ROOT
 
 

@@ -4,11 +4,14 @@ A configured broker that is down is an error the caller sees (``core.jobs.job_di
 never a silent switch to in-process execution.
 """
 
-from config.settings.env import env_int, env_str
+from config.settings.env import env_bool, env_int, env_str
 
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL")
 CELERY_TASK_ALWAYS_EAGER = not CELERY_BROKER_URL
 CELERY_TASK_EAGER_PROPAGATES = True
+# In-process (no broker), a job of the `gpu` queue (models, TorchScript) runs in a child process
+# (`manage.py job_exec`, core.job_child), never in the web process; false: in-process like the others.
+EMBEDDED_GPU_JOBS_IN_CHILD = env_bool("EMBEDDED_GPU_JOBS_IN_CHILD", True)
 CELERY_TASK_IGNORE_RESULT = True  # job state lives in core.Job rows, not in a result store
 CELERY_TASK_ACKS_LATE = True  # a killed worker's task is delivered again
 CELERY_TASK_REJECT_ON_WORKER_LOST = True

@@ -5,6 +5,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
+from core.job_child import job_child_wait
 from ml.models import ModelFormat, ModelTask
 
 
@@ -59,6 +60,8 @@ class Command(BaseCommand):
             )
         except ModelError as exc:
             raise CommandError(str(exc)) from exc
+        version.refresh_from_db()
+        job_child_wait(version.job_id)  # in-process jobs: the validation's child process (core.job_child)
         version.refresh_from_db()
         out = {
             "id": version.pk,
