@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import io
 import math
+import os
 import zlib
 from dataclasses import dataclass
 from typing import IO, Any
@@ -280,6 +281,9 @@ def raster_open_bounded(
     pixels, whatever the compressed stream holds beyond them."""
     from PIL import Image, UnidentifiedImageError
 
+    declared = _png_declared_size(source)
+    if declared is not None:  # checked before Pillow reads anything (it refuses huge ones on its own terms)
+        _raster_check(declared, name=name, field=field, max_pixels=max_pixels, expect_size=expect_size)
     try:
         image = Image.open(source)
     except Image.DecompressionBombError as exc:
@@ -288,15 +292,37 @@ def raster_open_bounded(
         raise IngestError(
             name, f"not a readable PNG/JPEG image ({type(exc).__name__}: {exc})", field
         ) from exc
-    width, height = image.size
-    if expect_size is not None and (width, height) != tuple(expect_size):
+    try:
+        _raster_check(image.size, name=name, field=field, max_pixels=max_pixels, expect_size=expect_size)
+    except IngestError:
         image.close()
+        raise
+    return image
+
+
+def _raster_check(
+    size: tuple[int, int], *, name: str, field: str, max_pixels: int, expect_size: tuple[int, int] | None
+) -> None:
+    width, height = size
+    if expect_size is not None and (width, height) != tuple(expect_size):
         raise IngestError(
             name,
             f"declares {width}x{height} px; the image it belongs to is {expect_size[0]}x{expect_size[1]}",
             field,
         )
     if width * height > max_pixels:
-        image.close()
         raise IngestError(name, f"declares {width}x{height} px, over the limit of {max_pixels} pixels", field)
-    return image
+
+
+def _png_declared_size(source: Any) -> tuple[int, int] | None:
+    """(width, height) from a PNG's IHDR (the first chunk), or None when ``source`` is not a PNG."""
+    if isinstance(source, str | bytes | os.PathLike):
+        with open(source, "rb") as fh:
+            head = fh.read(24)
+    else:
+        where = source.tell()
+        head = source.read(24)
+        source.seek(where)
+    if len(head) < 24 or head[:8] != PNG_MAGIC or head[12:16] != b"IHDR":
+        return None
+    return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
