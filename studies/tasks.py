@@ -1,7 +1,9 @@
 """Celery adapters for studies jobs: take a job id, load it, call the service, record the outcome."""
 
+import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 from celery import shared_task
 from django.core.files.storage import default_storage
@@ -55,9 +57,21 @@ def ingest_upload(*, job_id: int) -> None:
             progress=progress,
             workdir=tmp,
         )
+        summary = _without_folder(summary, f"{tmp}{os.sep}")  # names as uploaded, no server paths
         return summary, ingest_counts(summary), ingest_errors(summary)
 
     job_run(job_id=job_id, body=body)
+
+
+def _without_folder(value: Any, folder: str) -> Any:
+    """``value`` (a JSON-able summary) with ``folder`` taken out of every string in it."""
+    if isinstance(value, str):
+        return value.replace(folder, "")
+    if isinstance(value, list):
+        return [_without_folder(v, folder) for v in value]
+    if isinstance(value, dict):
+        return {k: _without_folder(v, folder) for k, v in value.items()}
+    return value
 
 
 def _fetch(keys: list[str], dest: Path) -> list[Path]:

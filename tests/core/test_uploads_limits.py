@@ -8,6 +8,7 @@ request allocated, in this process, which is the server here) and, for decoded p
 block allocator (its image memory is not traced)."""
 
 import io
+import json
 import os
 import struct
 import tracemalloc
@@ -27,6 +28,7 @@ from knox.models import AuthToken
 from PIL import Image
 
 from annotation.models import Finding
+from core.models import Job
 from core.uploads import LargeChunkUploadHandler
 from studies.ingest.files import zip_check, zip_extract
 from studies.ingest.images import nifti_load
@@ -208,6 +210,23 @@ def test_a_gzip_nifti_scan_bomb_is_refused_from_its_header(bomb):
         nifti_load(path)
     assert err.value.field == "dim" and "gzip bomb" in err.value.reason
     assert memory["peak"] < 8 * MiB
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)  # the ingest job runs after the upload commits
+def test_a_gzip_bomb_uploaded_as_a_scan_is_refused_by_its_job(project, manager, api_client, bomb, settings):
+    path, _ = bomb
+    with open(path, "rb") as fh, traced_peak() as memory:
+        response = api_client(manager).post(
+            reverse("upload-create", args=[project.slug]), {"files": [fh]}, format="multipart"
+        )
+    assert response.status_code == 202, response.content
+    job = Job.objects.get(pk=response.json()["id"])
+    assert job.counts["scans_stored"] == 0 and job.counts["scans_errors"] == 1
+    error = job.result["scans"]["errors"][0]
+    assert error["file"].endswith("mask.nii.gz") and "gzip bomb" in error["reason"]
+    assert settings.MEDIA_ROOT not in json.dumps(job.result)  # names as uploaded, no server path
+    assert memory["peak"] < 32 * MiB
 
 
 def _lying_zip(member: str, actual: int, declared: int) -> bytes:
