@@ -167,6 +167,10 @@ def job_lease_until(now: datetime | None = None) -> datetime:
     return (now or timezone.now()) + timedelta(seconds=settings.JOB_LEASE_SECONDS)
 
 
+class _LeaseThread(threading.Thread):
+    fork_safe = True  # holds no lock a forked child could need (studies.services.scans forks beside it)
+
+
 @contextmanager
 def job_lease_kept(*, job_id: int) -> Iterator[None]:
     """Renew the job's lease every third of ``JOB_LEASE_SECONDS`` while the block runs (a daemon thread
@@ -186,8 +190,7 @@ def job_lease_kept(*, job_id: int) -> Iterator[None]:
         finally:
             connection.close()
 
-    thread = threading.Thread(target=beat, name=f"job-{job_id}-lease", daemon=True)
-    thread.fork_safe = True  # holds no lock a forked child could need (see studies.services.scans)
+    thread = _LeaseThread(target=beat, name=f"job-{job_id}-lease", daemon=True)
     thread.start()
     try:
         yield
