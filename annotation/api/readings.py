@@ -66,6 +66,7 @@ class ReadingAnnotations(APIView):
     yours; 400 naming the field for a bad mask, box or points."""
 
     parser_classes = [JSONParser, MultiPartParser, FormParser]
+    upload_limit_setting = "MASK_UPLOAD_MAX_BYTES"  # core.uploads: 413 above it, before the body is read
 
     @extend_schema(
         request=AnnotationIn,

@@ -201,6 +201,7 @@ class TaskAnnotations(APIView):
     not yours."""
 
     parser_classes = [JSONParser, MultiPartParser, FormParser]
+    upload_limit_setting = "MASK_UPLOAD_MAX_BYTES"  # core.uploads: 413 above it, before the body is read
 
     @extend_schema(request=AnnotationIn, responses={201: AnnotationOut})
     def post(self, request, pk: int):

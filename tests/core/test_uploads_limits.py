@@ -329,8 +329,8 @@ def _browser(user=None) -> tuple[Client, dict]:
     "target",
     [
         ("upload-create", "slug", "UPLOAD_MAX_BYTES"),
-        ("task-annotations", 1, "UPLOAD_MAX_BYTES"),
-        ("reading-annotations", 1, "UPLOAD_MAX_BYTES"),
+        ("task-annotations", 1, "MASK_UPLOAD_MAX_BYTES"),
+        ("reading-annotations", 1, "MASK_UPLOAD_MAX_BYTES"),
         ("anatomy-mask-upload", 1, "MASK_UPLOAD_MAX_BYTES"),
         ("project-models", "slug", "UPLOAD_MAX_BYTES"),
     ],
@@ -352,7 +352,7 @@ def test_an_oversized_session_post_is_413_before_the_body_is_read(
 def test_an_oversized_token_post_and_json_body_are_413_before_they_are_read(
     project, manager, settings, temp_dir
 ):
-    settings.UPLOAD_MAX_BYTES = MiB
+    settings.UPLOAD_MAX_BYTES = settings.MASK_UPLOAD_MAX_BYTES = MiB
     settings.DATA_UPLOAD_MAX_MEMORY_SIZE = MiB
     _, token = AuthToken.objects.create(manager)
     client = Client()
