@@ -3,17 +3,17 @@
 from django.conf import settings
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
-from rest_framework.exceptions import PermissionDenied
 from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from core.api.params import query_int
 from core.api.serializers import JobOut
-from core.jobs import BrokerUnavailable
+from core.errors import TooLarge
 from core.models import Role
-from core.selectors import project_get_for_user, user_has_role
+from core.selectors import project_get_for_user, role_require
 from studies.api.serializers import UploadIn
-from studies.services.uploads import UploadSpec, UploadTooLarge, upload_create
+from studies.services.uploads import UploadSpec, upload_create
 
 
 class UploadCreate(APIView):
@@ -28,11 +28,12 @@ class UploadCreate(APIView):
     @extend_schema(request={"multipart/form-data": UploadIn}, responses={202: JobOut})
     def post(self, request, slug: str):
         project = project_get_for_user(request.user, slug)
-        if not user_has_role(request.user, project, [Role.MANAGER, Role.RESEARCHER]):
-            raise PermissionDenied("Only managers and researchers of this project may upload.")
-        length = int(request.META.get("CONTENT_LENGTH") or 0)
-        if length > settings.UPLOAD_MAX_BYTES:
-            return _too_large(length)
+        role_require(request.user, project, [Role.MANAGER, Role.RESEARCHER], "managers and researchers")
+        length = query_int(request.META, "CONTENT_LENGTH", 0)
+        if length > settings.UPLOAD_MAX_BYTES:  # core.uploads refuses it earlier; a second look costs nothing
+            raise TooLarge(
+                f"{length} bytes exceed the upload limit of {settings.UPLOAD_MAX_BYTES} bytes", field="body"
+            )
         data = UploadIn(data=request.data)
         data.is_valid(raise_exception=True)
         v = data.validated_data
@@ -53,18 +54,6 @@ class UploadCreate(APIView):
             gaze_archive=v.get("gaze"),
             options=options,
         )
-        try:
-            job = upload_create(project=project, spec=spec, user=request.user)
-        except UploadTooLarge as exc:
-            return Response({"detail": exc.reason}, status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE)
-        except BrokerUnavailable as exc:
-            return Response({"detail": str(exc)}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
+        job = upload_create(project=project, spec=spec, user=request.user)
         job.refresh_from_db()
         return Response(JobOut(job).data, status=status.HTTP_202_ACCEPTED)
-
-
-def _too_large(length: int) -> Response:
-    return Response(
-        {"detail": f"{length} bytes exceed the upload limit of {settings.UPLOAD_MAX_BYTES} bytes"},
-        status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
-    )

@@ -6,16 +6,24 @@ from typing import Any
 
 import numpy as np
 
+from core.errors import ApplicationError
 
-class IngestError(Exception):
-    """A unit (file, series, recording, report file) cannot be ingested. Names the file and field."""
+
+class IngestError(ApplicationError):
+    """A unit (file, series, recording, report file) cannot be ingested. Names the file and field (a 400
+    when a request meets it; an ingest job lists it per file)."""
 
     def __init__(self, file: str | Path, reason: str, field: str | None = None):
+        super().__init__(f"{file}: {reason}", field=field)
         self.file = str(file)
         self.reason = reason
         self.field = field
-        where = f"{self.file}" + (f" [{field}]" if field else "")
-        super().__init__(f"{where}: {reason}")
+
+    def __str__(self) -> str:
+        return f"{self.file}" + (f" [{self.field}]" if self.field else "") + f": {self.reason}"
+
+    def body(self) -> dict[str, Any]:
+        return {"detail": self.message, "field": self.field or "file", self.field or "file": self.message}
 
     def __reduce__(self):  # picklable across worker processes
         return (type(self), (self.file, self.reason, self.field))

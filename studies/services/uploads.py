@@ -24,7 +24,9 @@ from studies.ingest.types import IngestError
 
 
 class UploadTooLarge(IngestError):
-    pass
+    """An upload over ``UPLOAD_MAX_BYTES``: 413."""
+
+    status = 413
 
 
 @dataclass
