@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import re
 from collections.abc import Callable, Iterable
+from fractions import Fraction
 from typing import Any
 
 from pydicom.datadict import tag_for_keyword
@@ -21,11 +23,14 @@ from pydicom.uid import UID
 
 from studies import scrub
 from studies.deid.profile import (
+    AGE_CAP,
+    AGE_CAP_YEARS,
     BASIC_PROFILE,
     BIRTH_TAGS,
     METHOD_CODES,
     REMOVED_GROUP_RANGES,
     SAFE_PRIVATE,
+    STANDARD_CODING_SCHEMES,
     D,
     K,
     X,
@@ -53,6 +58,14 @@ _PATIENT_ID = Tag(0x0010, 0x0020)
 _BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
 _DUMMY_TEXT = "ANONYMIZED"
 _DUMMY_MAX_LEN = {"AE": 16, "CS": 16, "SH": 16}
+_CODING_SCHEME = Tag(0x0008, 0x0102)  # CodingSchemeDesignator
+_AGE = re.compile(r"(\d+)\s*([DWMYdwmy]?)")
+_YEARS_PER_UNIT = {
+    "D": Fraction(100, 36525),
+    "W": Fraction(700, 36525),
+    "M": Fraction(1, 12),
+    "Y": Fraction(1),
+}
 METHOD_DESCRIPTION = [
     "DICOM PS3.15 E.1 Basic Profile",
     "Retain Longitudinal Modified Dates",
@@ -71,7 +84,9 @@ def deidentify_header(ds: Dataset, *, secret: str, pseudonym: str, date_shift_da
     MediaStorageSOPInstanceUID remapped like SOPInstanceUID. PatientName and PatientID become
     ``pseudonym``; every date is shifted by ``date_shift_days`` (negative: earlier); every non-standard UID
     is replaced by ``uid_remap(secret, uid)``, so that the same UID maps to the same new one in every file
-    of the project.
+    of the project. Ages (AS) of 90 years or more become ``090Y`` (``age_capped``); code items of private
+    or local coding schemes are dropped, and a code sequence left empty with them
+    (``private_coding_scheme``).
     """
     out = Dataset()
     for elem in ds:
@@ -122,6 +137,31 @@ def header_identity(ds: Dataset) -> dict[str, Any]:
         "study_date": _text(ds, "StudyDate"),
         "scrub_tokens": sorted(scrub.identifier_tokens(names=names, ids=ids, dates=[birth])),
     }
+
+
+def age_capped(value: str) -> str:
+    """An Age String (``nnnD``, ``nnnW``, ``nnnM``, ``nnnY``; a unit-less number is years) with ages of
+    ``AGE_CAP_YEARS`` (90) years or more written as ``090Y``, whatever their unit: HIPAA Safe Harbor (45
+    CFR 164.514(b)(2)(i)(C)) keeps ages over 89 only as one category, "90 or older". Younger ages are
+    returned as given (a whole year counts: ``1079M`` is 89 years 11 months and stays); a value that is
+    not an age is emptied."""
+    match = _AGE.fullmatch(value.strip())
+    if match is None:
+        return ""
+    count, unit = int(match[1]), (match[2] or "Y").upper()
+    return AGE_CAP if count * _YEARS_PER_UNIT[unit] >= AGE_CAP_YEARS else value
+
+
+def private_coding_scheme(designator: str) -> bool:
+    """Whether a Coding Scheme Designator names a private, local or otherwise non-standard coding scheme.
+
+    DICOM PS3.3 Section 8.2: designators beginning with "99" and the designator "L" are private or local
+    coding schemes (HL7 v2 Table 0396; PS3.16 Chapter 8 likewise: "local or private coding schemes shall
+    be identified by an alphanumeric identifier beginning with the characters "99""). ``LOCAL`` and any
+    designator that is not in PS3.16 Table 8-1 (``profile.STANDARD_CODING_SCHEMES``), an empty one
+    included, count as private too."""
+    text = designator.strip()
+    return text.startswith("99") or text not in STANDARD_CODING_SCHEMES
 
 
 def burned_in_status(ds: Dataset) -> str:
@@ -194,6 +234,11 @@ def _clean(ds: Dataset, ctx: _Context, *, top: bool) -> None:
         if action == D:
             elem.value = _dummy(elem)
             continue
+        if elem.VR == "SQ" and elem.value:
+            elem.value = [item for item in elem.value if not _private_code(item)]
+            if not elem.value:  # a code sequence that held private codes only
+                del ds[tag]
+                continue
         _by_vr(elem, ctx, top=top)
 
 
@@ -215,6 +260,8 @@ def _by_vr(elem: DataElement, ctx: _Context, *, top: bool) -> None:
         _map_values(elem, lambda v: _shift_da(v, ctx.shift))
     elif vr == "DT":
         _map_values(elem, lambda v: _shift_dt(v, ctx.shift))
+    elif vr == "AS":
+        _map_values(elem, age_capped)
     elif vr == "PN" and not (top and elem.tag == _PATIENT_NAME):
         elem.value = elem.empty_value  # any person name the table does not list
 
@@ -270,6 +317,13 @@ def _dummy(elem: DataElement) -> Any:
     if vr == "AS":
         return "000Y"
     return _DUMMY_TEXT[: _DUMMY_MAX_LEN.get(vr, 64)]
+
+
+def _private_code(item: Dataset) -> bool:
+    """Whether a sequence item is a code (it has a Coding Scheme Designator) of a private scheme."""
+    if _CODING_SCHEME not in item:
+        return False
+    return private_coding_scheme(str(item[_CODING_SCHEME].value or ""))
 
 
 # --- Private elements -------------------------------------------------------------------------------

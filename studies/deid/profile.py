@@ -19,6 +19,11 @@ well-known DICOM UID is remapped; every person name (PN) is emptied; private ele
 for ``SAFE_PRIVATE``; overlay and curve groups (60xx, 50xx) and the command group (0000) are removed.
 
 Kept on purpose (Retain Patient Characteristics): PatientSex, PatientAge, PatientWeight, PatientSize.
+Ages (every AS value) of 90 years or more become ``090Y``, whatever their unit (``1100M``, ``4700W``):
+HIPAA Safe Harbor, 45 CFR 164.514(b)(2)(i)(C), lets ages over 89 be kept only as one category "90 or
+older" (``AGE_CAP_YEARS``).
+
+Coded values from private or local coding schemes are dropped (see ``STANDARD_CODING_SCHEMES``).
 """
 
 from pydicom.datadict import tag_for_keyword
@@ -194,4 +199,25 @@ METHOD_CODES: tuple[tuple[str, str], ...] = (
     ("113107", "Retain Longitudinal Temporal Information Modified Dates Option"),
     ("113108", "Retain Patient Characteristics Option"),
     ("113111", "Retain Safe Private Option"),
+)
+
+# Ages of this many years or more are all written as AGE_CAP (HIPAA Safe Harbor: "90 or older").
+AGE_CAP_YEARS = 90
+AGE_CAP = "090Y"
+
+# Coding Scheme Designators (0008,0102) of the standard coding schemes: DICOM PS3.16 Chapter 8, Table 8-1
+# "Coding Schemes" (with the retired designators still found in older files: SRT, SNM3, RFC3066).
+# A code item is dropped when its designator is not one of these: in particular designators beginning
+# with "99" and "L" (PS3.3 Section 8.2: "Coding scheme designators beginning with "99" and the coding
+# scheme designator "L" are defined in HL7 V2 to be private or local coding schemes"; PS3.16 Chapter 8:
+# "local or private coding schemes shall be identified by an alphanumeric identifier beginning with the
+# characters "99""). Private codes are an institution's own vocabulary (its protocol, department and
+# procedure names) and can point back to the site. Standard schemes registered with HL7 but missing
+# here are dropped too: a lost code is the safe side.
+STANDARD_CODING_SCHEMES: frozenset[str] = frozenset(
+    """
+    ACR ASTM-sigpurpose BARI BI C4 C5 CD2 DC DCM DCMUID FMA HPC I10 I10P I9 I9C IBSI ICDO3 ISO3166_1
+    ISO639_1 ISO639_2 ISO_OID ITIS_TSN LN MA MAYONEURO MDC MDNS MGI MSH NCDR NCIt NDC NEU NICIP NYUMCCG
+    POS PUBCHEM_CID RADELEMENT RADLEX RFC3066 RFC5646 RXNORM SCT SNM3 SRT UBERON UCUM UMLS UPC ZFIN
+    """.split()
 )

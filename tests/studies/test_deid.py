@@ -21,6 +21,8 @@ from pydicom.tag import Tag
 
 from studies.deid import (
     deidentify_header,
+    header_from_json,
+    header_to_json,
 )
 from studies.deid.profile import BASIC_PROFILE, D, K, U, X, Z
 from studies.pseudonyms import uid_remap
@@ -421,3 +423,82 @@ def test_references_point_at_the_remapped_instances():
         assert item.ReferencedSOPInstanceUID == new_source.SOPInstanceUID
         assert item.ReferencedSOPClassUID == source.SOPClassUID
     assert new_derived.ReferencedSeriesSequence[0].SeriesInstanceUID == new_source.SeriesInstanceUID
+
+
+# --- Ages over 89 and private codes ---------------------------------------------------------------------
+
+
+def real_ct_header(shared_data: Path) -> Dataset:
+    """The first slice of the real chest CT (Lung-PET-CT-Dx, already anonymised by TCIA: PatientAge 053Y)."""
+    return pydicom.dcmread(shared_data / "ct" / "lungdx-a0002" / "1-01.dcm", stop_before_pixels=True)
+
+
+@pytest.mark.parametrize(
+    ("age", "expected"),
+    [
+        ("095Y", "090Y"),
+        ("090Y", "090Y"),
+        ("089Y", "089Y"),
+        ("053Y", "053Y"),
+        ("1100M", "090Y"),  # 91 years 8 months, too long for AS but found in the wild
+        ("1079M", "1079M"),  # 89 years 11 months: still 89
+        ("999M", "999M"),
+        ("4700W", "090Y"),
+        ("999D", "999D"),
+        ("X95", ""),  # not an age: emptied
+    ],
+)
+def test_ages_of_90_years_or_more_become_090Y(shared_data, age, expected):
+    ds = real_ct_header(shared_data)
+    ds.PatientAge = age
+    out = deid(ds)
+    assert out.PatientAge == expected
+    assert header_from_json(header_to_json(out)).PatientAge == expected
+    assert ds.PatientAge == age  # the input is not changed
+
+
+def _code(value: str, scheme: str, meaning: str) -> Dataset:
+    item = Dataset()
+    item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = value, scheme, meaning
+    return item
+
+
+def test_codes_of_private_coding_schemes_are_dropped(shared_data):
+    ds = real_ct_header(shared_data)
+    ds.AnatomicRegionSequence = Sequence(
+        [_code("51185008", "SCT", "Chest"), _code("CHEST-ELSEWHERE", "99LOCAL", "St Elsewhere chest")]
+    )
+    ds.ProcedureCodeSequence = Sequence([_code("CTCH7", "L", "Ward 7 chest CT")])
+    ds.RequestedProcedureCodeSequence = Sequence(
+        [_code("24627-2", "LN", "CT Chest"), _code("P12", "LOCAL", "Dr Who protocol 12")]
+    )
+    ds.PerformedProtocolCodeSequence = Sequence([_code("P7", "99STELSEWHERE", "Lung protocol B")])
+    equipment = Dataset()
+    equipment.Manufacturer = "SIEMENS"
+    equipment.PurposeOfReferenceCodeSequence = Sequence(
+        [_code("109101", "DCM", "Acquisition Equipment"), _code("Q", "99RADIOLOGY", "QA desk 3")]
+    )
+    ds.ContributingEquipmentSequence = Sequence([equipment])
+    scheme = Dataset()
+    scheme.CodingSchemeDesignator = "99STELSEWHERE"
+    scheme.CodingSchemeName = "St Elsewhere Hospital codes"
+    ds.CodingSchemeIdentificationSequence = Sequence([scheme])
+
+    out = deid(ds)
+
+    def schemes(keyword: str, where: Dataset = out) -> list[str]:
+        return [item.CodingSchemeDesignator for item in where.get(keyword) or []]
+
+    assert schemes("AnatomicRegionSequence") == ["SCT"]
+    assert schemes("RequestedProcedureCodeSequence") == ["LN"]
+    assert "ProcedureCodeSequence" not in out  # its only item was private: the sequence goes
+    assert "PerformedProtocolCodeSequence" not in out
+    assert "CodingSchemeIdentificationSequence" not in out
+    assert schemes("PurposeOfReferenceCodeSequence", out.ContributingEquipmentSequence[0]) == ["DCM"]
+    assert {s for _, e in walk(out) if e.keyword == "CodingSchemeDesignator" for s in [e.value]} <= {
+        "DCM",
+        "SCT",
+        "LN",
+    }
+    assert leaks(out, ["Elsewhere", "Ward 7", "Dr Who", "QA desk", "CTCH7"]) == []
+    assert schemes("DeidentificationMethodCodeSequence") == ["DCM"] * 4  # the profile's own codes
