@@ -13,13 +13,44 @@ from studies.models import (
 )
 from studies.selectors import identities_for_user
 
+# Secrets of de-identification, for superusers only (like the identity map): the date shift turns shifted
+# dates back into real ones; checksums of the original files match whoever holds a file.
+_SUPERUSER_ONLY = {"date_shift_days", "source_checksum", "checksum"}
+
+
+def _hide_secrets(request, fields) -> list[str]:
+    if request.user.is_superuser:
+        return list(fields)
+    return [f for f in fields if f not in _SUPERUSER_ONLY]
+
+
+class _SecretsHidden(admin.ModelAdmin):
+    """Leaves ``_SUPERUSER_ONLY`` fields out of lists, forms and search for staff who are not superusers."""
+
+    def get_list_display(self, request):
+        return _hide_secrets(request, super().get_list_display(request))
+
+    def get_search_fields(self, request):
+        return _hide_secrets(request, super().get_search_fields(request))
+
+    def get_exclude(self, request, obj=None):
+        hidden = [] if request.user.is_superuser else sorted(_SUPERUSER_ONLY)
+        return [*(super().get_exclude(request, obj) or []), *hidden]
+
+    def get_readonly_fields(self, request, obj=None):
+        return _hide_secrets(request, super().get_readonly_fields(request, obj))
+
 
 @admin.register(Patient)
-class PatientAdmin(admin.ModelAdmin):
+class PatientAdmin(_SecretsHidden):
     list_display = ["pseudonym", "project", "date_shift_days", "created_at"]
     list_filter = ["project"]
     search_fields = ["pseudonym"]
     exclude = ["identity_hash"]
+    readonly_fields = ["date_shift_days"]
+
+    def has_add_permission(self, request):  # patients come from ingest (their shift is keyed, not typed)
+        return False
 
 
 @admin.register(PatientIdentity)
@@ -70,9 +101,15 @@ class ScanSourceInline(admin.TabularInline):
     readonly_fields = ["sop_uid", "checksum"]
     exclude = ["project"]
 
+    def get_exclude(self, request, obj=None):
+        return [*self.exclude, *([] if request.user.is_superuser else ["checksum"])]
+
+    def get_readonly_fields(self, request, obj=None):
+        return _hide_secrets(request, self.readonly_fields)
+
 
 @admin.register(Scan)
-class ScanAdmin(admin.ModelAdmin):
+class ScanAdmin(_SecretsHidden):
     list_display = ["id", "modality", "name", "ndim", "shape", "burned_in_annotation", "project"]
     list_filter = ["modality", "source_format", "burned_in_annotation", "project"]
     search_fields = ["name", "series_uid", "series_description"]
@@ -80,7 +117,7 @@ class ScanAdmin(admin.ModelAdmin):
 
 
 @admin.register(Report)
-class ReportAdmin(admin.ModelAdmin):
+class ReportAdmin(_SecretsHidden):
     list_display = ["external_id", "source", "study", "project"]
     list_filter = ["source", "project"]
     search_fields = ["external_id", "raw_text"]
@@ -100,7 +137,7 @@ class GazeRecordingAdmin(admin.ModelAdmin):
 
 
 @admin.register(ScanSource)
-class ScanSourceAdmin(admin.ModelAdmin):
+class ScanSourceAdmin(_SecretsHidden):
     list_display = ["id", "scan", "sop_uid", "checksum"]
     search_fields = ["sop_uid", "checksum"]
     raw_id_fields = ["scan"]

@@ -14,6 +14,8 @@ class Patient(models.Model):
     pseudonym = models.CharField(max_length=32)
     # HMAC of the original patient id under the project's key: finds the patient again, reveals nothing.
     identity_hash = models.CharField(max_length=64)
+    # Days added to every date of the patient. A secret like the identity map (it turns shifted dates back
+    # into real ones): read through the identity map by managers of projects that keep one, nowhere else.
     date_shift_days = models.IntegerField()
     created_at = models.DateTimeField(auto_now_add=True)
 

@@ -64,8 +64,12 @@ def gaze_recording_get_for_user(user, recording_id: int) -> GazeRecording:
 
 
 def identity_map_for_manager(user, slug: str) -> tuple[Project, QuerySet[PatientIdentity]]:
-    """The original-to-pseudonym map of a project: managers only (everyone else: 404)."""
+    """The original-to-pseudonym map of a project, with each patient's date shift: managers only
+    (everyone else: 404), and empty unless the project keeps the map (``keep_identity_map``; rows left
+    from a time it was on stay hidden)."""
     project = project_get_for_user(user, slug, roles=[Role.MANAGER])
+    if not project.keep_identity_map:
+        return project, PatientIdentity.objects.none()
     return project, PatientIdentity.objects.filter(patient__project=project).select_related("patient")
 
 

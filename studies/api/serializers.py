@@ -5,12 +5,15 @@ from studies.models import GazeRecording, Patient, PatientIdentity, Report, Scan
 
 
 class PatientOut(serializers.ModelSerializer):
+    """A patient as members see it. Never the date shift: with it, shifted dates give the real ones (it is
+    in the identity map, for managers of projects that keep one)."""
+
     project = serializers.SlugRelatedField(slug_field="slug", read_only=True)
     study_count = serializers.IntegerField(read_only=True)
 
     class Meta:
         model = Patient
-        fields = ["id", "project", "pseudonym", "date_shift_days", "study_count", "created_at"]
+        fields = ["id", "project", "pseudonym", "study_count", "created_at"]
 
 
 class StudyOut(serializers.ModelSerializer):
@@ -36,6 +39,9 @@ class StudyOut(serializers.ModelSerializer):
 
 
 class ScanOut(serializers.ModelSerializer):
+    """A scan. Not its ``source_checksum``: a hash of the original (identified) files, which anyone holding
+    a file could match against."""
+
     project = serializers.SlugRelatedField(slug_field="slug", read_only=True)
     patient = serializers.CharField(source="study.patient.pseudonym", read_only=True)
     links = serializers.SerializerMethodField()
@@ -59,7 +65,6 @@ class ScanOut(serializers.ModelSerializer):
             "affine",
             "dtype",
             "file_size",
-            "source_checksum",
             "burned_in_annotation",
             "needs_burned_in_review",
             "warnings",
@@ -77,6 +82,8 @@ class ScanOut(serializers.ModelSerializer):
 
 
 class ReportOut(serializers.ModelSerializer):
+    """A report. Not its ``checksum``: the sha256 of the text as imported, before it was scrubbed."""
+
     project = serializers.SlugRelatedField(slug_field="slug", read_only=True)
 
     class Meta:
@@ -94,7 +101,6 @@ class ReportOut(serializers.ModelSerializer):
             "findings",
             "impression",
             "extra",
-            "checksum",
             "created_at",
         ]
 
@@ -135,12 +141,23 @@ class GazeRecordingDetailOut(GazeRecordingOut):
 
 
 class IdentityOut(serializers.ModelSerializer):
+    """One row of the identity map, with the patient's date shift (days added to every date; real date =
+    shifted date - ``date_shift_days``)."""
+
     pseudonym = serializers.CharField(source="patient.pseudonym", read_only=True)
     patient_id = serializers.IntegerField(source="patient.id", read_only=True)
+    date_shift_days = serializers.IntegerField(source="patient.date_shift_days", read_only=True)
 
     class Meta:
         model = PatientIdentity
-        fields = ["patient_id", "pseudonym", "original_id", "original_name", "original_birth_date"]
+        fields = [
+            "patient_id",
+            "pseudonym",
+            "original_id",
+            "original_name",
+            "original_birth_date",
+            "date_shift_days",
+        ]
 
 
 class UploadIn(serializers.Serializer):

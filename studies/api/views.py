@@ -119,7 +119,8 @@ class GazeRecordingDetail(generics.RetrieveAPIView):
 
 
 class IdentityMap(generics.ListAPIView):
-    """The original-to-pseudonym map of a project (kept only if the project says so): managers only."""
+    """The original-to-pseudonym map of a project, with each patient's date shift (kept only if the
+    project says so: empty otherwise): managers only. No other endpoint shows a date shift."""
 
     serializer_class = s.IdentityOut
 
