@@ -224,7 +224,9 @@ def test_a_returned_consensus_comes_back_as_a_task_and_added_findings_are_read(
     ann1.keyboard.press("m")
     ann1.fill("#missing-text", "a second small nodule")
     ann1.press("#missing-text", "Enter")
-    ann1.wait_for_function("document.querySelector('#case-title').innerText.startsWith('Reading 1 of 2')")
+    ann1.wait_for_function(
+        "() => document.querySelector('#case-title').innerText.startsWith('Reading 1 of 2')"
+    )
     ann1.wait_for_selector("#review[data-state=ready]:not([data-busy])")
     made = Finding.objects.get(project=project, source="manual")
     reading = made.readings.get(index=1)

@@ -272,7 +272,9 @@ def test_box_on_a_radiograph_is_saved_in_image_pixels(browser, live_server, proj
     listed = ann.inner_text("#findings li.current")
     assert "proposal #" in listed and "gaze" in listed
     ann.keyboard.press("g")
-    gaze_shown = "(g => g.complete && g.naturalWidth === 200 && !g.hidden)(document.getElementById('gaze'))"
+    gaze_shown = (
+        "() => (g => g.complete && g.naturalWidth === 200 && !g.hidden)(document.getElementById('gaze'))"
+    )
     ann.wait_for_function(gaze_shown)
     assert ann.get_attribute("#review", "data-gaze") == "on"
     ann.screenshot(path=str(ARTIFACTS / "review-radiograph-gaze.png"))
@@ -362,7 +364,7 @@ def test_fill_undo_redo_holes_and_autosave(browser, live_server, project, radiog
     ann.keyboard.press("Escape")
 
     # Then the drawing is saved by itself a few seconds after the last change.
-    ann.wait_for_function("document.querySelector('#save-state').innerText.startsWith('saved v')")
+    ann.wait_for_function("() => document.querySelector('#save-state').innerText.startsWith('saved v')")
     assert "Autosaved version" in message(ann)
     heart.refresh_from_db()
     saved = heart.annotations.get(version=heart.current_version)
@@ -443,7 +445,7 @@ def test_add_a_missing_finding_from_the_report(browser, live_server, project, ra
     assert "characters" in ann.inner_text("#missing-span")
     ann.fill("#missing-code", "Other")
     ann.press("#missing-text", "Enter")
-    ann.wait_for_function("document.querySelector('#case-title').innerText.includes('Degenerative')")
+    ann.wait_for_function("() => document.querySelector('#case-title').innerText.includes('Degenerative')")
     ann.wait_for_selector("#review[data-state=ready]:not([data-busy])")
 
     made = Finding.objects.get(project=project, source="manual")
