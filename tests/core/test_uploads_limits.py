@@ -28,6 +28,7 @@ from knox.models import AuthToken
 from PIL import Image
 
 from annotation.models import Finding
+from bench.bench_gzip_bomb import bomb as nifti_gz_bomb  # the bomb the benchmark sends
 from core.models import Job
 from core.uploads import LargeChunkUploadHandler
 from studies.ingest.files import zip_check, zip_extract
@@ -41,26 +42,10 @@ pytestmark = pytest.mark.django_db
 MiB = 1024 * 1024
 
 
-def _nifti_gz_bomb(path: Path, n: int) -> int:
-    """A gzipped NIfTI-1 of n³ uint8 zeros, written a piece at a time; returns its inflated size."""
-    header = nib.Nifti1Header()
-    header.set_data_shape((n, n, n))
-    header.set_data_dtype(np.uint8)
-    header["vox_offset"] = 352
-    deflate = zlib.compressobj(9, zlib.DEFLATED, 31)
-    zeros = bytes(16 * MiB)
-    with open(path, "wb") as out:
-        out.write(deflate.compress(header.binaryblock + b"\0" * 4))
-        for _ in range(n**3 // len(zeros)):
-            out.write(deflate.compress(zeros))
-        out.write(deflate.flush())
-    return 352 + n**3
-
-
 @pytest.fixture(scope="module")
 def bomb(tmp_path_factory) -> tuple[Path, int]:
     path = tmp_path_factory.mktemp("bomb") / "mask.nii.gz"
-    return path, _nifti_gz_bomb(path, 1024)
+    return path, nifti_gz_bomb(path, 1024)
 
 
 def _png(width: int, height: int, *, rows: bool = True) -> bytes:
