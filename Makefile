@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1:8000
 
 .PHONY: demo test lint serve worker bench clean frontend
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt
+$(VENV)/.installed: requirements.txt requirements-web.txt requirements-worker.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	$(VENV)/bin/pip install --quiet -r requirements-dev.txt

@@ -265,3 +265,74 @@ def requirement_names(path: Path, _seen: set[Path] | None = None) -> dict[str, s
 
 def normalise(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
+
+
+# --- what an image holds ----------------------------------------------------------------------------------
+def image_requirements(target: str) -> dict[str, str]:
+    """The requirements the pip installs of Dockerfile stage ``target`` (and the stages it is built FROM)
+    name, requirement files followed through ``-r``: {normalised name: requirement line}."""
+    stages = dockerfile_stages()
+    chain = stage_chain(stages, target)
+    files, packages = pip_requirement_files(chain)
+    copied = [c.args.split() for s in chain for c in s.all("COPY") if not c.args.startswith("--from")]
+    names: dict[str, str] = {}
+    for file in files:
+        if not (REPO / file).is_file():
+            raise AssertionError(f"{DOCKERFILE.name}: {target} installs {file}, which does not exist")
+        if not any(file in args[:-1] or args[0] == "." for args in copied):
+            raise AssertionError(f"{DOCKERFILE.name}: {target} installs {file} before copying it in")
+        names.update(requirement_names(REPO / file))
+    for package in packages:
+        names[normalise(re.split(r"[<>=!~\[;@]", package, maxsplit=1)[0])] = package
+    return names
+
+
+def dependency_closure(requirements: dict[str, str]) -> set[str]:
+    """The distributions ``requirements`` ({name: requirement line}) install: themselves and, from the
+    installed packages' metadata, everything they depend on (extras such as ``psycopg[binary]`` followed,
+    markers evaluated here): a requirement that pulls in torch (sentence-transformers does) is found."""
+    import importlib.metadata
+
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    wanted: list[tuple[str, frozenset[str]]] = []
+    for name, line in requirements.items():
+        try:
+            wanted.append((name, frozenset(Requirement(line).extras)))
+        except InvalidRequirement:
+            wanted.append((name, frozenset()))
+    seen: set[tuple[str, frozenset[str]]] = set()
+    found: set[str] = set()
+    while wanted:
+        name, extras = wanted.pop()
+        if (name, extras) in seen:
+            continue
+        seen.add((name, extras))
+        found.add(name)
+        try:
+            requires = importlib.metadata.requires(name) or []
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        for text in requires:
+            req = Requirement(text)
+            if req.marker is not None and not any(
+                req.marker.evaluate({"extra": extra}) for extra in (*extras, "")
+            ):
+                continue
+            wanted.append((normalise(req.name), frozenset(req.extras)))
+    return found
+
+
+IMAGE_SITE = Path(__file__).resolve().parent / "image_site"
+
+
+def image_environment(target: str, folder: Path) -> dict[str, str]:
+    """Environment variables under which a Python process of this virtualenv can import only what the
+    ``target`` image installs (tests/deploy/image_site/sitecustomize.py; a listing written to ``folder``)."""
+    import json
+
+    listing = folder / f"image-{target}.json"
+    listing.write_text(
+        json.dumps({"image": target, "distributions": sorted(dependency_closure(image_requirements(target)))})
+    )
+    return {"PYTHONPATH": str(IMAGE_SITE), "GROUNDLAB_TEST_IMAGE_PACKAGES": str(listing)}
