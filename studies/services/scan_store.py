@@ -1,11 +1,12 @@
 """Storing one read scan unit: patient and study (de-identified), files and rows, all or nothing."""
 
+import hashlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 
 from core.models import Project
 from core.storage import (
@@ -21,6 +22,10 @@ from studies.ingest.load import LoadedScan as Loaded
 from studies.ingest.types import DicomFile, IngestError
 from studies.models import Patient, PatientIdentity, Scan, ScanSource, SourceFormat, Study
 from studies.scrub import identifier_hashes, scrub_plain
+
+
+class AlreadyStored(IngestError):
+    """The unit was stored by another ingest (at the same time, or since this one looked)."""
 
 
 @dataclass
@@ -181,11 +186,38 @@ def _file_identity(
     return study, name
 
 
+def unit_stored_scan(*, project: Project, unit: Unit) -> Scan | None:
+    """The scan that already holds this unit: same (remapped) series UID, else one of its SOP instances."""
+    existing = Scan.objects.filter(project=project, series_uid=unit.series_uid).first()
+    if existing is None and unit.sop_uids:
+        source = ScanSource.objects.filter(project=project, sop_uid__in=unit.sop_uids).first()
+        existing = source.scan if source else None
+    return existing
+
+
+def _series_lock(project: Project, series_uid: str) -> None:
+    """Held until the transaction ends, so a second ingest of the same series waits here and then finds it
+    stored (instead of storing its files beside the first's and failing on the unique constraint).
+    PostgreSQL: an advisory lock per project and series. SQLite: nothing to take, its transactions begin
+    IMMEDIATE (``config/settings/database.py``) and so run one at a time already."""
+    if connection.vendor == "postgresql":
+        digest = hashlib.sha256(f"groundlab-scan:{project.pk}:{series_uid}".encode()).digest()
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_advisory_xact_lock(%s)", [int.from_bytes(digest[:8], "big", signed=True)]
+            )
+
+
 def scan_store(*, project: Project, unit: Unit, loaded: Loaded, study_pattern: str | None = None) -> Scan:
-    """Store one read unit: rows and files together, or nothing (files removed on failure)."""
+    """Store one read unit: rows and files together, or nothing (files removed on failure). A unit that
+    another ingest stored meanwhile raises ``AlreadyStored`` (nothing written)."""
     base = project_key(project, "scans", unit.series_uid)
     try:
         with storage_all_or_nothing() as keys, transaction.atomic():
+            _series_lock(project, unit.series_uid)
+            existing = unit_stored_scan(project=project, unit=unit)
+            if existing is not None:
+                raise AlreadyStored(unit.label, f"stored as scan {existing.pk} by another ingest meanwhile")
             if unit.kind == "dicom":
                 study, name, header = _dicom_identity(project, unit, loaded)
                 date_shift = study.patient.date_shift_days
@@ -236,7 +268,7 @@ def scan_store(*, project: Project, unit: Unit, loaded: Loaded, study_pattern: s
         if not exc.file:
             exc.file = unit.label
         raise
-    except IntegrityError as exc:
-        raise IngestError(unit.label, f"already being stored by another ingest ({exc})") from exc
+    except IntegrityError as exc:  # an instance of it stored by another ingest under another series UID
+        raise AlreadyStored(unit.label, f"already being stored by another ingest ({exc})") from exc
     scan.study = study
     return scan

@@ -31,8 +31,7 @@ from studies import pseudonyms
 from studies.ingest.files import FoundFile, file_kind, files_collect
 from studies.ingest.load import load_unit_safe, read_partition
 from studies.ingest.types import IngestError
-from studies.models import Scan, ScanSource
-from studies.services.scan_store import Unit, scan_store, scan_summary
+from studies.services.scan_store import AlreadyStored, Unit, scan_store, scan_summary, unit_stored_scan
 
 log = logging.getLogger(__name__)
 
@@ -239,10 +238,7 @@ def _file_unit(ctx: _Context, f: FoundFile, kind: str) -> Unit:
 
 
 def _unit_is_duplicate(*, project: Project, unit: Unit, summary: IngestSummary) -> bool:
-    existing = Scan.objects.filter(project=project, series_uid=unit.series_uid).first()
-    if existing is None and unit.sop_uids:
-        source = ScanSource.objects.filter(project=project, sop_uid__in=unit.sop_uids).first()
-        existing = source.scan if source else None
+    existing = unit_stored_scan(project=project, unit=unit)
     if existing is None:
         return False
     stored = set(existing.sources.values_list("sop_uid" if unit.sop_uids else "checksum", flat=True))
@@ -281,6 +277,9 @@ def _units_run(
         else:
             try:
                 scan = scan_store(project=ctx.project, unit=unit, loaded=loaded, study_pattern=study_pattern)
+            except AlreadyStored as exc:  # by an ingest running at the same time: a duplicate like any other
+                if not _unit_is_duplicate(project=ctx.project, unit=unit, summary=ctx.summary):
+                    ctx.summary.errors.append(exc.as_dict())
             except IngestError as exc:
                 ctx.summary.errors.append(exc.as_dict())
             else:
