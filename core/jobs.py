@@ -8,18 +8,29 @@ a child process (``core.job_child``); a configured broker that is down raises
 A running job holds a lease (``Job.lease_until``, ``JOB_LEASE_SECONDS``) that its process renews while
 it lives (a heartbeat thread, and every progress report). ``jobs_reap`` fails the running jobs whose
 lease lapsed (their process died: a killed worker, a restarted web process) and removes their raw
-uploads; it runs every minute under Celery beat, at worker start, before a job is created and as
+uploads; it runs every minute under Celery beat, at worker start, before a job is created, in every
+web process (at its start, then every ``JOB_REAP_INTERVAL_SECONDS``: ``jobs_reaper_start``) and as
 ``manage.py jobs_reap``. A job's raw uploads are removed whenever it ends, in any state.
+
+Jobs end. Tasks that run jobs derive from ``JobTask``: acknowledged late, so a job whose worker dies is
+delivered again; each delivery counts an attempt (``Job.attempts``), and a delivery that finds
+``JOB_MAX_ATTEMPTS`` already fails the job (``attempts_reason``) without running it and is acknowledged.
+Each queue has a soft and a hard time limit (``JOB_TIME_LIMITS``, ``config.celery.QueueTimeLimits``);
+either fails the job (``time_limit_reason``): the soft one in ``job_run``, the hard one (its process
+killed by the pool) in ``JobTask.on_failure``, in the worker's main process.
 """
 
 import logging
 import shutil
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
+from celery import Task, current_task
+from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from django.conf import settings
 from django.core.files.storage import default_storage
 from django.db import connection, transaction
@@ -148,16 +159,94 @@ def job_fail(*, job_id: int, reason: str, errors: list[dict] | None = None) -> N
 
 
 def job_run(*, job_id: int, body: Callable[[Job], tuple[dict, dict, list[dict]]]) -> None:
-    """Run ``body(job)`` -> ``(result, counts, errors)``, recording the outcome on the job row."""
+    """Run ``body(job)`` -> ``(result, counts, errors)``, recording the outcome on the job row. A delivery
+    that finds the job started ``JOB_MAX_ATTEMPTS`` times already (its worker died each time) fails it
+    without running ``body`` and returns, so that the message is acknowledged and not delivered again."""
+    if _attempts_spent(job_id):
+        return
     job = job_start(job_id=job_id)
     try:
         with job_lease_kept(job_id=job_id):
             result, counts, errors = body(job)
+    except SoftTimeLimitExceeded:
+        reason = time_limit_reason(_soft_time_limit())
+        log.error("job %s failed: %s", job_id, reason)
+        job_fail(job_id=job_id, reason=reason, errors=[])
+        raise
     except Exception as exc:
         log.exception("job %s failed", job_id)  # the traceback: the log only
         job_fail(job_id=job_id, reason=public_message(exc), errors=[])
         raise
     job_succeed(job_id=job_id, result=result, counts=counts, errors=errors)
+
+
+LIVE = (JobStatus.PENDING, JobStatus.RUNNING)
+
+
+def attempts_reason(attempts: int) -> str:
+    return f"stopped its worker {attempts} times (out of memory or time limit?); not retried"
+
+
+def time_limit_reason(seconds: float | None) -> str:
+    return f"ran past its time limit of {seconds:g} s" if seconds else "ran past its time limit"
+
+
+def _attempts_spent(job_id: int) -> bool:
+    """Whether this delivery of the job must not run: it started ``JOB_MAX_ATTEMPTS`` times already. A job
+    still pending or running is failed with ``attempts_reason`` (one conditional update)."""
+    limit = settings.JOB_MAX_ATTEMPTS
+    attempts = Job.objects.filter(pk=job_id).values_list("attempts", flat=True).first()
+    if not limit or attempts is None or attempts < limit:
+        return False
+    reason = attempts_reason(attempts)
+    if _job_fail_live(job_id, reason):
+        log.error("job %s failed: %s", job_id, reason)
+    else:
+        log.warning("job %s delivered again after it ended (%s attempts); not run", job_id, attempts)
+    return True
+
+
+def _job_fail_live(job_id: int, reason: str) -> bool:
+    """Fail the job unless it has ended already; whether it was failed here."""
+    updated = Job.objects.filter(pk=job_id, status__in=LIVE).update(
+        status=JobStatus.FAILED, message=reason[:500], finished_at=timezone.now(), lease_until=None
+    )
+    if updated:
+        _job_files_remove(job_id)
+    return bool(updated)
+
+
+def _soft_time_limit() -> float | None:
+    """The soft time limit of the task this process runs now (its message's, else the task's)."""
+    task = current_task._get_current_object()
+    if task is None:
+        return None
+    limits = getattr(task.request, "timelimit", None) or (None, None)
+    return limits[1] or task.soft_time_limit
+
+
+class JobTask(Task):
+    """The base of the tasks that run a job (keyword ``job_id``): ``shared_task(base=JobTask)``.
+
+    Acknowledged after it ran (a worker that dies leaves it to be delivered again, each delivery an
+    attempt: ``job_run``), never retried by Celery itself. ``on_failure`` records what the body could not:
+    a hard time limit, where the pool killed the process running it (the worker's main process calls it),
+    or an error before the body ran. A job that has ended already is left as it is."""
+
+    acks_late = True
+    max_retries = 0
+
+    def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:
+        job_id = (kwargs or {}).get("job_id")
+        if job_id is None:
+            return
+        if isinstance(exc, TimeLimitExceeded):
+            seconds = exc.args[0] if exc.args and isinstance(exc.args[0], int | float) else self.time_limit
+            reason = time_limit_reason(seconds)
+        else:
+            reason = public_message(exc)
+        if _job_fail_live(job_id, reason):
+            log.error("job %s failed: %s", job_id, reason)
 
 
 REAPED = "the process running it stopped (its lease lapsed); reaped, its uploaded files removed"
@@ -197,6 +286,43 @@ def job_lease_kept(*, job_id: int) -> Iterator[None]:
     finally:
         stop.set()
         thread.join(timeout=30)
+
+
+class _ReaperThread(threading.Thread):
+    fork_safe = True  # like the lease thread: a forked child uses no database connection
+
+
+_reaper: _ReaperThread | None = None
+_reaper_lock = threading.Lock()
+
+
+def jobs_reaper_start(*, interval: float | None = None) -> threading.Thread | None:
+    """Reap now and then every ``interval`` seconds (``JOB_REAP_INTERVAL_SECONDS``; 0: never) in a daemon
+    thread of this process, once per process. Web processes start it (``config.wsgi``, ``config.asgi``):
+    with jobs in-process (the embedded default) a job left running by a web process that died is failed
+    once its lease lapsed, with no worker, beat or new job needed."""
+    global _reaper
+    interval = settings.JOB_REAP_INTERVAL_SECONDS if interval is None else interval
+    if interval <= 0:
+        return None
+    with _reaper_lock:
+        if _reaper is None or not _reaper.is_alive():
+            _reaper = _ReaperThread(target=_reap_every, args=(interval,), name="jobs-reaper", daemon=True)
+            _reaper.start()
+        return _reaper
+
+
+def _reap_every(interval: float) -> None:
+    sweep = True  # the first pass also removes what ended jobs left behind
+    while True:
+        try:
+            jobs_reap(sweep=sweep)
+            sweep = False
+        except Exception as exc:  # a database not migrated yet, or busy: the next pass tries again
+            log.warning("jobs not reaped: %s", exc)
+        finally:
+            connection.close()
+        time.sleep(interval)
 
 
 def _job_files_remove(job_id: int) -> None:

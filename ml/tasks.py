@@ -2,10 +2,10 @@
 
 from celery import shared_task
 
-from core.jobs import job_run
+from core.jobs import JobTask, job_run
 
 
-@shared_task(name="ml.validate_model", acks_late=True, max_retries=0)
+@shared_task(name="ml.validate_model", base=JobTask)
 def validate_model(*, job_id: int) -> None:
     """The forward-pass check of a new version; the model file is loaded in a child process
     (``ml.engine.check``), so never in the web server when jobs run in-process."""
@@ -14,14 +14,14 @@ def validate_model(*, job_id: int) -> None:
     job_run(job_id=job_id, body=lambda job: model_validate_job(job=job))
 
 
-@shared_task(name="ml.preannotate", acks_late=True, max_retries=0)
+@shared_task(name="ml.preannotate", base=JobTask)
 def preannotate(*, job_id: int) -> None:
     from ml.preannotate import preannotate_job
 
     job_run(job_id=job_id, body=lambda job: preannotate_job(job=job))
 
 
-@shared_task(name="ml.train_model", acks_late=True, max_retries=0)
+@shared_task(name="ml.train_model", base=JobTask)
 def train_model(*, job_id: int) -> None:
     """A training run; delivered again after a crash, it resumes from the run's last checkpoint."""
     from ml.training import training_job
@@ -29,7 +29,7 @@ def train_model(*, job_id: int) -> None:
     job_run(job_id=job_id, body=lambda job: training_job(job=job))
 
 
-@shared_task(name="ml.score_cases", acks_late=True, max_retries=0)
+@shared_task(name="ml.score_cases", base=JobTask)
 def score_cases(*, job_id: int) -> None:
     """Active-learning scores of a project's unlabelled scans."""
     from ml.active_learning import scores_job

@@ -2,17 +2,17 @@
 
 from celery import shared_task
 
-from core.jobs import job_run
+from core.jobs import JobTask, job_run
 
 
-@shared_task(name="releases.run_export", acks_late=True, max_retries=0)
+@shared_task(name="releases.run_export", base=JobTask)
 def run_export(*, job_id: int) -> None:
     from releases.services import export_job
 
     job_run(job_id=job_id, body=lambda job: export_job(job=job))
 
 
-@shared_task(name="releases.run_freeze", acks_late=True, max_retries=0)
+@shared_task(name="releases.run_freeze", base=JobTask)
 def run_freeze(*, job_id: int) -> None:
     from releases.services import freeze_job
 

@@ -8,13 +8,13 @@ from typing import Any
 from celery import shared_task
 from django.core.files.storage import default_storage
 
-from core.jobs import job_progress, job_run
+from core.jobs import JobTask, job_progress, job_run
 from core.models import Job
 from core.uploads import job_scratch_dir
 from studies.services.ingest import GazeOptions, ReportOptions, ingest_counts, ingest_errors, ingest_run
 
 
-@shared_task(name="studies.ingest_upload", acks_late=True, max_retries=0)
+@shared_task(name="studies.ingest_upload", base=JobTask)
 def ingest_upload(*, job_id: int) -> None:
     """Ingest the files of an upload job (stored under ``job.params["upload_keys"]``). Raw files stay in
     the job's storage folder and its scratch folder, both removed when the job ends in any state
