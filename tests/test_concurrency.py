@@ -3,7 +3,8 @@ answers as PostgreSQL when people act at once.
 
 - Several saves of one finding naming the same version: exactly one 201, the rest 409 naming the version
   saved, no version lost or doubled.
-- Several annotators asking for their next task at once: each gets a different task, none a 500.
+- Several annotators asking for their next task (or reading) at once: each gets a different one, none a
+  500.
 - Two uploads of the same CT series at once: one stored copy; the other job reports it as a duplicate.
 
 Each request thread of the server opens its own database connection. With SQLite (``make test``) the
@@ -24,7 +25,7 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from django.test.testcases import LiveServerThread, _StaticFilesHandler
 from knox.models import AuthToken
 
-from annotation.models import Annotation, Finding, HistoryEvent, ReviewTask, Stage
+from annotation.models import Annotation, Finding, HistoryEvent, Reading, ReviewTask, Stage
 from core.models import Job, Role
 from core.services import membership_set
 from studies.models import Scan, ScanSource
@@ -198,6 +199,23 @@ def test_annotators_asking_at_once_get_different_tasks(server, project, make_use
     assert ReviewTask.objects.filter(project=project, stage=Stage.REVIEW).count() == 15
     claims = HistoryEvent.objects.filter(project=project, action="claimed")
     assert claims.count() == 15 and len({e.task_id for e in claims}) == 15
+
+
+def test_readers_asking_at_once_get_different_readings(server, project, make_user, tmp_path):
+    project.readers_per_finding = 3
+    project.save()
+    review_case(project, tmp_path, findings=REPORT)  # two findings, three readings each
+    readings = Reading.objects.filter(project=project)
+    assert readings.count() == 6
+    readers = _members(make_user, project, Role.ANNOTATOR, 6, "reader")
+    url = f"{server}/api/projects/{project.slug}/next-reading/"
+    # When six readers ask for their next reading at the same moment
+    headers = [_token(user) for user in readers]
+    responses = _at_once([lambda s, h=h: s.get(url, headers=h, timeout=TIMEOUT) for h in headers])
+    # then each takes a different one
+    assert _statuses(responses) == {200: 6}, [(r.status_code, r.text[:300]) for r in responses]
+    assert len({r.json()["reading"]["id"] for r in responses}) == 6
+    assert sorted(readings.values_list("reader_id", flat=True)) == sorted(u.pk for u in readers)
 
 
 def test_two_uploads_of_one_series_at_once_store_one_copy(server, project, manager, shared_data, _media_root):
