@@ -10,6 +10,8 @@ processes).
 
 ``platform`` writes the default canonical file (uncompressed ``.nii``), ``platform_gz`` the
 ``CANONICAL_NIFTI_GZIP=1`` one (``.nii.gz``); each is compared with SimpleITK writing the same format.
+``--one platform_serial FOLDER``: ``platform`` with ``INGEST_DECODE_WORKERS=1`` (compressed slices decoded
+one after another; ``bench/bench_decode.py`` compares both on compressed series).
 """
 
 import argparse
@@ -120,6 +122,8 @@ def one(method: str, folder: Path) -> dict:
         return run_sitk(folder, write=".nii")
     if method == "sitk_read_write_gz":
         return run_sitk(folder, write=".nii.gz")
+    if method == "platform_serial":  # slices of a compressed series decoded one after another
+        os.environ["INGEST_DECODE_WORKERS"] = "1"
     return run_platform(folder, gz=method == "platform_gz")
 
 

@@ -52,9 +52,22 @@ def peak_mb() -> float:
 
 @contextmanager
 def measured():
-    """Yields a dict that gets ``seconds`` and ``peak_mb`` (peak RSS growth over the start, MB)."""
+    """Yields a dict that gets ``seconds`` and ``peak_mb`` (peak RSS growth over the start, MB); with
+    ``BENCH_TREE_PSS=1`` also ``tree_mb``: the peak PSS growth of this process and the processes it starts
+    (``bench/tree_pss.py``, a sampler process started before the timer)."""
     import gc
+    import json
+    import subprocess
 
+    sampler = None
+    if os.environ.get("BENCH_TREE_PSS") == "1":
+        sampler = subprocess.Popen(
+            [sys.executable, str(REPO / "bench" / "tree_pss.py"), str(os.getpid())],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert sampler.stdout is not None and sampler.stdout.readline().strip() == "ready"
     gc.collect()
     peak_reset()
     start_rss = rss_mb()
@@ -63,6 +76,10 @@ def measured():
     yield out
     out["seconds"] = time.perf_counter() - t0
     out["peak_mb"] = peak_mb() - start_rss
+    if sampler is not None:
+        tree, _ = sampler.communicate("")
+        pss = json.loads(tree.strip().splitlines()[-1])
+        out["tree_mb"] = pss["peak_mb"] - pss["base_mb"]
 
 
 def make_series(

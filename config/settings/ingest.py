@@ -7,6 +7,12 @@ UPLOAD_MAX_BYTES = env_int("UPLOAD_MAX_BYTES", 2 * 1024**3)
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024**2
 FILE_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024**2
 FILE_UPLOAD_HANDLERS = ["core.uploads.LargeChunkUploadHandler"]
+# Files in one multipart request: UPLOAD_MAX_FILES at the scan upload endpoint (a CT sent one file per
+# slice), REQUEST_MAX_FILES (Django's default, 100) everywhere else; core.uploads counts them per view,
+# Django's own DATA_UPLOAD_MAX_NUMBER_FILES is only the outer bound.
+UPLOAD_MAX_FILES = env_int("UPLOAD_MAX_FILES", 10_000)
+REQUEST_MAX_FILES = 100
+DATA_UPLOAD_MAX_NUMBER_FILES = max(UPLOAD_MAX_FILES, REQUEST_MAX_FILES)
 # One mask upload (annotation saves, anatomy masks), in bytes, refused before the body is read.
 MASK_UPLOAD_MAX_BYTES = env_int("MASK_UPLOAD_MAX_BYTES", 256 * 1024**2)
 # Zip archives: total uncompressed size, member count and compression ratio of any member (the ratio
@@ -27,6 +33,9 @@ JOB_SCRATCH_DIR = env_str("JOB_SCRATCH_DIR", "")
 CANONICAL_NIFTI_GZIP = env_bool("CANONICAL_NIFTI_GZIP", False)
 # Processes that read series in parallel (0 = one per core).
 INGEST_WORKERS = env_int("INGEST_WORKERS", 0)
+# Processes that decode the slices of one compressed series (JPEG, JPEG 2000, JPEG-LS, RLE): at most
+# this many (0 = the cores this process may use, shared among INGEST_WORKERS; 1 = serial decoding).
+INGEST_DECODE_WORKERS = env_int("INGEST_DECODE_WORKERS", 0)
 # Processes that compute gaze labels of a project in parallel (0 = one per core).
 GAZE_WORKERS = env_int("GAZE_WORKERS", 0)
 # Review: how long an opened task stays with the person who opened it.

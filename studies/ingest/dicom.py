@@ -26,13 +26,12 @@ import pydicom
 from pydicom.dataset import Dataset
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
+from studies.ingest.dicom_decode import file_jobs, series_decode
 from studies.ingest.dicom_geometry import Frame, frames_of, plane_geometry, stack_geometry
 from studies.ingest.dicom_meta import burned_in, pet_meta, window_meta
 from studies.ingest.dicom_pixels import (
     LOCATION_ATTR,
     PIXEL_TAGS,
-    VolumeFiller,
-    iter_frames,
     locate_pixels,
     pixel_location,
     stored_range,
@@ -262,46 +261,23 @@ def dicom_load_series(files: Sequence[DicomFile]) -> Volume:
     rows, cols = int(first.rows), int(first.columns)  # type: ignore[arg-type]
     integral = all(float(fr.slope).is_integer() and float(fr.intercept).is_integer() for fr in frames)
     integral = integral and not any(_has_float_pixels(f) for f in files)
-    filler = VolumeFiller((cols, rows) if two_d else (cols, rows, len(frames)), integral=integral)
-    slot = {(frames[i].file_index, frames[i].frame): k for k, i in enumerate(geometry.order)}
-    by_key = {(fr.file_index, fr.frame): fr for fr in frames}
-    colour = False
-    for index, f in enumerate(files):
-        photometric = text(f.header.get("PhotometricInterpretation")).upper()
-        colour = colour or photometric not in ("MONOCHROME1", "MONOCHROME2", "")
-        value_range = stored_range(f.header)
-        invert = value_range if photometric == "MONOCHROME1" else None
-        decoded = 0
-        for i, pixels in enumerate(iter_frames(f)):
-            fr = by_key.get((index, i))
-            if fr is None:
-                break
-            if pixels.shape != (rows, cols):
-                raise IngestError(
-                    f.path, f"decoded frame {i + 1} is {pixels.shape}, not {(rows, cols)}", "PixelData"
-                )
-            k = None if two_d else slot[(index, i)]
-            filler.put(
-                k,
-                pixels,
-                slope=fr.slope,
-                intercept=fr.intercept,
-                invert_range=invert,
-                value_range=value_range,
-            )
-            decoded += 1
-        if decoded < f.number_of_frames:
-            raise IngestError(
-                f.path,
-                f"pixel data holds {decoded} frames, NumberOfFrames says {f.number_of_frames}",
-                "PixelData",
-            )
+    jobs = file_jobs(files, frames, geometry.order, two_d=two_d)
+    array = series_decode(
+        jobs,
+        shape=(cols, rows) if two_d else (cols, rows, len(frames)),
+        integral=integral,
+        frame_shape=(rows, cols),
+    )
+    colour = any(
+        text(f.header.get("PhotometricInterpretation")).upper() not in ("MONOCHROME1", "MONOCHROME2", "")
+        for f in files
+    )
     if colour:
         notes.append(
             f"colour image ({text(first.header.get('PhotometricInterpretation'))}) converted to grayscale"
         )
     return Volume(
-        array=filler.array,
+        array=array,
         affine=geometry.affine,
         spacing=tuple(float(s) for s in geometry.spacing),
         modality=modality,

@@ -28,6 +28,7 @@ from core.storage import (
     storage_scratch_dir,
 )
 from studies import pseudonyms
+from studies.ingest import dicom_decode
 from studies.ingest.files import FoundFile, file_kind, files_collect
 from studies.ingest.load import load_unit_safe, read_partition
 from studies.ingest.types import IngestError
@@ -101,7 +102,15 @@ def scans_ingest(
             if mp_context.get_start_method() == "fork":
                 gc.freeze()  # children then do not copy the parent's heap pages when their collector runs
                 stack.callback(gc.unfreeze)
-            pool = stack.enter_context(ProcessPoolExecutor(max_workers=n_workers, mp_context=mp_context))
+            pool = stack.enter_context(
+                ProcessPoolExecutor(
+                    max_workers=n_workers,
+                    mp_context=mp_context,
+                    # each worker decodes a compressed series on its share of the cores
+                    initializer=dicom_decode.configure,
+                    initargs=(settings.INGEST_DECODE_WORKERS, n_workers),
+                )
+            )
         ctx_ = _Context(project=project, display=display, scratch=scratch, summary=summary, modality=modality)
         if pool is not None and len(partitions) > 1:
             units = _dicom_units_parallel(ctx_, partitions, pool, report)
