@@ -1,8 +1,10 @@
 """DICOM reading without the database: headers, series grouping, and one series' pixels as a Volume.
 
 ``dicom_read_headers`` reads each file once (sha256 of its bytes, header parsed from memory, pixel data
-not decoded and not kept), ``dicom_group_series`` groups headers by original SeriesInstanceUID, and
-``dicom_load_series`` builds the canonical volume: array ``(X, Y, Z)`` (X = image column, Y = image row,
+not decoded and not kept), ``dicom_group_series`` groups headers by original SeriesInstanceUID, files
+without one by what they share, filling in the identifiers anonymised files lack as SimpleITK, dcm2niix
+and 3D Slicer do (``dicom_series``: the rule, its sources, the warnings), and ``dicom_load_series``
+builds the canonical volume: array ``(X, Y, Z)`` (X = image column, Y = image row,
 Z = slices ordered along the slice normal) or ``(X, Y)`` for radiographs, Fortran-ordered, values
 rescaled (CT in Hounsfield units), affine voxel -> RAS+ mm. Geometry rules: ``dicom_geometry``; pixel
 decoding: ``dicom_pixels``; metadata: ``dicom_meta``.
@@ -23,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pydicom
+from pydicom.datadict import dictionary_has_tag
 from pydicom.dataset import Dataset
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
@@ -36,6 +39,12 @@ from studies.ingest.dicom_pixels import (
     pixel_location,
     stored_range,
     transfer_syntax,
+)
+from studies.ingest.dicom_series import (
+    dicom_group_series,
+    fallback_warnings,
+    instance_uid,
+    series_identifiers_fill,
 )
 from studies.ingest.dicom_values import numbers, raw, raw_int, raw_text, text
 from studies.ingest.types import DicomFile, IngestError, Volume
@@ -59,8 +68,10 @@ def dicom_read_headers(paths: Iterable[str | os.PathLike[str]]) -> tuple[list[Di
     is remembered, for ``dicom_load_series``, nor elements after it such as trailing padding);
     ``has_pixels`` says whether there was any. ``position``/``orientation`` are
     ImagePositionPatient (LPS mm) / ImageOrientationPatient, for Enhanced multi-frame files those of the
-    first frame. Returns (headers, errors): an error per non-DICOM, truncated or unusable file (no
-    SOPInstanceUID or SeriesInstanceUID), naming the file and reason.
+    first frame. An empty or absent SOPInstanceUID is filled in (``dicom_series.instance_uid``), and an
+    empty StudyInstanceUID when the series is known; an empty SeriesInstanceUID is left for
+    ``dicom_group_series``. Returns (headers, errors): an error per non-DICOM, unreadable (nothing in it
+    parses as a standard DICOM element), truncated or unusable file, naming the file and reason.
     """
     files: list[DicomFile] = []
     errors: list[IngestError] = []
@@ -158,6 +169,12 @@ def _read_header(path: Path) -> DicomFile:
         raise IngestError(path, problem, "PixelData")
     if len(ds) == 0:
         raise IngestError(path, "no DICOM elements could be read (truncated or not a DICOM dataset)")
+    if not any(dictionary_has_tag(tag) for tag in ds.keys()):
+        raise IngestError(
+            path,
+            f"not a readable DICOM file (none of the {len(ds)} elements read after the preamble is a "
+            "standard DICOM element: random or corrupt bytes)",
+        )
     ds.buffer = None  # do not keep the file's bytes alive through the header
     ds.filename = str(path)
     ds.fileobj_type = open
@@ -166,18 +183,15 @@ def _read_header(path: Path) -> DicomFile:
     media_class = text(ds.file_meta.get("MediaStorageSOPClassUID")) if ds.get("file_meta") else ""
     if media_class == MEDIA_DIRECTORY:
         raise IngestError(path, "a DICOMDIR (media directory), not an image instance", "SOPClassUID")
-    sop_uid = raw_text(ds, "SOPInstanceUID")
-    series_uid = raw_text(ds, "SeriesInstanceUID")
-    if not sop_uid:
-        raise IngestError(path, "SOPInstanceUID is missing", "SOPInstanceUID")
-    if not series_uid:
-        raise IngestError(path, "SeriesInstanceUID is missing", "SeriesInstanceUID")
+    sop_uid, fallback = instance_uid(ds, checksum)
+    if fallback:
+        ds.SOPInstanceUID = sop_uid
     position, orientation = _first_frame_plane(ds, path)
-    return DicomFile(
+    f = DicomFile(
         path=path,
         checksum=checksum,
         sop_uid=sop_uid,
-        series_uid=series_uid,
+        series_uid=raw_text(ds, "SeriesInstanceUID"),
         study_uid=raw_text(ds, "StudyInstanceUID"),
         modality=raw_text(ds, "Modality").upper(),
         header=ds,
@@ -187,7 +201,11 @@ def _read_header(path: Path) -> DicomFile:
         position=position,  # type: ignore[arg-type]
         orientation=orientation,
         has_pixels=location is not None,
+        fallbacks=[fallback] if fallback else [],
     )
+    if f.series_uid:  # else its series is formed, and then its study filled in, by dicom_group_series
+        series_identifiers_fill(f)
+    return f
 
 
 def _first_frame_plane(ds: Dataset, path: Path) -> tuple[tuple[float, ...] | None, tuple[float, ...] | None]:
@@ -212,14 +230,6 @@ def _first_frame_plane(ds: Dataset, path: Path) -> tuple[tuple[float, ...] | Non
     return position, orientation
 
 
-def dicom_group_series(files: Iterable[DicomFile]) -> dict[str, list[DicomFile]]:
-    """Headers grouped by their original SeriesInstanceUID, series and files in the order first seen."""
-    groups: dict[str, list[DicomFile]] = {}
-    for f in files:
-        groups.setdefault(f.series_uid, []).append(f)
-    return groups
-
-
 def dicom_load_series(files: Sequence[DicomFile]) -> Volume:
     """Decode one series into a canonical :class:`Volume`.
 
@@ -232,7 +242,7 @@ def dicom_load_series(files: Sequence[DicomFile]) -> Volume:
     colour images become luma. Raises IngestError naming the file and field (no pixel data, differing
     image sizes or orientations, slices at the same position, undecodable pixel data).
     """
-    notes: list[str] = []
+    notes: list[str] = fallback_warnings(files)
     files = _unique_instances(files, notes)
     if not files:
         raise IngestError("", "empty series: no DICOM files")

@@ -22,10 +22,11 @@ class DicomIdentity:
 
 
 def dicom_patient_key(identity: dict[str, Any]) -> str:
-    """What identifies the patient: PatientID, else PatientName, else the study."""
-    return (
-        identity.get("patient_id") or identity.get("patient_name") or f"study:{identity.get('study_uid', '')}"
-    )
+    """What identifies the patient: PatientID, else the study (one pseudonymous patient per study). Not
+    PatientName: anonymisers write the same placeholder (``ANONYMOUS``) into every file they clear, which
+    would join everyone's studies into one patient. The study UID is the file's own, or the one
+    ``dicom_series`` derived for a series without one."""
+    return identity.get("patient_id") or f"study:{identity.get('study_uid', '')}"
 
 
 def dicom_identity(header: Any, *, secret: str) -> DicomIdentity:

@@ -63,12 +63,13 @@ def load_unit(
 ) -> LoadedScan:
     """Read one unit and write its canonical NIfTI under ``out_dir`` (runs in a worker process)."""
     if kind == "dicom":
-        from studies.ingest.dicom import dicom_load_series, dicom_read_headers
+        from studies.ingest.dicom import dicom_group_series, dicom_load_series, dicom_read_headers
 
         if not dicom:
             dicom, errors = dicom_read_headers(paths)
             if errors:
                 raise errors[0]
+            dicom = [f for series in dicom_group_series(dicom).values() for f in series]  # fills identifiers
         volume = dicom_load_series(dicom)
     elif kind == "nifti":
         from studies.ingest.images import nifti_load

@@ -40,7 +40,8 @@ class DicomFile:
     """One DICOM instance's header, read without pixel data.
 
     ``position`` is ImagePositionPatient (LPS mm), ``orientation`` ImageOrientationPatient (6 floats).
-    ``header`` is the pydicom Dataset without PixelData (for de-identification and metadata).
+    ``header`` is the pydicom Dataset without PixelData (for de-identification and metadata), with the
+    identifiers the file lacked filled in (``studies.ingest.dicom_series``).
     """
 
     path: Path
@@ -56,6 +57,7 @@ class DicomFile:
     position: tuple[float, float, float] | None = None
     orientation: tuple[float, ...] | None = None
     has_pixels: bool = True
+    fallbacks: list[str] = field(default_factory=list)  # identifiers filled in (``dicom_series``)
 
 
 @dataclass

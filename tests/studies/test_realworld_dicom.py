@@ -1,0 +1,195 @@
+"""Real-world DICOM that other readers accept: anonymised series whose UIDs and PatientID are empty, random
+bytes after a DICOM preamble.
+
+The anonymised series are the real CT series of ``../shared/data`` (``ct/lungdx-a0002``) with the UID
+attributes and PatientID blanked by pydicom in a temporary copy; SimpleITK's ImageSeriesReader (GDCM)
+reads the same files as the reference."""
+
+import gzip
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pydicom
+import pytest
+import SimpleITK as sitk
+from django.core.files.storage import default_storage
+from django.urls import reverse
+
+from studies import pseudonyms
+from studies.ingest.dicom import dicom_read_headers
+from studies.models import Patient, Scan, ScanSource, Study
+from studies.services.scans import scans_ingest
+
+CT_SERIES = "ct/lungdx-a0002"
+BLANKED = ("SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID", "PatientID")
+FALLBACKS = (
+    "SOPInstanceUID empty",
+    "SeriesInstanceUID empty",
+    "StudyInstanceUID empty",
+    "PatientID empty",
+)
+
+
+def ct_paths(shared_data: Path) -> list[Path]:
+    paths = sorted((shared_data / CT_SERIES).glob("*.dcm"))
+    assert len(paths) == 30
+    return paths
+
+
+def anonymise(paths: list[Path], folder: Path, *, blank_file_meta: bool = False, **changes) -> list[Path]:
+    """Copies of ``paths`` in ``folder`` with SOP/Series/Study Instance UIDs and PatientID present but
+    empty (and, with ``blank_file_meta``, the file meta's MediaStorageSOPInstanceUID too)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for path in paths:
+        ds = pydicom.dcmread(path)
+        for keyword in BLANKED:
+            setattr(ds, keyword, "")
+        if blank_file_meta:
+            ds.file_meta.MediaStorageSOPInstanceUID = ""
+        for keyword, value in changes.items():
+            setattr(ds, keyword, value)
+        ds.save_as(folder / path.name)
+        out.append(folder / path.name)
+    return out
+
+
+def sitk_read(folder: Path) -> sitk.Image:
+    """The series SimpleITK finds in ``folder``: GDCM names the anonymised one by its empty UID."""
+    reader = sitk.ImageSeriesReader()
+    assert reader.GetGDCMSeriesIDs(str(folder)) == ("",)
+    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(folder), ""))
+    return reader.Execute()
+
+
+def stored_voxels(scan: Scan) -> np.ndarray:
+    return np.asarray(nib.load(default_storage.path(scan.file.name)).dataobj)
+
+
+def noise_file(path: Path, size: int, seed: int) -> Path:
+    """A 128-byte preamble and 'DICM', then random bytes."""
+    path.write_bytes(b"\0" * 128 + b"DICM" + np.random.default_rng(seed).bytes(size))
+    return path
+
+
+# --- anonymised series ---------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("workers", [1, 2], ids=["one-process", "worker-processes"])
+def test_an_anonymised_real_ct_is_stored_as_simpleitk_reads_it(
+    project, shared_data, tmp_path, manager, api_client, workers
+):
+    folder = tmp_path / "anon"
+    anonymise(ct_paths(shared_data), folder)
+    reference = sitk_read(folder)
+
+    summary = scans_ingest(project=project, paths=[folder], workers=workers)
+
+    assert summary.errors == [] and len(summary.stored) == 1
+    scan = Scan.objects.get()
+    assert scan.shape == [512, 512, 30] and ScanSource.objects.filter(scan=scan).count() == 30
+    # the same voxels as SimpleITK: ours (X, Y, Z), SimpleITK's array (Z, Y, X), both Z along the normal
+    assert np.array_equal(stored_voxels(scan).transpose(2, 1, 0), sitk.GetArrayFromImage(reference))
+    assert scan.spacing == pytest.approx(list(reference.GetSpacing()))
+    affine = np.asarray(scan.affine)
+    for ijk in [(0, 0, 0), (511, 0, 0), (0, 511, 29), (511, 511, 29)]:
+        lps = reference.TransformIndexToPhysicalPoint(ijk)
+        ras = affine @ np.array([*ijk, 1.0])
+        assert ras[:3] == pytest.approx([-lps[0], -lps[1], lps[2]], abs=1e-3)
+    # each fallback listed on the stored series, and shown by the API
+    for fallback in FALLBACKS:
+        assert any(w.startswith(fallback) for w in scan.warnings), (fallback, scan.warnings)
+    assert any("MediaStorageSOPInstanceUID used" in w for w in scan.warnings)
+    detail = api_client(manager).get(reverse("scan-detail", args=[scan.pk])).json()
+    assert detail["warnings"] == scan.warnings
+    # one study and one patient of its own, with a pseudonym not shared by every file without a PatientID
+    study = Study.objects.get()
+    patient = Patient.objects.get()
+    assert study.patient == patient and scan.study == study
+    nobody = pseudonyms.patient_pseudonym(pseudonyms.patient_identity_hash(project.deid_secret, ""))
+    assert patient.pseudonym.startswith("P") and patient.pseudonym != nobody
+    # the stored, de-identified header holds the series UID the scan has, and the pseudonym
+    with default_storage.open(scan.meta["header_file"]) as fh:
+        header = json.loads(gzip.decompress(fh.read()))
+    assert header["0020000E"]["Value"] == [scan.series_uid]
+    assert header["0020000D"]["Value"] == [study.study_uid]
+    assert header["00100020"]["Value"] == [patient.pseudonym]
+
+
+@pytest.mark.django_db
+def test_without_any_instance_uid_each_file_gets_one_from_its_content_and_re_ingest_stores_nothing(
+    project, shared_data, tmp_path
+):
+    folder = tmp_path / "anon"
+    anonymise(ct_paths(shared_data), folder, blank_file_meta=True)
+
+    first = scans_ingest(project=project, paths=[folder], workers=1)
+    again = scans_ingest(project=project, paths=[folder], workers=1)
+
+    assert first.errors == [] and len(first.stored) == 1
+    scan = Scan.objects.get()
+    assert scan.shape == [512, 512, 30]
+    assert any("derived from each file's content (sha256)" in w for w in scan.warnings)
+    sops = list(ScanSource.objects.values_list("sop_uid", flat=True))
+    assert len(set(sops)) == 30 and all(sops)
+    assert again.stored == [] and again.errors == []
+    assert again.duplicates == [
+        {"file": again.duplicates[0]["file"], "scan_id": scan.pk, "reason": "already stored"}
+    ]
+    assert Scan.objects.count() == 1 and ScanSource.objects.count() == 30 and Study.objects.count() == 1
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("workers", [1, 2], ids=["one-process", "worker-processes"])
+def test_anonymised_series_in_one_folder_tree_are_told_apart(project, shared_data, tmp_path, workers):
+    ct = ct_paths(shared_data)
+    root = tmp_path / "export"
+    # folder a: the whole CT (series number 3) and ten of its slices as series 5; folder b: fifteen
+    # slices with every shared attribute of the first, in another folder
+    anonymise(ct, root / "a", blank_file_meta=True)
+    anonymise(ct[:10], root / "a" / "tmp", blank_file_meta=True, SeriesNumber=5, SeriesDescription="MIP")
+    for p in (root / "a" / "tmp").iterdir():
+        p.rename(root / "a" / f"mip-{p.name}")
+    (root / "a" / "tmp").rmdir()
+    anonymise(ct[::2], root / "b", blank_file_meta=True, ImageComments="second export")
+
+    summary = scans_ingest(project=project, paths=[root], workers=workers)
+
+    assert summary.errors == []
+    assert sorted(s["shape"][2] for s in summary.stored) == [10, 15, 30]
+    assert Study.objects.count() == 3 and Patient.objects.count() == 3
+    assert len(set(Patient.objects.values_list("pseudonym", flat=True))) == 3
+    assert ScanSource.objects.count() == 55
+    again = scans_ingest(project=project, paths=[root], workers=workers)
+    assert again.stored == [] and len(again.duplicates) == 3 and Scan.objects.count() == 3
+
+
+# --- random bytes after a DICOM preamble -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [16, 1000, 64 * 1024])
+@pytest.mark.parametrize("seed", range(4))
+def test_random_bytes_after_a_dicm_preamble_are_not_a_readable_dicom_file(tmp_path, size, seed):
+    path = noise_file(tmp_path / "noise.dcm", size, seed)
+    files, errors = dicom_read_headers([path])
+    assert files == [] and len(errors) == 1
+    assert errors[0].file == str(path)
+    assert errors[0].reason.startswith("not a readable DICOM file (") and "UID" not in errors[0].reason
+
+
+@pytest.mark.django_db
+def test_a_noise_file_beside_an_anonymised_series_is_named_and_the_series_stored(
+    project, shared_data, tmp_path
+):
+    folder = tmp_path / "anon"
+    anonymise(ct_paths(shared_data), folder)
+    noise_file(folder / "1-31.dcm", 20_000, seed=7)
+    summary = scans_ingest(project=project, paths=[folder], workers=1)
+    assert [s["shape"] for s in summary.stored] == [[512, 512, 30]]
+    [error] = summary.errors
+    assert Path(error["file"]).name == "1-31.dcm" and error["reason"].startswith(
+        "not a readable DICOM file ("
+    )
