@@ -7,6 +7,12 @@ UPLOAD_MAX_BYTES = env_int("UPLOAD_MAX_BYTES", 2 * 1024**3)
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024**2
 FILE_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024**2
 FILE_UPLOAD_HANDLERS = ["core.uploads.LargeChunkUploadHandler"]
+# Files in one multipart request: UPLOAD_MAX_FILES at the scan upload endpoint (a CT sent one file per
+# slice), REQUEST_MAX_FILES (Django's default, 100) everywhere else; core.uploads counts them per view,
+# Django's own DATA_UPLOAD_MAX_NUMBER_FILES is only the outer bound.
+UPLOAD_MAX_FILES = env_int("UPLOAD_MAX_FILES", 10_000)
+REQUEST_MAX_FILES = 100
+DATA_UPLOAD_MAX_NUMBER_FILES = max(UPLOAD_MAX_FILES, REQUEST_MAX_FILES)
 # One mask upload (annotation saves, anatomy masks), in bytes, refused before the body is read.
 MASK_UPLOAD_MAX_BYTES = env_int("MASK_UPLOAD_MAX_BYTES", 256 * 1024**2)
 # Zip archives: total uncompressed size, member count and compression ratio of any member (the ratio

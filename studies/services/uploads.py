@@ -58,6 +58,7 @@ def upload_create(*, project: Project, spec: UploadSpec, user) -> Job:
             name = f"{base}/{i:05d}_{(f.name or 'file').replace('/', '_')[-120:]}"
             key = default_storage.save(name, f)
             keys.append(key)
+            f.close()  # its temporary file is no longer needed, nor a descriptor a storage opened on it
             return key
 
         params = dict(spec.options)

@@ -1,12 +1,15 @@
 """Real-world DICOM that other readers accept: anonymised series whose UIDs and PatientID are empty, random
-bytes after a DICOM preamble.
+bytes after a DICOM preamble, a CT sent as one upload part per slice.
 
 The anonymised series are the real CT series of ``../shared/data`` (``ct/lungdx-a0002``) with the UID
 attributes and PatientID blanked by pydicom in a temporary copy; SimpleITK's ImageSeriesReader (GDCM)
 reads the same files as the reference."""
 
 import gzip
+import io
 import json
+import os
+import resource
 from pathlib import Path
 
 import nibabel as nib
@@ -17,10 +20,12 @@ import SimpleITK as sitk
 from django.core.files.storage import default_storage
 from django.urls import reverse
 
+from core.models import Job
 from studies import pseudonyms
 from studies.ingest.dicom import dicom_read_headers
 from studies.models import Patient, Scan, ScanSource, Study
 from studies.services.scans import scans_ingest
+from tests.studies.dicom_factories import write_series
 
 CT_SERIES = "ct/lungdx-a0002"
 BLANKED = ("SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID", "PatientID")
@@ -193,3 +198,75 @@ def test_a_noise_file_beside_an_anonymised_series_is_named_and_the_series_stored
     assert Path(error["file"]).name == "1-31.dcm" and error["reason"].startswith(
         "not a readable DICOM file ("
     )
+
+
+# --- uploads through the API -----------------------------------------------------------------------------
+
+
+def _upload(client, slug, **fields):
+    return client.post(reverse("upload-create", args=[slug]), fields, format="multipart")
+
+
+def _parts(paths: list[Path]) -> list[io.BytesIO]:
+    parts = []
+    for path in paths:
+        part = io.BytesIO(path.read_bytes())
+        part.name = path.name
+        parts.append(part)
+    return parts
+
+
+@pytest.fixture
+def slices_255(tmp_path) -> list[Path]:
+    """A CT of 255 slices of 16 x 16 pixels, one file per slice (pydicom-written)."""
+    return write_series(tmp_path / "ct255", n=255, rows=16, cols=16, step=1.25)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_ct_sent_as_255_file_parts_is_one_255_slice_series(project, manager, api_client, slices_255):
+    response = _upload(api_client(manager), project.slug, files=_parts(slices_255))
+
+    assert response.status_code == 202, response.content
+    job = Job.objects.get(pk=response.json()["id"])
+    assert job.status == "succeeded", job.message
+    assert job.counts["scans_stored"] == 1 and job.errors == []
+    scan = Scan.objects.get()
+    assert scan.shape == [16, 16, 255] and ScanSource.objects.filter(scan=scan).count() == 255
+
+
+@pytest.mark.django_db(transaction=True)
+def test_file_parts_hold_no_descriptor_while_the_request_is_read(project, manager, api_client, slices_255):
+    """A server whose process may open few files (a common soft limit is 1,024) still takes a request of
+    many more parts than that: here 255 parts with room for 100 more descriptors than are open now."""
+    parts = _parts(slices_255)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + 100, hard))
+    try:
+        response = _upload(api_client(manager), project.slug, files=parts)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert response.status_code == 202, response.content
+    assert Job.objects.get(pk=response.json()["id"]).counts["scans_stored"] == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_more_files_than_the_limit_is_413_naming_files(project, manager, api_client, settings, slices_255):
+    settings.UPLOAD_MAX_FILES = 200
+    response = _upload(api_client(manager), project.slug, files=_parts(slices_255))
+    assert response.status_code == 413, response.content
+    assert response.json()["field"] == "files" and "UPLOAD_MAX_FILES" in response.json()["detail"]
+    assert Job.objects.count() == 0 and Scan.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_other_endpoints_keep_the_limit_of_100_files(project, manager, api_client):
+    """Only the scan upload takes thousands of parts: another multipart endpoint (model registration)
+    refuses the 101st."""
+    parts = [io.BytesIO(b"x") for _ in range(101)]
+    for i, part in enumerate(parts):
+        part.name = f"model{i}.pt"
+    response = api_client(manager).post(
+        reverse("project-models", args=[project.slug]), {"file": parts, "name": "m"}, format="multipart"
+    )
+    assert response.status_code == 413, response.content
+    assert response.json()["field"] == "files" and "REQUEST_MAX_FILES" in response.json()["detail"]
