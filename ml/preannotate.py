@@ -6,6 +6,12 @@ intense-focus regions of the gaze recordings of a radiograph, from the gaze labe
 ``model:<name>`` (the newest ready version of a registered model). 3D masks are stored as uint8 NIfTI on
 the scan's grid (its affine), 2D masks as 1-bit PNG (rows = the image's Y); every proposal records the
 generator, its parameters and, for a model, the version, mean probability and entropy inside the mask.
+
+Running a generator on a scan again (a new job, the CLI, or the same job delivered again after a crash)
+replaces that generator's earlier proposals of the scan (``params["generator"]``: ``lungs``,
+``model:<name>`` ...) instead of adding duplicates. An earlier proposal that a finding's annotation
+started from (``Annotation.region_proposal``) is kept, marked ``params["superseded"]``; a mask file that
+a training run's examples or a frozen release still name is kept in storage when its row goes.
 """
 
 from __future__ import annotations
@@ -15,14 +21,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from django.apps import apps
 from django.core.files.storage import default_storage
 from django.db import transaction
+from django.utils import timezone
 
 from core.errors import FieldError
 from core.jobs import job_create, job_dispatch
 from core.models import Job
 from core.storage import project_key, storage_all_or_nothing, storage_local_copy, storage_save_bytes
 from labeling.models import RegionProposal
+from ml.models import TrainingRun
 from ml.specs import ModelError
 from studies.ingest.volume_io import mask_file
 from studies.models import Scan
@@ -68,9 +77,10 @@ def scan_volume(scan: Scan) -> np.ndarray:
 def preannotate(
     *, scan: Scan, generator: str, params: dict[str, Any] | None = None, user=None, job_id: int | None = None
 ) -> Outcome:
-    """Run ``generator`` on ``scan`` and store its proposals (all or none). With ``job_id`` (a job that a
-    crashed worker left to run again) the proposals an earlier attempt of that job stored are replaced, so
-    a re-run leaves no duplicates."""
+    """Run ``generator`` on ``scan`` and store its proposals (all or none), replacing the proposals an
+    earlier run of the same generator stored for the scan (a new job, or ``job_id`` delivered again after
+    a crash), so a re-run leaves no duplicates; one a finding's annotation started from is kept, marked
+    superseded."""
     params = dict(params or {})
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -351,11 +361,7 @@ def _store(
     source = "model" if generator.startswith("model:") else generator
     out = []
     with storage_all_or_nothing() as written, transaction.atomic():
-        if job_id is not None:
-            earlier = RegionProposal.objects.filter(scan=scan, params__job=job_id)
-            keys = [p.mask.name for p in earlier]
-            earlier.delete()
-            transaction.on_commit(lambda: [default_storage.delete(k) for k in keys])
+        _replace_earlier(scan, generator, job_id)
         for i, region in enumerate(regions):
             pixels = int(region.mask.sum())
             if pixels == 0:
@@ -396,3 +402,44 @@ def _store(
                 )
             )
     return out
+
+
+def _replace_earlier(scan: Scan, generator: str, job_id: int | None) -> None:
+    """Delete the proposals ``generator`` stored for ``scan`` before (and, after commit, their mask files);
+    keep those an annotation started from, marked ``params["superseded"]``, and the mask files that a
+    training run or a frozen release names. Runs in the caller's transaction, with the scan's row locked
+    so that two runs of one scan replace one after the other (PostgreSQL; SQLite has one writer)."""
+    Scan.objects.select_for_update().filter(pk=scan.pk).first()
+    earlier = RegionProposal.objects.filter(scan=scan, params__generator=generator)
+    started_from = earlier.filter(annotations__isnull=False).distinct()
+    superseded = {
+        "superseded": True,
+        "superseded_at": timezone.now().isoformat(),
+        "superseded_by_job": job_id,
+    }
+    for proposal in started_from:
+        if not proposal.params.get("superseded"):
+            proposal.params = {**proposal.params, **superseded}
+            proposal.save(update_fields=["params"])
+    gone = earlier.exclude(pk__in=started_from.values("pk"))
+    keys = [key for key in gone.values_list("mask", flat=True) if key]
+    gone.delete()
+    if keys:
+        kept = _mask_keys_in_use(scan.project, keys)
+        transaction.on_commit(lambda: [default_storage.delete(k) for k in keys if k not in kept])
+
+
+def _mask_keys_in_use(project, keys: list[str]) -> set[str]:
+    """Which of these mask files a training run's examples or a frozen release name (they read them later
+    by key and sha256). Releases are looked up by name: ``releases`` imports ``ml``, not the reverse."""
+    wanted = set(keys)
+    used = {
+        e.get("mask")
+        for examples in TrainingRun.objects.filter(project=project).values_list("examples", flat=True)
+        for e in examples or []
+        if isinstance(e, dict) and e.get("mask") in wanted
+    }
+    if apps.is_installed("releases"):
+        labels = apps.get_model("releases", "ReleaseLabel")
+        used |= set(labels.objects.filter(mask_key__in=wanted).values_list("mask_key", flat=True))
+    return used
