@@ -5,7 +5,9 @@ paths, drive letters) or when it looks like a zip bomb: more members, more total
 higher compression ratio than the limits in settings (``ZIP_MAX_*``). Limits are also enforced while
 extracting, so a lying central directory cannot exceed them: a member is inflated a piece at a time and
 never past the size it declares; one whose data goes on past that size (or whose checksum fails) is
-refused naming it, and what was written of it is removed.
+refused naming it, and what was written of it is removed. When ingesting scans (``files_collect``) such a
+corrupt member is listed as an error of its own and every other member is still extracted; a gaze
+archive (``zip_extract`` without ``member_errors``) is refused whole.
 """
 
 import os
@@ -103,8 +105,14 @@ def zip_check(path: Path, *, display: str | None = None) -> list[zipfile.ZipInfo
     return members
 
 
-def zip_extract(path: Path, dest: Path, *, display: str | None = None) -> list[FoundFile]:
-    """Extract the checked members of ``path`` under ``dest``; never writes outside ``dest``."""
+def zip_extract(
+    path: Path, dest: Path, *, display: str | None = None, member_errors: list[IngestError] | None = None
+) -> list[FoundFile]:
+    """Extract the checked members of ``path`` under ``dest``; never writes outside ``dest``.
+
+    A member that cannot be inflated or fails its checksum (corrupt data, or data past its declared size)
+    raises IngestError, the archive refused; with ``member_errors`` given it is appended there instead,
+    named ``archive!member``, and the other members are extracted."""
     label = display or str(path)
     members = zip_check(path, display=label)
     dest = dest.resolve()
@@ -134,12 +142,18 @@ def zip_extract(path: Path, dest: Path, *, display: str | None = None) -> list[F
                         out.write(block)
             except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError) as exc:
                 target.unlink(missing_ok=True)
-                raise IngestError(
-                    label,
-                    f"member {info.filename!r} does not match the {info.file_size} bytes and checksum it "
-                    f"declares (stopped after {written} bytes: {exc}); archive refused",
-                    "member",
-                ) from exc
+                reason = (
+                    f"does not match the {info.file_size} bytes and checksum it declares (stopped after "
+                    f"{written} bytes: {exc})"
+                )
+                if member_errors is None:
+                    raise IngestError(
+                        label, f"member {info.filename!r} {reason}; archive refused", "member"
+                    ) from exc
+                member_errors.append(
+                    IngestError(f"{label}!{info.filename}", f"corrupt zip member: {reason}", "member")
+                )
+                continue
             except IngestError:
                 target.unlink(missing_ok=True)
                 raise
@@ -150,9 +164,11 @@ def zip_extract(path: Path, dest: Path, *, display: str | None = None) -> list[F
 def files_collect(
     paths: Iterable[str | os.PathLike], workdir: Path
 ) -> tuple[list[FoundFile], list[IngestError]]:
-    """All files under ``paths`` (folders recursively, zip archives extracted into ``workdir``)."""
+    """All files under ``paths`` (folders recursively, zip archives extracted into ``workdir``), and an
+    error per path, archive or corrupt archive member that could not be taken."""
     found: list[FoundFile] = []
     errors: list[IngestError] = []
+    archives = 0
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
@@ -166,9 +182,10 @@ def files_collect(
             if candidate.name in _IGNORED_NAMES or candidate.name.startswith("._"):
                 continue
             if file_kind(candidate) == "zip":
-                target = workdir / f"zip{len(found)}_{len(errors)}"
+                archives += 1
+                target = workdir / f"zip{archives}"  # a folder per archive, whatever came of the others
                 try:
-                    found.extend(zip_extract(candidate, target, display=str(candidate)))
+                    found.extend(zip_extract(candidate, target, display=str(candidate), member_errors=errors))
                 except IngestError as exc:
                     shutil.rmtree(target, ignore_errors=True)
                     errors.append(exc)

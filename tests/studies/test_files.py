@@ -74,3 +74,25 @@ def test_file_kind_sniffs_content(tmp_path):
     other = tmp_path / "slice"
     other.write_bytes(b"\0" * 200)
     assert [file_kind(p) for p in (png, jpg, nii, other)] == ["png", "jpeg", "nifti", "dicom"]
+
+
+def test_a_corrupt_member_is_listed_and_every_other_member_extracted(tmp_path):
+    (tmp_path / "in").mkdir()
+    archive = _zip(tmp_path / "in" / "pack.zip", {"s/1.dcm": b"one" * 1000, "s/2.dcm": b"two" * 1000})
+    data = bytearray(archive.read_bytes())
+    with zipfile.ZipFile(archive) as zf:
+        info = zf.getinfo("s/1.dcm")
+    start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)
+    data[start + info.compress_size // 2] ^= 0xFF  # its data no longer matches its CRC-32
+    archive.write_bytes(bytes(data))
+
+    found, errors = files_collect([archive], tmp_path / "work")
+
+    assert [f.display.split("/in/")[-1] for f in found] == ["pack.zip!s/2.dcm"]
+    assert (found[0].path.read_bytes()) == b"two" * 1000
+    [error] = errors
+    assert error.file.endswith("pack.zip!s/1.dcm") and error.field == "member"
+    assert error.reason.startswith("corrupt zip member") and not list((tmp_path / "work").rglob("1.dcm"))
+    with pytest.raises(IngestError) as refused:  # alone (a gaze archive) the archive is refused whole
+        zip_extract(archive, tmp_path / "gaze")
+    assert "archive refused" in refused.value.reason

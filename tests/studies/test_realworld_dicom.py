@@ -1,5 +1,5 @@
 """Real-world DICOM that other readers accept: anonymised series whose UIDs and PatientID are empty, random
-bytes after a DICOM preamble, a CT sent as one upload part per slice.
+bytes after a DICOM preamble, a CT sent as one upload part per slice, a zip with a corrupt member.
 
 The anonymised series are the real CT series of ``../shared/data`` (``ct/lungdx-a0002``) with the UID
 attributes and PatientID blanked by pydicom in a temporary copy; SimpleITK's ImageSeriesReader (GDCM)
@@ -10,6 +10,8 @@ import io
 import json
 import os
 import resource
+import struct
+import zipfile
 from pathlib import Path
 
 import nibabel as nib
@@ -270,3 +272,57 @@ def test_other_endpoints_keep_the_limit_of_100_files(project, manager, api_clien
     )
     assert response.status_code == 413, response.content
     assert response.json()["field"] == "files" and "REQUEST_MAX_FILES" in response.json()["detail"]
+
+
+# --- a zip with corrupt members --------------------------------------------------------------------------
+
+
+def _corrupt_crc(data: bytes, member: str) -> bytes:
+    """``data`` (a zip) with one byte of ``member``'s compressed data changed: it fails its CRC-32."""
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        info = zf.getinfo(member)
+    out = bytearray(data)
+    (name_len, extra_len) = struct.unpack_from("<HH", out, info.header_offset + 26)
+    start = info.header_offset + 30 + name_len + extra_len
+    out[start + info.compress_size // 2] ^= 0xFF
+    return bytes(out)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_zip_with_corrupt_members_stores_every_other_unit_and_lists_them(
+    project, manager, api_client, shared_data, tmp_path
+):
+    ct = ct_paths(shared_data)
+    phantom = write_series(tmp_path / "phantom", n=6)
+    cut = tmp_path / "cut.dcm"  # a slice of another series, cut short after its header
+    ds = pydicom.dcmread(ct[0])
+    ds.SeriesInstanceUID = pydicom.uid.generate_uid()
+    ds.save_as(cut)
+    cut.write_bytes(cut.read_bytes()[:3000])
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for p in ct:
+            zf.write(p, f"ct/{p.name}")
+        for p in phantom:
+            zf.write(p, f"phantom/{p.name}")
+        zf.write(ct[5], "bad/crc.dcm")
+        zf.writestr("bad/noise.dcm", b"\0" * 128 + b"DICM" + np.random.default_rng(3).bytes(40_000))
+        zf.write(cut, "bad/cut.dcm")
+    upload = io.BytesIO(_corrupt_crc(buf.getvalue(), "bad/crc.dcm"))
+    upload.name = "export.zip"
+
+    response = _upload(api_client(manager), project.slug, files=[upload])
+
+    assert response.status_code == 202, response.content
+    job = Job.objects.get(pk=response.json()["id"])
+    assert job.status == "succeeded", job.message
+    assert sorted(Scan.objects.values_list("shape", flat=True)) == [[32, 24, 6], [512, 512, 30]]
+    errors = {e["file"].split("!")[-1] if "!" in e["file"] else e["file"]: e for e in job.errors}
+    named = {name for name in errors if name.startswith("bad/") or "/bad/" in name}
+    assert len(job.errors) == 3 and len(named) == 3, job.errors
+    by_member = {name.rsplit("bad/", 1)[1]: errors[name] for name in named}
+    assert "export.zip!bad/crc.dcm" in by_member["crc.dcm"]["file"]
+    assert "corrupt zip member" in by_member["crc.dcm"]["reason"] and "CRC" in by_member["crc.dcm"]["reason"]
+    assert by_member["noise.dcm"]["reason"].startswith("not a readable DICOM file (")
+    assert "truncated" in by_member["cut.dcm"]["reason"]
+    assert "Traceback" not in json.dumps(job.errors) + (job.message or "")
