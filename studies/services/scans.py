@@ -282,7 +282,7 @@ def _units_run(
         loaded = unit.loaded if unit.loaded is not None else next(fresh)
         unit.dicom = []  # headers no longer needed: free them as we go
         if isinstance(loaded, IngestError):
-            ctx.summary.errors.append(loaded.as_dict())
+            ctx.error(loaded)  # its file named as found (archive!member), not by where it was extracted
         else:
             try:
                 scan = scan_store(project=ctx.project, unit=unit, loaded=loaded, study_pattern=study_pattern)
