@@ -8,7 +8,8 @@ that uses the parent's database (``DATABASE_URL`` built from the current connect
 job row records progress and outcome, as with a worker. A thread of the parent reaps the child and fails
 the job when the child exited without ending it (a crash before or while loading); a parent that dies
 leaves a running job whose lease lapses, which ``core.jobs.jobs_reap`` fails. The child records its pid
-on the job's result (``result["pid"]``) once the job ended.
+on the job's result (``result["pid"]``) once the job ended. A child that runs past its queue's hard time
+limit (``JOB_TIME_LIMITS``) is killed and its job failed with the limit, as a worker's pool would.
 
 ``EMBEDDED_GPU_JOBS_IN_CHILD=false`` runs them in-process again (the tests do: their in-memory SQLite
 database cannot be shared with a child).
@@ -118,7 +119,10 @@ def job_start_child(*, job: Job, task: Any, kwargs: dict[str, Any]) -> subproces
     # Same process group: stopping the server (Ctrl-C) stops its jobs, whose leases then lapse.
     proc = subprocess.Popen(command, cwd=REPO, env=env, stdin=subprocess.DEVNULL)
     log.info("job %s (%s) runs in child process %s", job.pk, task.name, proc.pid)
-    reaper = threading.Thread(target=_reap, args=(job.pk, proc), name=f"job-{job.pk}-child", daemon=True)
+    limits = settings.JOB_TIME_LIMITS.get(task_queue(task.name)) or {}
+    reaper = threading.Thread(
+        target=_reap, args=(job.pk, proc, limits.get("hard")), name=f"job-{job.pk}-child", daemon=True
+    )
     with _lock:
         _children[job.pk] = (proc, reaper)
     reaper.start()
@@ -140,9 +144,21 @@ def job_child_wait(job_id: int, timeout: float | None = None) -> int | None:
     return proc.returncode
 
 
-def _reap(job_id: int, proc: subprocess.Popen) -> None:
-    """Wait for the child; fail its job when it exited without ending it."""
-    code = proc.wait()
+def _reap(job_id: int, proc: subprocess.Popen, hard_limit: float | None = None) -> None:
+    """Wait for the child; kill it past ``hard_limit`` seconds; fail its job when it exited without ending
+    it."""
+    try:
+        code = proc.wait(timeout=hard_limit)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        code = proc.wait()
+        try:
+            from core.jobs import job_fail_live, time_limit_reason  # here: core.jobs imports this module
+
+            if job_fail_live(job_id, time_limit_reason(hard_limit)):
+                log.error("job %s: its child process %s ran past %s s; killed", job_id, proc.pid, hard_limit)
+        except Exception:
+            log.exception("job %s: the time limit of its child process could not be recorded", job_id)
     try:
         if code != 0:
             from core.jobs import job_fail  # here: core.jobs imports this module

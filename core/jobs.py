@@ -199,14 +199,14 @@ def _attempts_spent(job_id: int) -> bool:
     if not limit or attempts is None or attempts < limit:
         return False
     reason = attempts_reason(attempts)
-    if _job_fail_live(job_id, reason):
+    if job_fail_live(job_id, reason):
         log.error("job %s failed: %s", job_id, reason)
     else:
         log.warning("job %s delivered again after it ended (%s attempts); not run", job_id, attempts)
     return True
 
 
-def _job_fail_live(job_id: int, reason: str) -> bool:
+def job_fail_live(job_id: int, reason: str) -> bool:
     """Fail the job unless it has ended already; whether it was failed here."""
     updated = Job.objects.filter(pk=job_id, status__in=LIVE).update(
         status=JobStatus.FAILED, message=reason[:500], finished_at=timezone.now(), lease_until=None
@@ -245,7 +245,7 @@ class JobTask(Task):
             reason = time_limit_reason(seconds)
         else:
             reason = public_message(exc)
-        if _job_fail_live(job_id, reason):
+        if job_fail_live(job_id, reason):
             log.error("job %s failed: %s", job_id, reason)
 
 

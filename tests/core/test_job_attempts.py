@@ -18,9 +18,11 @@ import pytest
 from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connection
+from django.urls import reverse
 from django.utils import timezone
 
 from config.celery import app
+from core.job_child import job_child_wait
 from core.jobs import (
     REAPED,
     JobTask,
@@ -33,6 +35,7 @@ from core.jobs import (
 from core.models import Job, JobStatus
 from tests.conftest import REPO, need_service
 from tests.core import job_tasks
+from tests.ml import test_embedded_child
 
 
 def _never(job):
@@ -145,6 +148,29 @@ def test_a_hard_time_limit_fails_the_job_from_the_workers_main_process(project):
     job_tasks.pid.on_failure(ValueError("later"), "task-id", (), {"job_id": job.pk}, None)
     job.refresh_from_db()
     assert job.message == time_limit_reason(7200)
+
+
+child_db = test_embedded_child.child_db  # fixtures: a database a child process can open, a small CT
+ct = test_embedded_child.ct
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_gpu_job_in_a_child_process_is_killed_past_its_hard_limit(
+    child_db, settings, project, manager, api_client, ct
+):
+    # Given jobs in-process, where a `gpu` job runs in a child process, and a 1 s hard limit for them
+    app.loader.import_default_modules()  # the tasks keep the limits they were made with, not these
+    assert app.tasks["ml.preannotate"].time_limit == settings.JOB_TIME_LIMITS["gpu"]["hard"]
+    settings.JOB_TIME_LIMITS = {**settings.JOB_TIME_LIMITS, "gpu": {"soft": 0.5, "hard": 1}}
+    # When a pre-annotation starts (the child needs longer than that to start Django alone)
+    started = api_client(manager).post(
+        reverse("scan-preannotate", args=[ct.pk]), {"generator": "lungs"}, format="json"
+    )
+    job_id = started.json()["job_id"]
+    # Then the child is killed and the job failed with the limit
+    assert job_child_wait(job_id, 120) in (None, -signal.SIGKILL)  # None: reaped already
+    job = Job.objects.get(pk=job_id)
+    assert job.status == "failed" and job.message == "ran past its time limit of 1 s"
 
 
 # --- a web process reaps ------------------------------------------------------------------------------
