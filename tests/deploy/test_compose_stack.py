@@ -51,6 +51,7 @@ import pytest
 import redis
 import requests
 import yaml
+from botocore.exceptions import BotoCoreError
 from psycopg import sql
 
 from tests.conftest import REPO, need_service
@@ -146,8 +147,8 @@ class Stack:
             self.check()
             try:
                 result = ready()
-            except (OSError, requests.RequestException, psycopg.Error):
-                result = None
+            except (OSError, requests.RequestException, BotoCoreError, redis.RedisError):
+                result = None  # not listening yet
             if result:
                 return result
             if time.monotonic() > deadline:
