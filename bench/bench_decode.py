@@ -6,10 +6,11 @@ JPEG-LS versions of a 512x512x255 CT series made from the real one (cached under
     .venv/bin/python bench/bench_decode.py --slices 60 --repeat 1
 
 Each figure comes from ``bench_ingest.py --one METHOD FOLDER`` in a fresh process (``platform_serial``
-is ``platform`` with ``INGEST_DECODE_WORKERS=1``). Memory: ``peak_mb`` is the growth of that process's
-peak RSS (VmHWM) during the run; ``tree_mb`` the peak of the proportional set size (PSS) of that process
-and every process it started (the decode workers) over the same span, less its value at the start,
-sampled every 20 ms by a separate sampler process (``bench/tree_pss.py``), for every method alike.
+is ``platform`` with ``INGEST_DECODE_WORKERS=1``), the methods' runs interleaved, the median of each.
+Memory: ``peak_mb`` is the growth of that process's peak RSS (VmHWM) during the run; ``tree_mb`` the
+peak of the proportional set size (PSS) of that process and every process it started (the decode
+workers) over the same span, less its value at the start, sampled every 20 ms by a separate sampler
+process (``bench/tree_pss.py``), for every method alike.
 """
 
 import argparse
@@ -111,11 +112,20 @@ def measure(method: str, folder: Path) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def median_of(n: int, method: str, folder: Path) -> dict:
-    runs = [measure(method, folder) for _ in range(n)]
-    row = {key: statistics.median(r[key] for r in runs) for key in ("seconds", "peak_mb", "tree_mb")}
-    row["runs"] = [round(r["seconds"], 3) for r in runs]
-    return row
+def medians(n: int, folder: Path) -> dict[str, dict]:
+    """Every method ``n`` times, interleaved (one run of each in turn, so that the machine's slower
+    moments fall on all of them alike); per method the medians and the times of its runs."""
+    runs: dict[str, list[dict]] = {method: [] for method in METHODS}
+    for _ in range(n):
+        for method in METHODS:
+            runs[method].append(measure(method, folder))
+    rows = {}
+    for method, results in runs.items():
+        rows[method] = {
+            key: statistics.median(r[key] for r in results) for key in ("seconds", "peak_mb", "tree_mb")
+        }
+        rows[method]["runs"] = [round(r["seconds"], 3) for r in results]
+    return rows
 
 
 def main() -> None:
@@ -133,9 +143,7 @@ def main() -> None:
     for label, folder in folders.items():
         mb = sum(p.stat().st_size for p in folder.glob("*.dcm")) / 2**20
         print(f"\n== {label}, 512x512x{args.slices} ({mb:.0f} MB in {folder.name})")
-        rows = {}
-        for method in METHODS:  # interleaved runs would spread noise evenly; methods run back to back here
-            rows[method] = median_of(args.repeat, method, folder)
+        rows = medians(args.repeat, folder)
         target = rows["sitk_read_write"]["seconds"]
         for method, r in rows.items():
             print(

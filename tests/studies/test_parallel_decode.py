@@ -1,5 +1,6 @@
 """Compressed series decoded on worker processes: the same volume as a serial decode, serial when the
-setting says 1, errors and values outside int16 as a serial decode has them.
+setting says 1, errors and values outside int16 as a serial decode has them; the faster decoders tried
+first for JPEG Lossless and JPEG-LS give the values of pydicom's default ones.
 
 The series are the real 30-slice CT (``../shared/data``) compressed losslessly as the benchmark does it
 (``bench/bench_decode.py``): JPEG Lossless (GDCM through SimpleITK), JPEG 2000 (pylibjpeg-openjpeg) and
@@ -14,9 +15,12 @@ import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
+from pydicom.data import get_testdata_file
+from pydicom.pixels import get_decoder
+from pydicom.uid import JPEGLosslessSV1, JPEGLSLossless
 
 from bench.bench_decode import SYNTAXES, compress_series
-from studies.ingest import dicom_decode
+from studies.ingest import dicom_decode, dicom_pixels, jpeg_lossless
 from studies.ingest.dicom import dicom_load_series, dicom_read_headers
 from studies.ingest.types import IngestError
 from studies.services.scans import scans_ingest
@@ -39,7 +43,11 @@ def compressed(tmp_path_factory) -> dict[str, Path]:
 
 
 def headers(folder: Path):
-    files, errors = dicom_read_headers(sorted(folder.glob("*.dcm")))
+    return headers_of(sorted(folder.glob("*.dcm")))
+
+
+def headers_of(paths):
+    files, errors = dicom_read_headers(paths)
     assert errors == []
     return files
 
@@ -182,3 +190,56 @@ def test_ingest_of_a_compressed_series_stores_the_serial_volume(
         stored[setting] = np.asarray(nib.load(Path(_media_root) / summary.stored[0]["file"]).dataobj)
     assert stored[1].shape == (512, 512, 30)
     assert np.array_equal(stored[1], stored[2])
+
+
+# --- the decoder tried first ------------------------------------------------------------------------------
+
+
+def _frames(ds: pydicom.Dataset, plugin: str) -> np.ndarray:
+    decoder = get_decoder(ds.file_meta.TransferSyntaxUID)
+    return np.stack([a for a, _ in decoder.iter_array(ds, as_rgb=False, decoding_plugin=plugin)])
+
+
+def test_libjpeg_turbo_decodes_jpeg_lossless_as_pylibjpeg_does(compressed):
+    """The plugin tried first for JPEG Lossless (studies.ingest.jpeg_lossless) gives pylibjpeg's values:
+    the real CT (12 bits stored in 16-bit JPEG) and pydicom's JPEG Lossless files (8, 12 and 16 bits,
+    signed and unsigned); a colour file is left to the other plugins."""
+    assert jpeg_lossless.is_available(JPEGLosslessSV1), "imagecodecs with libjpeg-turbo is not installed"
+    assert dicom_pixels._FIRST_PLUGIN[JPEGLosslessSV1] == jpeg_lossless.LABEL
+    paths = sorted(compressed["JPEG Lossless"].glob("*.dcm"))[:3]
+    paths += [get_testdata_file(name) for name in ("JPEG-LL.dcm", "JPGLosslessP14SV1_1s_1f_8b.dcm")]
+    seen = set()
+    for path in paths:
+        if path is None:
+            continue
+        ds = pydicom.dcmread(path)
+        turbo, reference = _frames(ds, jpeg_lossless.LABEL), _frames(ds, "pylibjpeg")
+        assert turbo.dtype == reference.dtype and np.array_equal(turbo, reference), path
+        seen.add((int(ds.BitsStored), int(ds.PixelRepresentation)))
+    assert len(seen) >= 2
+    colour = get_testdata_file("SC_rgb_jpeg_gdcm.dcm")  # RGB JPEG Lossless
+    if colour:
+        ds = pydicom.dcmread(colour)
+        with pytest.raises(RuntimeError, match="only single-component"):
+            _frames(ds, jpeg_lossless.LABEL)
+        files = headers_of([Path(colour)])
+        assert dicom_load_series(files).array.shape == (ds.Columns, ds.Rows)  # decoded by the next plugin
+
+
+def test_charls_decodes_jpeg_ls_as_pylibjpeg_does(compressed):
+    """CharLS (pyjpegls), tried first for JPEG-LS, gives pylibjpeg's values on the real CT and on
+    pydicom's JPEG-LS files (lossless and near-lossless, 8 and 16 bits, signed)."""
+    assert dicom_pixels._FIRST_PLUGIN[JPEGLSLossless] == "pyjpegls"
+    paths = sorted(compressed["JPEG-LS"].glob("*.dcm"))[:3]
+    paths += [
+        get_testdata_file(name)
+        for name in (
+            "MR_small_jpeg_ls_lossless.dcm",
+            "JPEGLSNearLossless_08.dcm",
+            "JPEGLSNearLossless_16.dcm",
+        )
+    ]
+    for path in [p for p in paths if p is not None]:
+        ds = pydicom.dcmread(path)
+        charls, reference = _frames(ds, "pyjpegls"), _frames(ds, "pylibjpeg")
+        assert charls.dtype == reference.dtype and np.array_equal(charls, reference), path
