@@ -4,13 +4,15 @@ JPEG-LS versions of a 512x512x255 CT series made from the real one (cached under
 
     .venv/bin/python bench/bench_decode.py              # 255 slices, 3 runs per figure, medians
     .venv/bin/python bench/bench_decode.py --slices 60 --repeat 1
+    .venv/bin/python bench/bench_decode.py --before /tmp/before   # + the platform of an older checkout
 
 Each figure comes from ``bench_ingest.py --one METHOD FOLDER`` in a fresh process (``platform_serial``
 is ``platform`` with ``INGEST_DECODE_WORKERS=1``), the methods' runs interleaved, the median of each.
 Memory: ``peak_mb`` is the growth of that process's peak RSS (VmHWM) during the run; ``tree_mb`` the
 peak of the proportional set size (PSS) of that process and every process it started (the decode
 workers) over the same span, less its value at the start, sampled every 20 ms by a separate sampler
-process (``bench/tree_pss.py``), for every method alike.
+process (``bench/tree_pss.py``), for every method alike, in one more run of each (not timed: the sampler
+takes CPU time the decode workers would use).
 """
 
 import argparse
@@ -23,7 +25,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import OUT, REAL_CT, make_series  # noqa: E402
+from bench.common import OUT, REAL_CT, REPO, make_series  # noqa: E402
 
 METHODS = ["sitk_read", "sitk_read_write", "platform_serial", "platform"]
 SYNTAXES = {  # label: transfer syntax UID
@@ -94,14 +96,21 @@ def series(slices: int) -> dict[str, Path]:
     return made
 
 
-def measure(method: str, folder: Path) -> dict:
-    """One ``bench_ingest.py --one`` run with the PSS sampler watching its process tree."""
+def measure(method: str, folder: Path, before: Path | None = None, tree: bool = False) -> dict:
+    """One ``bench_ingest.py --one`` run; ``tree``: with the PSS sampler watching its process tree.
+    ``before``: method ``before`` is ``platform`` run by that tree's own bench_ingest.py (an older
+    checkout, whose bench/common.py may have no sampler: then ``tree_mb`` is absent)."""
     import subprocess
 
     env = dict(os.environ)
-    env["BENCH_TREE_PSS"] = "1"
+    env["BENCH_TREE_PSS"] = "1" if tree else "0"
+    script, cwd = Path(__file__).with_name("bench_ingest.py"), REPO
+    if method == "before":  # run from its tree: Celery's Django fixup puts the working folder on sys.path
+        cwd = Path(before or "").resolve()
+        script, method = cwd / "bench" / "bench_ingest.py", "platform"
     out = subprocess.run(
-        [sys.executable, str(Path(__file__).with_name("bench_ingest.py")), "--one", method, str(folder)],
+        [sys.executable, str(script), "--one", method, str(folder.resolve())],
+        cwd=cwd,
         capture_output=True,
         text=True,
         check=False,
@@ -112,19 +121,22 @@ def measure(method: str, folder: Path) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def medians(n: int, folder: Path) -> dict[str, dict]:
+def medians(n: int, folder: Path, before: Path | None = None) -> dict[str, dict]:
     """Every method ``n`` times, interleaved (one run of each in turn, so that the machine's slower
-    moments fall on all of them alike); per method the medians and the times of its runs."""
-    runs: dict[str, list[dict]] = {method: [] for method in METHODS}
+    moments fall on all of them alike); per method the medians and the times of its runs. Then one
+    more run of each with the PSS sampler for ``tree_mb``: the sampler takes CPU time (on two cores,
+    from the decode workers), so the timed runs go without it."""
+    methods = METHODS + (["before"] if before else [])
+    runs: dict[str, list[dict]] = {method: [] for method in methods}
     for _ in range(n):
-        for method in METHODS:
-            runs[method].append(measure(method, folder))
+        for method in methods:
+            runs[method].append(measure(method, folder, before))
     rows = {}
     for method, results in runs.items():
-        rows[method] = {
-            key: statistics.median(r[key] for r in results) for key in ("seconds", "peak_mb", "tree_mb")
-        }
+        rows[method] = {key: statistics.median(r[key] for r in results) for key in ("seconds", "peak_mb")}
         rows[method]["runs"] = [round(r["seconds"], 3) for r in results]
+    for method in methods:
+        rows[method]["tree_mb"] = measure(method, folder, before, tree=True).get("tree_mb", float("nan"))
     return rows
 
 
@@ -132,6 +144,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--slices", type=int, default=255)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--before", type=Path, help="an older checkout whose platform runs as 'before'")
+    parser.add_argument("--only", nargs="*", default=list(SYNTAXES), help="of: " + ", ".join(SYNTAXES))
     args = parser.parse_args()
     if not REAL_CT.is_dir():
         sys.exit(f"{REAL_CT} is absent: the benchmark needs the real series")
@@ -141,9 +155,11 @@ def main() -> None:
     print(f"load average before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; cores {cores}")
     results = {}
     for label, folder in folders.items():
+        if label not in args.only:
+            continue
         mb = sum(p.stat().st_size for p in folder.glob("*.dcm")) / 2**20
         print(f"\n== {label}, 512x512x{args.slices} ({mb:.0f} MB in {folder.name})")
-        rows = medians(args.repeat, folder)
+        rows = medians(args.repeat, folder, args.before)
         target = rows["sitk_read_write"]["seconds"]
         for method, r in rows.items():
             print(
