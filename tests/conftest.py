@@ -2,10 +2,13 @@
 skipping when the service is not configured or not reachable."""
 
 import os
+import sqlite3
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from django.db import connection
+from django.db.backends.base.base import BaseDatabaseWrapper
 from rest_framework.test import APIClient
 
 from core.models import Role
@@ -22,6 +25,30 @@ def need_service(name: str, reason: str) -> None:
     if REQUIRE_SERVICES:
         pytest.fail(message + " (REQUIRE_SERVICES=1)")
     pytest.skip(message)
+
+
+@contextmanager
+def sqlite_file_database(folder: Path):
+    """SQLite's in-memory test database copied (migrated, with what the test stored) into a file in
+    ``folder`` for the block, so that other threads' and processes' connections open the same database;
+    nothing to do on PostgreSQL or a file database."""
+    if connection.vendor != "sqlite" or not connection.is_in_memory_db():
+        yield
+        return
+    memory_name = connection.settings_dict["NAME"]
+    keep = sqlite3.connect(memory_name, uri=True)  # the in-memory database lives while one connection does
+    file = folder / "test.sqlite3"
+    with sqlite3.connect(file) as target:
+        keep.backup(target)
+    BaseDatabaseWrapper.close(connection)  # really closed (SQLite's close() keeps in-memory databases)
+    connection.settings_dict["NAME"] = str(file)  # the dict every thread's connection is made from
+    try:
+        yield
+    finally:
+        connection.close()
+        connection.settings_dict["NAME"] = memory_name
+        connection.ensure_connection()  # before the last other connection to the in-memory database closes
+        keep.close()
 
 
 @pytest.fixture(autouse=True)

@@ -13,7 +13,6 @@ server's threads would share, so nothing would run at once. With ``DATABASE_URL`
 same tests run on the test database as it is.
 """
 
-import sqlite3
 import threading
 from collections import Counter
 from pathlib import Path
@@ -21,7 +20,6 @@ from pathlib import Path
 import pytest
 import requests
 from django.db import connection
-from django.db.backends.base.base import BaseDatabaseWrapper
 from django.test.testcases import LiveServerThread, _StaticFilesHandler
 from knox.models import AuthToken
 
@@ -30,6 +28,7 @@ from core.models import Job, Role
 from core.services import membership_set
 from studies.models import Scan, ScanSource
 from tests.annotation.factories import review_case
+from tests.conftest import sqlite_file_database
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
@@ -41,23 +40,8 @@ TIMEOUT = 120
 def file_db(transactional_db, tmp_path):
     """SQLite: this test's database is a file (copied from the migrated, empty in-memory test database),
     opened by every thread in WAL mode with the settings' busy timeout and ``BEGIN IMMEDIATE``."""
-    if connection.vendor != "sqlite" or not connection.is_in_memory_db():
+    with sqlite_file_database(tmp_path):
         yield
-        return
-    memory_name = connection.settings_dict["NAME"]
-    keep = sqlite3.connect(memory_name, uri=True)  # the in-memory database lives while one connection does
-    file = tmp_path / "test.sqlite3"
-    with sqlite3.connect(file) as target:
-        keep.backup(target)
-    BaseDatabaseWrapper.close(connection)  # really closed (SQLite's close() keeps in-memory databases)
-    connection.settings_dict["NAME"] = str(file)  # the dict every thread's connection is made from
-    try:
-        yield
-    finally:
-        connection.close()
-        connection.settings_dict["NAME"] = memory_name
-        connection.ensure_connection()  # before the last other connection to the in-memory database closes
-        keep.close()
 
 
 @pytest.fixture

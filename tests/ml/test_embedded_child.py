@@ -8,19 +8,18 @@ in-memory test database is copied into a file that this process then uses too, f
 import logging
 import os
 import signal
-import sqlite3
 
 import dj_database_url
 import pytest
 import torch
 from django.db import connection
-from django.db.backends.base.base import BaseDatabaseWrapper
 from django.urls import reverse
 
 from core.job_child import database_url, job_child_wait, runs_in_child
 from core.models import Job
 from labeling.models import RegionProposal
 from ml.models import ModelVersion
+from tests.conftest import sqlite_file_database
 from tests.ml import test_api
 from tests.ml.test_api import _upload
 
@@ -33,23 +32,8 @@ ct = test_api.ct  # a small stored CT (fixture)
 def child_db(transactional_db, settings, tmp_path):
     """Jobs of the ``gpu`` queue in a child (conftest turns that off), on a database it can open."""
     settings.EMBEDDED_GPU_JOBS_IN_CHILD = True
-    if connection.vendor != "sqlite" or not connection.is_in_memory_db():
+    with sqlite_file_database(tmp_path):
         yield
-        return
-    memory_name = connection.settings_dict["NAME"]
-    keep = sqlite3.connect(memory_name, uri=True)  # the in-memory database lives while one connection does
-    file = tmp_path / "test.sqlite3"
-    with sqlite3.connect(file) as target:
-        keep.backup(target)  # migrated, empty
-    BaseDatabaseWrapper.close(connection)  # really closed (SQLite's close() keeps in-memory databases)
-    connection.settings_dict["NAME"] = str(file)
-    try:
-        yield
-    finally:
-        connection.close()
-        connection.settings_dict["NAME"] = memory_name
-        connection.ensure_connection()  # before the last other connection to the in-memory database closes
-        keep.close()
 
 
 @pytest.fixture
