@@ -40,6 +40,8 @@ from django.db.models import Q
 from django.utils import timezone
 
 from annotation import agreement as ag
+from annotation.errors import Conflict, LeaseError, ReviewError
+from annotation.geometry import geometry_check
 from annotation.models import (
     Annotation,
     AnnotationKind,
@@ -49,16 +51,7 @@ from annotation.models import (
     ReviewTask,
     Stage,
 )
-from annotation.services import (
-    Conflict,
-    LeaseError,
-    ReviewError,
-    _check_geometry,
-    _event,
-    _task_state,
-    lease_length,
-    version_add,
-)
+from annotation.services import _event, _task_state, lease_length, version_add
 from core.models import Project
 from core.storage import storage_all_or_nothing
 
@@ -223,7 +216,7 @@ def reading_save(
         current = reading_current(reading)
         if base_version != (current.version if current else 0):
             raise Conflict(current, base_version)
-        array, voxels = _check_geometry(finding, kind, mask, box, points)
+        array, voxels = geometry_check(finding, kind, mask, box, points)
         annotation = version_add(
             finding, written, user=user, kind=kind, array=array, voxels=voxels, box=box, points=points,
             parent=current, comment=comment, mask_encoded=mask_encoded,

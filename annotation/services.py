@@ -25,6 +25,8 @@ from django.db import transaction
 from django.db.models import Max, Q
 from django.utils import timezone
 
+from annotation.errors import Conflict, LeaseError, ReviewError
+from annotation.geometry import geometry_check
 from annotation.models import (
     OPEN_STAGES,
     Annotation,
@@ -35,41 +37,11 @@ from annotation.models import (
     ReviewTask,
     Stage,
 )
-from core.errors import FieldError
 from core.models import JobStatus, Project
 from core.storage import project_key, storage_all_or_nothing, storage_save_bytes
 from labeling.models import FindingProposal, LabelRun, RegionProposal
 from studies.ingest.volume_io import mask_file
 from studies.models import Scan
-
-
-class ReviewError(FieldError):
-    """A request that cannot be done: ``(field, reason)``; ``status`` the HTTP status (400)."""
-
-
-class LeaseError(ReviewError):
-    status = 409
-
-
-class Conflict(ReviewError):
-    """The save names a version older than the finding's current one."""
-
-    status = 409
-
-    def __init__(self, current: Annotation | None, yours: int):
-        self.current, self.yours = current, yours
-        number = current.version if current else 0
-        super().__init__("base_version", f"you edited version {yours}, but version {number} was saved since")
-
-    def body(self) -> dict:
-        """Both versions: the current one (as the case payload lists versions) and the one you edited."""
-        from annotation.api.serializers import AnnotationOut  # the one shape of a version on the wire
-
-        return {**super().body(), "current": AnnotationOut(self.current).data if self.current else None,
-                "yours": self.yours}  # fmt: skip
-
-    def __reduce__(self):
-        return (type(self), (self.current, self.yours))
 
 
 def lease_length() -> timedelta:
@@ -319,61 +291,6 @@ def _held(task_id: int, user, stages: tuple[str, ...]) -> ReviewTask:
 # --- saving annotations -----------------------------------------------------------------------------
 
 
-def _numbers(values, field: str, count: int) -> list[float]:
-    """``count`` finite numbers from a request's list (a box, a point); anything else names ``field``."""
-    if not isinstance(values, list | tuple) or len(values) != count:
-        raise ReviewError(field, f"{str(values)[:60]} is not a list of {count} numbers")
-    out = []
-    for value in values:
-        if isinstance(value, bool) or not isinstance(value, int | float | str):
-            raise ReviewError(field, f"{str(values)[:60]}: {value!r} is not a number")
-        try:
-            number = float(value)
-        except ValueError:
-            raise ReviewError(field, f"{str(values)[:60]}: {value!r} is not a number") from None
-        if not np.isfinite(number):
-            raise ReviewError(field, f"{str(values)[:60]}: {value!r} is not a finite number")
-        out.append(number)
-    return out
-
-
-def _check_geometry(finding: Finding, kind: str, mask, box, points) -> tuple[np.ndarray | None, int]:
-    scan = finding.scan
-    if scan is None:
-        raise ReviewError("scan", "the finding has no scan to annotate on")
-    shape = tuple(int(n) for n in scan.shape[: scan.ndim])
-    if kind == AnnotationKind.MASK:
-        if mask is None:
-            raise ReviewError("mask", "a mask annotation needs a mask")
-        array = np.asarray(mask)
-        if array.shape != shape:
-            raise ReviewError(
-                "mask", f"shape {list(array.shape)} differs from the scan's {list(shape)} (X, Y[, Z])"
-            )
-        if array.dtype != np.bool_:
-            array = array > 0
-        return array, int(np.count_nonzero(array))
-    if kind == AnnotationKind.BOX:
-        if not isinstance(box, list | tuple) or len(box) != 2 * len(shape):
-            raise ReviewError(
-                "box", f"needs {2 * len(shape)} numbers [min..., max...] for a {len(shape)}D scan"
-            )
-        numbers = _numbers(box, "box", 2 * len(shape))
-        low, high = numbers[: len(shape)], numbers[len(shape) :]
-        for axis, (a, b, n) in enumerate(zip(low, high, shape, strict=True)):
-            if not 0 <= a < b <= n:
-                raise ReviewError("box", f"axis {axis}: [{a}, {b}) is not inside the image [0, {n})")
-        return None, int(np.prod([b - a for a, b in zip(low, high, strict=True)]))
-    if kind == AnnotationKind.POINTS:
-        if not isinstance(points, list | tuple) or not points:
-            raise ReviewError("points", "needs at least one point")
-        for point in points:
-            if not all(0 <= v < n for v, n in zip(_numbers(point, "points", len(shape)), shape, strict=True)):
-                raise ReviewError("points", f"{point} is not inside the image {list(shape)}")
-        return None, len(points)
-    raise ReviewError("kind", f"{kind!r} is not one of {', '.join(AnnotationKind.values)}")
-
-
 def version_add(
     finding: Finding,
     written: list[str],
@@ -442,7 +359,7 @@ def annotation_save(
         finding = locked.select_related("scan").get(pk=task.finding_id)
         if base_version != finding.current_version:
             raise Conflict(finding.annotations.filter(version=finding.current_version).first(), base_version)
-        array, voxels = _check_geometry(finding, kind, mask, box, points)
+        array, voxels = geometry_check(finding, kind, mask, box, points)
         parent = finding.annotations.filter(version=finding.current_version).first()
         annotation = version_add(
             finding, written, user=user, kind=kind, array=array, voxels=voxels, box=box, points=points,
