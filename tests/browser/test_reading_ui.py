@@ -12,7 +12,7 @@ from annotation.models import Finding, Reading
 from core.models import Role
 from core.services import membership_set
 from tests.annotation.factories import review_case
-from tests.browser import test_review_ui as ui
+from tests.browser import ui
 
 ARTIFACTS = ui.ARTIFACTS
 REPORT = "There is a 14 mm nodule in the right upper lobe. Small left pleural effusion."
