@@ -45,6 +45,9 @@ def storage_put_file(key: str, local_path: str | os.PathLike) -> str:
         target = Path(default_storage.path(name))
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(os.fspath(local_path), target)
+        mode = getattr(default_storage, "file_permissions_mode", None)
+        if mode is not None:  # a scratch file made by mkstemp is 0600: stored files get the storage's mode
+            os.chmod(target, mode)
         return name
     try:
         return storage_save_path(key, local_path)

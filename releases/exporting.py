@@ -117,11 +117,17 @@ def _case_rows(cases: list[dict]) -> dict[int, tuple]:
     scans = {s.pk: s for s in Scan.objects.filter(pk__in=[c["scan"] for c in cases])}
     uids: dict[int, list[str]] = defaultdict(list)
     dicom = [pk for pk, s in scans.items() if s.source_format == "dicom"]
-    for scan_id, uid in (
-        ScanSource.objects.filter(scan_id__in=dicom).order_by("id").values_list("scan_id", "sop_uid")
+    slices: dict[int, list[tuple[int | None, str]]] = defaultdict(list)
+    for scan_id, index, uid in ScanSource.objects.filter(scan_id__in=dicom).values_list(
+        "scan_id", "slice_index", "sop_uid"
     ):
-        if uid:
-            uids[scan_id].append(uid)
+        slices[scan_id].append((index, uid))
+    for scan_id, found in slices.items():
+        # each slice's own instance UID, in slice order; only when every slice of the stored scan knows its
+        # instance (scans stored before slices were recorded, multi-frame ones: the exporter derives UIDs)
+        depth = scans[scan_id].shape[2] if len(scans[scan_id].shape) == 3 else 0
+        if sorted(i for i, uid in found if i is not None and uid) == list(range(depth)) and depth:
+            uids[scan_id] = [uid for _, uid in sorted((i, uid) for i, uid in found if i is not None and uid)]
     reports: dict[int, Report] = {}
     for report in Report.objects.filter(study_id__in={s.study_id for s in scans.values()}).order_by("-id"):
         reports[report.study_id] = report  # the first by id wins
@@ -185,6 +191,7 @@ def release_cases(release: DatasetRelease, *, verify: bool = True) -> Iterator[C
                     mask_path=get(e["mask_key"], e["mask_sha256"], e["label_id"]) if e["mask_key"] else None,
                     provenance=e["provenance"],
                     sha256=e["mask_sha256"],
+                    role=e.get("role", "finding"),
                 )
                 for e in c["labels"]
             ]
@@ -203,6 +210,7 @@ def release_cases(release: DatasetRelease, *, verify: bool = True) -> Iterator[C
                 report_id=report.external_id if report else "",
                 labels=labels,
                 gaze=gaze,
+                numbering=dict(c.get("numbering") or {}),
             )
 
 
@@ -271,6 +279,14 @@ def _meta(release: DatasetRelease) -> ReleaseMeta:
         licence=d.licence,
         citation=d.citation,
         extra={"title": d.name, "manifest_sha256": release.manifest_sha256, "selection": release.selection},
+        frozen_at=release.frozen_at,
+        classes={int(k): v for k, v in (release.classes or {}).items()},
+        previous_version=(
+            DatasetRelease.objects.filter(dataset=d, version__lt=release.version, status=ReleaseStatus.FROZEN)
+            .order_by("-version")
+            .values_list("version", flat=True)
+            .first()
+        ),
     )
 
 

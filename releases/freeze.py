@@ -33,6 +33,7 @@ from releases.labels import (
     Selection,
     candidate_scans,
     case_id,
+    class_name,
     gaze_entries,
     gaze_scans,
     labels_of,
@@ -55,6 +56,8 @@ def selection_empty(dataset: Dataset, sel: Selection) -> bool:
     """A quick look (a few EXISTS queries) whether ``sel`` can hold any label of ``dataset``."""
     projects = list(dataset.projects.all())
     findings = Finding.objects.filter(project__in=projects, status__in=sel.statuses, scan__isnull=False)
+    if sel.modalities:
+        findings = findings.filter(scan__modality__in=sel.modalities)
     if "human" in sel.sources and findings.exclude(status=FindingStatus.OPEN).exists():
         return False
     if "weak" in sel.sources and (
@@ -129,7 +132,53 @@ def _chunks(items: list[int], size: int = FREEZE_CHUNK) -> Iterator[list[int]]:
         yield items[i : i + size]
 
 
-def _case_entry(scan: Scan, labels: list[dict], split: str, hasher) -> dict[str, Any]:
+def class_table(previous: dict[str, str] | None, names: set[str]) -> dict[str, str]:
+    """The dataset's class table: the previous version's (never renumbered) extended by the classes new in
+    this version, numbered on in name order. Keys are label values as text (JSON)."""
+    table = {str(int(k)): v for k, v in (previous or {}).items()}
+    known = set(table.values())
+    top = max((int(k) for k in table), default=0)
+    for name in sorted(names - known):
+        top += 1
+        table[str(top)] = name
+    return dict(sorted(table.items(), key=lambda kv: int(kv[0])))
+
+
+def _numbering(scans: list[Scan]) -> dict[int, dict[str, int]]:
+    """scan id -> {"patient": the patient's row id, "study": 1 + the study's rank among the patient's
+    studies, "scan": 1 + the scan's rank among the study's scans} (ranks by row id, so they never change
+    for stored rows): the numbers of published names like ReXGroundingCT's ``train_1741_b_2``."""
+    from studies.models import Study
+
+    patients = {scan.study.patient_id for scan in scans}
+    study_rank: dict[int, int] = {}
+    seen: dict[int, int] = defaultdict(int)
+    for study_id, patient_id in (
+        Study.objects.filter(patient_id__in=patients).order_by("id").values_list("id", "patient_id")
+    ):
+        seen[patient_id] += 1
+        study_rank[study_id] = seen[patient_id]
+    scan_rank: dict[int, int] = {}
+    seen = defaultdict(int)
+    studies = {scan.study_id for scan in scans}
+    for scan_id, study_id in (
+        Scan.objects.filter(study_id__in=studies).order_by("id").values_list("id", "study_id")
+    ):
+        seen[study_id] += 1
+        scan_rank[scan_id] = seen[study_id]
+    return {
+        scan.pk: {
+            "patient": scan.study.patient_id,
+            "study": study_rank[scan.study_id],
+            "scan": scan_rank[scan.pk],
+        }
+        for scan in scans
+    }
+
+
+def _case_entry(
+    scan: Scan, labels: list[dict], split: str, hasher, numbering: dict[str, int]
+) -> dict[str, Any]:
     return {
         "case_id": case_id(scan),
         "scan": scan.pk,
@@ -145,6 +194,7 @@ def _case_entry(scan: Scan, labels: list[dict], split: str, hasher) -> dict[str,
         "image_sha256": hasher(scan.file.name),
         "labels": labels,
         "gaze": gaze_entries(scan, hasher),
+        "numbering": numbering,
     }
 
 
@@ -174,6 +224,7 @@ def release_create(
     gaze = gaze_scans(projects) if "weak" in sel.sources else set()
     candidates = candidate_scans(projects, sel, taken, gaze)
     patients: dict[str, set[str]] = defaultdict(set)
+    names: set[str] = set()  # the mask classes of this version
     case_scans: list[int] = []
     for n, chunk in enumerate(_chunks(candidates), 1):
         by_scan = labels_of(projects, sel, no_hash, taken, gaze, chunk)
@@ -185,6 +236,7 @@ def release_create(
             patients[owners[scan_id]].update(
                 e["category"] or e["code"] for e in entries if e["assertion"] == "present"
             )
+            names.update(class_name(e) for e in entries if e["kind"] == "mask")
             case_scans.append(scan_id)
         report(0.2 * n * FREEZE_CHUNK / max(1, len(candidates)))
     if not case_scans:
@@ -197,6 +249,7 @@ def release_create(
     earlier = {}
     if previous is not None:
         earlier = dict(ReleaseCase.objects.filter(release=previous).values_list("patient", "split"))
+    classes = class_table(previous.classes if previous else None, names)
     splits = assign_splits(
         {p: sorted(c) for p, c in patients.items()}, previous=earlier, ratios=sel.ratios, seed=sel.seed
     )
@@ -217,6 +270,7 @@ def release_create(
                 "version": release.version,
                 "selection": sel.as_dict(),
                 "previous": previous.version if previous else None,
+                "classes": classes,
                 "created_at": timezone.now().isoformat(),
                 "created_by": user.username if user else None,
             }
@@ -227,11 +281,23 @@ def release_create(
                 done = 0
                 for chunk in _chunks(case_scans):
                     by_scan = labels_of(projects, sel, hasher, taken, gaze, chunk)
-                    scans = Scan.objects.filter(pk__in=chunk).select_related("study__patient").order_by("id")
-                    cases = [
-                        _case_entry(scan, by_scan[scan.pk], splits[scan.study.patient.pseudonym], hasher)
-                        for scan in scans
+                    scans = [
+                        scan
+                        for scan in Scan.objects.filter(pk__in=chunk)
+                        .select_related("study__patient")
+                        .order_by("id")
                         if scan.pk in by_scan
+                    ]
+                    numbers = _numbering(scans)
+                    cases = [
+                        _case_entry(
+                            scan,
+                            by_scan[scan.pk],
+                            splits[scan.study.patient.pseudonym],
+                            hasher,
+                            numbers[scan.pk],
+                        )
+                        for scan in scans
                     ]
                     for case in cases:
                         out.write(("\n" if done == 0 else ",\n") + json.dumps(case, default=str))
@@ -242,6 +308,7 @@ def release_create(
                     _store_rows(release, cases)
                     report(0.2 + 0.8 * done / len(case_scans))
                 release.counts = tally.as_dict()
+                release.classes = classes
                 release.metrics = aggregate_metrics(compared)
                 out.write(
                     "\n],\n"

@@ -33,6 +33,30 @@ from studies.models import Scan
 STATUSES = ("accepted", "rejected", "open")
 SOURCES = ("human", "weak")
 CATEGORY = re.compile(r"^[12][a-h]$")
+# What to do with anatomy masks that generators and models propose (the lungs generator's left_lung /
+# right_lung, an anatomy model's heart): "context" keeps them as context labels (role "context"), which
+# formats keep apart from the finding classes; "findings" makes them classes like any finding; "none"
+# leaves them out.
+ANATOMY_CHOICES = ("context", "findings", "none")
+ANATOMY_CODES = frozenset(
+    {
+        "lung", "lungs", "left_lung", "right_lung", "heart", "mediastinum", "aortic_knob", "trachea",
+        "airway", "airways", "aorta", "liver", "spleen", "kidney", "left_kidney", "right_kidney",
+        "stomach", "pancreas", "esophagus", "spine", "vertebrae", "rib", "ribs", "body",
+        "lung_upper_lobe_left", "lung_lower_lobe_left", "lung_upper_lobe_right", "lung_middle_lobe_right",
+        "lung_lower_lobe_right",
+    }
+)  # fmt: skip
+
+
+def class_name(entry: dict[str, Any]) -> str:
+    """The class a mask label is counted under (a release's class table, MONAI label values): its
+    ReXGroundingCT category, else its code, else ``finding``."""
+    return entry.get("category") or entry.get("code") or "finding"
+
+
+def is_anatomy(code: str) -> bool:
+    return (code or "").strip().lower() in ANATOMY_CODES
 
 
 @dataclass
@@ -41,6 +65,8 @@ class Selection:
     sources: list[str] = field(default_factory=lambda: ["human"])
     seed: int = 0
     ratios: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_RATIOS))
+    modalities: list[str] = field(default_factory=list)  # scans of these modalities only; [] = all
+    anatomy: str = "context"  # ANATOMY_CHOICES
 
     @classmethod
     def parse(cls, raw: dict[str, Any] | None) -> Selection:
@@ -60,6 +86,15 @@ class Selection:
         if bad or not sel.sources:
             raise ReleaseError("sources", f"choose human, weak or both (got {bad or 'none'})")
         sel.seed = int(raw.get("seed", 0))
+        modalities = raw.get("modalities") or []
+        if isinstance(modalities, str):
+            modalities = [m for m in modalities.split(",") if m.strip()]
+        if not isinstance(modalities, list) or not all(isinstance(m, str) and m.strip() for m in modalities):
+            raise ReleaseError("modalities", 'give a list of DICOM modalities, e.g. ["CR", "DX"]')
+        sel.modalities = sorted({m.strip().upper() for m in modalities})
+        sel.anatomy = raw.get("anatomy", "context")
+        if sel.anatomy not in ANATOMY_CHOICES:
+            raise ReleaseError("anatomy", f"choose {', '.join(ANATOMY_CHOICES)} (got {sel.anatomy!r})")
         try:
             sel.ratios = check_ratios(raw.get("ratios", DEFAULT_RATIOS))
         except ValueError as exc:
@@ -67,7 +102,10 @@ class Selection:
         return sel
 
     def as_dict(self) -> dict[str, Any]:
-        return {"statuses": self.statuses, "sources": self.sources, "seed": self.seed, "ratios": self.ratios}
+        return {
+            "statuses": self.statuses, "sources": self.sources, "seed": self.seed, "ratios": self.ratios,
+            "modalities": self.modalities, "anatomy": self.anatomy,
+        }  # fmt: skip
 
 
 def _category(code: str) -> str:
@@ -242,6 +280,9 @@ def _weak_labels(
                     by_scan[scan_id].append(entry)
         regions = RegionProposal.objects.filter(project=project, scan_id__in=scan_ids).exclude(pk__in=taken)
         for r in regions.select_related("model_version").order_by("id").iterator(chunk_size=2000):
+            anatomy = is_anatomy(r.code)
+            if anatomy and sel.anatomy == "none":
+                continue
             entry = {
                 "label_id": f"region-{r.pk}",
                 "text": r.text or r.phrase or r.label or r.code,
@@ -263,6 +304,8 @@ def _weak_labels(
                     "confidence": r.confidence,
                 },
             }
+            if anatomy and sel.anatomy == "context":
+                entry["role"] = "context"  # only then: the digests of finding labels stay as they were
             entry["digest"] = _digest(entry)
             by_scan[r.scan_id].append(entry)
     return by_scan
@@ -350,6 +393,12 @@ def candidate_scans(projects, sel: Selection, taken: set[int], gaze: set[int]) -
                 ids |= {scan for study, scan in _first_scans(project).items() if study in studies}
             regions = RegionProposal.objects.filter(project=project, scan__isnull=False).exclude(pk__in=taken)
             ids |= set(regions.values_list("scan_id", flat=True))
+    if sel.modalities:
+        ids &= set(
+            Scan.objects.filter(project__in=projects, modality__in=sel.modalities).values_list(
+                "id", flat=True
+            )
+        )
     return sorted(ids)
 
 

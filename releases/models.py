@@ -50,6 +50,9 @@ class DatasetRelease(models.Model):
     card = models.TextField(blank=True)  # the dataset card (README.md of every export)
     counts = models.JSONField(default=dict, blank=True)
     metrics = models.JSONField(default=dict, blank=True)
+    # the dataset's class table as of this version: {"<label value>": class name}, the previous version's
+    # extended by the classes new in this one (``releases.freeze``); never renumbered
+    classes = models.JSONField(default=dict, blank=True)
     error = models.TextField(blank=True)
     job = models.ForeignKey(Job, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     created_by = models.ForeignKey(

@@ -17,6 +17,7 @@ import hashlib
 import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -79,6 +80,9 @@ class LabelRecord:
     mask_path: Path | None = None  # NIfTI on the image grid (3D) or PNG rows x columns (2D); non-zero = in
     provenance: dict[str, Any] = field(default_factory=dict)
     sha256: str = ""  # of the mask file
+    # "finding": a finding class; "context": an anatomy mask from a generator (left_lung, heart, ...), which
+    # formats keep apart from the finding classes (``releases/labels.py`` decides at freeze)
+    role: str = "finding"
 
     def load_mask(self) -> np.ndarray | None:
         """The mask as a boolean array on the image grid: ``(X, Y, Z)`` for 3D, ``(Y, X)`` for 2D."""
@@ -137,6 +141,10 @@ class CaseRecord:
     report_id: str = ""
     labels: list[LabelRecord] = field(default_factory=list)
     gaze: list[GazeAnatomyRecord] = field(default_factory=list)
+    # stable numbers for datasets that name files by patient / study / series (ReXGroundingCT's
+    # ``train_1741_b_2``): {"patient": int, "study": int (1 = the patient's first study), "scan": int
+    # (1 = the study's first scan)}, fixed at freeze; {} in releases frozen before they were recorded
+    numbering: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -147,6 +155,11 @@ class ReleaseMeta:
     licence: str = ""
     citation: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    frozen_at: datetime | None = None  # when the release was frozen: dates written into files come from it
+    # the dataset's class table, label value -> class name, frozen at its first release and only extended
+    # ({} when the release has no mask class); formats with integer label images use these values
+    classes: dict[int, str] = field(default_factory=dict)
+    previous_version: int | None = None
 
 
 @dataclass
@@ -300,6 +313,7 @@ class DirSink:
     def put_file(self, relpath: str, local: Path) -> str:
         target = self._target(relpath)
         os.replace(local, target) if Path(local).parent == self._scratch else _copy(local, target)
+        os.chmod(target, FILE_MODE)
         digest = sha256_path(target)
         self.files.append((relpath, target.stat().st_size, digest))
         return digest
@@ -318,6 +332,15 @@ def _copy(src: Path, dst: Path) -> None:
     import shutil
 
     shutil.copyfile(src, dst)
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+FILE_MODE = 0o666 & ~_umask()  # what open() gives a new file: scratch files made by mkstemp are 0600
 
 
 def cases_with_kind(cases: Iterable[CaseRecord], kinds: Iterable[str]) -> list[str]:

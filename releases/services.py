@@ -50,6 +50,14 @@ def dataset_create(
     return dataset
 
 
+def _used_classes(release: DatasetRelease) -> set[str]:
+    """The classes some mask label of ``release`` is counted under."""
+    from releases.labels import class_name
+
+    rows = ReleaseLabel.objects.filter(release=release, kind="mask").values("category", "code")
+    return {class_name(row) for row in rows.distinct()}
+
+
 def release_diff(new: DatasetRelease, old: DatasetRelease | None = None) -> dict[str, Any]:
     """Cases and labels added, removed and changed from ``old`` (default: the previous version)."""
     if old is None:
@@ -74,9 +82,16 @@ def release_diff(new: DatasetRelease, old: DatasetRelease | None = None) -> dict
 
     a, b = cases(old), cases(new)
     la, lb = labels(old), labels(new)
+    ca, cb = (old.classes if old else {}) or {}, new.classes or {}
     return {
         "from": old.version if old else None,
         "to": new.version,
+        "classes": {
+            # the class table is only extended: a class keeps its value in every later version
+            "added": {k: v for k, v in cb.items() if k not in ca},
+            "renumbered": {k: [ca[k], cb[k]] for k in ca.keys() & cb.keys() if ca[k] != cb[k]},
+            "unused": sorted(set(cb.values()) - _used_classes(new)),
+        },
         "cases": {
             "added": sorted(set(b) - set(a)),
             "removed": sorted(set(a) - set(b)),

@@ -132,6 +132,9 @@ class ScanSource(models.Model):
     scan = models.ForeignKey(Scan, on_delete=models.CASCADE, related_name="sources")
     sop_uid = models.CharField(max_length=64, blank=True)
     checksum = models.CharField(max_length=64)
+    # the slice (k of the canonical array's [:, :, k]) this single-frame instance became; null for a
+    # multi-frame instance, a 2D image, or a scan stored before slices were recorded
+    slice_index = models.PositiveIntegerField(null=True, blank=True)
 
     class Meta:
         constraints = [

@@ -98,6 +98,7 @@ class ReleaseOut(serializers.ModelSerializer):
             "manifest_sha256",
             "counts",
             "metrics",
+            "classes",
             "error",
             "job",
             "created_by",
@@ -111,6 +112,15 @@ class ReleaseIn(serializers.Serializer):
     sources = serializers.JSONField(required=False, help_text='"human", "weak", "both" or a list')
     seed = serializers.IntegerField(required=False, default=0)
     ratios = serializers.DictField(child=serializers.FloatField(), required=False)
+    modalities = serializers.ListField(
+        child=serializers.CharField(max_length=16), required=False, help_text="scans of these modalities only"
+    )
+    anatomy = serializers.ChoiceField(
+        choices=("context", "findings", "none"),
+        required=False,
+        help_text="anatomy masks of generators and models: context labels (default), finding classes, or "
+        "left out",
+    )
     notes = serializers.CharField(required=False, allow_blank=True, default="")
 
 

@@ -56,7 +56,7 @@ from pydicom.sr.codedict import codes
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pydicom.valuerep import format_number_as_ds
 
-from releases.formats.rexgroundingct import check_unique, mask_on_grid, scratch_file, split_labels
+from releases.formats.common import check_unique, mask_on_grid, scratch_file, split_labels
 from releases.records import (
     REPORT_ONLY_FIELDS,
     CaseRecord,

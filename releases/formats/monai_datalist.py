@@ -39,7 +39,7 @@ from collections.abc import Callable, Iterable
 
 import numpy as np
 
-from releases.formats.rexgroundingct import check_unique, mask_on_grid, put_image, put_nifti, split_labels
+from releases.formats.common import check_unique, mask_on_grid, put_image, put_nifti, split_labels
 from releases.records import (
     REPORT_ONLY_FIELDS,
     CaseRecord,

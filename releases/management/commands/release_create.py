@@ -24,6 +24,15 @@ class Command(BaseCommand):
         parser.add_argument("--source", choices=("human", "weak", "both"), default="human")
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument("--ratios", default="0.8,0.1,0.1", help="train,val,test (default 0.8,0.1,0.1)")
+        parser.add_argument(
+            "--modality", action="append", default=[],
+            help="scans of this modality only, e.g. CR (repeat for several; default all)",
+        )  # fmt: skip
+        parser.add_argument(
+            "--anatomy", choices=("context", "findings", "none"), default="context",
+            help="anatomy masks of generators and models (left_lung, ...): context labels kept apart "
+            "from the finding classes (default), finding classes, or left out",
+        )  # fmt: skip
         parser.add_argument("--notes", default="")
         parser.add_argument("--json", action="store_true", help="print the release as JSON")
 
@@ -53,12 +62,14 @@ class Command(BaseCommand):
                 )  # fmt: skip
             selection = {
                 "statuses": opts["status"] or ["accepted"], "sources": opts["source"], "seed": opts["seed"],
-                "ratios": ratios,
+                "ratios": ratios, "modalities": opts["modality"], "anatomy": opts["anatomy"],
             }  # fmt: skip
             release = release_create(dataset=dataset, selection=selection, notes=opts["notes"])
         except ReleaseError as exc:
             raise CommandError(
-                f"--{exc.field}: {exc.reason}" if exc.field in ("sources", "ratios") else str(exc)
+                f"--{exc.field}: {exc.reason}"
+                if exc.field in ("sources", "ratios", "modalities", "anatomy")
+                else str(exc)
             ) from exc
         diff = release_diff(release)
         out = {
