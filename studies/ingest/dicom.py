@@ -241,6 +241,8 @@ def dicom_load_series(files: Sequence[DicomFile]) -> Volume:
     in int16 range, else float32; MONOCHROME1 is inverted over the stored range so higher is brighter;
     colour images become luma. Raises IngestError naming the file and field (no pixel data, differing
     image sizes or orientations, slices at the same position, undecodable pixel data).
+    ``slice_uids``: for 3D, the SOPInstanceUID of the instance that became each slice (``""`` where the
+    slice is a frame of a multi-frame instance; a second copy of an instance is not a slice); for 2D, empty.
     """
     notes: list[str] = fallback_warnings(files)
     files = _unique_instances(files, notes)
@@ -295,7 +297,21 @@ def dicom_load_series(files: Sequence[DicomFile]) -> Volume:
         meta=_series_meta(files, frames[geometry.order[0]]),
         burned_in_annotation=burned_in(list(files)),
         series_description=text(first.header.get("SeriesDescription")),
+        slice_uids=[] if two_d else _slice_uids(frames, geometry.order),
     )
+
+
+def _slice_uids(frames: Sequence[Frame], order: Sequence[int]) -> list[str]:
+    """Slice k's instance UID: that of the file of frame ``order[k]`` when the file is that one frame."""
+    per_file: dict[int, int] = {}
+    for fr in frames:
+        per_file[fr.file_index] = per_file.get(fr.file_index, 0) + 1
+    return [
+        frames[i].file.sop_uid
+        if per_file[frames[i].file_index] == 1 and frames[i].file.number_of_frames == 1
+        else ""
+        for i in order
+    ]
 
 
 def _has_float_pixels(f: DicomFile) -> bool:

@@ -15,7 +15,8 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class LoadedScan:
-    """A unit read and written to a scratch NIfTI file (returned from worker processes: no arrays)."""
+    """A unit read and written to a scratch NIfTI file (returned from worker processes: no arrays).
+    ``slice_uids``: the volume's (original SOP Instance UID of slice k, see ``Volume``)."""
 
     nifti_path: Path
     thumbnail: bytes
@@ -29,6 +30,7 @@ class LoadedScan:
     burned_in_annotation: str
     series_description: str
     instances: list[dict[str, Any]] = field(default_factory=list)
+    slice_uids: list[str] = field(default_factory=list)
 
 
 def volume_to_loaded(volume: Volume, out_dir: Path, modality: str, filename: str = "image.nii") -> LoadedScan:
@@ -50,6 +52,7 @@ def volume_to_loaded(volume: Volume, out_dir: Path, modality: str, filename: str
         meta=dict(volume.meta),
         burned_in_annotation=volume.burned_in_annotation,
         series_description=volume.series_description,
+        slice_uids=list(volume.slice_uids),
     )
 
 

@@ -68,6 +68,9 @@ class Volume:
     slice normal) or ``(X, Y)`` for 2D radiographs; Fortran-ordered so NIfTI writing does not copy.
     ``affine`` maps (i, j, k) voxel indices to RAS+ millimetres. ``spacing`` is mm per axis.
     CT values are Hounsfield units (RescaleSlope/Intercept applied); MONOCHROME1 is inverted.
+    ``slice_uids[k]`` is the original SOPInstanceUID of the single-frame DICOM instance that became slice
+    ``k`` of a 3D DICOM volume ("" for a slice that is a frame of a multi-frame instance); empty for 2D
+    images and other formats.
     """
 
     array: np.ndarray
@@ -78,6 +81,7 @@ class Volume:
     meta: dict[str, Any] = field(default_factory=dict)
     burned_in_annotation: str = "NO"  # YES, NO or UNKNOWN
     series_description: str = ""
+    slice_uids: list[str] = field(default_factory=list)
 
     @property
     def ndim(self) -> int:

@@ -1,4 +1,8 @@
-"""Storing one read scan unit: patient and study (de-identified), files and rows, all or nothing."""
+"""Storing one read scan unit: patient and study (de-identified), files and rows, all or nothing.
+
+Each ScanSource row of a 3D DICOM scan made of single-frame instances records the slice its instance
+became (``slice_index``: k of the canonical array's ``[:, :, k]``), so an export can give every slice its
+own (remapped) SOP Instance UID; multi-frame instances and 2D images get none."""
 
 import hashlib
 import re
@@ -208,6 +212,34 @@ def _series_lock(project: Project, series_uid: str) -> None:
             )
 
 
+def _slice_indices(project: Project, loaded: Loaded) -> dict[str, int]:
+    """Remapped SOP Instance UID -> the slice (k of the stored array's ``[:, :, k]``) its single-frame
+    instance became; empty for 2D scans, and when the read did not give one UID per slice."""
+    uids = loaded.slice_uids
+    if len(loaded.shape) != 3 or len(uids) != loaded.shape[2]:
+        return {}
+    secret = project.deid_secret
+    return {pseudonyms.uid_remap(secret, uid): k for k, uid in enumerate(uids) if uid}
+
+
+def _source_rows(project: Project, scan: Scan, unit: Unit, loaded: Loaded) -> list[ScanSource]:
+    """One row per source file; a second copy of a DICOM instance (same SOP Instance UID and bytes, which
+    the reader ignores) adds none."""
+    slice_of = _slice_indices(project, loaded) if unit.kind == "dicom" else {}
+    rows: list[ScanSource] = []
+    seen: set[str] = set()
+    for sop, checksum in zip(unit.sop_uids or [""] * len(unit.checksums), unit.checksums):
+        if sop and sop in seen:
+            continue
+        seen.add(sop)
+        rows.append(
+            ScanSource(
+                project=project, scan=scan, sop_uid=sop, checksum=checksum, slice_index=slice_of.get(sop)
+            )
+        )
+    return rows
+
+
 def scan_store(*, project: Project, unit: Unit, loaded: Loaded, study_pattern: str | None = None) -> Scan:
     """Store one read unit: rows and files together, or nothing (files removed on failure). A unit that
     another ingest stored meanwhile raises ``AlreadyStored`` (nothing written)."""
@@ -257,13 +289,7 @@ def scan_store(*, project: Project, unit: Unit, loaded: Loaded, study_pattern: s
                 warnings=loaded.warnings,
                 meta=meta,
             )
-            sops = unit.sop_uids or [""] * len(unit.checksums)
-            ScanSource.objects.bulk_create(
-                [
-                    ScanSource(project=project, scan=scan, sop_uid=s, checksum=c)
-                    for s, c in zip(sops, unit.checksums)
-                ]
-            )
+            ScanSource.objects.bulk_create(_source_rows(project, scan, unit, loaded))
     except IngestError as exc:
         if not exc.file:
             exc.file = unit.label
