@@ -215,10 +215,11 @@ def test_upload_label_review_release_round_trip_through_http(shared_data, stack)
             root = names[0].split("/", 1)[0]
             data = json.loads(z.read(f"{root}/dataset.json"))
             (entry,) = [e for split in ("train", "val", "test") for e in data[split]]
+            files = json.loads(z.read(f"{root}/dataset_platform.json"))["cases"][entry["name"]]
             segmentation = nib.Nifti1Image.from_bytes(
-                _maybe_gunzip(z.read(f"{root}/{entry['segmentation']}"))
+                _maybe_gunzip(z.read(f"{root}/segmentations/{entry['name']}"))
             )
-            image = nib.Nifti1Image.from_bytes(_maybe_gunzip(z.read(f"{root}/{entry['image']}")))
+            image = nib.Nifti1Image.from_bytes(_maybe_gunzip(z.read(f"{root}/{files['image']}")))
         seg = np.asarray(segmentation.dataobj)
         assert image.shape == shape and np.allclose(image.affine, affine, atol=1e-4)
         assert seg.shape[1:] == shape, seg.shape
