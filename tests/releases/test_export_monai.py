@@ -1,5 +1,7 @@
-"""MONAI / Decathlon exporter on synthetic cases, read back with nibabel and json."""
+"""MONAI / Decathlon exporter: synthetic cases read back with nibabel and MONAI, and the release of real data
+read the way MONAI reads a Decathlon datalist (``monai.data.load_decathlon_datalist`` + ``LoadImaged``)."""
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -9,9 +11,10 @@ import pytest
 from PIL import Image
 
 from releases.formats import monai_datalist
-from releases.records import CaseRecord, ImageRecord, LabelRecord
+from releases.records import CaseRecord, DirSink, FormatError, ImageRecord, LabelRecord
 from tests.releases.synth3d import (
     ATELECTASIS,
+    META,
     NODULES,
     SHAPE,
     blob,
@@ -23,11 +26,17 @@ from tests.releases.synth3d import (
     write_image,
 )
 
+KEYS = ("training", "validation", "test")
+
+
+def _voxels(path: Path) -> np.ndarray:
+    return np.asarray(nib.load(str(path)).dataobj)
+
 
 @pytest.mark.parametrize("kind", ["axial", "flipped"])
 def test_monai_round_trip(tmp_path, kind):
-    from monai.data import load_decathlon_datalist
-    from monai.transforms import LoadImaged
+    from monai.data import DataLoader, Dataset, load_decathlon_datalist
+    from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged
 
     affine = make_affine(kind)
     out = tmp_path / "out"
@@ -35,42 +44,104 @@ def test_monai_round_trip(tmp_path, kind):
     assert summary.skipped == ["case-a/case-a-box: kind 'box' is not supported by this format"]
 
     dataset = json.loads((out / "dataset.json").read_text())
+    # no class table in META: numbered as first met (the release service always gives a table)
     assert dataset["labels"] == {"0": "background", "1": "2d", "2": "2b"}
     assert (dataset["numTraining"], dataset["numValidation"], dataset["numTest"]) == (1, 1, 1)
     assert dataset["tensorImageSize"] == "3D" and dataset["modality"] == {"0": "CT"}
-    assert [s["label_id"] for s in dataset["cases"]["case-a"]["segments"]] == [
-        "case-a-nodules",
-        "case-a-atelectasis",
+    segments = dataset["cases"]["case-a"]["segments"]
+    assert [(s["label_id"], s["value"], s["file"]) for s in segments] == [
+        ("case-a-nodules", 1, "labelsTr/case-a.nii.gz"),
+        ("case-a-atelectasis", 2, "unreviewedTr/case-a.nii.gz"),  # a model's mask, not reviewed
     ]
     assert [r["label_id"] for r in dataset["cases"]["case-a"]["report_only"]] == ["case-a-effusion"]
 
-    training = load_decathlon_datalist(out / "dataset.json", is_segmentation=True, data_list_key="training")
-    assert training[0]["image"] == str(out / "imagesTr/case-a.nii.gz")
-    assert training[0]["label"] == str(out / "labelsTr/case-a.nii.gz")
-    loader = LoadImaged(keys=["image", "label"])
-    item = loader(training[0])
-    image, label = item["image"], item["label"]
+    # the test split in imagesTs/labelsTs; every item the same keys (one case has an unreviewed mask)
+    assert dataset["test"] == [
+        {
+            "image": "imagesTs/case-c.nii.gz",
+            "label": "labelsTs/case-c.nii.gz",
+            "unreviewed": "unreviewedTs/case-c.nii.gz",
+            "case_id": "case-c",
+        }
+    ]
+    items = {}
+    for key in KEYS:
+        loaded = load_decathlon_datalist(out / "dataset.json", is_segmentation=True, data_list_key=key)
+        assert len(loaded) == 1 and set(loaded[0]) == {"image", "label", "unreviewed", "case_id"}
+        items[loaded[0]["case_id"]] = loaded[0]
+    assert items["case-a"]["image"] == str(out / "imagesTr/case-a.nii.gz")
+    assert items["case-b"]["label"] == str(out / "labelsTr/case-b.nii.gz")  # validation: a training case
+    assert items["case-c"]["unreviewed"] == str(out / "unreviewedTs/case-c.nii.gz")
+
+    load = Compose(
+        [
+            LoadImaged(keys=["image", "label", "unreviewed"]),
+            EnsureChannelFirstd(keys=["image", "label", "unreviewed"]),
+        ]
+    )
+    item = load(items["case-a"])
+    image, label, unreviewed = item["image"], item["label"], item["unreviewed"]
     np.testing.assert_allclose(np.asarray(image.affine), np.asarray(label.affine), atol=1e-5)
-    assert tuple(label.shape) == SHAPE
-    label = np.asarray(label)
-    values = {name: int(v) for v, name in dataset["labels"].items()}
-    np.testing.assert_array_equal(label == values["2d"], NODULES)
-    np.testing.assert_array_equal(label == values["2b"], ATELECTASIS)
-    assert set(np.unique(label)) == {0, 1, 2}
-    np.testing.assert_array_equal(np.asarray(image), ct_array())
+    np.testing.assert_allclose(np.asarray(image.affine), affine, atol=1e-4)
+    assert tuple(label.shape) == (1, *SHAPE)
+    np.testing.assert_array_equal(
+        np.asarray(label)[0], NODULES.astype(np.uint8)
+    )  # the model's mask is not here
+    np.testing.assert_array_equal(np.asarray(unreviewed)[0], 2 * ATELECTASIS.astype(np.uint8))
+    np.testing.assert_array_equal(np.asarray(image)[0], ct_array())
+    assert not _voxels(out / "labelsTr/case-b.nii.gz").any()
+    assert not _voxels(out / "unreviewedTr/case-b.nii.gz").any()  # all background, for the same keys
+    assert not _voxels(out / "unreviewedTs/case-c.nii.gz").any()
+    np.testing.assert_array_equal(_voxels(out / "labelsTs/case-c.nii.gz"), NODULES.astype(np.uint8))
+    assert not (out / "contextTr").exists()  # no case has a context mask: no key, no files
 
-    for key in ("validation", "test"):
-        items = load_decathlon_datalist(out / "dataset.json", is_segmentation=True, data_list_key=key)
-        assert len(items) == 1 and Path(items[0]["label"]).is_file()
-    empty = np.asarray(nib.load(str(out / "labelsTr/case-b.nii.gz")).dataobj)
-    assert empty.shape == SHAPE and not empty.any()
-    test_label = np.asarray(nib.load(str(out / "labelsTr/case-c.nii.gz")).dataobj)
-    np.testing.assert_array_equal(test_label == values["2d"], NODULES)
+    # MONAI's default collation takes a batch's keys from its first item: a batch of all three works
+    batches = list(DataLoader(Dataset(list(items.values()), transform=load), batch_size=3))
+    assert len(batches) == 1 and sorted(batches[0]["case_id"]) == ["case-a", "case-b", "case-c"]
+    assert tuple(batches[0]["label"].shape) == (3, 1, *SHAPE)
 
 
-def test_monai_overlap_later_label_wins(tmp_path):
+def test_monai_values_from_the_class_table(tmp_path):
     affine = make_affine("axial")
-    overlap = blob(np.s_[12:20, 10:16, 6:11])  # overlaps the second nodule
+    cases = release(tmp_path, affine)
+    meta = dataclasses.replace(META, classes={1: "1f", 2: "2b", 3: "2d", 4: "left_lung"})
+    sink = DirSink(tmp_path / "out")
+    try:
+        monai_datalist.export(iter(cases), sink, meta)
+    finally:
+        sink.close()
+    out = tmp_path / "out"
+    dataset = json.loads((out / "dataset.json").read_text())
+    # the whole table, classes this release does not use too: a class has one value in every version
+    assert dataset["labels"] == {"0": "background", "1": "1f", "2": "2b", "3": "2d", "4": "left_lung"}
+    np.testing.assert_array_equal(_voxels(out / "labelsTr/case-a.nii.gz"), 3 * NODULES.astype(np.uint8))
+    np.testing.assert_array_equal(
+        _voxels(out / "unreviewedTr/case-a.nii.gz"), 2 * ATELECTASIS.astype(np.uint8)
+    )
+    np.testing.assert_array_equal(_voxels(out / "labelsTs/case-c.nii.gz"), 3 * NODULES.astype(np.uint8))
+
+    # a class the table lacks: refused, naming the case and the label
+    stray = make_case(
+        tmp_path / "src2", "stray", "train", affine, [("gg", ATELECTASIS, {"text": "GGO.", "category": "2c"})]
+    )
+    sink = DirSink(tmp_path / "out2")
+    try:
+        with pytest.raises(FormatError) as err:
+            monai_datalist.export(iter([stray]), sink, meta)
+    finally:
+        sink.close()
+    assert (
+        err.value.field == "stray/stray-gg" and "'2c' is not in the release's class table" in err.value.reason
+    )
+
+
+def test_monai_accepted_masks_win_and_context_apart(tmp_path):
+    """A model's finding mask and a generator's lung overlapping an accepted nodule change no voxel of it;
+    two accepted masks overlapping: the later wins, reported."""
+    affine = make_affine("axial")
+    lung = blob(np.s_[10:24, 0:20, 0:12])  # holds the second nodule entirely
+    model = blob(np.s_[14:20, 11:16, 6:11])
+    overlap = blob(np.s_[12:20, 10:16, 6:11])  # an accepted consolidation over the second nodule
     case = make_case(
         tmp_path / "src",
         "ov",
@@ -78,17 +149,74 @@ def test_monai_overlap_later_label_wins(tmp_path):
         affine,
         [
             ("nodules", NODULES, {"text": "Nodules.", "category": "2d"}),
+            (
+                "lung",
+                lung,
+                {"text": "right lung", "code": "right_lung", "source": "model", "role": "context"},
+            ),
+            ("model", model, {"text": "Nodule?", "category": "2d", "source": "model"}),
             ("consolidation", overlap, {"text": "Consolidation.", "category": "2b"}),
         ],
     )
-    summary = export(monai_datalist, [case], tmp_path / "out")
-    label = np.asarray(nib.load(str(tmp_path / "out/labelsTr/ov.nii.gz")).dataobj)
-    np.testing.assert_array_equal(label == 2, overlap)
-    np.testing.assert_array_equal(label == 1, NODULES & ~overlap)
+    plain = make_case(tmp_path / "src", "plain", "val", affine, [])
+    meta = dataclasses.replace(META, classes={1: "2b", 2: "2d", 3: "right_lung"})
+    sink = DirSink(tmp_path / "out")
+    try:
+        summary = monai_datalist.export(iter([case, plain]), sink, meta)
+    finally:
+        sink.close()
+    out = tmp_path / "out"
+    label = _voxels(out / "labelsTr/ov.nii.gz")
+    np.testing.assert_array_equal(label == 1, overlap)
+    np.testing.assert_array_equal(label == 2, NODULES & ~overlap)
+    assert set(np.unique(label)) == {0, 1, 2}  # no right_lung (3) in the finding label image
     lost = int((NODULES & overlap).sum())
     assert summary.skipped == [
         f"ov/ov-nodules: {lost} voxels overlap ov-consolidation, which is later and wins in the label image"
     ]
+    np.testing.assert_array_equal(_voxels(out / "contextTr/ov.nii.gz"), 3 * lung.astype(np.uint8))
+    np.testing.assert_array_equal(_voxels(out / "unreviewedTr/ov.nii.gz"), 2 * model.astype(np.uint8))
+    assert not _voxels(out / "contextTr/plain.nii.gz").any()
+    dataset = json.loads((out / "dataset.json").read_text())
+    assert dataset["validation"] == [
+        {
+            "image": "imagesTr/plain.nii.gz",
+            "label": "labelsTr/plain.nii.gz",
+            "unreviewed": "unreviewedTr/plain.nii.gz",
+            "context": "contextTr/plain.nii.gz",
+            "case_id": "plain",
+        }
+    ]
+    roles = {s["label_id"]: (s["role"], s["source"], s["file"]) for s in dataset["cases"]["ov"]["segments"]}
+    assert roles["ov-lung"] == ("context", "model", "contextTr/ov.nii.gz")
+    assert roles["ov-model"] == ("finding", "model", "unreviewedTr/ov.nii.gz")
+
+
+def test_monai_empty_test_split(tmp_path):
+    """MSD writes ``"test": []`` when there are no test images; MONAI's loader cannot read an empty test list
+    (``load_decathlon_datalist`` looks at ``expected_data[0]`` to tell strings from dicts). The other lists
+    load empty."""
+    from monai.data import load_decathlon_datalist
+
+    affine = make_affine("axial")
+    cases = [
+        make_case(
+            tmp_path / "src",
+            "only",
+            "train",
+            affine,
+            [("n", NODULES, {"text": "Nodules.", "category": "2d"})],
+        )
+    ]
+    export(monai_datalist, cases, tmp_path / "out")
+    path = tmp_path / "out/dataset.json"
+    dataset = json.loads(path.read_text())
+    assert (dataset["numTraining"], dataset["numValidation"], dataset["numTest"]) == (1, 0, 0)
+    assert dataset["validation"] == [] and dataset["test"] == []
+    assert load_decathlon_datalist(path, data_list_key="validation") == []
+    # MONAI 1.6.1: an IndexError. If this stops raising, update docs/exports/monai.md.
+    with pytest.raises(IndexError):
+        load_decathlon_datalist(path, data_list_key="test")
 
 
 def test_monai_2d_png_mask(tmp_path):
@@ -112,7 +240,7 @@ def test_monai_2d_png_mask(tmp_path):
     export(monai_datalist, [CaseRecord("cxr", "p", "s", "train", image, labels=[label])], tmp_path / "out")
     dataset = json.loads((tmp_path / "out/dataset.json").read_text())
     assert dataset["labels"] == {"0": "background", "1": "Lung Opacity"}
-    assert dataset["tensorImageSize"] == "2D"
+    assert dataset["tensorImageSize"] == "2D" and dataset["modality"] == {"0": "DX"}
     item = load_decathlon_datalist(tmp_path / "out/dataset.json")[0]
     written = nib.load(item["label"])
     assert written.shape == (30, 20)
@@ -120,6 +248,3 @@ def test_monai_2d_png_mask(tmp_path):
     expected = np.zeros((30, 20), dtype=bool)
     expected[10:18, 2:5] = True  # (X, Y)
     np.testing.assert_array_equal(np.asarray(written.dataobj) == 1, expected)
-
-
-# --- DICOM SEG --------------------------------------------------------------------------------------------
