@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from labeling.gaze import anatomy as an
+from labeling.gaze import regions as rg
 from labeling.gaze.heatmaps import METHODS, NORMALISE, heatmap
 from labeling.gaze.sentences import transcript_sentences
 
@@ -47,7 +48,8 @@ class GazeParams:
     """``method``: ``auto`` (the recording's own: reflacx or egd), ``reflacx``, ``egd`` or ``custom``
     (with ``sigma_px`` or ``sigma_deg``, ``duration_weighting``, ``normalise``); ``lead_s``: how long before
     a sentence's first word its gaze starts; ``percentile``: of the intense focus; ``min_share``: gaze
-    share that assigns a sentence naming no anatomy."""
+    share that assigns a sentence naming no anatomy; ``regions``: the region set (``anatomy``: one per
+    anatomy mask; ``fgcxr``: FG-CXR's seven regions, ``labeling.gaze.regions``)."""
 
     method: str = "auto"
     lead_s: float = 2.0
@@ -57,6 +59,7 @@ class GazeParams:
     sigma_deg: float | None = None
     duration_weighting: bool = True
     normalise: str | None = None
+    regions: str = "anatomy"
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any] | None) -> GazeParams:
@@ -71,6 +74,8 @@ class GazeParams:
     def check(self) -> None:
         if self.method not in ("auto", *METHODS):
             raise ValueError(f"method: {self.method!r} is not one of auto, {', '.join(METHODS)}")
+        if self.regions not in rg.REGION_SETS:
+            raise ValueError(f"regions: {self.regions!r} is not one of {', '.join(rg.REGION_SETS)}")
         if self.normalise is not None and self.normalise not in NORMALISE:
             raise ValueError(f"normalise: {self.normalise!r} is not one of {', '.join(NORMALISE)}")
         for name, low, high in (("lead_s", 0, 60), ("percentile", 0, 100), ("min_share", 0, 1)):
@@ -109,6 +114,7 @@ class RecordingInput:
     fixations: dict
     transcript: list[dict] = field(default_factory=list)
     expected_size: tuple[int, int] | None = None  # (width, height) of the linked scan
+    boxes: list[dict] = field(default_factory=list)  # anatomical boxes {"name", "box": [x1, y1, x2, y2]}
 
 
 @dataclass
@@ -229,6 +235,8 @@ def gaze_labels(
                 f"anatomy mask {name}: {mask.shape[1]}x{mask.shape[0]} px, "
                 f"the image is {rec.width}x{rec.height}"
             )
+    masks, region_problems = rg.region_masks(params.regions, masks, rec.boxes, rec.width, rec.height)
+    problems.extend(region_problems)
     maps: list[MapOut] = []
 
     def add(spec: MapSpec) -> tuple[int, np.ndarray]:
@@ -246,7 +254,7 @@ def gaze_labels(
     for s in transcript.sentences:
         window = (s.start - params.lead_s, s.end)
         shares = an.gaze_shares(rec.fixations, masks, rec.width, rec.height, *window)
-        anatomies, why = an.assign(s.text, shares, min_share=params.min_share)
+        anatomies, why = rg.assign(params.regions, s.text, shares, min_share=params.min_share)
         index, array = add(MapSpec(kind="sentence", windows=[window], sentence_index=s.index))
         sentence_arrays[s.index] = array
         sentences.append({
@@ -308,7 +316,10 @@ def _proposals(sentences, arrays, masks, params) -> list[dict[str, Any]]:
         focus = an.intense_focus(array, params.percentile)
         total = float(array.sum())
         for finding in present:
-            where = finding_anatomy(finding, s, masks)
+            if params.regions == "fgcxr":
+                where = rg.finding_regions(finding, s, masks)
+            else:
+                where = finding_anatomy(finding, s, masks)
             region = focus
             if where:
                 region = focus & np.logical_or.reduce([masks[name] for name in where])
