@@ -270,6 +270,18 @@ def export_check(release: DatasetRelease, fmt) -> None:
         )
 
 
+def _classes(release: DatasetRelease) -> dict[int, str]:
+    """The release's class table; for a release frozen before tables were kept, its mask classes numbered
+    in name order (``freeze.class_table`` of no previous table)."""
+    if release.classes:
+        return {int(k): v for k, v in release.classes.items()}
+    from releases.freeze import class_table
+    from releases.labels import class_name
+
+    rows = ReleaseLabel.objects.filter(release=release, kind="mask").values("category", "code").distinct()
+    return {int(k): v for k, v in class_table(None, {class_name(row) for row in rows}).items()}
+
+
 def _meta(release: DatasetRelease) -> ReleaseMeta:
     d = release.dataset
     return ReleaseMeta(
@@ -280,7 +292,7 @@ def _meta(release: DatasetRelease) -> ReleaseMeta:
         citation=d.citation,
         extra={"title": d.name, "manifest_sha256": release.manifest_sha256, "selection": release.selection},
         frozen_at=release.frozen_at,
-        classes={int(k): v for k, v in (release.classes or {}).items()},
+        classes=_classes(release),
         previous_version=(
             DatasetRelease.objects.filter(dataset=d, version__lt=release.version, status=ReleaseStatus.FROZEN)
             .order_by("-version")
