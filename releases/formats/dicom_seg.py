@@ -24,16 +24,29 @@ So the LPS position of pixel (column i, row j) of instance k is ``diag(-1, -1, 1
 k, 1)``, the same point as NIfTI voxel [i, j, k].
 
 SEG: segment ``n`` is the ``n``-th mask label (label order); label = the finding text (64 characters
-at most), SegmentDescription = the full text (1024 at most), TrackingID = the label id, category / type
-SCT "Morphologically Abnormal Structure" / "Lesion"; algorithm type MANUAL for labels from a human,
-AUTOMATIC (with an algorithm identification from the provenance) otherwise. Empty frames are omitted.
-The SEG's UIDs are derived from the source series and the release (name, version).
+at most; a context label's: the anatomy's name, e.g. "Left lung"), SegmentDescription = the full text
+(1024 at most), TrackingID = the label id, TrackingUID derived from the case and label. Category and type
+(with a laterality modifier, an anatomic region) say what the segment is, from
+``releases.formats.dicom_codes``: an anatomy code (context labels: the lungs generator's left_lung /
+right_lung, ...) -> SCT Anatomical Structure / Lung + Left, ...; a ReXGroundingCT category or CheXpert
+observation -> SCT Morphologically Abnormal Structure / its concept (Mass, Nodule, Pleural effusion,
+Ground glass opacity, ...); no exact concept -> Lesion, the text saying what. Algorithm type MANUAL for
+labels from a human, AUTOMATIC (with an algorithm identification from the provenance) otherwise. Empty
+frames are omitted.
+
+Reproducible: exporting a release again writes the same bytes. The SEG's UIDs (series, instance,
+dimension organization) are derived from the source series and the release (name, version); its dates
+and times (Series, Content, Instance Creation, highdicom's Contributing Equipment entry) are the release's
+freeze time in UTC (``ReleaseMeta.frozen_at``, whole seconds; 2000-01-01 00:00:00 for a release without
+one), never the clock.
 
 ``index.json``: ``{"name", "version", "format", "cases": [{"case_id", "split", "patient_id",
 "study_uid", "series_uid", "modality", "sop_class_uid", "files": [...], "seg": path | null,
 "seg_series_uid", "seg_sop_uid", "segments": [{"segment_number", "label_id", "text", "category",
-"code", "source", "algorithm_type"}], "report_only": [{"label_id", "text", "code", "category",
-"assertion", "source"}]}]}``.
+"code", "role", "source", "algorithm_type", "property_category", "property_type",
+"property_type_modifier", "anatomic_region", "coded_exactly"}], "report_only": [{"label_id", "text",
+"code", "category", "assertion", "source"}]}]}``; a coded value is ``{"scheme", "value", "meaning"}``
+(modifier and region null when absent).
 
 3D images only: a 2D image raises FormatError.
 """
@@ -41,6 +54,7 @@ The SEG's UIDs are derived from the source series and the release (name, version
 from __future__ import annotations
 
 import copy
+import datetime
 import io
 import json
 import re
@@ -57,6 +71,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pydicom.valuerep import format_number_as_ds
 
 from releases.formats.common import check_unique, mask_on_grid, scratch_file, split_labels
+from releases.formats.dicom_codes import SegmentCodes, segment_codes
 from releases.records import (
     REPORT_ONLY_FIELDS,
     CaseRecord,
@@ -76,6 +91,9 @@ CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 SECONDARY_CAPTURE_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.7"
 LPS_FROM_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 SOFTWARE = "groundlab releases dicom-seg 1"
+NO_FREEZE = datetime.datetime(
+    2000, 1, 1
+)  # the SEG's dates when the release has no freeze time (never the clock)
 
 # Attributes copied from the de-identified header: patient, study, series, equipment, acquisition.
 COPIED = (
@@ -182,18 +200,7 @@ def export(
             entry["seg"] = f"seg/{case.case_id}.dcm"
             entry["seg_series_uid"] = str(seg.SeriesInstanceUID)
             entry["seg_sop_uid"] = str(seg.SOPInstanceUID)
-            entry["segments"] = [
-                {
-                    "segment_number": n,
-                    "label_id": label.label_id,
-                    "text": label.text,
-                    "category": label.category,
-                    "code": label.code,
-                    "source": label.source,
-                    "algorithm_type": _algorithm_type(label).value,
-                }
-                for n, label in enumerate(masks, start=1)
-            ]
+            entry["segments"] = [_segment_entry(n, label) for n, label in enumerate(masks, start=1)]
             del seg
         index.append(entry)
         summary.cases += 1
@@ -204,6 +211,25 @@ def export(
     sink.put_bytes("index.json", json.dumps(data, indent=1, ensure_ascii=False, default=str).encode("utf-8"))
     summary.files += 1
     return summary
+
+
+def _segment_entry(n: int, label: LabelRecord) -> dict[str, Any]:
+    coded = _codes(label)
+    return {
+        "segment_number": n,
+        "label_id": label.label_id,
+        "text": label.text,
+        "category": label.category,
+        "code": label.code,
+        "role": label.role,
+        "source": label.source,
+        "algorithm_type": _algorithm_type(label).value,
+        "property_category": _coded(coded.category),
+        "property_type": _coded(coded.type),
+        "property_type_modifier": _coded(coded.modifier) if coded.modifier is not None else None,
+        "anatomic_region": _coded(coded.region) if coded.region is not None else None,
+        "coded_exactly": coded.exact,
+    }
 
 
 # --- Source series ---------------------------------------------------------------------------------------
@@ -365,6 +391,14 @@ def _first(provenance: dict[str, Any] | None, keys: tuple[str, ...]) -> str:
     return ""
 
 
+def _coded(code) -> dict[str, str]:
+    return {"scheme": code.scheme_designator, "value": code.value, "meaning": code.meaning}
+
+
+def _codes(label: LabelRecord) -> SegmentCodes:
+    return segment_codes(code=label.code, category=label.category, text=label.text, role=label.role)
+
+
 def _segment(n: int, case: CaseRecord, label: LabelRecord) -> hd.seg.SegmentDescription:
     algorithm = _algorithm_type(label)
     identification = None
@@ -378,16 +412,34 @@ def _segment(n: int, case: CaseRecord, label: LabelRecord) -> hd.seg.SegmentDesc
             family=codes.DCM.ArtificialIntelligence,
             version=_text(version, 64) or "unknown",
         )
-    return hd.seg.SegmentDescription(
+    coded = _codes(label)
+    text = coded.name if label.role == "context" and coded.name else label.text
+    description = hd.seg.SegmentDescription(
         segment_number=n,
-        segment_label=_text(label.text, 64) or _text(label.label_id, 64) or f"finding {n}",
-        segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
-        segmented_property_type=codes.SCT.Lesion,
+        segment_label=_text(text, 64) or _text(label.label_id, 64) or f"finding {n}",
+        segmented_property_category=coded.category,
+        segmented_property_type=coded.type,
         algorithm_type=algorithm,
         algorithm_identification=identification,
         tracking_uid=derived_uid("tracking", case.case_id, label.label_id),
         tracking_id=_text(label.label_id, 64),
+        anatomic_regions=[coded.region] if coded.region is not None else None,
     )
+    if coded.modifier is not None:
+        item = description.SegmentedPropertyTypeCodeSequence[0]
+        item.SegmentedPropertyTypeModifierCodeSequence = [hd.sr.CodedConcept.from_code(coded.modifier)]
+    return description
+
+
+def _stamp(meta: ReleaseMeta) -> datetime.datetime:
+    """When the SEG was made, as written into it: the release's freeze (UTC, whole seconds), else a fixed
+    date, never the clock, so that exporting a release again writes the same bytes."""
+    if meta.frozen_at is None:
+        return NO_FREEZE
+    stamp = meta.frozen_at
+    if stamp.tzinfo is not None:
+        stamp = stamp.astimezone(datetime.UTC).replace(tzinfo=None)
+    return stamp.replace(microsecond=0)
 
 
 def _segmentation(
@@ -399,6 +451,7 @@ def _segmentation(
         pixels[..., s] = mask_on_grid(case, label).transpose(2, 1, 0)
     series_uid = str(sources[0].SeriesInstanceUID)
     release = [meta.name, str(meta.version)]
+    stamp = _stamp(meta)
     with warnings.catch_warnings():
         # pseudonyms are single-component person names, as the de-identification writes them
         warnings.filterwarnings("ignore", message=".*unlikely to represent the intended person name")
@@ -417,8 +470,31 @@ def _segmentation(
             device_serial_number="0",
             content_label="FINDINGS",
             content_description=_text(f"{meta.name} v{meta.version}", 64),
+            series_description=_text(f"Segmentation {meta.name} v{meta.version}", 64),
+            content_date=stamp.date(),
+            content_time=stamp.time(),
+            series_date=stamp.date(),
+            series_time=stamp.time(),
             omit_empty_frames=bool(pixels.any()),
         )
+    _pin_clock_and_random(seg, stamp)
     for item, label in zip(seg.SegmentSequence, masks):
         item.SegmentDescription = _text(label.text, 1024)
     return seg
+
+
+def _pin_clock_and_random(seg: hd.seg.Segmentation, stamp: datetime.datetime) -> None:
+    """Replace what highdicom 0.28 takes from the clock or a random UID (``base.py``: instance creation
+    date and time; ``base_content.ContributingEquipment.for_highdicom``: its contribution date-time;
+    ``image.py``: the Dimension Organization UID) by the stamp and a UID derived from the SEG's own."""
+    seg.InstanceCreationDate = stamp.strftime("%Y%m%d")
+    seg.InstanceCreationTime = stamp.strftime("%H%M%S")
+    for item in seg.get("ContributingEquipmentSequence", []):
+        if item.get("ManufacturerModelName") == "highdicom":
+            item.ContributionDateTime = stamp.strftime("%Y%m%d%H%M%S")
+    dimension_uid = derived_uid("seg-dimension-organization", str(seg.SOPInstanceUID))
+    for item in seg.get("DimensionOrganizationSequence", []):
+        item.DimensionOrganizationUID = dimension_uid
+    for item in seg.get("DimensionIndexSequence", []):
+        if "DimensionOrganizationUID" in item:
+            item.DimensionOrganizationUID = dimension_uid

@@ -7,6 +7,7 @@ import numpy as np
 import pydicom
 import pytest
 from pydicom.dataset import Dataset
+from pydicom.sr.codedict import codes
 
 from releases.formats import dicom_seg
 from releases.records import CaseRecord, FormatError, ImageRecord
@@ -47,6 +48,15 @@ def deidentified_header(study_uid: str, series_uid: str) -> dict:
     ds.InstitutionName = "must not be copied"
     ds.Modality = "CT"
     return header_to_json(ds)
+
+
+def same_files(a, b) -> bool:
+    """The two folders hold the same files with the same bytes."""
+    files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
+    different = [str(f) for f in files if (a / f).read_bytes() != (b / f).read_bytes()]
+    assert not different, different
+    return True
 
 
 def lps_of_frame_pixels(seg: pydicom.Dataset, frame: int, rc: np.ndarray) -> np.ndarray:
@@ -114,6 +124,10 @@ def test_dicom_seg_round_trip(tmp_path, kind):
     assert seg.get_segment_description(2).segment_label == "Basal atelectasis."
     assert raw.SegmentSequence[0].SegmentDescription == "Two nodules in the right lower lobe."
     assert seg.get_segment_description(2).algorithm_type == hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC
+    # 2d "Two nodules ..." is a Nodule; 2b (atelectasis / consolidation) has no concept: Lesion
+    assert seg.get_segment_description(1).segmented_property_type == codes.SCT.Nodule
+    assert seg.get_segment_description(2).segmented_property_type == codes.SCT.Lesion
+    assert [s["coded_exactly"] for s in entry["segments"]] == [True, False]
     algorithm = raw.SegmentSequence[1].SegmentationAlgorithmIdentificationSequence[0]
     assert (algorithm.AlgorithmName, algorithm.AlgorithmVersion) == ("lung-seg", "lungs v3")
     assert raw.SegmentSequence[0].SegmentAlgorithmType == "MANUAL"
@@ -178,6 +192,8 @@ def test_dicom_seg_derives_uids_and_rejects_2d(tmp_path):
     assert a[0].StudyInstanceUID == b[0].StudyInstanceUID and a[0].PatientID == "pseudo-u"
     seg_uids = {pydicom.dcmread(out / "seg/u.dcm").SOPInstanceUID for out in (out1, out2)}
     assert len(seg_uids) == 1
+    assert same_files(out1, out2)  # no freeze time: a fixed date, not the clock
+    assert pydicom.dcmread(out1 / "seg/u.dcm").ContentDate == "20000101"
 
     flat = np.diag([-0.2, -0.2, 1.0, 1.0])
     image = ImageRecord(
@@ -234,3 +250,145 @@ def test_dicom_seg_real_ct_series_keeps_positions(tmp_path, shared_data):
             source_sop_instance_uids=[ds.SOPInstanceUID for ds in rebuilt.values()], segment_numbers=[1]
         ).sum()
     ) == int(mask.sum())
+
+
+# --- Segment codes ----------------------------------------------------------------------------------------
+
+
+def test_every_segment_code_is_in_pydicoms_dictionary():
+    """No code of the table is invented: each (scheme, value, meaning) is one of pydicom's (PS3.16)."""
+    from pydicom.sr import _concepts_dict
+
+    from labeling.types import CHEXPERT_OBSERVATIONS
+    from releases.formats import dicom_codes
+    from releases.labels import ANATOMY_CODES, CATEGORY
+
+    known = {
+        (scheme, value, meaning)
+        for scheme, table in _concepts_dict.concepts.items()
+        for entry in table.values()
+        for value, (meaning, _cids) in entry.items()
+    }
+    used = dicom_codes.all_codes()
+    assert len(used) > 40
+    missing = [c for c in used if (c.scheme_designator, c.value, c.meaning) not in known]
+    assert not missing, missing
+    # every class the platform makes has a row: ReXGroundingCT categories, CheXpert observations, anatomy
+    assert (
+        all(CATEGORY.match(c) for c in dicom_codes.REXGROUNDINGCT) and len(dicom_codes.REXGROUNDINGCT) == 14
+    )
+    assert set(dicom_codes.CHEXPERT) == set(CHEXPERT_OBSERVATIONS)
+    assert set(dicom_codes.ANATOMY) == set(ANATOMY_CODES)
+
+    def coded(code="", category="", text="", role="finding"):
+        c = dicom_codes.segment_codes(code=code, category=category, text=text, role=role)
+        return c.category, c.type, c.modifier, c.region, c.exact
+
+    finding, anatomy = codes.SCT.MorphologicallyAbnormalStructure, codes.SCT.AnatomicalStructure
+    assert coded(category="2d", text="A 3.5 cm spiculated mass.") == (
+        finding,
+        codes.SCT.Mass,
+        None,
+        None,
+        True,
+    )
+    assert coded(category="2d", text="Two nodules.")[1] == codes.SCT.Nodule
+    assert coded(category="2d", text="A lesion.")[1:] == (codes.SCT.Lesion, None, None, False)
+    assert coded(category="2e", text="Small right pleural effusion.")[1] == codes.SCT.PleuralEffusion
+    assert coded(category="2e", text="Pleural thickening.")[1:] == (codes.SCT.Lesion, None, None, False)
+    assert coded(category="2c", text="GGO")[1] == codes.DCM.GroundGlassOpacity
+    assert coded(category="1c", text="Emphysema.")[4] is False  # no emphysema concept in PS3.16
+    assert coded(code="Lung Opacity")[1:4] == (codes.DCM.Opacity, None, codes.SCT.Lung)
+    assert coded(code="left_lung", role="context") == (anatomy, codes.SCT.Lung, codes.SCT.Left, None, True)
+    assert coded(code="right_lung", role="finding")[2] == codes.SCT.Right  # anatomy released as a class
+    assert coded(code="thyroid", role="context")[:2] == (anatomy, anatomy)
+    assert coded(code="whatever", text="x")[:2] == (finding, codes.SCT.Lesion)
+
+
+# --- A release of real data -------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_real_release_dicom_seg_reads_like_the_reference_readers(tmp_path, shared_data, make_user):
+    """The real CT (ingested, grounded, frozen) exported twice: the same bytes; the SEG's dates are the
+    freeze's; segments coded with their meaning; highdicom maps each segment back onto the exported series
+    and onto the stored series' instance UIDs; SimpleITK rebuilds the series with the NIfTI's geometry."""
+    import datetime
+
+    import SimpleITK as sitk
+    from django.core.files.storage import default_storage
+
+    from releases.records import DirSink
+    from releases.services import release_create, release_export_to
+    from studies.models import ScanSource
+    from tests.releases.real import real_release
+
+    real = real_release(shared_data, tmp_path / "data", make_user)
+    # the dataset's radiographs are 2D and hold a box: a CT-only version of it for this format
+    release = release_create(dataset=real.dataset, selection={"sources": "both", "modalities": ["CT"]})
+    outs = [tmp_path / "a", tmp_path / "b"]
+    for out in outs:
+        sink = DirSink(out)
+        release_export_to(release, "dicom-seg", sink)
+        sink.close()
+    out = outs[0]
+    assert same_files(*outs)
+
+    [entry] = json.loads((out / "index.json").read_text())["cases"]
+    assert entry["series_uid"] == real.ct.series_uid and len(entry["files"]) == 30
+    stored = list(ScanSource.objects.filter(scan=real.ct).order_by("slice_index"))
+    stored_uids = [s.sop_uid for s in stored]
+    assert [s.slice_index for s in stored] == list(range(30))
+    series = [pydicom.dcmread(out / f) for f in entry["files"]]
+    assert [ds.SOPInstanceUID for ds in series] == stored_uids  # each slice its own stored instance
+
+    # dates and times: the freeze's, in UTC
+    raw = pydicom.dcmread(out / entry["seg"])
+    frozen = release.frozen_at.astimezone(datetime.UTC)
+    day, time = frozen.strftime("%Y%m%d"), frozen.strftime("%H%M%S")
+    for keyword in ("Content", "Series", "InstanceCreation"):
+        assert (raw[f"{keyword}Date"].value, raw[f"{keyword}Time"].value) == (day, time), keyword
+    highdicom_item = [e for e in raw.ContributingEquipmentSequence if e.ManufacturerModelName == "highdicom"]
+    assert highdicom_item[0].ContributionDateTime == day + time
+
+    # coded segments: the mass, the effusion, the lungs generator's lungs (context, AUTOMATIC)
+    segments = {s["category"] or s["code"]: s for s in entry["segments"]}
+    assert segments["2d"]["property_type"] == {"scheme": "SCT", "value": "4147007", "meaning": "Mass"}
+    assert segments["2e"]["property_type"]["value"] == "60046008"  # Pleural effusion
+    seg = hd.seg.segread(out / entry["seg"])
+    for side, code in (("left_lung", codes.SCT.Left), ("right_lung", codes.SCT.Right)):
+        number = segments[side]["segment_number"]
+        description = seg.get_segment_description(number)
+        assert description.segmented_property_category == codes.SCT.AnatomicalStructure
+        assert description.segmented_property_type == codes.SCT.Lung
+        assert description.algorithm_type == hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC
+        item = raw.SegmentSequence[number - 1].SegmentedPropertyTypeCodeSequence[0]
+        assert item.SegmentedPropertyTypeModifierCodeSequence[0].CodeValue == code.value
+        assert description.segment_label == side.replace("_", " ").capitalize()
+    mass = seg.get_segment_description(segments["2d"]["segment_number"])
+    assert mass.segmented_property_category == codes.SCT.MorphologicallyAbnormalStructure
+    assert mass.algorithm_type == hd.seg.SegmentAlgorithmTypeValues.MANUAL
+
+    # highdicom: the SEG references the exported series, same frame of reference; the mass back on it
+    assert raw.ReferencedSeriesSequence[0].SeriesInstanceUID == series[0].SeriesInstanceUID
+    referenced = {
+        i.ReferencedSOPInstanceUID for i in raw.ReferencedSeriesSequence[0].ReferencedInstanceSequence
+    }
+    assert referenced <= set(stored_uids)
+    assert raw.FrameOfReferenceUID == series[0].FrameOfReferenceUID
+    number = segments["2d"]["segment_number"]
+    for uids in ([ds.SOPInstanceUID for ds in series], stored_uids):
+        got = seg.get_pixels_by_source_instance(source_sop_instance_uids=uids, segment_numbers=[number])
+        np.testing.assert_array_equal(got[..., 0], real.mass.transpose(2, 1, 0))
+
+    # SimpleITK: the rebuilt series has the canonical NIfTI's geometry and values
+    reader = sitk.ImageSeriesReader()
+    names = reader.GetGDCMSeriesFileNames(str(out / "series" / entry["case_id"]), entry["series_uid"])
+    assert len(names) == 30
+    reader.SetFileNames(names)
+    rebuilt = reader.Execute()
+    canonical = sitk.ReadImage(default_storage.path(real.ct.file.name))
+    np.testing.assert_allclose(rebuilt.GetOrigin(), canonical.GetOrigin(), atol=1e-3)
+    np.testing.assert_allclose(rebuilt.GetSpacing(), canonical.GetSpacing(), atol=1e-4)
+    np.testing.assert_allclose(rebuilt.GetDirection(), canonical.GetDirection(), atol=1e-5)
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(rebuilt), sitk.GetArrayFromImage(canonical))
