@@ -25,14 +25,17 @@ encode than the maps cost to compute, and several MB per recording).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from labeling.gaze import anatomy as an
 from labeling.gaze import regions as rg
-from labeling.gaze.heatmaps import METHODS, NORMALISE, heatmap
+from labeling.gaze.definitions import DWELL, FOCUS, WINDOW_CAPS, egd_dwell, focus_mask, sentence_windows
+from labeling.gaze.heatmaps import EGD_FPOGV, METHODS, NORMALISE, heatmap
+from labeling.gaze.presets import DEFAULT as DEFAULT_PRESET
+from labeling.gaze.presets import preset_values
 from labeling.gaze.sentences import transcript_sentences
 
 HEART_CODES = {"Cardiomegaly", "Enlarged Cardiomediastinum"}
@@ -45,43 +48,82 @@ class Unusable(ValueError):
 
 @dataclass
 class GazeParams:
-    """``method``: ``auto`` (the recording's own: reflacx or egd), ``reflacx``, ``egd`` or ``custom``
-    (with ``sigma_px`` or ``sigma_deg``, ``duration_weighting``, ``normalise``); ``lead_s``: how long before
-    a sentence's first word its gaze starts; ``percentile``: of the intense focus; ``min_share``: gaze
-    share that assigns a sentence naming no anatomy; ``regions``: the region set (``anatomy``: one per
-    anatomy mask; ``fgcxr``: FG-CXR's seven regions, ``labeling.gaze.regions``)."""
+    """The definition a run labels with; ``labeling.gaze.presets`` names sets of these values after their
+    source (``preset``; defaults: ``platform``), ``labeling.gaze.definitions`` and
+    ``labeling.gaze.heatmaps`` define them.
 
+    ``method``: ``auto`` (the recording's own: reflacx or egd), ``reflacx``, ``egd`` or ``custom`` (with
+    ``sigma_px`` or ``sigma_deg``, ``duration_weighting``, ``normalise``); ``normalise``: of every map
+    (None: the method's own), ``sentence_normalise``: of sentence maps (None: as ``normalise``);
+    ``lead_s``: how long before a sentence's first word its gaze starts, ``window_cap``: ``none`` or
+    ``previous_start`` (not before the previous sentence's start); ``focus``: ``percentile`` (with
+    ``percentile``) or ``iai`` (with ``focus_resize``: None or the model input size, e.g. 224);
+    ``min_share``: gaze share that assigns a sentence naming no anatomy; ``dwell``: ``platform`` or
+    ``egd``; ``egd_fpogv``, ``egd_pad_even``, ``egd_keep_row0``: EGD-CXR map edge cases; ``regions``: the
+    region set (``anatomy``: one per anatomy mask; ``fgcxr``: FG-CXR's seven regions,
+    ``labeling.gaze.regions``)."""
+
+    preset: str = DEFAULT_PRESET
     method: str = "auto"
     lead_s: float = 2.0
+    window_cap: str = "none"
     percentile: float = 20.0
+    focus: str = "percentile"
+    focus_resize: int | None = None
     min_share: float = 0.5
     sigma_px: float | None = None
     sigma_deg: float | None = None
     duration_weighting: bool = True
     normalise: str | None = None
+    sentence_normalise: str | None = None
+    dwell: str = "platform"
+    egd_fpogv: str = "all"
+    egd_pad_even: bool = True
+    egd_keep_row0: bool = False
     regions: str = "anatomy"
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any] | None) -> GazeParams:
+        """The preset ``raw["preset"]`` names (default ``platform``) with the other values of ``raw`` over
+        it; ValueError naming the field."""
         raw = dict(raw or {})
         known = set(cls.__dataclass_fields__)
         if unknown := sorted(set(raw) - known):
             raise ValueError(f"{unknown[0]}: unknown gaze parameter (known: {', '.join(sorted(known))})")
-        params = cls(**raw)
+        name = raw.pop("preset", None) or DEFAULT_PRESET
+        if not isinstance(name, str):
+            raise ValueError(f"preset: expected a preset name, got {name!r}")
+        params = cls(**{**preset_values(name), **raw, "preset": name})
         params.check()
         return params
 
     def check(self) -> None:
+        preset_values(self.preset)
         if self.method not in ("auto", *METHODS):
             raise ValueError(f"method: {self.method!r} is not one of auto, {', '.join(METHODS)}")
         if self.regions not in rg.REGION_SETS:
             raise ValueError(f"regions: {self.regions!r} is not one of {', '.join(rg.REGION_SETS)}")
-        if self.normalise is not None and self.normalise not in NORMALISE:
-            raise ValueError(f"normalise: {self.normalise!r} is not one of {', '.join(NORMALISE)}")
+        for name in ("normalise", "sentence_normalise"):
+            value = getattr(self, name)
+            if value is not None and value not in NORMALISE:
+                raise ValueError(f"{name}: {value!r} is not one of {', '.join(NORMALISE)}")
         for name, low, high in (("lead_s", 0, 60), ("percentile", 0, 100), ("min_share", 0, 1)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
                 raise ValueError(f"{name}: must be a number from {low} to {high}, got {value!r}")
+        for name, allowed in (
+            ("window_cap", WINDOW_CAPS), ("focus", FOCUS), ("dwell", DWELL), ("egd_fpogv", EGD_FPOGV),
+        ):  # fmt: skip
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name}: {getattr(self, name)!r} is not one of {', '.join(allowed)}")
+        for name in ("duration_weighting", "egd_pad_even", "egd_keep_row0"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name}: must be true or false, got {getattr(self, name)!r}")
+        size = self.focus_resize
+        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or not 0 < size <= 4096):
+            raise ValueError(f"focus_resize: must be null or a pixel count from 1 to 4096, got {size!r}")
+        if size is not None and self.focus != "iai":
+            raise ValueError("focus_resize: only for focus iai")
         if self.method == "custom" and (self.sigma_px is None) == (self.sigma_deg is None):
             raise ValueError("sigma_px/sigma_deg: method custom needs exactly one of them")
         if self.method != "custom" and (self.sigma_px is not None or self.sigma_deg is not None):
@@ -95,14 +137,27 @@ class GazeParams:
             return self.method
         return "egd" if source_format == "egd" else "reflacx"
 
-    def heatmap_kwargs(self, source_format: str) -> dict[str, Any]:
+    def heatmap_kwargs(self, source_format: str, kind: str = "") -> dict[str, Any]:
+        """``heatmaps.heatmap`` keyword arguments for a map of ``kind`` (``sentence`` uses
+        ``sentence_normalise``)."""
         method = self.method_for(source_format)
-        kwargs: dict[str, Any] = {"method": method, "normalise": self.normalise}
+        normalise = self.normalise
+        if kind == "sentence" and self.sentence_normalise is not None:
+            normalise = self.sentence_normalise
+        kwargs: dict[str, Any] = {"method": method, "normalise": normalise}
         if method == "custom":
             kwargs.update(
                 sigma_px=self.sigma_px, sigma_deg=self.sigma_deg, duration_weighting=self.duration_weighting
             )
+        if method == "egd":
+            kwargs.update(
+                egd_fpogv=self.egd_fpogv, egd_pad_even=self.egd_pad_even, egd_keep_row0=self.egd_keep_row0
+            )
         return kwargs
+
+    def focus_of(self, heatmap: np.ndarray) -> np.ndarray:
+        """The intense-focus mask of a heatmap by this definition."""
+        return focus_mask(heatmap, self.focus, self.percentile, self.focus_resize)
 
 
 @dataclass
@@ -198,7 +253,7 @@ def compute_map(
 
 def _map(rec, spec, masks, params) -> tuple[np.ndarray, int]:
     fix = rec.fixations
-    kwargs = params.heatmap_kwargs(rec.source_format)
+    kwargs = params.heatmap_kwargs(rec.source_format, spec.kind)
     if kwargs["method"] == "reflacx" or (kwargs["method"] == "custom" and params.duration_weighting):
         # A fixation without positive duration weighs nothing (said in ``problems``); the heatmap
         # function rejects it, so it is left out here.
@@ -217,8 +272,13 @@ def _map(rec, spec, masks, params) -> tuple[np.ndarray, int]:
 
 
 def _subset(fix: dict, index: np.ndarray) -> dict:
+    """The fixations ``index``; ``egd_rows`` (every row of the whole recording) is left out."""
     n = len(fix.get("x", []))
-    return {k: [v[i] for i in index] if isinstance(v, list) and len(v) == n else v for k, v in fix.items()}
+    return {
+        k: [v[i] for i in index] if isinstance(v, list) and len(v) == n else v
+        for k, v in fix.items()
+        if k != "egd_rows"
+    }
 
 
 def gaze_labels(
@@ -251,8 +311,9 @@ def gaze_labels(
     transcript = transcript_sentences(rec.transcript, source_format=rec.source_format)
     problems.extend(transcript.problems)
     sentences, sentence_arrays = [], {}
-    for s in transcript.sentences:
-        window = (s.start - params.lead_s, s.end)
+    spans = [(s.start, s.end) for s in transcript.sentences]
+    windows = sentence_windows(spans, params.lead_s, params.window_cap)
+    for s, window in zip(transcript.sentences, windows, strict=True):
         shares = an.gaze_shares(rec.fixations, masks, rec.width, rec.height, *window)
         anatomies, why = rg.assign(params.regions, s.text, shares, min_share=params.min_share)
         index, array = add(MapSpec(kind="sentence", windows=[window], sentence_index=s.index))
@@ -263,6 +324,11 @@ def gaze_labels(
             "findings": findings_of(s.text) if findings_of is not None else [], "map": index,
         })  # fmt: skip
     gaze = an.anatomy_gaze(rec.fixations, masks, rec.width, rec.height)
+    if params.dwell == "egd":
+        for name, (dwell, count, share) in egd_dwell(
+            rec.fixations, masks, rec.width, rec.height, params.egd_pad_even
+        ).items():
+            gaze[name] = replace(gaze[name], dwell_s=dwell, fixation_count=count, dwell_share=share)
     records = []
     for name in sorted(masks):
         mine = [s for s in sentences if name in s["anatomies"]]
@@ -277,7 +343,7 @@ def gaze_labels(
             "time_to_first_s": g.time_to_first_s, "dwell_share": g.dwell_share,
             "sentence_indexes": [s["index"] for s in mine], "caption": " ".join(s["text"] for s in mine),
             "heatmap_source": "sentences" if mine else "fixations inside the mask", "map": index,
-            "focus": an.intense_focus(array, params.percentile),
+            "focus": params.focus_of(array),
         })  # fmt: skip
     proposals = _proposals(sentences, sentence_arrays, masks, params)
     return RecordingLabels(
@@ -313,7 +379,7 @@ def _proposals(sentences, arrays, masks, params) -> list[dict[str, Any]]:
         if not present or s["fixation_count"] == 0:
             continue
         array = arrays[s["index"]]
-        focus = an.intense_focus(array, params.percentile)
+        focus = params.focus_of(array)
         total = float(array.sum())
         for finding in present:
             if params.regions == "fgcxr":
