@@ -61,7 +61,7 @@ def test_project_job_then_lists_and_files(
     assert [s["text"] for s in sentences] == ["the lungs are clear.", "heart size is normal, no effusion."]
     records = client.get(reverse("anatomy-record-list"), {"run": run_id, "anatomy": "mediastinum"}).json()
     (record,) = records["results"]
-    assert record["caption"] == "there is cardiomegaly" and record["dwell_s"] > 0
+    assert record["caption"] == "There is cardiomegaly." and record["dwell_s"] > 0
     focus = client.get(reverse("anatomy-focus-png", args=[record["id"]]))
     assert (
         np.count_nonzero(np.asarray(Image.open(io.BytesIO(b"".join(focus.streaming_content)))))

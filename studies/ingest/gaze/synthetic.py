@@ -47,11 +47,12 @@ EGD_MASTER_COLUMNS = [
     "atelectasis__chx", "cardiomegaly__chx", "consolidation__chx", "edema__chx", "pleural_effusion__chx",
     "pneumonia__chx", "no_finding__chx", "cxr_exam_indication",
 ]  # fmt: skip
+# As in the dataset: one recognised word per phrase, its punctuation attached.
 DEFAULT_PHRASES = [
-    ("there is cardiomegaly", 0.84, 2.9),
-    ("with mild pulmonary vascular congestion", 3.2, 6.05),
-    ("no pleural effusion", 6.6, 8.12),
-]
+    ("There", 0.84, 1.1), ("is", 1.1, 1.3), ("cardiomegaly.", 1.3, 2.9),
+    ("Mild", 3.2, 3.6), ("pulmonary", 3.6, 4.3), ("vascular", 4.3, 5.0), ("congestion.", 5.0, 6.05),
+    ("No", 6.6, 6.9), ("pleural", 6.9, 7.5), ("effusion.", 7.5, 8.12),
+]  # fmt: skip
 DEFAULT_BOXES = ["cardiac silhouette", "left clavicle", "left costophrenic angle", "right lung"]
 MASK_NAMES = ("left_lung.png", "right_lung.png", "mediastanum.png", "aortic_knob.png")
 
