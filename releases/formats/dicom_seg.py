@@ -25,14 +25,14 @@ k, 1)``, the same point as NIfTI voxel [i, j, k].
 
 SEG: segment ``n`` is the ``n``-th mask label (label order); label = the finding text (64 characters
 at most; a context label's: the anatomy's name, e.g. "Left lung"), SegmentDescription = the full text
-(1024 at most), TrackingID = the label id, TrackingUID derived from the case and label. Category and type
-(with a laterality modifier, an anatomic region) say what the segment is, from
-``releases.formats.dicom_codes``: an anatomy code (context labels: the lungs generator's left_lung /
-right_lung, ...) -> SCT Anatomical Structure / Lung + Left, ...; a ReXGroundingCT category or CheXpert
-observation -> SCT Morphologically Abnormal Structure / its concept (Mass, Nodule, Pleural effusion,
-Ground glass opacity, ...); no exact concept -> Lesion, the text saying what. Algorithm type MANUAL for
-labels from a human, AUTOMATIC (with an algorithm identification from the provenance) otherwise. Empty
-frames are omitted.
+(1024 at most), TrackingID = the label id, TrackingUID derived from the case and label, display colour
+``PALETTE[n - 1]`` (cycling). Category and type (with a laterality modifier, an anatomic region) say
+what the segment is, from ``releases.formats.dicom_codes``: an anatomy code (context labels: the lungs
+generator's left_lung / right_lung, ...) -> SCT Anatomical Structure / Lung + Left, ...; a ReXGroundingCT
+category or CheXpert observation -> SCT Morphologically Abnormal Structure / its concept (Mass, Nodule,
+Pleural effusion, Ground glass opacity, ...); no exact concept -> Lesion, the text saying what.
+Algorithm type MANUAL for labels from a human, AUTOMATIC (with an algorithm identification from the
+provenance) otherwise. Empty frames are omitted.
 
 Reproducible: exporting a release again writes the same bytes. The SEG's UIDs (series, instance,
 dimension organization) are derived from the source series and the release (name, version); its dates
@@ -91,6 +91,12 @@ CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 SECONDARY_CAPTURE_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.7"
 LPS_FROM_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 SOFTWARE = "groundlab releases dicom-seg 1"
+# RecommendedDisplayCIELabValue of segment n: colour n of this list (readers that find none, such as
+# dcmqi in 3D Slicer, give every segment the same default colour)
+PALETTE = (
+    (230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240),
+    (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128), (170, 110, 40), (128, 0, 0),
+)  # fmt: skip
 NO_FREEZE = datetime.datetime(
     2000, 1, 1
 )  # the SEG's dates when the release has no freeze time (never the clock)
@@ -424,6 +430,7 @@ def _segment(n: int, case: CaseRecord, label: LabelRecord) -> hd.seg.SegmentDesc
         tracking_uid=derived_uid("tracking", case.case_id, label.label_id),
         tracking_id=_text(label.label_id, 64),
         anatomic_regions=[coded.region] if coded.region is not None else None,
+        display_color=hd.color.CIELabColor.from_rgb(*PALETTE[(n - 1) % len(PALETTE)]),
     )
     if coded.modifier is not None:
         item = description.SegmentedPropertyTypeCodeSequence[0]

@@ -128,6 +128,8 @@ def test_dicom_seg_round_trip(tmp_path, kind):
     assert seg.get_segment_description(1).segmented_property_type == codes.SCT.Nodule
     assert seg.get_segment_description(2).segmented_property_type == codes.SCT.Lesion
     assert [s["coded_exactly"] for s in entry["segments"]] == [True, False]
+    colours = [tuple(item.RecommendedDisplayCIELabValue) for item in raw.SegmentSequence]
+    assert len(set(colours)) == 2  # each segment its own colour (Slicer gives segments without one the same)
     algorithm = raw.SegmentSequence[1].SegmentationAlgorithmIdentificationSequence[0]
     assert (algorithm.AlgorithmName, algorithm.AlgorithmVersion) == ("lung-seg", "lungs v3")
     assert raw.SegmentSequence[0].SegmentAlgorithmType == "MANUAL"

@@ -125,8 +125,10 @@ def test_real_ct_slices_keep_their_instance_uids_through_a_dicom_seg_export(
     sink.close()
 
     [entry] = json.loads((out / "index.json").read_text())["cases"]
-    by_remapped = {pseudonyms.uid_remap(secret, uid): path for path in originals
-                   for uid in [str(pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID)]}  # fmt: skip
+    original_uids = {
+        path: str(pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID) for path in originals
+    }
+    by_remapped = {pseudonyms.uid_remap(secret, uid): path for path, uid in original_uids.items()}
     exported = [pydicom.dcmread(out / f) for f in entry["files"]]
     assert len(exported) == 30
     matched = 0
