@@ -105,7 +105,6 @@ def test_reflacx_main_data_folder_discarded_and_phase3(tmp_path):
     [
         ("fixations.csv", 3, "x_position", "4o5", "not a number"),
         ("fixations.csv", 2, "timestamp_end_fixation", "0.1", "before it starts"),
-        ("fixations.csv", 4, "timestamp_start_fixation", "0.2", "before the previous one"),
         ("timestamps_transcription.csv", 1, "timestamp_end_word", "0.5", "before it starts"),
         ("chest_bounding_box.csv", 0, "xmax", "", "not a number"),
     ],
@@ -211,7 +210,6 @@ def test_egd_image_size_from_caller_and_calibration_skipped(tmp_path):
         (0, "FPOGX", "1.2", "not a screen fraction"),
         (3, "FPOGY", "-0.01", "not a screen fraction"),
         (4, "FPOGD", "-0.2", "negative fixation duration"),
-        (6, "FPOGS", "800", "before the previous one"),
         (7, "FPOGV", "yes", "not a number"),
     ],
 )
@@ -422,3 +420,128 @@ def test_reflacx_all_fixations_outside_is_an_error(tmp_path):
     [error] = list(read_reflacx(root))
     assert isinstance(error, IngestError) and error.field == "x_position"
     assert "2 of 2 fixations outside" in error.reason and "image_size_x" in error.reason
+
+
+# ------------------------------------------------------------------------------ rows the authors skip
+# Issue 15 item 7. The authors read these files with pandas.read_csv (ricbl/eyetracking generate_heatmaps.py,
+# ricbl/eye-tracking-localization find_fixations_all_sentences.py, EGD-CXR
+# create_heatmap_images_and_or_videos.py) and neither drop nor sort rows: a NaN cell gives NaN there (no
+# heatmap contribution), and rows are used in file order. Restated here: drop the rows with an empty or NaN
+# cell in a column that is read, keep every other row in file order.
+
+
+def test_na_strings_are_what_pandas_reads_as_nan(tmp_path):
+    pd = pytest.importorskip("pandas")
+    from studies.ingest.gaze.common import NA_STRINGS
+
+    path = tmp_path / "cells.csv"
+    cells = sorted(NA_STRINGS - {""}) + ["", "0", "abc", "inf"]
+    path.write_text("x\n" + "\n".join(f'"{c}"' for c in cells) + "\n")
+    read = pd.read_csv(path, keep_default_na=True, skip_blank_lines=False)["x"].tolist()
+    assert [c for c, v in zip(cells, read, strict=True) if isinstance(v, float) and v != v] == cells[:-3]
+
+
+def test_reflacx_nan_fixation_and_word_rows_are_skipped_and_reported(tmp_path):
+    spec = ReflacxSpec(
+        id="P102R000040",
+        bad_cells={
+            ("fixations.csv", 3, "x_position"): "",
+            ("fixations.csv", 7, "angular_resolution_y_pixels_per_degree"): "NaN",
+            ("fixations.csv", 9, "pupil_area_normalized"): "null",  # not read by the heatmaps: row kept
+            ("timestamps_transcription.csv", 2, "timestamp_start_word"): "nan",
+        },
+    )
+    [data] = list(read_reflacx(write_reflacx(tmp_path, recordings=[spec])))
+
+    assert isinstance(data, GazeRecordingData)
+    rows = spec.fixation_rows()
+    kept = [r for i, r in enumerate(rows) if i not in (3, 7)]
+    assert data.fixations["x"] == [r["x_position"] for r in kept]
+    assert data.fixations["start"] == [r["timestamp_start_fixation"] for r in kept]
+    assert data.fixations["pupil"] == [None if r is rows[9] else r["pupil_area_normalized"] for r in kept]
+    words = [w for i, w in enumerate(spec.word_rows()) if i != 2]
+    assert data.transcript == [{"text": w, "start": s, "end": e} for w, s, e in words]
+    name = f"main_data/{spec.id}"
+    assert (
+        f"{name}/fixations.csv: 2 rows with an empty or NaN value skipped "
+        "(rows 5, 9; x_position, angular_resolution_y_pixels_per_degree)"
+    ) in data.problems
+    assert f"{name}/fixations.csv: pupil_area_normalized empty or NaN in rows 11; kept with pupil null" in (
+        data.problems
+    )
+    assert f"{name}/timestamps_transcription.csv: 1 row with an empty or NaN value skipped (row 4; " \
+        "timestamp_start_word)" in data.problems  # fmt: skip
+
+
+def test_reflacx_rows_out_of_order_are_kept_in_file_order_and_reported(tmp_path):
+    rows = [(0.1, 0.4, 100, 100), (0.5, 0.9, 120, 130), (0.3, 0.45, 140, 150), (1.0, 1.2, 160, 170)]
+    words = [("lungs", 1.0, 1.4), ("clear", 0.9, 1.3), (".", 1.4, 1.4)]
+    spec = ReflacxSpec(id="P102R000041", image_size=(400, 400), fixations=rows, words=words)
+    [data] = list(read_reflacx(write_reflacx(tmp_path, recordings=[spec])))
+
+    assert data.fixations["start"] == [r[0] for r in rows] and data.fixations["x"] == [r[2] for r in rows]
+    assert [w["text"] for w in data.transcript] == ["lungs", "clear", "."]
+    said = "fixations.csv: 1 fixation(s) start before the row above (rows 4); kept in file order"
+    assert any(p.endswith(said) for p in data.problems)
+    assert any("timestamps_transcription.csv: 1 word(s) start before the row above (rows 3)" in p
+               for p in data.problems)  # fmt: skip
+
+
+def test_egd_nan_and_unordered_rows_do_not_reject_the_recording(tmp_path):
+    spec = EgdSpec(
+        dicom_id="rows",
+        image_size=EGD_SIZE,
+        bad_cells={
+            ("fixations.csv", 1, "FPOGY"): "",
+            ("fixations.csv", 3, "FPOGD"): "NaN",
+            ("fixations.csv", 5, "FPOGX"): "nan",  # FPOGV=0: never read
+            ("fixations.csv", 7, "FPOGS"): "800",  # before the row above (the session clock is ~812 s)
+        },
+    )
+    [data] = list(read_egd(write_egd(tmp_path, recordings=[spec])))
+
+    assert isinstance(data, GazeRecordingData)
+    fixes = spec.fixation_list()
+    kept = [i for i, f in enumerate(fixes) if f.valid == 1 and i not in (1, 3)]
+    expected = [_expected_egd_xy(spec, fixes[i]) for i in kept]
+    assert list(zip(data.fixations["x"], data.fixations["y"], strict=True)) == expected
+    starts = [800 - spec.session_offset if i == 7 else fixes[i].start for i in kept]
+    assert data.fixations["start"] == pytest.approx(starts, abs=1e-6)
+    assert (
+        "fixations.csv: 2 rows with an empty or NaN value skipped (rows 3, 5; FPOGY, FPOGD)" in data.problems
+    )
+    assert "fixations.csv: 1 fixation(s) start (FPOGS) before the row above (rows 9); kept in file order" in (
+        data.problems
+    )
+
+
+def test_egd_rows_without_dicom_id_are_one_skipped_item(tmp_path):
+    spec = EgdSpec(dicom_id="img", image_size=EGD_SIZE, bad_cells={("fixations.csv", 2, "DICOM_ID"): ""})
+    items = list(read_egd(write_egd(tmp_path, recordings=[spec])))
+
+    [data] = [i for i in items if isinstance(i, GazeRecordingData)]
+    [skipped] = [i for i in items if isinstance(i, GazeSkipped)]
+    assert skipped.reason == "fixations.csv: 1 row(s) without a DICOM_ID (rows 4)"
+    assert data.fixation_count == sum(f.valid for f in spec.fixation_list()) - 1
+
+
+def test_egd_transcript_phrase_with_nan_time_is_skipped(tmp_path):
+    phrases = '[{"phrase": "No", "begin_time": NaN, "end_time": 1.0}, ' \
+              '{"phrase": "effusion.", "begin_time": 1.0, "end_time": 1.6}]'  # fmt: skip
+    raw = '{"full_text": "No effusion.", "time_stamped_text": ' + phrases + "}"
+    spec = EgdSpec(image_size=EGD_SIZE, transcript_json=raw)
+    [data] = list(read_egd(write_egd(tmp_path, recordings=[spec])))
+    assert data.transcript == [{"text": "effusion.", "start": 1.0, "end": 1.6}]
+    assert any("1 phrase(s) with a NaN time skipped (time_stamped_text[0])" in p for p in data.problems)
+
+
+@pytest.mark.django_db
+def test_import_keeps_a_recording_with_one_nan_row(project, tmp_path):
+    spec = ReflacxSpec(id="P102R000042", bad_cells={("fixations.csv", 0, "y_position"): "NaN"})
+    summary = gaze_import(project=project, path=write_reflacx(tmp_path, recordings=[spec]), fmt="reflacx")
+
+    assert summary.errors == [] and summary.stored[0]["fixations"] == spec.n_fixations - 1
+    recording = GazeRecording.objects.get()
+    assert any(
+        "1 row with an empty or NaN value skipped (row 2; y_position)" in p for p in recording.problems
+    )

@@ -169,6 +169,43 @@ def number(table: CsvTable, row_no: int, row: list[str], col: dict[str, int], na
     return value
 
 
+# pandas.read_csv's default NA strings: the datasets' authors read these files with pandas, where such a
+# cell (or a cell missing from a short row) is NaN.
+NA_STRINGS = frozenset({
+    "", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN", "<NA>", "N/A",
+    "NA", "NULL", "NaN", "None", "n/a", "nan", "null",
+})  # fmt: skip
+
+
+def na_columns(row: list[str], col: dict[str, int], names: Iterable[str]) -> list[str]:
+    """The columns among ``names`` whose cell is missing or NaN as pandas reads it (``NA_STRINGS``)."""
+    return [name for name in names if col[name] >= len(row) or row[col[name]] in NA_STRINGS]
+
+
+class SkippedRows:
+    """Rows of one file left out of a recording (a NaN cell where the authors' code gets NaN), reported
+    as one problem naming the file, the rows and the columns."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.rows: list[int] = []
+        self.columns: list[str] = []
+
+    def add(self, row_no: int, columns: Iterable[str]) -> None:
+        self.rows.append(row_no)
+        self.columns.extend(c for c in columns if c not in self.columns)
+
+    def report(self, problems: list[str]) -> None:
+        if not self.rows:
+            return
+        rows = ", ".join(map(str, self.rows[:10])) + (" ..." if len(self.rows) > 10 else "")
+        plural = "s" if len(self.rows) > 1 else ""
+        problems.append(
+            f"{self.name}: {len(self.rows)} row{plural} with an empty or NaN value skipped "
+            f"(row{plural} {rows}; {', '.join(self.columns)})"
+        )
+
+
 def boolean(table: CsvTable, row_no: int, row: list[str], col: dict[str, int], name: str) -> bool:
     raw = cell(table, row_no, row, col, name)
     low = raw.lower()

@@ -14,9 +14,19 @@ point strictly inside the padded area, else ``x = y = −1`` and ``inside`` Fals
 Times: seconds on the clock of ``Time (in secs)``. A fixation row is its last sample (*unverified*), so
 the tracker clock of ``FPOGS`` is shifted by ``FPOGS + FPOGD − Time`` of the recording's first valid
 fixation: ``start = FPOGS − shift``, ``end = start + FPOGD``. The shift is kept in ``meta["fpogs_shift"]``.
+
+Rows the dataset's scripts cannot use do not reject the recording (issue 15, item 7). They read
+``fixations.csv`` with ``pandas.read_csv``, no ``dropna`` and no sort, row by row in file order
+(``DataProcessing/DataPostProcessing/create_heatmap_images_and_or_videos.py``), so a NaN FPOGX/FPOGY
+fails their inside-the-image test and adds nothing. Here a valid row with an empty or NaN cell
+(``common.NA_STRINGS``) in FPOGV, FPOGX, FPOGY, FPOGS, FPOGD (or ``Time (in secs)`` while the clock shift
+is not yet known) is skipped, counted and reported in ``problems``; a row whose FPOGS is before the row
+above is kept in file order and reported; rows without a DICOM_ID are one skipped item. A transcript
+phrase with a NaN time is skipped and reported. Text that is not a number is still an error.
 """
 
 import json
+import math
 import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -26,17 +36,20 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from studies.ingest.gaze.common import (
+    NA_STRINGS,
     Checksum,
     CsvTable,
     GazeItem,
     GazeRecordingData,
     GazeSkipped,
     GazeUnit,
+    SkippedRows,
     cell,
     check_id,
     compact,
     failing_unit,
     loose_value,
+    na_columns,
     number,
     read_csv,
     read_units,
@@ -127,9 +140,15 @@ def egd_units(path: Path, image_sizes: Mapping[str, tuple[int, int]] | None = No
             )
         )
     for dicom_id in by_id:
-        if dicom_id not in seen:
-            skipped = GazeSkipped(dicom_id, "not in master_sheet.csv (calibration image?)")
-            units.append(GazeUnit(dicom_id, lambda s=skipped: s))
+        if dicom_id in NA_STRINGS:  # NaN in pandas: the dataset's scripts find no image for these rows
+            rows = [row_no for row_no, _ in by_id[dicom_id]]
+            shown = ", ".join(map(str, rows[:10])) + (" ..." if len(rows) > 10 else "")
+            reason = f"fixations.csv: {len(rows)} row(s) without a DICOM_ID (rows {shown})"
+        elif dicom_id not in seen:
+            reason = "not in master_sheet.csv (calibration image?)"
+        else:
+            continue
+        units.append(GazeUnit(dicom_id, lambda s=GazeSkipped(dicom_id, reason): s))  # noqa: B008
     return units
 
 
@@ -216,7 +235,7 @@ def _read_recording(ctx: _Context, row_no: int, row: list[str], fix_rows, box_ro
             f"image size of {dicom_id} unknown: no anatomy mask PNG and no scan named {dicom_id}",
             "image_size",
         )
-    fixations, shift = _fixations(ctx, fix_rows, width, height, pads)
+    fixations, shift = _fixations(ctx, fix_rows, width, height, pads, problems)
     if not fixations["start"]:
         problems.append("no valid fixations")
     transcript, text = _transcript(folder / "transcript.json", ctx.root, checksum, problems)
@@ -288,15 +307,26 @@ def _masks(folder: Path, root: Path, checksum: Checksum):
     return masks, pixels, size
 
 
-def _fixations(ctx: _Context, fix_rows, width: int, height: int, pads: dict[str, float]):
+def _fixations(ctx: _Context, fix_rows, width: int, height: int, pads: dict[str, float], problems=None):
+    """Valid fixations of one image; NaN rows skipped and rows out of order kept, both said in
+    ``problems`` (module docstring)."""
     table, col = ctx.fixations, ctx.fix_col
+    problems = [] if problems is None else problems
     out: dict[str, list[Any]] = {"start": [], "end": [], "x": [], "y": [], "inside": []}
     shift = None
     previous_start = None
+    skipped, unordered = SkippedRows(table.name), []
     scale_x = width / (SCREEN_WIDTH - pads["left"] - pads["right"])
     scale_y = height / (SCREEN_HEIGHT - pads["top"] - pads["bottom"])
     for row_no, row in fix_rows:
+        if missing := na_columns(row, col, ["FPOGV"]):
+            skipped.add(row_no, missing)
+            continue
         if number(table, row_no, row, col, "FPOGV") != 1:
+            continue
+        needed = ["FPOGX", "FPOGY", "FPOGS", "FPOGD"] + (["Time (in secs)"] if shift is None else [])
+        if missing := na_columns(row, col, needed):
+            skipped.add(row_no, missing)
             continue
         fx = number(table, row_no, row, col, "FPOGX")
         fy = number(table, row_no, row, col, "FPOGY")
@@ -310,9 +340,7 @@ def _fixations(ctx: _Context, fix_rows, width: int, height: int, pads: dict[str,
         if fpogd < 0:
             raise IngestError(table.name, f"row {row_no}: negative fixation duration {fpogd}", "FPOGD")
         if previous_start is not None and fpogs < previous_start:
-            raise IngestError(
-                table.name, f"row {row_no}: fixation starts ({fpogs}) before the previous one", "FPOGS"
-            )
+            unordered.append(row_no)
         previous_start = fpogs
         if shift is None:
             shift = round(fpogs + fpogd - number(table, row_no, row, col, "Time (in secs)"), 6)
@@ -331,6 +359,13 @@ def _fixations(ctx: _Context, fix_rows, width: int, height: int, pads: dict[str,
         out["x"].append(x)
         out["y"].append(y)
         out["inside"].append(x >= 0)
+    skipped.report(problems)
+    if unordered:
+        rows = ", ".join(map(str, unordered[:10])) + (" ..." if len(unordered) > 10 else "")
+        problems.append(
+            f"{table.name}: {len(unordered)} fixation(s) start (FPOGS) before the row above "
+            f"(rows {rows}); kept in file order"
+        )
     return out, shift or 0.0
 
 
@@ -371,7 +406,7 @@ def _transcript(path: Path, root: Path, checksum: Checksum, problems: list[str])
     phrases = doc.get("time_stamped_text", [])
     if not isinstance(phrases, list):
         raise IngestError(name, "not a list", "time_stamped_text")
-    out = []
+    out, nan = [], []
     for i, item in enumerate(phrases):
         where = f"time_stamped_text[{i}]"
         if not isinstance(item, dict):
@@ -387,6 +422,9 @@ def _transcript(path: Path, root: Path, checksum: Checksum, problems: list[str])
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise IngestError(name, f"not a number: {item.get(key)!r}", f"{where}.{key}")
             times.append(float(value))
+        if not all(map(math.isfinite, times)):  # NaN/Infinity (Python's json reads them)
+            nan.append(i)
+            continue
         if times[1] < times[0]:
             raise IngestError(
                 name, f"phrase ends ({times[1]}) before it begins ({times[0]})", f"{where}.end_time"
@@ -395,6 +433,9 @@ def _transcript(path: Path, root: Path, checksum: Checksum, problems: list[str])
         if not isinstance(phrase, str):
             raise IngestError(name, "not a string", f"{where}.phrase")
         out.append({"text": phrase, "start": times[0], "end": times[1]})
+    if nan:
+        shown = ", ".join(map(str, nan[:10])) + (" ..." if len(nan) > 10 else "")
+        problems.append(f"{name}: {len(nan)} phrase(s) with a NaN time skipped (time_stamped_text[{shown}])")
     return out, text
 
 

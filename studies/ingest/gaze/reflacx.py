@@ -8,6 +8,15 @@ The reader may be pointed at the dataset folder or at ``main_data`` itself. Raw 
 Coordinates: ``x_position``/``y_position`` are pixels of the original image (x = column, y = row);
 times are seconds from the start of the dictation audio. ``image_size_x``/``image_size_y`` of the
 metadata give the image width/height in pixels.
+
+Rows the authors' code cannot use do not reject the recording (issue 15, item 7). The authors read
+``fixations.csv`` and ``timestamps_transcription.csv`` with ``pandas.read_csv`` and no ``dropna`` or sort
+(``ricbl/eyetracking`` ``generate_heatmaps.py``, ``ricbl/eye-tracking-localization``
+``find_fixations_all_sentences.py``): a row with an empty or NaN cell (``common.NA_STRINGS``) in a column
+their heatmaps read (all but the pupil) gives NaN there, so it is skipped here, counted and reported in
+``problems`` (a NaN pupil only makes ``pupil`` null, as their heatmaps do not read it); a row that starts
+before the row above is used in file order there (their heatmaps sum over rows, their sentences follow the
+rows), so it is kept in file order here and reported. Text that is not a number is still an error.
 """
 
 from collections.abc import Iterator
@@ -21,12 +30,14 @@ from studies.ingest.gaze.common import (
     GazeRecordingData,
     GazeSkipped,
     GazeUnit,
+    SkippedRows,
     boolean,
     cell,
     check_id,
     compact,
     failing_unit,
     loose_value,
+    na_columns,
     number,
     read_csv,
     read_units,
@@ -68,6 +79,8 @@ FIXATION_COLUMNS = [
 # Columns the platform stores; the window and screen-rectangle columns are optional.
 FIXATION_REQUIRED = FIXATION_COLUMNS[:7] + FIXATION_COLUMNS[9:13]
 SHOWN_RECT = FIXATION_COLUMNS[9:13]
+# What the authors' heatmaps read of a row (a NaN there makes their map NaN): a NaN elsewhere keeps the row.
+HEATMAP_COLUMNS = [c for c in FIXATION_REQUIRED if c != "pupil_area_normalized"]
 WORD_COLUMNS = ["word", "timestamp_start_word", "timestamp_end_word"]
 BOX_COLUMNS = ["xmin", "ymin", "xmax", "ymax"]
 ELLIPSE_FIXED = [*BOX_COLUMNS, "certainty"]
@@ -128,7 +141,8 @@ def read_reflacx_fixations(
     ``image_size_x``/``image_size_y``). Pure: no database.
 
     Errors are ``IngestError``s naming ``path`` as given, the row and the column; fixations outside the
-    image are kept (``inside`` False) and reported in ``problems`` when a list is passed.
+    image are kept (``inside`` False), rows with a NaN cell skipped and rows out of time order kept, each
+    reported in ``problems`` when a list is passed (module docstring).
     """
     path = Path(path)
     # Relative to "." a relative path stays as given; an absolute one is named in full.
@@ -218,7 +232,7 @@ def _read_recording(
 def _fixations(path: Path, root: Path, width: int, height: int, problems: list[str]) -> dict[str, list[Any]]:
     """Fixation columns. A fixation outside the image (the reader looked off it) is kept with
     ``inside`` False and reported in ``problems``, rows named; if every fixation is outside, the image
-    size must be wrong and the recording is refused."""
+    size must be wrong and the recording is refused. NaN rows and rows out of order: module docstring."""
     name = rel(path, root)
     if not path.is_file():
         raise IngestError(name, "fixations.csv is missing")
@@ -236,8 +250,12 @@ def _fixations(path: Path, root: Path, width: int, height: int, problems: list[s
         "inside": [],
     }
     outside: list[int] = []
+    skipped, unordered, no_pupil = SkippedRows(name), [], []
     previous_start = None
     for row_no, row in table.rows:
+        if missing := na_columns(row, col, HEATMAP_COLUMNS):
+            skipped.add(row_no, missing)
+            continue
         start = number(table, row_no, row, col, "timestamp_start_fixation")
         end = number(table, row_no, row, col, "timestamp_end_fixation")
         if end < start:
@@ -247,11 +265,7 @@ def _fixations(path: Path, root: Path, width: int, height: int, problems: list[s
                 "timestamp_end_fixation",
             )
         if previous_start is not None and start < previous_start:
-            raise IngestError(
-                name,
-                f"row {row_no}: fixation starts ({start}) before the previous one ({previous_start})",
-                "timestamp_start_fixation",
-            )
+            unordered.append(row_no)
         previous_start = start
         x = number(table, row_no, row, col, "x_position")
         y = number(table, row_no, row, col, "y_position")
@@ -263,10 +277,19 @@ def _fixations(path: Path, root: Path, width: int, height: int, problems: list[s
         out["end"].append(end)
         out["x"].append(compact(x))
         out["y"].append(compact(y))
-        out["pupil"].append(number(table, row_no, row, col, "pupil_area_normalized"))
+        if na_columns(row, col, ["pupil_area_normalized"]):
+            no_pupil.append(row_no)
+            out["pupil"].append(None)
+        else:
+            out["pupil"].append(number(table, row_no, row, col, "pupil_area_normalized"))
         out["ang_res_x"].append(compact(number(table, row_no, row, col, FIXATION_COLUMNS[5])))
         out["ang_res_y"].append(compact(number(table, row_no, row, col, FIXATION_COLUMNS[6])))
         out["shown_rect"].append([compact(number(table, row_no, row, col, c)) for c in SHOWN_RECT])
+    skipped.report(problems)
+    _report_unordered(name, unordered, "fixation", problems)
+    if no_pupil:
+        shown = ", ".join(map(str, no_pupil[:10])) + (" ..." if len(no_pupil) > 10 else "")
+        problems.append(f"{name}: pupil_area_normalized empty or NaN in rows {shown}; kept with pupil null")
     if outside:
         rows = ", ".join(map(str, outside[:10])) + (" ..." if len(outside) > 10 else "")
         message = (
@@ -285,7 +308,12 @@ def _words(path: Path, root: Path, problems: list[str]) -> list[dict[str, Any]]:
     table = read_csv(path, rel(path, root))
     col = table.index(WORD_COLUMNS)
     words = []
+    skipped, unordered = SkippedRows(table.name), []
+    previous_start = None
     for row_no, row in table.rows:
+        if missing := na_columns(row, col, WORD_COLUMNS):
+            skipped.add(row_no, missing)
+            continue
         start = number(table, row_no, row, col, "timestamp_start_word")
         end = number(table, row_no, row, col, "timestamp_end_word")
         if end < start:
@@ -294,8 +322,22 @@ def _words(path: Path, root: Path, problems: list[str]) -> list[dict[str, Any]]:
                 f"row {row_no}: word ends ({end}) before it starts ({start})",
                 "timestamp_end_word",
             )
+        if previous_start is not None and start < previous_start:
+            unordered.append(row_no)
+        previous_start = start
         words.append({"text": cell(table, row_no, row, col, "word"), "start": start, "end": end})
+    skipped.report(problems)
+    _report_unordered(table.name, unordered, "word", problems)
     return words
+
+
+def _report_unordered(name: str, rows: list[int], what: str, problems: list[str]) -> None:
+    """Rows that start before the row above: kept in file order, as the authors' code reads them."""
+    if rows:
+        shown = ", ".join(map(str, rows[:10])) + (" ..." if len(rows) > 10 else "")
+        problems.append(
+            f"{name}: {len(rows)} {what}(s) start before the row above (rows {shown}); kept in file order"
+        )
 
 
 def _chest_box(path: Path, root: Path, problems: list[str]) -> list[int | float] | None:
