@@ -1,4 +1,5 @@
-"""Grounded reports as RadFact input (``formats.md``, "Grounded findings (MAIRA-2 / RadFact)").
+"""Grounded reports as RadFact input (``docs/exports/radfact.md``): the file that microsoft/RadFact's
+``run_radfact`` reads (``get_candidates_and_references_from_json``) for grounded reporting.
 
 Layout::
 
@@ -7,18 +8,34 @@ Layout::
          "target":     [{"text": str, "boxes": [{"x_min", "y_min", "x_max", "y_max"}, ...] | null}, ...],
          "prediction": [... same shape ...]}
 
-RadFact compares a ``prediction`` with a ``target`` of the same example. A dataset release has no model
-under evaluation, so ``target`` holds the case's accepted findings (source ``human``) and ``prediction`` the
-unreviewed proposals of the same case (sources ``weak`` and ``model``; an empty list when there are none):
-running RadFact on the file measures how well the proposals agree with the reviewed labels. Every case is
-listed, also with an empty ``target``.
+RadFact's loader reads ``example_id``, ``prediction`` and ``target`` of each object by key (``split`` is
+left alone) and parses every phrase with ``GroundedPhrase.from_dict``: a phrase has exactly the keys
+``text`` and ``boxes``; ``boxes`` is ``null`` or a non-empty list of boxes normalised to [0, 1]
+(``0 <= x_min <= x_max <= 1``, same for y), never ``[]``.
 
-Only labels asserted present are written (absent/uncertain ones are listed in ``summary.skipped``).
-Boxes are normalised to [0, 1]: x by the image width (``shape[0]`` of the ``(X, Y)`` image), y by its
-height (``shape[1]``); a box label gives its box (``[xmin, ymin, xmax, ymax]`` pixels, max exclusive), a
-mask label one box per 8-connected component of the mask (in raster order of the components), a label of
-kind ``none`` ``"boxes": null`` (never ``[]``). A mask label whose mask is empty is skipped. RadFact is
-for 2D radiographs: a 3D case raises ``FormatError`` (field ``<case_id>.image``).
+``target`` is the report as reviewed: every sentence of the case's report sections Findings and
+Impression, in order (split by the platform's splitter, ``labeling.rules.sentences.split_sentences``),
+negative ones included, each with ``boxes: null`` unless an accepted finding (source ``human``, asserted
+present, kind box or mask) grounds it: the finding's report span (``provenance["span"]`` = ``[section,
+start, end]``) overlaps the sentence, and the sentence gets the finding's boxes. An accepted finding
+whose span does not lie in Findings or Impression of the case's report becomes a phrase of its own (its
+text and boxes, ``null`` for kind none), after the report's sentences. Rejected findings add nothing
+(their sentence is in the target, without boxes; listed in ``summary.skipped``).
+
+``prediction`` is the unreviewed proposals of the case (sources ``weak`` and ``model``), one phrase per
+claim: proposals with the same code and assertion (or, without a code, the same normalised text and
+assertion) are one phrase, so a finding that Findings and Impression both mention appears once; their
+boxes are pooled. A present proposal's phrase is its own text; an absent or uncertain one states its
+CheXpert observation (``No pleural effusion.``, ``Possible edema.``), as the labeler's mention alone
+(``pleural effusion``) would read as a positive. Absent/uncertain proposals of other codes are listed in
+``summary.skipped``. Context labels (generator anatomy such as ``left_lung``) are never phrases.
+
+Boxes are normalised by the image: x by the width (``shape[0]`` of the ``(X, Y)`` image), y by the height
+(``shape[1]``); a box label gives its box (``[xmin, ymin, xmax, ymax]`` pixels, max exclusive), a mask
+label one box per 8-connected component (raster order). An accepted finding whose mask is empty grounds
+nothing (its sentence stays, without boxes); a proposal whose mask is empty is left out (both listed in
+``summary.skipped``). RadFact is for 2D radiographs: a 3D case raises ``FormatError`` (field
+``<case_id>.image``). Every case is listed, also with an empty ``target`` or ``prediction``.
 """
 
 from __future__ import annotations
@@ -26,19 +43,29 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import tempfile
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from scipy import ndimage
 
+from labeling.rules.sentences import split_sentences
+from labeling.types import CHEXPERT_OBSERVATIONS
 from releases.records import CaseRecord, ExportSummary, FormatError, LabelRecord, ReleaseMeta, Sink
 
 NAME = "radfact"
 LABEL_KINDS = ("mask", "box", "none")
 TARGET_SOURCES = ("human",)
+TARGET_SECTIONS = ("findings", "impression")
+MODALITY_HINT = (
+    "freeze a release of the radiographs only (release_create --modality CR --modality DX, or the API's "
+    'selection "modalities": ["CR", "DX"]) and export that'
+)
+_STATES = {"absent": "No {}.", "uncertain": "Possible {}."}
 
 
 def export(
@@ -50,13 +77,20 @@ def export(
     summary = ExportSummary(format=NAME)
     fd, name = tempfile.mkstemp(prefix="radfact-", suffix=".json", dir=sink.scratch())
     local = Path(name)
+    seen: set[str] = set()
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write("[")
             for done, case in enumerate(cases, start=1):
-                item = case_item(case, summary)
-                fh.write(("\n" if done == 1 else ",\n") + json.dumps(item, ensure_ascii=False))
-                summary.cases += 1
+                if case.case_id in seen:  # RadFact keys examples by id: a second one would replace the first
+                    summary.skipped.append(
+                        f"{case.case_id}: the case appears twice in the release; written once"
+                    )
+                else:
+                    seen.add(case.case_id)
+                    item = case_item(case, summary)
+                    fh.write(("\n" if summary.cases == 0 else ",\n") + json.dumps(item, ensure_ascii=False))
+                    summary.cases += 1
                 if progress is not None:
                     progress(done)
             fh.write("\n]\n")
@@ -68,30 +102,142 @@ def export(
     return summary
 
 
+@dataclass
+class _Phrase:
+    text: str
+    boxes: list[dict[str, float]] = field(default_factory=list)
+    section: str = ""
+    start: int = 0
+    end: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"text": self.text, "boxes": self.boxes or None}
+
+    def add(self, boxes: list[dict[str, float]] | None) -> None:
+        for box in boxes or []:
+            if box not in self.boxes:
+                self.boxes.append(box)
+
+
 def case_item(case: CaseRecord, summary: ExportSummary) -> dict[str, Any]:
     """The RadFact example of one case; labels left out are listed in ``summary.skipped``."""
     shape = list(case.image.shape)
     if not (len(shape) == 2 or (len(shape) == 3 and shape[2] == 1)):
-        raise FormatError(f"{case.case_id}.image", f"RadFact is for 2D radiographs, got shape {shape}")
+        raise FormatError(
+            f"{case.case_id}.image",
+            f"RadFact is for 2D radiographs, but case {case.case_id} is a {case.image.modality or 'image'} "
+            f"of shape {shape}: {MODALITY_HINT}",
+        )
     width, height = int(shape[0]), int(shape[1])
-    target: list[dict[str, Any]] = []
-    prediction: list[dict[str, Any]] = []
+    sentences = report_sentences(case.report)
+    own: list[_Phrase] = []
+    claims: dict[tuple[str, ...], _Phrase] = {}
     for label in case.labels:
         where = f"{case.case_id}/{label.label_id}"
+        if label.role == "context":
+            summary.skipped.append(f"{where}: context anatomy ({label.code or label.text}), not a finding")
+            continue
         if label.kind not in LABEL_KINDS:
             summary.skipped.append(f"{where}: kind {label.kind!r} is not supported")
             continue
-        if label.assertion != "present":
-            summary.skipped.append(f"{where}: assertion {label.assertion!r} (RadFact lists present findings)")
-            continue
-        boxes = label_boxes(label, width, height, where)
-        if boxes == []:
-            summary.skipped.append(f"{where}: empty mask")
-            continue
-        phrase = {"text": label.text, "boxes": boxes}
-        (target if label.source in TARGET_SOURCES else prediction).append(phrase)
-        summary.labels += 1
-    return {"example_id": case.case_id, "split": case.split, "target": target, "prediction": prediction}
+        if label.source in TARGET_SOURCES:
+            used = _target_label(label, sentences, own, width, height, where, summary)
+        else:
+            used = _prediction_label(label, claims, width, height, where, summary)
+        summary.labels += used
+    return {
+        "example_id": case.case_id,
+        "split": case.split,
+        "target": [p.as_dict() for p in sentences + own],
+        "prediction": [p.as_dict() for p in claims.values()],
+    }
+
+
+def report_sentences(report: dict[str, str]) -> list[_Phrase]:
+    """Every sentence of the report's Findings then Impression, with its section and character span."""
+    out = []
+    for section in TARGET_SECTIONS:
+        text = report.get(section) or ""
+        for start, end in split_sentences(text):
+            out.append(_Phrase(text=text[start:end], section=section, start=start, end=end))
+    return out
+
+
+def _spanned(label: LabelRecord, sentences: list[_Phrase]) -> list[_Phrase]:
+    """The sentences the label's report span overlaps ([] when it has none there)."""
+    span = (label.provenance or {}).get("span")
+    if not isinstance(span, list | tuple) or len(span) != 3:
+        return []
+    section, start, end = span
+    if not isinstance(start, int) or not isinstance(end, int) or start >= end:
+        return []
+    return [s for s in sentences if s.section == section and s.start < end and start < s.end]
+
+
+def _target_label(
+    label: LabelRecord,
+    sentences: list[_Phrase],
+    own: list[_Phrase],
+    width: int,
+    height: int,
+    where: str,
+    summary: ExportSummary,
+) -> int:
+    if label.assertion != "present":
+        summary.skipped.append(
+            f"{where}: {label.assertion} finding (rejected in review): its sentence stays without boxes"
+        )
+        return 0
+    boxes = label_boxes(label, width, height, where)
+    if boxes == []:
+        summary.skipped.append(f"{where}: empty mask")
+        boxes = None
+    hits = _spanned(label, sentences)
+    for sentence in hits:
+        sentence.add(boxes)
+    if not hits:
+        phrase = _Phrase(text=label.text.strip() or label.code or "finding")
+        phrase.add(boxes)
+        own.append(phrase)
+    return 1
+
+
+def _prediction_label(
+    label: LabelRecord,
+    claims: dict[tuple[str, ...], _Phrase],
+    width: int,
+    height: int,
+    where: str,
+    summary: ExportSummary,
+) -> int:
+    code = (label.code or "").strip()
+    if label.assertion == "present":
+        text = label.text.strip() or code
+    elif label.assertion in _STATES and code in CHEXPERT_OBSERVATIONS and code != "No Finding":
+        text = _STATES[label.assertion].format(code.lower())
+    else:
+        summary.skipped.append(
+            f"{where}: {label.assertion} proposal of code {code!r}: its text does not state the assertion"
+        )
+        return 0
+    if not text:
+        summary.skipped.append(f"{where}: a proposal without text or code")
+        return 0
+    boxes = label_boxes(label, width, height, where)
+    if boxes == []:  # a region proposal with nothing in it proposes nothing
+        summary.skipped.append(f"{where}: empty mask")
+        return 0
+    key = ("code", code.lower(), label.assertion) if code else ("text", normalised(text), label.assertion)
+    phrase = claims.get(key)
+    if phrase is None:
+        phrase = claims[key] = _Phrase(text=text)
+    phrase.add(boxes)
+    return 1
+
+
+def normalised(text: str) -> str:
+    """Lower case, single spaces, no closing punctuation: ``Small effusion.`` == ``small  effusion``."""
+    return re.sub(r"\s+", " ", text).strip().rstrip(".;:!,").strip().lower()
 
 
 def label_boxes(label: LabelRecord, width: int, height: int, where: str) -> list[dict[str, float]] | None:
