@@ -12,7 +12,7 @@ from PIL import Image
 
 from studies.ingest.gaze import read_egd, read_reflacx
 from studies.ingest.gaze.common import GazeRecordingData, GazeSkipped
-from studies.ingest.gaze.egd import egd_units
+from studies.ingest.gaze.egd import egd_units, read_egd_fixations
 from studies.ingest.types import IngestError
 from studies.models import GazeAnatomyMask, GazeRecording, Patient, Scan, Study
 from studies.services.gaze import gaze_import, gaze_link_scans
@@ -498,9 +498,16 @@ def test_egd_nan_and_unordered_rows_do_not_reject_the_recording(tmp_path):
             ("fixations.csv", 7, "FPOGS"): "800",  # before the row above (the session clock is ~812 s)
         },
     )
-    [data] = list(read_egd(write_egd(tmp_path, recordings=[spec])))
+    root = write_egd(tmp_path, recordings=[spec])
+    [data] = list(read_egd(root))
 
     assert isinstance(data, GazeRecordingData)
+    said: list[str] = []
+    alone = read_egd_fixations(root / "fixations.csv", root / "master_sheet.csv", "rows", *EGD_SIZE, said)
+    named = [
+        f"{root / 'fixations.csv'}{p[len('fixations.csv') :]}" for p in data.problems if p.startswith("fix")
+    ]
+    assert alone == data.fixations and said == named and len(said) == 2
     fixes = spec.fixation_list()
     kept = [i for i, f in enumerate(fixes) if f.valid == 1 and i not in (1, 3)]
     expected = [_expected_egd_xy(spec, fixes[i]) for i in kept]

@@ -158,7 +158,7 @@ def read_egd(path: Path, image_sizes: Mapping[str, tuple[int, int]] | None = Non
 
 
 def read_egd_fixations(
-    path: Path, master_sheet: Path, dicom_id: str, width: int, height: int
+    path: Path, master_sheet: Path, dicom_id: str, width: int, height: int, problems: list[str] | None = None
 ) -> dict[str, list[Any]]:
     """The valid fixations (``FPOGV`` = 1) of image ``dicom_id`` in an EGD-CXR ``fixations.csv`` (which
     holds every image's fixations) as the columnar dict of ``GazeRecordingData`` (``start``/``end`` s,
@@ -166,7 +166,8 @@ def read_egd_fixations(
     ``master_sheet`` for an image of ``width`` x ``height`` px. Pure: no database.
 
     Errors are ``IngestError``s naming the file as given, the row and the column: a missing file or
-    column, ``dicom_id`` not in the master sheet (or twice), no fixation row with that ``DICOM_ID``.
+    column, ``dicom_id`` not in the master sheet (or twice), no fixation row with that ``DICOM_ID``. Rows
+    with a NaN cell (skipped) and rows out of order (kept) are said in ``problems`` when a list is passed.
     """
     path, master_sheet = Path(path), Path(master_sheet)
     width, height = int(width), int(height)
@@ -188,7 +189,7 @@ def read_egd_fixations(
     if not fix_rows:
         raise IngestError(table.name, f"no fixation rows with DICOM_ID {dicom_id!r}", "DICOM_ID")
     ctx = _Context(path.parent, master, master_col, table, fix_col, None, {})
-    fixations, _shift = _fixations(ctx, fix_rows, width, height, pads)
+    fixations, _shift = _fixations(ctx, fix_rows, width, height, pads, problems)
     return fixations
 
 
