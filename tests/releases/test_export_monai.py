@@ -248,3 +248,80 @@ def test_monai_2d_png_mask(tmp_path):
     expected = np.zeros((30, 20), dtype=bool)
     expected[10:18, 2:5] = True  # (X, Y)
     np.testing.assert_array_equal(np.asarray(written.dataobj) == 1, expected)
+
+
+def _on_grid(case, label) -> np.ndarray:
+    """The label's mask on the image array's grid, read on its own: NIfTI masks are (X, Y, Z) already, PNG
+    masks of radiographs (rows, columns) = (Y, X)."""
+    mask = label.load_mask()
+    return mask if str(label.mask_path).endswith((".nii", ".nii.gz")) else mask.T
+
+
+@pytest.mark.django_db
+def test_monai_real_release_reads_with_monai(tmp_path, shared_data, make_user):
+    """The real CT (an accepted mass that the lungs generator's right_lung proposal overlaps, an accepted
+    effusion) and real radiographs, exported and read as MONAI reads a Decathlon datalist: every item of
+    every list through ``LoadImaged`` + ``EnsureChannelFirstd``; each label file equals what the case's
+    masks give with the class table's values; the accepted mass keeps every voxel; the lungs only in the
+    context file."""
+    from monai.data import load_decathlon_datalist
+    from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged
+
+    from releases.exporting import _meta, release_cases
+    from tests.releases.real import real_release
+
+    real = real_release(shared_data, tmp_path, make_user)
+    meta = _meta(real.release)
+    out = tmp_path / "out"
+    sink = DirSink(out)
+    try:
+        summary = monai_datalist.export(release_cases(real.release), sink, meta)
+    finally:
+        sink.close()
+    path = out / "dataset.json"
+    dataset = json.loads(path.read_text())
+    value = {name: v for v, name in meta.classes.items()}
+    assert dataset["labels"] == {"0": "background", **{str(v): n for v, n in sorted(meta.classes.items())}}
+    assert dataset["tensorImageSize"] == "mixed"
+    modalities = {real.ct.modality, *(scan.modality for scan in real.radiographs)}
+    assert len(modalities) == 2 and dataset["modality"] == {"0": "/".join(sorted(modalities))}
+    assert any("kind 'box' is not supported" in s for s in summary.skipped)  # the sternotomy wires
+
+    loaded = {}
+    for key in KEYS:
+        if dataset[key]:
+            for item in load_decathlon_datalist(path, is_segmentation=True, data_list_key=key):
+                loaded[item["case_id"]] = item
+        assert (
+            len(dataset[key])
+            == dataset[{"training": "numTraining", "validation": "numValidation"}.get(key, "numTest")]
+        )
+    keys = ["image", "label", "context"]  # the lungs generator ran on the CT: every item has a context file
+    assert all(set(item) == {*keys, "case_id"} for item in loaded.values())
+    load = Compose([LoadImaged(keys=keys), EnsureChannelFirstd(keys=keys)])
+
+    checked, grounded_2d = 0, 0
+    for case in release_cases(real.release):
+        item = load(loaded.pop(case.case_id))
+        expected = {k: np.zeros(tuple(case.image.shape), dtype=np.uint16) for k in ("label", "context")}
+        for label in case.labels:
+            if label.kind == "mask":
+                into = "context" if label.role == "context" else "label" if label.source == "human" else None
+                assert into is not None, f"{label.label_id}: no unreviewed mask expected in this release"
+                expected[into][_on_grid(case, label)] = value[label.category or label.code or "finding"]
+        for k in ("image", *expected):
+            np.testing.assert_allclose(np.asarray(item[k].affine), case.image.affine, atol=1e-4)
+        for k, array in expected.items():
+            assert tuple(item[k].shape) == (1, *case.image.shape)
+            np.testing.assert_array_equal(np.asarray(item[k])[0], array, err_msg=f"{case.case_id} {k}")
+        np.testing.assert_array_equal(np.asarray(item["image"])[0], case.image.load())
+        if case.image.ndim == 3:
+            label, context = np.asarray(item["label"])[0], np.asarray(item["context"])[0]
+            assert (label[real.mass] == value["2d"]).all()  # every voxel of the accepted mass
+            assert (context[real.mass] == value["right_lung"]).any()  # which the right lung overlaps
+            assert not np.isin(label, [value["left_lung"], value["right_lung"]]).any()
+            assert {value["left_lung"], value["right_lung"]} <= set(np.unique(context).tolist())
+        else:
+            grounded_2d += int(expected["label"].any())  # the granulomas mask on the frontal radiograph
+        checked += 1
+    assert checked == sum(len(dataset[key]) for key in KEYS) >= 3 and grounded_2d == 1 and not loaded
