@@ -15,7 +15,7 @@ import numpy as np
 from django.core.management.base import BaseCommand, CommandError
 
 from labeling.gaze.columns import window_weights
-from labeling.gaze.heatmaps import METHODS, NORMALISE, heatmap
+from labeling.gaze.heatmaps import METHODS, NORMALISE, egd_row_pixels, heatmap
 from labeling.gaze.render import heatmap_png
 from studies.ingest.gaze import read_egd_fixations, read_reflacx_fixations
 from studies.ingest.types import IngestError
@@ -85,6 +85,10 @@ class Command(BaseCommand):
             raise CommandError(f"{name}: method {method!r}: {exc}{hint}") from exc
         array = np.asarray(array, dtype=np.float32)
         used, total = _used(fixations, method, start, end), len(fixations["start"])
+        if method == "egd" and start is None and end is None and fixations.get("egd_rows"):
+            # EGD-CXR's map counts the fixations.csv rows as its script does (FPOGV 0 too)
+            used = int(egd_row_pixels(fixations["egd_rows"], width, height)[2].sum())
+            total = len(fixations["egd_rows"]["fpogx"])
         outputs: list[tuple[Path, bytes]] = []
         if opts["out"]:
             outputs.append((opts["out"], _npy(array)))
