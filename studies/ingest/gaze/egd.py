@@ -65,6 +65,7 @@ GAZEPOINT_COLUMNS = [
     "RPCX", "RPCY", "RPD", "RPS", "RPV", "BKID", "BKDUR", "BKPMIN", "LPMM", "LPMMV", "RPMM", "RPMMV",
     "SACCADE_MAG", "SACCADE_DIR", "VID_FRAME", "X_ORIGINAL", "Y_ORIGINAL",
 ]  # fmt: skip
+EVERY_ROW_COLUMNS = (("time", "Time (in secs)"), ("fpogx", "FPOGX"), ("fpogy", "FPOGY"), ("fpogv", "FPOGV"))
 FIXATION_REQUIRED = ["DICOM_ID", "Time (in secs)", "FPOGX", "FPOGY", "FPOGS", "FPOGD", "FPOGV"]
 PADDINGS = {
     "left": "image_left_pad",
@@ -313,12 +314,13 @@ def _fixations(ctx: _Context, fix_rows, width: int, height: int, pads: dict[str,
     ``problems`` (module docstring)."""
     table, col = ctx.fixations, ctx.fix_col
     problems = [] if problems is None else problems
-    out: dict[str, list[Any]] = {"start": [], "end": [], "x": [], "y": [], "inside": []}
+    out: dict[str, Any] = {"start": [], "end": [], "x": [], "y": [], "inside": []}
     shift = None
     previous_start = None
     skipped, unordered = SkippedRows(table.name), []
     scale_x = width / (SCREEN_WIDTH - pads["left"] - pads["right"])
     scale_y = height / (SCREEN_HEIGHT - pads["top"] - pads["bottom"])
+    every = _every_row(fix_rows, col, pads)
     for row_no, row in fix_rows:
         if missing := na_columns(row, col, ["FPOGV"]):
             skipped.add(row_no, missing)
@@ -367,7 +369,26 @@ def _fixations(ctx: _Context, fix_rows, width: int, height: int, pads: dict[str,
             f"{table.name}: {len(unordered)} fixation(s) start (FPOGS) before the row above "
             f"(rows {rows}); kept in file order"
         )
+    out["egd_rows"] = every
     return out, shift or 0.0
+
+
+def _every_row(fix_rows, col: dict[str, int], pads: dict[str, float]) -> dict[str, Any]:
+    """Every fixations.csv row of the image as the dataset's own scripts read it (FPOGV 0 included, a
+    cell that is no finite number as None): ``time``, ``fpogx``, ``fpogy``, ``fpogv`` lists, ``pads``
+    (left, right, top, bottom) and ``screen``; used by ``labeling.gaze.heatmaps`` (method egd) and
+    EGD-CXR's dwell time."""
+    rows: dict[str, Any] = {"time": [], "fpogx": [], "fpogy": [], "fpogv": []}
+    for _, row in fix_rows:
+        for key, column in EVERY_ROW_COLUMNS:
+            try:
+                value = float(_at(row, col[column]))
+            except ValueError:
+                value = math.nan
+            rows[key].append(compact(value) if math.isfinite(value) else None)
+    rows["pads"] = [compact(pads[side]) for side in ("left", "right", "top", "bottom")]
+    rows["screen"] = [SCREEN_WIDTH, SCREEN_HEIGHT]
+    return rows
 
 
 def _original(table: CsvTable, row_no: int, row: list[str], col, width: int, height: int):
