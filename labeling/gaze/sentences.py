@@ -82,7 +82,8 @@ class Transcript:
 
 
 def transcript_sentences(items: list[dict] | None, *, source_format: str) -> Transcript:
-    """The sentences of ``items`` (see the module docstring); ``source_format`` is reflacx or egd."""
+    """The sentences of ``items`` (see the module docstring). ``source_format`` (reflacx or egd) names the
+    items' origin; both are read by the same rules, as each is a word sequence with its punctuation."""
     out = Transcript()
     if not items:
         out.problems.append("transcript: missing or empty; sentence alignment skipped")
