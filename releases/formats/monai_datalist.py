@@ -2,21 +2,21 @@
 
 Files (``Tr`` for the training, validation and any other split, ``Ts`` for the test split, as MSD)::
 
-    imagesTr/<case_id>.nii.gz      the image: gzipped NIfTI, the case's array and affine (2D or 3D)
-    labelsTr/<case_id>.nii.gz      the expert-accepted finding masks (source human, role finding)
-    unreviewedTr/<case_id>.nii.gz  the unreviewed finding masks (source weak or model), if the export has any
-    contextTr/<case_id>.nii.gz     the anatomy context masks (role context), if the export has any
-    imagesTs/, labelsTs/, unreviewedTs/, contextTs/   the same for the test split
-    dataset.json                   Decathlon layout, read by ``monai.data.load_decathlon_datalist``
+    imagesTr/<case_id>.nii.gz             the image: gzipped NIfTI, the case's array and affine (2D or 3D)
+    labelsTr/<case_id>.nii.gz             the expert-accepted finding masks (source human, role finding)
+    labelsTr_unreviewed/<case_id>.nii.gz  unreviewed finding masks (source weak or model), if any case has one
+    labelsTr_context/<case_id>.nii.gz     anatomy context masks (role context), if any case has one
+    imagesTs/, labelsTs/, labelsTs_unreviewed/, labelsTs_context/   the same for the test split
+    dataset.json                          Decathlon layout, read by ``monai.data.load_decathlon_datalist``
 
 Every label image is on its image's grid with the same affine; 0 is background. Only masks an expert
-accepted are in ``labels*``: a model's or a report labeler's proposal never overwrites one, and anatomy
-(a generator's left_lung, right_lung) is never a finding class there. Every case has a ``labels*`` file
-(all background when it has no accepted mask: its report-only findings are listed under ``"cases"``).
-When any case of the export has an unreviewed (context) mask, every case has an ``unreviewed*``
-(``context*``) file, all background where it has none, and every datalist item the key ``unreviewed``
-(``context``): PyTorch's and MONAI's collation take a batch's keys from its first item, so the keys of
-all items are the same.
+accepted are in ``labelsTr`` / ``labelsTs``: a model's or a report labeler's proposal never overwrites one
+there, and anatomy (a generator's left_lung, right_lung) is never in them. Every case has a ``labelsTr`` /
+``labelsTs`` file (all background when it has no accepted mask: its report-only findings are listed under
+``"cases"``). When any case of the export has an unreviewed (context) mask, every case has an
+``_unreviewed`` (``_context``) file, all background where it has none, and every datalist item the key
+``unreviewed`` (``context``): PyTorch's and MONAI's collation take a batch's keys from its first item, so
+the keys of all items are the same.
 
 Label values: the release's class table (``ReleaseMeta.classes``, frozen with the dataset's first release
 and only extended, so a class keeps its value in every version and an untouched case's label files do not
@@ -37,14 +37,17 @@ columns)`` are transposed onto that grid.
      when the release mixes them), "labels": {"0": "background", ...},
      "numTraining", "numValidation", "numTest" (the lengths of the three lists),
      "training":   [{"image": "imagesTr/<case_id>.nii.gz", "label": "labelsTr/<case_id>.nii.gz",
-                     ["unreviewed": "unreviewedTr/...", "context": "contextTr/...",] "case_id": "<case_id>"}],
+                     ["unreviewed": "labelsTr_unreviewed/...", "context": "labelsTr_context/...",]
+                     "case_id": "<case_id>"}],
      "validation": [...], "test": [{"image": "imagesTs/...", "label": "labelsTs/...", ...}],
+     "testing": the same items as "test" (Auto3DSeg reads that key),
      "cases": {"<case_id>": {"split", "segments": [{"value", "label_id", "text", "category", "code",
                "source", "role", "file"}], "report_only": [{"label_id", "text", "code", "category",
                "assertion", "source"}]}}}
 
 Splits train, val and test go to ``training``, ``validation`` and ``test`` (always present, possibly
-empty); another split name gets a list of its own. Items hold only strings, so MONAI's default collation
+empty; MONAI 1.6.1's ``load_decathlon_datalist`` cannot read an empty ``test`` list, it can read an empty
+``testing``); another split name gets a list of its own. Items hold only strings, so MONAI's default collation
 accepts them.
 """
 
@@ -77,8 +80,8 @@ SPLIT_KEYS = {"train": "training", "val": "validation", "test": "test"}
 FOLDERS = {
     "image": ("imagesTr", "imagesTs"),
     "label": ("labelsTr", "labelsTs"),
-    "unreviewed": ("unreviewedTr", "unreviewedTs"),
-    "context": ("contextTr", "contextTs"),
+    "unreviewed": ("labelsTr_unreviewed", "labelsTs_unreviewed"),
+    "context": ("labelsTr_context", "labelsTs_context"),
 }
 EXTRA = ("unreviewed", "context")  # label files an export has only when some case has such a mask
 _WHERE = {
@@ -98,6 +101,7 @@ _RESERVED = (
     "numTraining",
     "numValidation",
     "numTest",
+    "testing",
     "cases",
 )
 
@@ -247,6 +251,8 @@ def export(
                     summary.files += 1
             item["case_id"] = record["case_id"]
             spool.add(record["key"], item)
+            if record["key"] == "test":
+                spool.add("testing", item)  # Auto3DSeg's key for the images it predicts
         head = {
             "name": meta.name,
             "description": meta.description,
@@ -260,8 +266,9 @@ def export(
             "numValidation": spool.count("validation"),
             "numTest": spool.count("test"),
         }
-        other = [k for k in spool.parts if k not in (*SPLIT_KEYS.values(), "cases")]
-        spool.write(sink, "dataset.json", head, [*SPLIT_KEYS.values(), *other, "cases"], maps=["cases"])
+        lists = [*SPLIT_KEYS.values(), "testing"]
+        other = [k for k in spool.parts if k not in (*lists, "cases")]
+        spool.write(sink, "dataset.json", head, [*lists, *other, "cases"], maps=["cases"])
     finally:
         pending.close()
         spool.close()

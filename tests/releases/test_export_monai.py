@@ -35,6 +35,7 @@ def _voxels(path: Path) -> np.ndarray:
 
 @pytest.mark.parametrize("kind", ["axial", "flipped"])
 def test_monai_round_trip(tmp_path, kind):
+    from monai.auto3dseg.utils import datafold_read
     from monai.data import DataLoader, Dataset, load_decathlon_datalist
     from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged
 
@@ -51,7 +52,7 @@ def test_monai_round_trip(tmp_path, kind):
     segments = dataset["cases"]["case-a"]["segments"]
     assert [(s["label_id"], s["value"], s["file"]) for s in segments] == [
         ("case-a-nodules", 1, "labelsTr/case-a.nii.gz"),
-        ("case-a-atelectasis", 2, "unreviewedTr/case-a.nii.gz"),  # a model's mask, not reviewed
+        ("case-a-atelectasis", 2, "labelsTr_unreviewed/case-a.nii.gz"),  # a model's mask, not reviewed
     ]
     assert [r["label_id"] for r in dataset["cases"]["case-a"]["report_only"]] == ["case-a-effusion"]
 
@@ -60,10 +61,13 @@ def test_monai_round_trip(tmp_path, kind):
         {
             "image": "imagesTs/case-c.nii.gz",
             "label": "labelsTs/case-c.nii.gz",
-            "unreviewed": "unreviewedTs/case-c.nii.gz",
+            "unreviewed": "labelsTs_unreviewed/case-c.nii.gz",
             "case_id": "case-c",
         }
     ]
+    assert dataset["testing"] == dataset["test"]  # Auto3DSeg predicts the images of "testing"
+    testing, _ = datafold_read(str(out / "dataset.json"), str(out), fold=-1, key="testing")
+    assert [t["image"] for t in testing] == [str(out / "imagesTs/case-c.nii.gz")]
     items = {}
     for key in KEYS:
         loaded = load_decathlon_datalist(out / "dataset.json", is_segmentation=True, data_list_key=key)
@@ -71,7 +75,7 @@ def test_monai_round_trip(tmp_path, kind):
         items[loaded[0]["case_id"]] = loaded[0]
     assert items["case-a"]["image"] == str(out / "imagesTr/case-a.nii.gz")
     assert items["case-b"]["label"] == str(out / "labelsTr/case-b.nii.gz")  # validation: a training case
-    assert items["case-c"]["unreviewed"] == str(out / "unreviewedTs/case-c.nii.gz")
+    assert items["case-c"]["unreviewed"] == str(out / "labelsTs_unreviewed/case-c.nii.gz")
 
     load = Compose(
         [
@@ -90,10 +94,10 @@ def test_monai_round_trip(tmp_path, kind):
     np.testing.assert_array_equal(np.asarray(unreviewed)[0], 2 * ATELECTASIS.astype(np.uint8))
     np.testing.assert_array_equal(np.asarray(image)[0], ct_array())
     assert not _voxels(out / "labelsTr/case-b.nii.gz").any()
-    assert not _voxels(out / "unreviewedTr/case-b.nii.gz").any()  # all background, for the same keys
-    assert not _voxels(out / "unreviewedTs/case-c.nii.gz").any()
+    assert not _voxels(out / "labelsTr_unreviewed/case-b.nii.gz").any()  # all background, for the same keys
+    assert not _voxels(out / "labelsTs_unreviewed/case-c.nii.gz").any()
     np.testing.assert_array_equal(_voxels(out / "labelsTs/case-c.nii.gz"), NODULES.astype(np.uint8))
-    assert not (out / "contextTr").exists()  # no case has a context mask: no key, no files
+    assert not (out / "labelsTr_context").exists()  # no case has a context mask: no key, no files
 
     # MONAI's default collation takes a batch's keys from its first item: a batch of all three works
     batches = list(DataLoader(Dataset(list(items.values()), transform=load), batch_size=3))
@@ -116,7 +120,7 @@ def test_monai_values_from_the_class_table(tmp_path):
     assert dataset["labels"] == {"0": "background", "1": "1f", "2": "2b", "3": "2d", "4": "left_lung"}
     np.testing.assert_array_equal(_voxels(out / "labelsTr/case-a.nii.gz"), 3 * NODULES.astype(np.uint8))
     np.testing.assert_array_equal(
-        _voxels(out / "unreviewedTr/case-a.nii.gz"), 2 * ATELECTASIS.astype(np.uint8)
+        _voxels(out / "labelsTr_unreviewed/case-a.nii.gz"), 2 * ATELECTASIS.astype(np.uint8)
     )
     np.testing.assert_array_equal(_voxels(out / "labelsTs/case-c.nii.gz"), 3 * NODULES.astype(np.uint8))
 
@@ -174,28 +178,28 @@ def test_monai_accepted_masks_win_and_context_apart(tmp_path):
     assert summary.skipped == [
         f"ov/ov-nodules: {lost} voxels overlap ov-consolidation, which is later and wins in the label image"
     ]
-    np.testing.assert_array_equal(_voxels(out / "contextTr/ov.nii.gz"), 3 * lung.astype(np.uint8))
-    np.testing.assert_array_equal(_voxels(out / "unreviewedTr/ov.nii.gz"), 2 * model.astype(np.uint8))
-    assert not _voxels(out / "contextTr/plain.nii.gz").any()
+    np.testing.assert_array_equal(_voxels(out / "labelsTr_context/ov.nii.gz"), 3 * lung.astype(np.uint8))
+    np.testing.assert_array_equal(_voxels(out / "labelsTr_unreviewed/ov.nii.gz"), 2 * model.astype(np.uint8))
+    assert not _voxels(out / "labelsTr_context/plain.nii.gz").any()
     dataset = json.loads((out / "dataset.json").read_text())
     assert dataset["validation"] == [
         {
             "image": "imagesTr/plain.nii.gz",
             "label": "labelsTr/plain.nii.gz",
-            "unreviewed": "unreviewedTr/plain.nii.gz",
-            "context": "contextTr/plain.nii.gz",
+            "unreviewed": "labelsTr_unreviewed/plain.nii.gz",
+            "context": "labelsTr_context/plain.nii.gz",
             "case_id": "plain",
         }
     ]
     roles = {s["label_id"]: (s["role"], s["source"], s["file"]) for s in dataset["cases"]["ov"]["segments"]}
-    assert roles["ov-lung"] == ("context", "model", "contextTr/ov.nii.gz")
-    assert roles["ov-model"] == ("finding", "model", "unreviewedTr/ov.nii.gz")
+    assert roles["ov-lung"] == ("context", "model", "labelsTr_context/ov.nii.gz")
+    assert roles["ov-model"] == ("finding", "model", "labelsTr_unreviewed/ov.nii.gz")
 
 
 def test_monai_empty_test_split(tmp_path):
     """MSD writes ``"test": []`` when there are no test images; MONAI's loader cannot read an empty test list
-    (``load_decathlon_datalist`` looks at ``expected_data[0]`` to tell strings from dicts). The other lists
-    load empty."""
+    (``load_decathlon_datalist`` looks at ``expected_data[0]`` to tell strings from dicts). The other lists,
+    ``testing`` (the same items) too, load empty."""
     from monai.data import load_decathlon_datalist
 
     affine = make_affine("axial")
@@ -214,6 +218,7 @@ def test_monai_empty_test_split(tmp_path):
     assert (dataset["numTraining"], dataset["numValidation"], dataset["numTest"]) == (1, 0, 0)
     assert dataset["validation"] == [] and dataset["test"] == []
     assert load_decathlon_datalist(path, data_list_key="validation") == []
+    assert dataset["testing"] == [] and load_decathlon_datalist(path, data_list_key="testing") == []
     # MONAI 1.6.1: an IndexError. If this stops raising, update docs/exports/monai.md.
     with pytest.raises(IndexError):
         load_decathlon_datalist(path, data_list_key="test")
@@ -296,6 +301,7 @@ def test_monai_real_release_reads_with_monai(tmp_path, shared_data, make_user):
             len(dataset[key])
             == dataset[{"training": "numTraining", "validation": "numValidation"}.get(key, "numTest")]
         )
+    assert len(load_decathlon_datalist(path, data_list_key="testing")) == dataset["numTest"]
     keys = ["image", "label", "context"]  # the lungs generator ran on the CT: every item has a context file
     assert all(set(item) == {*keys, "case_id"} for item in loaded.values())
     load = Compose([LoadImaged(keys=keys), EnsureChannelFirstd(keys=keys)])
