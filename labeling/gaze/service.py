@@ -27,7 +27,6 @@ from django.core.files.storage import default_storage
 from django.db import transaction
 from django.db.models import Count, Q
 from django.utils import timezone
-from PIL import Image
 
 from core.jobs import job_create, job_dispatch
 from core.models import Job, JobStatus, Project
@@ -38,6 +37,7 @@ from labeling.gaze.labels import (
     RecordingLabels,
     Unusable,
 )
+from labeling.gaze.sources import recording_anatomy, recording_region_masks
 from labeling.gaze.worker import compute_one
 from labeling.models import (
     FindingProposal,
@@ -184,15 +184,12 @@ def _payloads(ids: list[int], params: GazeParams) -> Iterator[dict[str, Any]]:
 
     for pk in ids:
         rec = GazeRecording.objects.select_related("scan").get(pk=pk)
-        masks = {}
-        for mask in rec.anatomy_masks.all():
-            with default_storage.open(mask.file.name, "rb") as fh:
-                masks[mask.name] = fh.read()
+        masks, boxes = recording_anatomy(rec)
         yield {
             "recording": RecordingInput(
                 external_id=rec.external_id, source_format=rec.source_format, width=rec.image_width,
                 height=rec.image_height, fixations=rec.fixations, transcript=rec.transcript,
-                expected_size=scan_image_size(rec.scan) if rec.scan is not None else None,
+                expected_size=scan_image_size(rec.scan) if rec.scan is not None else None, boxes=boxes,
             ),
             "masks": masks, "params": params, "pk": pk,
         }  # fmt: skip
@@ -366,11 +363,9 @@ def gaze_heatmap_array(found: GazeHeatmap) -> np.ndarray:
     rec = found.recording
     masks = {}
     if found.mask:
-        stored = rec.anatomy_masks.filter(name=found.mask).first()
-        if stored is None:
+        masks = recording_region_masks(rec, GazeParams.from_dict(found.run.params).regions)
+        if found.mask not in masks:
             raise Unusable(f"mask: the anatomy mask {found.mask!r} of recording {rec.external_id} is gone")
-        with default_storage.open(stored.file.name, "rb") as fh:
-            masks[found.mask] = np.asarray(Image.open(fh).convert("L")) > 0
     spec = MapSpec(
         kind=found.kind,
         windows=[tuple(w) for w in found.windows] if found.windows is not None else None,
