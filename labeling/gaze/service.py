@@ -58,7 +58,9 @@ VERSION = "gaze-labels-1"
 
 
 def gaze_params(raw: dict[str, Any] | None) -> dict[str, Any]:
-    """Checked parameters with defaults filled in; ValueError naming the field."""
+    """Checked parameters, resolved: the preset ``raw["preset"]`` names (``labeling.gaze.presets``;
+    default ``platform``) with ``raw``'s other values over it, every parameter and the preset's name
+    included, so a run's stored params say the definition it used; ValueError naming the field."""
     return GazeParams.from_dict(raw).as_dict()
 
 
