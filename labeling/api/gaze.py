@@ -59,7 +59,8 @@ def _filtered(qs, params, names: dict[str, str], integers: set[str]):
 class GazeRuns(APIView):
     """GET: the project's gaze label runs. POST: start (or resume) a run over the project's recordings or
     ``recording_ids`` with ``params`` (method auto|reflacx|egd|custom, lead_s, percentile, min_share,
-    sigma_px, sigma_deg, duration_weighting, normalise); 202 with the run (managers and researchers)."""
+    sigma_px, sigma_deg, duration_weighting, normalise, regions anatomy|fgcxr); 202 with the run (managers
+    and researchers)."""
 
     @extend_schema(responses={200: GazeRunOut(many=True)})
     def get(self, request, slug: str):

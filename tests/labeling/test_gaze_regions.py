@@ -9,9 +9,11 @@ with ``bounding_boxes.csv`` columns in the order ``x1, x2, y1, y2``), and the pa
 right."""
 
 import io
+import json
 
 import numpy as np
 import pytest
+from django.core.management import call_command
 from PIL import Image, ImageDraw
 
 from labeling.gaze import regions as rg
@@ -371,6 +373,10 @@ def test_run_builds_regions_from_every_source_and_names_what_is_lacking(project,
                 source, MapSpec(kind="anatomy", mask=name), masks, GazeParams(regions="fgcxr")
             ),  # fmt: skip
         )
+    out = io.StringIO()
+    call_command("gaze_labels", "--project", project.slug, "--regions", "fgcxr", "--json", stdout=out)
+    summary = json.loads(out.getvalue())
+    assert summary["run"] == run.pk and summary["params"]["regions"] == "fgcxr"  # the same run, resumed
     default = gaze_run_execute(run=gaze_run_get_or_create(project=project, params={}), workers=1)
     names = set(
         GazeAnatomyRecord.objects.filter(run=default, recording=rec).values_list("anatomy", flat=True)

@@ -28,6 +28,8 @@ class Command(BaseCommand):
         parser.add_argument("--percentile", type=float, default=20.0, help="intense-focus percentile (20)")
         parser.add_argument("--min-share", type=float, default=0.5,
                             help="gaze share that assigns a sentence naming no anatomy (0.5)")  # fmt: skip
+        parser.add_argument("--regions", choices=("anatomy", "fgcxr"), default="anatomy",
+                            help="region set: one per anatomy mask, or FG-CXR's seven regions")  # fmt: skip
         parser.add_argument("--recording-ids", help="comma-separated recording ids (default: all)")
         parser.add_argument("--workers", type=int, help="processes (default GAZE_WORKERS; 0 = one per core)")
         parser.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -52,6 +54,7 @@ class Command(BaseCommand):
             "method": opts["method"], "lead_s": opts["lead"], "percentile": opts["percentile"],
             "min_share": opts["min_share"], "sigma_px": opts["sigma_px"], "sigma_deg": opts["sigma_deg"],
             "duration_weighting": not opts["no_duration_weighting"], "normalise": opts["normalise"],
+            "regions": opts["regions"],
         }  # fmt: skip
         try:
             run = gaze_run_get_or_create(project=project, params=params)
