@@ -9,8 +9,9 @@ off the image are inside none). Dwell is the sum of the durations (``end - start
 inside; time to first fixation is the earliest ``start`` among them (seconds from the start of the
 dictation; ``None`` if never looked at).
 
-Sentence assignment combines what was said with where the reader looked while saying it: the anatomies a
-sentence names (``ANATOMY_WORDS``; "lungs", "bilateral", "bibasilar" name both lungs) get the sentence;
+Sentence assignment (the ``anatomy`` region set; FG-CXR's seven regions are matched by
+``labeling.gaze.regions``) combines what was said with where the reader looked while saying it: the
+anatomies a sentence names (``ANATOMY_WORDS``; "lungs", "bilateral", "bibasilar" name both lungs) get it;
 a sentence that names none goes to the anatomy holding the largest share of its gaze time (fixation
 time clipped to the sentence window ``[start - lead, end]``) when that share is at least ``min_share``.
 
