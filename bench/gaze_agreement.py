@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from labeling.gaze import anatomy as an  # noqa: E402
 from labeling.gaze.definitions import iai_focus  # noqa: E402
 from labeling.gaze.heatmaps import heatmap  # noqa: E402
-from labeling.gaze.labels import GazeParams, MapSpec, compute_map, gaze_labels  # noqa: E402
+from labeling.gaze.labels import LEGACY_EGD, GazeParams, MapSpec, compute_map, gaze_labels  # noqa: E402
 from studies.ingest.gaze.egd import SCREEN_HEIGHT, SCREEN_WIDTH  # noqa: E402
 from studies.ingest.gaze.reflacx import read_reflacx  # noqa: E402
 from studies.ingest.gaze.synthetic import ReflacxSpec, write_reflacx  # noqa: E402
@@ -41,7 +41,7 @@ from tests.labeling.test_gaze_definitions import (  # noqa: E402
 from tests.labeling.test_gaze_heatmaps import reference_reflacx  # noqa: E402
 
 # today's EGD-CXR map: the valid fixations' x/y as imported, the image's own size, image row 0 counted
-TODAY_EGD = {"egd_fpogv": "valid", "egd_pad_even": False, "egd_keep_row0": True}
+TODAY_EGD = LEGACY_EGD
 EGD_CASES = [  # (name, image size, which fixations: see edge_case_fixations)
     ("interior points only", (400, 300), "plain"),
     ("FPOGV = 0 rows", (400, 300), "fpogv0"),

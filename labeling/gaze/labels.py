@@ -39,6 +39,8 @@ from labeling.gaze.presets import preset_values
 from labeling.gaze.sentences import transcript_sentences
 
 HEART_CODES = {"Cardiomegaly", "Enlarged Cardiomediastinum"}
+# The EGD-CXR map before issue 15: the valid fixations' x/y, the image's own size, image row 0 counted.
+LEGACY_EGD = {"egd_fpogv": "valid", "egd_pad_even": False, "egd_keep_row0": True}
 NOT_REGIONS = {"No Finding"}
 
 
@@ -96,6 +98,15 @@ class GazeParams:
         params = cls(**{**preset_values(name), **raw, "preset": name})
         params.check()
         return params
+
+    @classmethod
+    def from_stored(cls, stored: dict[str, Any] | None) -> GazeParams:
+        """A run's stored params; those stored before presets existed (no ``preset``) keep the EGD-CXR map
+        they were made with (``LEGACY_EGD``), so their stored heatmaps compute again to the same arrays."""
+        raw = dict(stored or {})
+        if "preset" not in raw:
+            raw = {**LEGACY_EGD, **raw}
+        return cls.from_dict(raw)
 
     def check(self) -> None:
         preset_values(self.preset)

@@ -115,7 +115,7 @@ def gaze_run_execute(
     )
     total = recordings.count()
     GazeLabelRun.objects.filter(pk=run.pk).update(status=JobStatus.RUNNING, total=total)
-    params = GazeParams.from_dict(run.params)
+    params = GazeParams.from_stored(run.params)
     links = _finding_links(run.project)
     n_workers = _worker_count(len(todo), workers)
     with ExitStack() as stack:
@@ -144,7 +144,7 @@ def gaze_run_execute(
 
 def gaze_label_one(*, run: GazeLabelRun, recording: GazeRecording) -> GazeLabelResult:
     """Label one recording now (the synchronous API), replacing what the run had for it."""
-    params = GazeParams.from_dict(run.params)
+    params = GazeParams.from_stored(run.params)
     with transaction.atomic():
         _clear(run, recording.pk)
     payload = next(_payloads([recording.pk], params))
@@ -365,7 +365,7 @@ def gaze_heatmap_array(found: GazeHeatmap) -> np.ndarray:
     rec = found.recording
     masks = {}
     if found.mask:
-        masks = recording_region_masks(rec, GazeParams.from_dict(found.run.params).regions)
+        masks = recording_region_masks(rec, GazeParams.from_stored(found.run.params).regions)
         if found.mask not in masks:
             raise Unusable(f"mask: the anatomy mask {found.mask!r} of recording {rec.external_id} is gone")
     spec = MapSpec(
@@ -377,7 +377,7 @@ def gaze_heatmap_array(found: GazeHeatmap) -> np.ndarray:
         external_id=rec.external_id, source_format=rec.source_format, width=rec.image_width,
         height=rec.image_height, fixations=rec.fixations, transcript=rec.transcript,
     )  # fmt: skip
-    return compute_map(source, spec, masks, GazeParams.from_dict(found.run.params))
+    return compute_map(source, spec, masks, GazeParams.from_stored(found.run.params))
 
 
 def gaze_window_heatmap(

@@ -433,6 +433,13 @@ def test_presets_resolve_and_override():
     for name in PRESETS:
         stored = GazeParams.from_dict({"preset": name}).as_dict()
         assert GazeParams.from_dict(stored).as_dict() == stored
+        assert GazeParams.from_stored(stored).as_dict() == stored
+    # params stored before presets keep the EGD-CXR map they were made with
+    before = {"method": "auto", "lead_s": 2.0, "percentile": 20.0, "min_share": 0.5, "sigma_px": None,
+              "sigma_deg": None, "duration_weighting": True, "normalise": None}  # fmt: skip
+    old = GazeParams.from_stored(before)
+    assert (old.egd_fpogv, old.egd_pad_even, old.egd_keep_row0) == ("valid", False, True)
+    assert old.lead_s == 2.0 and old.preset == "platform"
 
 
 @pytest.mark.parametrize(
