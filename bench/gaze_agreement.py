@@ -154,7 +154,7 @@ def reflacx_rows(tmp: Path) -> list[tuple[str, str, str, str]]:
         old = compute_map(rec, before.maps[before.sentences[i]["map"]].spec, {}, today)
         (rel, absolute), (rel0, absolute0) = map_difference(got, ref), map_difference(old, ref)
         window = labels.sentences[i]["window"]
-        out.append((f"REFLACX authors' sentence map {i + 1} (preset `reflacx`, `fgcxr`), window "
+        out.append((f"REFLACX authors' sentence map {i + 1} (presets `reflacx`, `fgcxr`), window "
                     f"[{window[0]:g}, {window[1]:g}] s", f"{fmt(rel)} / {fmt(absolute)}",
                     f"{fmt(rel0)} / {fmt(absolute0)} (lead 5 s, max, no cap)", "5 s, capped"))  # fmt: skip
     return out
