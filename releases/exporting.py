@@ -45,7 +45,7 @@ def export_formats() -> dict[str, Any]:
     from importlib import import_module
 
     out = {}
-    for module in ("rexgroundingct", "monai_datalist", "dicom_seg", "fgcxr", "chexpert", "radfact"):
+    for module in ("rexgroundingct", "monai_datalist", "dicom_seg", "fgcxr", "iai", "chexpert", "radfact"):
         try:
             mod = import_module(f"{formats_pkg.__name__}.{module}")
         except ModuleNotFoundError:  # pragma: no cover - a format whose library is missing
