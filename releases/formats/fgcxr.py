@@ -166,7 +166,7 @@ class _Writer:
                 mask = np.asarray(mask) != 0
                 check_shape(mask, shape, f"{where}.mask")
                 masks[region] = mask
-            definition = self.definition(rec.provenance)
+            definition = definition_key(self.runs, rec.provenance)
             self.spool.add(
                 "heatmaps",
                 {"study_id": key, "region": region, "recording_id": rec.recording_id, "heatmap_max": top,
@@ -198,19 +198,6 @@ class _Writer:
              "mask": mask_name, "mask_regions": mask_regions, "regions": regions},
         )  # fmt: skip
         self.split_counts[case.split] = self.split_counts.get(case.split, 0) + 1
-
-    def definition(self, provenance: dict[str, Any]) -> str:
-        """The key of the heatmap's definition in ``definitions.json`` ``definitions``: the gaze run, or a
-        digest of the provenance a record without one carries."""
-        run = provenance.get("gaze_run")
-        if run is not None:
-            key = f"gaze_run-{run}"
-            self.runs.setdefault(key, {"gaze_run": run, "params": provenance.get("params")})
-        else:
-            text = json.dumps(provenance, sort_keys=True, default=str)
-            key = "provenance-" + hashlib.sha256(text.encode()).hexdigest()[:12]
-            self.runs.setdefault(key, provenance)
-        return key
 
     def image_entry(
         self, case: CaseRecord, cid: str, image: str, shape: tuple[int, ...], keys: list[str]
@@ -305,10 +292,10 @@ def regions_of(
     return found, [name for name in wanted if name not in found]
 
 
-def lacking_reason(case_id: str, item: dict[str, Any]) -> str:
+def lacking_reason(case_id: str, item: dict[str, Any], hint: str = LACK_HINT) -> str:
     """A recording the release holds without gaze records (``CaseRecord.gaze_lacking``), as a skip line."""
     problems = "; ".join(str(p) for p in item.get("problems") or []) or "no problem recorded"
-    return f"{case_id}/{item.get('recording_id', '?')}: no gaze anatomy records ({problems}); {LACK_HINT}"
+    return f"{case_id}/{item.get('recording_id', '?')}: no gaze anatomy records ({problems}); {hint}"
 
 
 def nothing_reason(what: str, skipped: list[str]) -> str:
@@ -318,6 +305,20 @@ def nothing_reason(what: str, skipped: list[str]) -> str:
         return f"no radiograph of the release has a gaze recording with {what} (gaze label runs make them)"
     more = f" (and {len(gaze) - 3} more)" if len(gaze) > 3 else ""
     return f"no gaze recording has {what}: " + " | ".join(gaze[:3]) + more
+
+
+def definition_key(runs: dict[str, Any], provenance: dict[str, Any]) -> str:
+    """The key of a heatmap's definition in ``definitions.json`` ``definitions`` (added to ``runs``): its
+    gaze run (``{"gaze_run", "params"}``), or a digest of the provenance a record without one carries."""
+    run = provenance.get("gaze_run")
+    if run is not None:
+        key = f"gaze_run-{run}"
+        runs.setdefault(key, {"gaze_run": run, "params": json_safe(provenance.get("params"))})
+    else:
+        text = json.dumps(provenance, sort_keys=True, default=str)
+        key = "provenance-" + hashlib.sha256(text.encode()).hexdigest()[:12]
+        runs.setdefault(key, json_safe(provenance))
+    return key
 
 
 def checked_heatmap(rec: GazeAnatomyRecord, shape: tuple[int, ...], where: str) -> np.ndarray:
