@@ -5,6 +5,7 @@ folder (the CLI) or storage (a job on the ``default`` queue), with the dataset c
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import json
@@ -210,6 +211,7 @@ def release_cases(release: DatasetRelease, *, verify: bool = True) -> Iterator[C
                 report_id=report.external_id if report else "",
                 labels=labels,
                 gaze=gaze,
+                gaze_lacking=list(c.get("gaze_lacking") or []),
                 numbering=dict(c.get("numbering") or {}),
             )
 
@@ -221,12 +223,26 @@ def _png_mask(path: Path) -> np.ndarray:
         return np.asarray(im.convert("L")) > 0
 
 
+@functools.lru_cache(maxsize=1)
+def _region_masks(record_pk: int, region_set: str) -> dict[str, np.ndarray]:
+    """The region masks the gaze run of anatomy record ``record_pk`` labelled its recording with (stored
+    masks, an anatomy model's, EGD-CXR boxes, FG-CXR's halves); a recording's records come one after another."""
+    from labeling.gaze.sources import recording_region_masks
+    from labeling.models import GazeAnatomyRecord
+
+    found = GazeAnatomyRecord.objects.filter(pk=record_pk).select_related("recording").first()
+    return recording_region_masks(found.recording, region_set) if found is not None else {}
+
+
 def _gaze_record(g: dict, get: Callable, case_id: str) -> GazeRecordOut:
     from labeling.gaze.service import gaze_heatmap_array
     from labeling.models import GazeHeatmap
 
     focus = get(g["focus_key"], g["focus_sha256"], f"gaze.{g['anatomy']}.focus")
     mask = get(g["mask_key"], g["mask_sha256"], f"gaze.{g['anatomy']}.mask") if g["mask_key"] else None
+
+    def region_mask() -> np.ndarray | None:  # no stored mask of that name: the run's region, made again
+        return _region_masks(g["record"], (g.get("params") or {}).get("regions", "anatomy")).get(g["anatomy"])
 
     def heatmap() -> np.ndarray:
         found = GazeHeatmap.objects.filter(pk=g["heatmap"]).select_related("recording", "run").first()
@@ -245,7 +261,7 @@ def _gaze_record(g: dict, get: Callable, case_id: str) -> GazeRecordOut:
         reader=g["reader"],
         recording_id=g["recording_id"],
         load_heatmap=heatmap,
-        load_mask=(lambda: _png_mask(mask)) if mask is not None else (lambda: None),
+        load_mask=(lambda: _png_mask(mask)) if mask is not None else region_mask,
         load_focus=lambda: _png_mask(focus),
         provenance={"gaze_run": g["gaze_run"], "params": g["params"], "record": g["record"]},
     )
@@ -316,16 +332,46 @@ def release_export_to(release: DatasetRelease, fmt_name: str, sink, progress=Non
         )
     except FormatError as exc:
         raise ReleaseError(exc.field, exc.reason) from exc
-    sink.put_bytes("README.md", release.card.encode())
+    splits = _splits(release)
+    sink.put_bytes("README.md", _readme(release, fmt.NAME, splits).encode())
     with storage_local_copy(release.manifest.name) as manifest:
         copy = sink.scratch() / "manifest.json"
         shutil.copyfile(manifest, copy)
         sink.put_file("manifest.json", copy)
+    sink.put_bytes("croissant.json", _croissant(release, fmt.NAME, splits, sink.files))
     sums = sink.scratch() / "SHA256SUMS"
     with open(sums, "w", encoding="utf-8") as out:
         sink.files.write_sums(out)
     sink.put_file("SHA256SUMS", sums)  # every file but itself: `sha256sum -c SHA256SUMS` in the folder
     return summary
+
+
+def _splits(release: DatasetRelease) -> list[str]:
+    """The release's splits that hold cases: train, val, test first."""
+    found = [s for s, n in (release.counts.get("cases_per_split") or {}).items() if n]
+    order = {"train": 0, "val": 1, "test": 2}
+    return sorted(found, key=lambda s: (order.get(s, 3), s))
+
+
+def _readme(release: DatasetRelease, fmt_name: str, splits: list[str]) -> str:
+    """The export's README.md: the release's card with the format's Hugging Face ``configs``."""
+    from releases.card_meta import export_readme
+    from releases.card_sections import front_matter
+
+    return export_readme(release.card, fmt_name, splits, front_matter(release.dataset, release))
+
+
+def _croissant(release: DatasetRelease, fmt_name: str, splits: list[str], files: FileList) -> bytes:
+    """``croissant.json``: the Croissant description of the files written so far (``releases/croissant``)."""
+    from releases.croissant import croissant, croissant_bytes
+
+    d = release.dataset
+    doc = croissant(
+        name=d.slug, title=d.name, description=d.description, version=release.version,
+        frozen_at=release.frozen_at, licence=d.licence, citation=d.citation, fmt_name=fmt_name, splits=splits,
+        files=files, keywords=["medical imaging", "radiology", "grounded findings", fmt_name],
+    )  # fmt: skip
+    return croissant_bytes(doc)
 
 
 class StorageSink:

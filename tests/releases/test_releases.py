@@ -107,7 +107,9 @@ def test_export_writes_card_and_manifest(project, reviewed, tmp_path):
     summary = release_export_to(release, "rexgroundingct", sink)
     assert summary.cases == 1
     data = json.loads((tmp_path / "rex" / "dataset.json").read_text())
-    assert data and (tmp_path / "rex" / "README.md").read_text() == release.card
+    readme = (tmp_path / "rex" / "README.md").read_text()  # the card, plus the format's HF configs
+    head, body = release.card.split("\n---\n", 1)
+    assert data and readme.startswith(head) and body.split("\n", 1)[1] in readme
     assert json.loads((tmp_path / "rex" / "manifest.json").read_text())["version"] == 1
     assert np.isfinite(summary.labels)
 
