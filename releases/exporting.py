@@ -5,7 +5,6 @@ folder (the CLI) or storage (a job on the ``default`` queue), with the dataset c
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import itertools
 import json
@@ -211,7 +210,6 @@ def release_cases(release: DatasetRelease, *, verify: bool = True) -> Iterator[C
                 report_id=report.external_id if report else "",
                 labels=labels,
                 gaze=gaze,
-                gaze_lacking=list(c.get("gaze_lacking") or []),
                 numbering=dict(c.get("numbering") or {}),
             )
 
@@ -223,26 +221,12 @@ def _png_mask(path: Path) -> np.ndarray:
         return np.asarray(im.convert("L")) > 0
 
 
-@functools.lru_cache(maxsize=1)
-def _region_masks(record_pk: int, region_set: str) -> dict[str, np.ndarray]:
-    """The region masks the gaze run of anatomy record ``record_pk`` labelled its recording with (stored
-    masks, an anatomy model's, EGD-CXR boxes, FG-CXR's halves); a recording's records come one after another."""
-    from labeling.gaze.sources import recording_region_masks
-    from labeling.models import GazeAnatomyRecord
-
-    found = GazeAnatomyRecord.objects.filter(pk=record_pk).select_related("recording").first()
-    return recording_region_masks(found.recording, region_set) if found is not None else {}
-
-
 def _gaze_record(g: dict, get: Callable, case_id: str) -> GazeRecordOut:
     from labeling.gaze.service import gaze_heatmap_array
     from labeling.models import GazeHeatmap
 
     focus = get(g["focus_key"], g["focus_sha256"], f"gaze.{g['anatomy']}.focus")
     mask = get(g["mask_key"], g["mask_sha256"], f"gaze.{g['anatomy']}.mask") if g["mask_key"] else None
-
-    def region_mask() -> np.ndarray | None:  # no stored mask of that name: the run's region, made again
-        return _region_masks(g["record"], (g.get("params") or {}).get("regions", "anatomy")).get(g["anatomy"])
 
     def heatmap() -> np.ndarray:
         found = GazeHeatmap.objects.filter(pk=g["heatmap"]).select_related("recording", "run").first()
@@ -261,7 +245,7 @@ def _gaze_record(g: dict, get: Callable, case_id: str) -> GazeRecordOut:
         reader=g["reader"],
         recording_id=g["recording_id"],
         load_heatmap=heatmap,
-        load_mask=(lambda: _png_mask(mask)) if mask is not None else region_mask,
+        load_mask=(lambda: _png_mask(mask)) if mask is not None else (lambda: None),
         load_focus=lambda: _png_mask(focus),
         provenance={"gaze_run": g["gaze_run"], "params": g["params"], "record": g["record"]},
     )
