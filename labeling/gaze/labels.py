@@ -239,6 +239,12 @@ def recording_problems(rec: RecordingInput, params: GazeParams) -> list[str]:
             "dwell counts them as 0)"
         )
     method = params.method_for(rec.source_format)
+    if method == "egd" and rec.source_format == "egd" and not fix.get("egd_rows"):
+        problems.append(
+            "fixations: only the valid fixations were kept (imported by an earlier version): the EGD-CXR "
+            "map counts their pixels, not every fixations.csv row as the dataset's script does; import "
+            "the recording again for the exact map"
+        )
     needs_angle = method == "reflacx" or (method == "custom" and params.sigma_deg is not None)
     if needs_angle and (len(fix.get("ang_res_x") or []) != n or len(fix.get("ang_res_y") or []) != n):
         raise Unusable(

@@ -328,6 +328,15 @@ def test_egd_dwell_equals_validation_py(tmp_path):
     assert any(by_name[n]["dwell_s"] != pytest.approx(dwell[n]) for n in masks)  # a different definition
 
 
+def test_egd_recording_without_its_rows_says_so(tmp_path):
+    item, _ = egd_recording(tmp_path, (201, 151), case="plain")
+    rec = recording_input(item)
+    assert not any("fixations.csv row" in p for p in gaze_labels(rec, {}, GazeParams()).problems)
+    rec.fixations = {k: v for k, v in rec.fixations.items() if k != "egd_rows"}
+    problems = gaze_labels(rec, {}, GazeParams()).problems
+    assert any(p.startswith("fixations: only the valid fixations were kept") for p in problems)
+
+
 # ------------------------------------------------------------------------------- REFLACX sentence window
 
 
