@@ -7,12 +7,14 @@ database, so the project job, the synchronous API, the CLI and the benchmark sha
    reason; what only weakens it (fixations off the image or the shown rectangle, zero or negative
    durations, transcript problems) is listed in ``problems``;
 2. the whole-recording heatmap;
-3. sentences (``labeling.gaze.sentences``), each with its window ``[start - lead, end]``, the fixations in
+3. sentences (``labeling.gaze.sentences``), each with its window (``[start - lead, end]``, its start
+   capped at the previous sentence's by ``window_cap``: ``labeling.gaze.definitions``), the fixations in
    it, its gaze share per anatomy, its anatomies (``labeling.gaze.anatomy.assign``), the findings it
    states (``findings_of(text)``, e.g. the rules labeler) and its heatmap;
-4. per anatomy mask: dwell, fixation count, time to first fixation, the sentences assigned to it (its
+4. per anatomy mask: dwell and fixation count (the platform's or EGD-CXR's definition), time to first
+   fixation, the sentences assigned to it (its
    caption), its heatmap (the fixations during those sentences; with no sentence, the fixations inside
-   the mask) and its intense-focus mask;
+   the mask) and its intense-focus mask (the platform's percentile or I-AI's threshold);
 5. per present finding of a sentence: the intense focus of the sentence heatmap, restricted to the
    finding's anatomy when it is known and has a mask, as a mask and box proposal.
 
