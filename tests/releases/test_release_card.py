@@ -9,6 +9,7 @@ import hashlib
 import io
 import json
 import re
+import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -52,6 +53,18 @@ def check_export(folder: Path, fmt: str, splits: dict[str, int], monkeypatch) ->
             if "field" in config:  # the datasets JSON builder reads json[field] as a list of rows
                 rows = json.loads(path.read_text())[config["field"]]
                 assert isinstance(rows, list) and rows and all(isinstance(r, dict) for r in rows)
+
+    try:  # the Hugging Face datasets library, where installed (not a requirement), loads every config
+        import datasets
+    except ImportError:
+        datasets = None
+    if datasets is not None:
+        for config in meta["configs"]:
+            loaded = datasets.load_dataset(
+                str(folder), config["config_name"], cache_dir=str(folder.parent / "hf")
+            )
+            assert sum(split.num_rows for split in loaded.values()) > 0, config
+        shutil.rmtree(folder.parent / "hf", ignore_errors=True)
 
     # croissant.json: mlcroissant validates it on load (ValidationError on an error), no warnings either
     dataset = mlc.Dataset(jsonld=folder / "croissant.json")
