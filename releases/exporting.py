@@ -195,7 +195,8 @@ def release_cases(release: DatasetRelease, *, verify: bool = True) -> Iterator[C
                 )
                 for e in c["labels"]
             ]
-            gaze = [_gaze_record(g, get, c["case_id"]) for g in c.get("gaze", [])]
+            regions: dict = {}  # the case's recordings' region masks, made once
+            gaze = [_gaze_record(g, get, c["case_id"], regions) for g in c.get("gaze", [])]
             yield CaseRecord(
                 case_id=c["case_id"],
                 patient_id=c["patient"],
@@ -210,6 +211,7 @@ def release_cases(release: DatasetRelease, *, verify: bool = True) -> Iterator[C
                 report_id=report.external_id if report else "",
                 labels=labels,
                 gaze=gaze,
+                gaze_lacking=list(c.get("gaze_lacking") or []),
                 numbering=dict(c.get("numbering") or {}),
             )
 
@@ -221,12 +223,31 @@ def _png_mask(path: Path) -> np.ndarray:
         return np.asarray(im.convert("L")) > 0
 
 
-def _gaze_record(g: dict, get: Callable, case_id: str) -> GazeRecordOut:
+def _region_masks(record_pk: int, region_set: str, cache: dict) -> dict[str, np.ndarray]:
+    """The region masks the gaze run of anatomy record ``record_pk`` labelled its recording with (stored
+    masks, an anatomy model's, EGD-CXR boxes, FG-CXR's halves), made once per recording of a case."""
+    from labeling.gaze.sources import recording_region_masks
+    from labeling.models import GazeAnatomyRecord
+
+    found = GazeAnatomyRecord.objects.filter(pk=record_pk).select_related("recording").first()
+    if found is None:
+        return {}
+    key = (found.recording_id, region_set)
+    if key not in cache:
+        cache[key] = recording_region_masks(found.recording, region_set)
+    return cache[key]
+
+
+def _gaze_record(g: dict, get: Callable, case_id: str, cache: dict | None = None) -> GazeRecordOut:
     from labeling.gaze.service import gaze_heatmap_array
     from labeling.models import GazeHeatmap
 
     focus = get(g["focus_key"], g["focus_sha256"], f"gaze.{g['anatomy']}.focus")
     mask = get(g["mask_key"], g["mask_sha256"], f"gaze.{g['anatomy']}.mask") if g["mask_key"] else None
+
+    def region_mask() -> np.ndarray | None:  # no stored mask of that name: the run's region, made again
+        regions = (g.get("params") or {}).get("regions", "anatomy")
+        return _region_masks(g["record"], regions, {} if cache is None else cache).get(g["anatomy"])
 
     def heatmap() -> np.ndarray:
         found = GazeHeatmap.objects.filter(pk=g["heatmap"]).select_related("recording", "run").first()
@@ -245,7 +266,7 @@ def _gaze_record(g: dict, get: Callable, case_id: str) -> GazeRecordOut:
         reader=g["reader"],
         recording_id=g["recording_id"],
         load_heatmap=heatmap,
-        load_mask=(lambda: _png_mask(mask)) if mask is not None else (lambda: None),
+        load_mask=(lambda: _png_mask(mask)) if mask is not None else region_mask,
         load_focus=lambda: _png_mask(focus),
         provenance={"gaze_run": g["gaze_run"], "params": g["params"], "record": g["record"]},
     )

@@ -35,6 +35,7 @@ from releases.labels import (
     case_id,
     class_name,
     gaze_entries,
+    gaze_lacking,
     gaze_scans,
     labels_of,
     no_hash,
@@ -194,6 +195,7 @@ def _case_entry(
         "image_sha256": hasher(scan.file.name),
         "labels": labels,
         "gaze": gaze_entries(scan, hasher),
+        **({"gaze_lacking": lacking} if (lacking := gaze_lacking(scan)) else {}),
         "numbering": numbering,
     }
 

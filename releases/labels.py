@@ -357,14 +357,56 @@ def gaze_entries(scan: Scan, hasher: Hasher) -> list[dict]:
     return out
 
 
+def gaze_lacking(scan: Scan) -> list[dict]:
+    """The radiograph's recordings that the newest finished gaze label run of its project labelled without
+    any anatomy record (no anatomy for its region set, unusable), with the problems or error it recorded:
+    the FG-CXR and I-AI exports name them."""
+    if scan.ndim != 2:
+        return []
+    run = (
+        GazeLabelRun.objects.filter(project_id=scan.project_id, status=JobStatus.SUCCEEDED)
+        .order_by("-id")
+        .first()
+    )
+    if run is None:
+        return []
+    from labeling.models import GazeLabelResult
+
+    recorded = GazeAnatomyRecord.objects.filter(run=run, recording__scan=scan).values("recording_id")
+    results = (
+        GazeLabelResult.objects.filter(run=run, recording__scan=scan)
+        .exclude(recording_id__in=recorded)
+        .select_related("recording")
+        .order_by("recording_id")
+    )
+    return [
+        {
+            "recording_id": r.recording.external_id,
+            "reader": r.recording.reader,
+            "gaze_run": run.pk,
+            "status": r.status,
+            "problems": [*(r.problems or []), *([r.error] if r.error else [])],
+        }
+        for r in results
+    ]
+
+
 def gaze_scans(projects) -> set[int]:
-    """Radiographs with anatomy records in their project's newest finished gaze label run."""
+    """Radiographs with recordings in their project's newest finished gaze label run (with anatomy records,
+    or without: the FG-CXR and I-AI exports name what those lack)."""
+    from labeling.models import GazeLabelResult
+
     out: set[int] = set()
     for project in projects:
         run = GazeLabelRun.objects.filter(project=project, status=JobStatus.SUCCEEDED).order_by("-id").first()
         if run is not None:
             out |= set(
                 GazeAnatomyRecord.objects.filter(run=run, recording__scan__ndim=2).values_list(
+                    "recording__scan_id", flat=True
+                )
+            )
+            out |= set(
+                GazeLabelResult.objects.filter(run=run, recording__scan__ndim=2).values_list(
                     "recording__scan_id", flat=True
                 )
             )

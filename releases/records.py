@@ -141,6 +141,9 @@ class CaseRecord:
     report_id: str = ""
     labels: list[LabelRecord] = field(default_factory=list)
     gaze: list[GazeAnatomyRecord] = field(default_factory=list)
+    # the radiograph's gaze recordings its gaze label run gave no anatomy record:
+    # [{"recording_id", "reader", "gaze_run", "status", "problems"}] (the FG-CXR and I-AI exports name them)
+    gaze_lacking: list[dict[str, Any]] = field(default_factory=list)
     # stable numbers for datasets that name files by patient / study / series (ReXGroundingCT's
     # ``train_1741_b_2``): {"patient": int, "study": int (1 = the patient's first study), "scan": int
     # (1 = the study's first scan)}, fixed at freeze; {} in releases frozen before they were recorded

@@ -140,7 +140,7 @@ class _Writer:
         if cid in self.cases:
             raise FormatError(f"{case.case_id}.case_id", "the case appears twice in the release")
         self.cases.add(cid)
-        lacking = list(getattr(case, "gaze_lacking", None) or [])
+        lacking = list(case.gaze_lacking)
         if not case.gaze and not lacking:
             self.summary.skipped.append(f"{case.case_id}: no gaze recording")
             return
