@@ -307,7 +307,19 @@ def test_licences_yaml_and_readme():
     ]
     assert meta["pretty_name"] == awkward["pretty_name"]
     assert body.startswith("# Title\n\n> This folder is the `radfact` export")
-    # a card frozen before cards had a YAML block gets the given head
+    # a card frozen before cards had a YAML block gets a head made from the release's counts
+    from types import SimpleNamespace
+
+    from releases.card_sections import front_matter as release_head
+
+    counts = {"cases": 1200, "labels_per_kind": {"box": 3, "none": 9}, "labels_per_source": {"weak": 12}}
+    head = release_head(
+        SimpleNamespace(name="Old", slug="old", licence="MIT"), SimpleNamespace(counts=counts, selection={})
+    )
+    meta, _ = card_yaml(head + "# Old\n")
+    assert meta["license"] == "mit" and meta["size_categories"] == ["1K<n<10K"]
+    assert meta["task_categories"] == ["object-detection", "image-classification", "image-to-text"]
+    assert meta["annotations_creators"] == ["machine-generated"]
     old = export_readme(
         "# Old card\n", "monai", ["train", "test"], fallback_head=front_matter({"license": "mit"})
     )
