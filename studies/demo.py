@@ -158,6 +158,45 @@ DEMO_GAZE_WORDS = [
 ]  # fmt: skip
 
 
+# The demo radiograph's anatomy, for its gaze recording's regions (FG-CXR's seven are built from it): an
+# ellipse per organ placed by hand on RG1_UNCR.dcm (PA view), as (centre x, centre y, half width, half
+# height) in fractions of the image's width and height. An approximation for the demo, not a segmentation;
+# the patient's right lung is on the image's left.
+DEMO_ANATOMY = {
+    "right_lung": (0.256, 0.43, 0.17, 0.34),
+    "left_lung": (0.735, 0.44, 0.175, 0.35),
+    "heart": (0.62, 0.65, 0.175, 0.14),
+}
+
+
+def demo_anatomy_masks(width: int, height: int) -> dict[str, np.ndarray]:
+    """``DEMO_ANATOMY`` as boolean ``(height, width)`` masks (pixel centres inside the ellipse); the lungs
+    leave out the heart."""
+    rows, cols = np.mgrid[0:height, 0:width]
+    masks = {}
+    for name, (fx, fy, fa, fb) in DEMO_ANATOMY.items():
+        masks[name] = ((cols + 0.5 - fx * width) / (fa * width)) ** 2 + (
+            (rows + 0.5 - fy * height) / (fb * height)
+        ) ** 2 <= 1
+    for lung in ("left_lung", "right_lung"):
+        masks[lung] &= ~masks["heart"]
+    return masks
+
+
+def demo_anatomy_pngs(width: int, height: int) -> dict[str, bytes]:
+    """``demo_anatomy_masks`` as 1-bit PNGs, as ``studies.services.gaze.anatomy_mask_set`` takes them."""
+    import io
+
+    from PIL import Image
+
+    out = {}
+    for name, mask in demo_anatomy_masks(width, height).items():
+        buf = io.BytesIO()
+        Image.fromarray(mask).convert("1").save(buf, format="PNG")
+        out[name] = buf.getvalue()
+    return out
+
+
 def write_demo_gaze(root: Path) -> Path:
     """A REFLACX-format recording of the demo radiograph ``RG1_UNCR.dcm`` (1841 x 1955 px)."""
     from studies.ingest.gaze.synthetic import ReflacxSpec, write_reflacx

@@ -17,8 +17,9 @@ class Command(BaseCommand):
     help = (
         "Create the demo project and a demo admin (its password is printed), then ingest demo data: "
         "the real chest radiograph RG1_UNCR.dcm, pydicom's CT and MR files, a synthetic chest CT with a "
-        "nodule, its report, and a REFLACX-format gaze recording of the radiograph; then proposes the "
-        "report's findings with the offline rules labeler and makes the gaze labels. Safe to run again."
+        "nodule, its report, and a REFLACX-format gaze recording of the radiograph with anatomy masks of "
+        "its lungs and heart; then proposes the report's findings with the offline rules labeler and makes "
+        "the gaze labels (the platform's definitions and FG-CXR's preset). Safe to run again."
     )
 
     def add_arguments(self, parser):
@@ -75,13 +76,20 @@ class Command(BaseCommand):
         self.stdout.write(
             f"Labels: rules run {run.pk}, {run.proposals} finding proposals from {run.done} reports"
         )
+        self._demo_anatomy(project)
         from labeling.gaze.service import gaze_run_execute, gaze_run_get_or_create
+        from labeling.models import GazeAnatomyRecord
 
-        gaze_run = gaze_run_execute(run=gaze_run_get_or_create(project=project, user=user), workers=1)
-        self.stdout.write(
-            f"Gaze labels: run {gaze_run.pk}, {gaze_run.done} of {gaze_run.total} recordings labelled "
-            f"({gaze_run.unusable} unusable)"
-        )
+        # the platform's definitions, then FG-CXR's (its seven regions): the newest run is what releases take
+        for params, what in ((None, "platform definitions"), ({"preset": "fgcxr"}, "preset fgcxr")):
+            gaze_run = gaze_run_execute(
+                run=gaze_run_get_or_create(project=project, params=params, user=user), workers=1
+            )
+            records = GazeAnatomyRecord.objects.filter(run=gaze_run).count()
+            self.stdout.write(
+                f"Gaze labels: run {gaze_run.pk} ({what}), {gaze_run.done} of {gaze_run.total} recordings "
+                f"labelled ({gaze_run.unusable} unusable), {records} region records"
+            )
         from releases.demo import demo_review
 
         reviewers = {}
@@ -97,7 +105,12 @@ class Command(BaseCommand):
             f"Review: the nodule finding {state}"
             f" (demo-annotator grounded it, demo-radiologist approved it); make a release with\n"
             f"  manage.py release_create --dataset demo --project {project.slug}\n"
-            f"  manage.py release_export --dataset demo --format rexgroundingct --out var/demo-release"
+            f"  manage.py release_export --dataset demo --format rexgroundingct --out var/demo-release\n"
+            f"and one of the radiograph's gaze labels (FG-CXR, I-AI) with\n"
+            f"  manage.py release_create --dataset demo-gaze --project {project.slug} --source weak "
+            f"--modality CR\n"
+            f"  manage.py release_export --dataset demo-gaze --format fgcxr --out var/demo-fgcxr\n"
+            f"  manage.py release_export --dataset demo-gaze --format iai --out var/demo-iai"
         )
         for part, value in summary.items():
             for err in value.get("errors", []):
@@ -111,3 +124,19 @@ class Command(BaseCommand):
                 f"demo-radiologist, same password)"
             )
         )
+
+    def _demo_anatomy(self, project) -> None:
+        """Anatomy masks of the demo radiograph for its gaze recording (``studies.demo.DEMO_ANATOMY``), so
+        that its gaze labels have regions (FG-CXR's seven among them); masks already there are kept."""
+        from studies.models import GazeRecording
+        from studies.services.gaze import anatomy_mask_set
+
+        recordings = GazeRecording.objects.filter(project=project, scan__name="RG1_UNCR")
+        for rec in recordings:
+            have = set(rec.anatomy_masks.values_list("name", flat=True))
+            pngs = demo.demo_anatomy_pngs(rec.image_width, rec.image_height)
+            for name, data in pngs.items():
+                if name not in have:
+                    anatomy_mask_set(recording=rec, name=name, data=data, filename=f"demo-{name}.png")
+        if recordings:
+            self.stdout.write(f"Anatomy: {', '.join(demo.DEMO_ANATOMY)} of RG1_UNCR for its gaze recording")
