@@ -9,9 +9,9 @@ from django.core.management.base import BaseCommand, CommandError
 
 class Command(BaseCommand):
     help = (
-        "Write a release in a format researchers load (rexgroundingct, monai, dicom-seg, fgcxr, chexpert, "
-        "radfact) into --out, with the dataset card (README.md) and the manifest. Every file is checked "
-        "against the sha256 it was frozen with."
+        "Write a release in a format researchers load (rexgroundingct, monai, dicom-seg, fgcxr, iai, "
+        "chexpert, radfact) into --out, with the dataset card (README.md) and the manifest. Every file is "
+        "checked against the sha256 it was frozen with."
     )
 
     def add_arguments(self, parser):
