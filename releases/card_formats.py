@@ -231,6 +231,34 @@ for study in manifest["studies"]:
         print(study["study_id"], study["split"], region["name"], region["sentence"])
 """,
     ),
+    FormatDoc(
+        name="iai",
+        title="I-AI intense-focus table (pandas + SimpleITK + PIL, as I-AI's register_tiai_e2e_v2)",
+        dims=(2,),
+        kinds=("mask", "box", "none"),
+        layout="""\
+- `iai/train.csv`, `iai/dev.csv`, `iai/test.csv`: one row per gaze recording and type (`_type` c = heart,
+  l = left lung, r = right lung) with `reflacx_id`, `path`, `mask (…)`, `heatmap (…)`, `sentence (…)` per
+  type, `severity`, `has finding`; paths relative to `iai/`
+- `iai/images/<case_id>.dcm` (the radiograph, a DICOM SimpleITK reads as one slice),
+  `iai/heatmaps/<reflacx_id>_<type>.png` (8-bit, maximum 255), `iai/masks/<reflacx_id>_<type>.png` (0/255),
+  `iai/definitions.json` (how each heatmap was made, the label rules)""",
+        snippet="""\
+import numpy as np
+import pandas as pd
+import SimpleITK as sitk
+from PIL import Image
+
+COLUMNS = {"c": "cardiomegaly", "l": "left lung", "r": "right lung"}
+table = pd.read_csv("iai/train.csv")
+for _, row in table.iterrows():
+    kind = COLUMNS[row["_type"]]
+    image = sitk.GetArrayFromImage(sitk.ReadImage(f"iai/{row['path']}"))  # (1, rows, columns)
+    heatmap = np.asarray(Image.open(f"iai/{row[f'heatmap ({kind})']}").convert("L").resize((224, 224)))
+    focus = heatmap > np.unique(heatmap)[len(np.unique(heatmap)) // 5]  # I-AI's intense focus
+    print(row["reflacx_id"], row["_type"], image.shape, int(focus.sum()))
+""",
+    ),
 )
 
 FORMATS_BY_NAME = {f.name: f for f in FORMATS}

@@ -204,6 +204,10 @@ def hub_configs(fmt_name: str, splits: list[str]) -> list[dict[str, Any]]:
         configs = [{"config_name": "grounded_reports", "data_files": "radfact/grounded_reports.json"}]
     elif fmt_name == "fgcxr":
         configs = [{"config_name": "studies", "data_files": "fgcxr/manifest.json", "field": "studies"}]
+    elif fmt_name == "iai":
+        csv = {"train": "train.csv", "val": "dev.csv", "test": "test.csv"}
+        files = [{"split": HUB_SPLITS[s], "path": f"iai/{csv[s]}"} for s in splits if s in csv]
+        configs = [{"config_name": "table", "data_files": files}] if files else []
     else:
         return []
     if configs:

@@ -94,7 +94,9 @@ INDEX_FILES: dict[str, frozenset[str]] = {
     "chexpert": frozenset({*CHEXPERT_CSV.values(), "chexpert/cases.csv"}),
     "radfact": frozenset({"radfact/grounded_reports.json"}),
     "fgcxr": frozenset({f"fgcxr/{n}.json" for n in ("full", "manifest", "definitions", "index")}),
+    "iai": frozenset({"iai/train.csv", "iai/dev.csv", "iai/test.csv", "iai/definitions.json"}),
 }
+IAI_CSV = {"train": "iai/train.csv", "val": "iai/dev.csv", "test": "iai/test.csv"}
 
 
 def encoding(relpath: str) -> str:
@@ -275,6 +277,26 @@ def record_sets(fmt_name: str, splits: list[str], files: set[str]) -> list[dict[
                 ),
             )
         )
+    elif fmt_name == "iai":
+        columns = [("reflacx_id", TEXT), ("path", TEXT), ("_type", TEXT), ("severity", INTEGER),
+                   ("has finding", INTEGER)]  # fmt: skip
+        for split, path in IAI_CSV.items():
+            if path not in files:
+                continue
+            rs = f"{HUB_SPLITS.get(split, split)}_table"
+            fields = [
+                {
+                    "@type": "cr:Field",
+                    "@id": f"{rs}/{re.sub(r'[^A-Za-z0-9_]+', '_', name)}",
+                    "name": name,
+                    "dataType": kind,
+                    "source": {"fileObject": {"@id": path}, "extract": {"column": name}},
+                }
+                for name, kind in columns
+            ]
+            sets.append(
+                _record_set(rs, f"{path}: one row per gaze recording and anatomy type (c, l, r)", fields)
+            )
     elif fmt_name == "fgcxr" and "fgcxr/manifest.json" in files:
         names = [("study_id", TEXT), ("dicom_id", TEXT), ("image", TEXT), ("split", TEXT)]
         sets.append(

@@ -326,3 +326,43 @@ def test_licences_yaml_and_readme():
     meta, body = card_yaml(old)
     assert meta["license"] == "mit" and [c["field"] for c in meta["configs"]] == ["training", "test"]
     assert body.startswith("# Old card\n")
+
+
+def test_iai_export_croissant_and_snippet(tmp_path, monkeypatch):
+    """I-AI on synthetic anatomy records (no database): its table read by mlcroissant per split, the
+    Hugging Face configs name its CSVs, and the card's snippet (pandas, SimpleITK, PIL) runs."""
+    from releases.croissant import croissant, croissant_bytes
+    from releases.formats import iai
+    from releases.records import CaseRecord
+    from tests.releases.synth2d import META, image_record
+    from tests.releases.test_export_iai import anatomy_set
+
+    cases = [
+        CaseRecord(
+            f"P{n}-s{n}",
+            f"P{n}",
+            f"2.25.{n}",
+            split,
+            image_record(tmp_path, f"img{n}"),
+            gaze=anatomy_set(f"P102R{n}"),
+        )  # fmt: skip
+        for n, split in ((1, "train"), (2, "train"), (3, "test"))
+    ]
+    folder = tmp_path / "out"
+    sink = DirSink(folder)
+    iai.export(cases, sink, META)
+    card = front_matter({"pretty_name": "synthetic", "license": "cc-by-4.0"}) + "# synthetic\n\n"
+    card += FORMATS_BY_NAME["iai"].snippet
+    sink.put_bytes("README.md", export_readme(card, "iai", ["train", "test"], "").encode())
+    doc = croissant(
+        name="synthetic", title="Synthetic", description="", version=1, licence="CC0", citation="",
+        frozen_at=datetime(2025, 1, 2, tzinfo=UTC), fmt_name="iai", splits=["train", "test"],
+        files=sink.files,
+    )  # fmt: skip
+    sink.put_bytes("croissant.json", croissant_bytes(doc))
+    with open(folder / "SHA256SUMS", "w") as out:
+        sink.files.write_sums(out)
+    sink.close()
+    found = check_export(folder, "iai", {"train": 6, "test": 3}, monkeypatch)  # three types per recording
+    assert [r["train_table/_type"] for r in found["records"]["train_table"]] == [b"c", b"l", b"r"] * 2
+    assert found["printed"].count("(1, ") == 6  # SimpleITK read each radiograph as one slice
