@@ -46,8 +46,9 @@ def project_review_settings(*, project: Project, **values) -> Project:
         raise FieldError("readers_per_finding", f"must be 1 to 10, got {values['readers_per_finding']}")
     if "consensus_method" in values and values["consensus_method"] not in ("majority", "staple"):
         raise FieldError("consensus_method", f"majority or staple, got {values['consensus_method']!r}")
-    if "findings_after_label_run" in values and not isinstance(values["findings_after_label_run"], bool):
-        raise FieldError("findings_after_label_run", f"true or false, got {values['findings_after_label_run']!r}")
+    follow = values.get("findings_after_label_run", False)
+    if not isinstance(follow, bool):
+        raise FieldError("findings_after_label_run", f"true or false, got {follow!r}")
     if "train_after_accepted" in values:
         count = values["train_after_accepted"]
         if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= 100_000:
