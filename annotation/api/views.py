@@ -356,26 +356,23 @@ class AnnotationMask(APIView):
 
 
 class QueuePriorities(APIView):
-    """POST: order the project's open tasks by stored active-learning scores (managers): those of
-    ``strategy`` under the newest version of ``model`` that has such scores. An unknown strategy, or one
-    with no stored scores, is a 400 that changes nothing. 200 with ``changed`` and the ``model_version``
-    read."""
+    """POST: order the project's open tasks by stored active-learning scores (managers)."""
 
     @extend_schema(request=QueueIn, responses={200: OpenApiTypes.OBJECT})
     def post(self, request, slug: str):
-        from ml.active_learning import scored_version
+        from ml.services import model_version_latest
 
         project = project_get_for_user(request.user, slug)
         role_require(request.user, project, [Role.MANAGER], "managers")
         data = QueueIn(data=request.data)
         data.is_valid(raise_exception=True)
-        strategy, version = data.validated_data["strategy"], None
+        version = None
         if data.validated_data.get("model"):
-            version = scored_version(project=project, name=data.validated_data["model"], strategy=strategy)
+            version = model_version_latest(project=project, name=data.validated_data["model"])
         changed = services.queue_reprioritise(
-            project=project, strategy=strategy, model_version=version, seed=data.validated_data["seed"]
+            project=project, strategy=data.validated_data["strategy"], model_version=version
         )
-        return Response({"changed": changed, "model_version": version.pk if version else None})
+        return Response({"changed": changed})
 
 
 class TrainFromAccepted(APIView):
@@ -387,7 +384,7 @@ class TrainFromAccepted(APIView):
     def post(self, request, slug: str):
         from annotation.training import accepted_examples
         from ml.services import model_version_latest
-        from ml.training import example_labels, training_run_create, training_run_start
+        from ml.training import training_run_create, training_run_start
 
         project = project_get_for_user(request.user, slug)
         role_require(request.user, project, [Role.MANAGER, Role.RESEARCHER], "managers and researchers")
@@ -400,7 +397,7 @@ class TrainFromAccepted(APIView):
             .values_list("pk", flat=True)
             .distinct()
         )
-        examples = accepted_examples(project, ids, example_labels(parent), v["label_map"])
+        examples = accepted_examples(project, ids, parent.label_names[1:], v["label_map"])
         run = training_run_create(parent=parent, examples=examples, params=v["params"], user=request.user)
         job = training_run_start(run=run, user=request.user)
         return Response(
