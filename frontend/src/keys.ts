@@ -3,8 +3,10 @@
 import { reload } from "./caseview";
 import { toggleShowing, windowPreset } from "./images";
 import { addMissing, nextCase, stepFinding } from "./navigation";
+import { toggleLayers } from "./layers";
 import { toggleGaze } from "./overlay";
 import { commentBox, el, opacity, role, root, say } from "./page";
+import { tasksFromProposals } from "./proposals";
 import { hideMissingForm, showMissingForm } from "./report";
 import { returnTask, save, transition } from "./saving";
 import { guarded, needEditable, setMode, state } from "./state";
@@ -27,6 +29,7 @@ const actions: Record<string, () => Promise<void>> = {
   "next-finding": () => stepFinding(1),
   "add-missing": addMissing,
   versions: toggleShowing,
+  "from-proposals": tasksFromProposals,
 };
 
 const toggles: Record<string, () => void> = {
@@ -39,6 +42,7 @@ const toggles: Record<string, () => void> = {
   redo,
   missing: showMissingForm,
   gaze: toggleGaze,
+  layers: toggleLayers,
 };
 
 const global: Record<string, () => void> = {
@@ -64,7 +68,7 @@ const RADIOLOGIST_KEYS: Record<string, string> = { n: "next", a: "approve", r: "
 
 const COMMON_KEYS: Record<string, string> = {
   "[": "prev-finding", "]": "next-finding", g: "gaze", "?": "help", "-": "opacity-down", "=": "opacity-up",
-  "+": "opacity-up", "1": "lung", "2": "mediastinum", "3": "bone", escape: "escape",
+  "+": "opacity-up", "1": "lung", "2": "mediastinum", "3": "bone", escape: "escape", l: "layers",
 };
 
 export function trigger(name: string): void {

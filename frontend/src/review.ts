@@ -92,6 +92,7 @@ depthInput.addEventListener("keydown", (event) => {
 });
 
 root.classList.add(`role-${role}`);
+if (root.dataset.manager === "1") root.classList.add("is-manager"); // the "Tasks from proposals" button
 setOpacity(50);
 nv.attachToCanvas(canvas)
   .then(() => {
