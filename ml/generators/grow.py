@@ -351,10 +351,14 @@ def _split(region, fg_local, bg_local, spacing, structure) -> np.ndarray:
 
 
 def _distance_to(shape, points, spacing) -> np.ndarray:
-    """Distance in mm from every voxel of a box of ``shape`` to the nearest of ``points``."""
-    seeds = np.ones(shape, dtype=bool)
-    seeds[tuple(np.asarray(points).T)] = False
-    return ndimage.distance_transform_edt(seeds, sampling=spacing)
+    """Squared distance in mm² from every voxel of a box of ``shape`` to the nearest of ``points``: summed
+    per axis over broadcast 1D offsets (a few points: far cheaper than a distance transform of the box)."""
+    best = np.full(shape, np.inf, dtype=np.float32)
+    for point in points:
+        axes = np.ix_(*[((np.arange(n) - c) * s).astype(np.float32) ** 2 for n, c, s in
+                        zip(shape, point, spacing, strict=True)])  # fmt: skip
+        np.minimum(best, sum(axes), out=best)
+    return best
 
 
 def _fill_holes(region: np.ndarray, structure) -> np.ndarray:
