@@ -23,7 +23,7 @@ import numpy as np
 from django.conf import settings
 from django.core.files.storage import default_storage
 from django.db import transaction
-from django.db.models import Max, Q
+from django.db.models import Exists, Max, OuterRef, Q
 from django.utils import timezone
 
 from annotation.errors import Conflict, LeaseError, ReviewError
@@ -42,7 +42,7 @@ from annotation.proposals import Matched, Matcher, Start
 from core.jobs import job_create, job_dispatch
 from core.models import Job, JobStatus, Project
 from core.storage import project_key, storage_all_or_nothing, storage_save_bytes
-from labeling.models import FindingProposal, LabelRun
+from labeling.models import FindingProposal, LabelRun, RegionProposal
 from studies.ingest.volume_io import mask_file
 from studies.models import Scan
 
@@ -268,6 +268,10 @@ def _waiting(task: ReviewTask, now) -> bool:
 
 
 def _findings_attach(project: Project, user, matcher: Matcher, made: FindingsMade) -> None:
+    # Only findings whose scan got a proposal after the finding was made: the others were matched then.
+    newer = RegionProposal.objects.filter(
+        scan_id=OuterRef("finding__scan_id"), created_at__gt=OuterRef("finding__created_at")
+    )
     waiting = (
         ReviewTask.objects.filter(
             project=project,
@@ -276,6 +280,7 @@ def _findings_attach(project: Project, user, matcher: Matcher, made: FindingsMad
             finding__status=FindingStatus.OPEN,
             finding__scan__isnull=False,
         )
+        .filter(Exists(newer))
         .select_related("finding__scan", "finding__finding_proposal", "finding__project")
         .order_by("id")
     )
