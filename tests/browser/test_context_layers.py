@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from annotation.models import Finding
+from annotation.services import findings_made
 from core.models import Role
 from core.services import membership_set
 from ml.preannotate import Region, _store, preannotate
@@ -119,3 +120,88 @@ def test_button_starts_and_anatomy_layers_in_the_browser(browser, live_server, p
     )
     ann.screenshot(path=str(ARTIFACTS / "review-anatomy-layer-effusion.png"))
     assert ann.errors == [] and boss.errors == []
+
+
+def _ellipse(width: int, height: int, cx: float, cy: float, rx: float, ry: float) -> np.ndarray:
+    """An ellipse of pixels on a (X, Y) = (width, height) grid."""
+    x, y = np.mgrid[0:width, 0:height]
+    return ((x - cx) / rx) ** 2 + ((y - cy) / ry) ** 2 <= 1
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_radiograph_organ_start_and_side_in_the_browser(browser, live_server, project, tmp_path, make_user):
+    from tests.annotation.factories import radiograph_case
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    width, height = 200, 160
+    scan = radiograph_case(
+        project,
+        tmp_path,
+        size=(width, height),
+        findings="The heart is enlarged, consistent with cardiomegaly. Small left pleural effusion.",
+        proposal_box=None,
+        gaze=False,
+    )
+    heart_finding, effusion = (
+        Finding.objects.get(code="Cardiomegaly"),
+        Finding.objects.get(code="Pleural Effusion"),
+    )
+    membership_set(project=project, user=make_user("ann"), role=Role.ANNOTATOR)
+    # An anatomy model's organs on the PA radiograph (the patient's right lung on the image's left) and an
+    # effusion model's mask with a blob at each lung base.
+    right = _ellipse(width, height, 0.3 * width, 0.45 * height, 0.12 * width, 0.25 * height)
+    left = _ellipse(width, height, 0.7 * width, 0.45 * height, 0.12 * width, 0.25 * height)
+    heart = _ellipse(width, height, 0.52 * width, 0.62 * height, 0.14 * width, 0.12 * height)
+    blobs = [_ellipse(width, height, cx * width, 0.62 * height, 6, 4) for cx in (0.3, 0.7)]
+    organs = _store(
+        scan,
+        "model:anatomy",
+        {},
+        [
+            Region(label=n, mask=m, code=n)
+            for n, m in (("right lung", right), ("left lung", left), ("heart", heart))
+        ],
+        None,
+        None,
+    )
+    (fluid,) = _store(
+        scan,
+        "model:effusion",
+        {},
+        [Region(label="effusion", mask=blobs[0] | blobs[1], code="effusion")],
+        None,
+        None,
+    )
+    made = findings_made(project=project)
+    assert made.attached == 2 and made.rules == {"code": 1, "organ": 1}, made.as_dict()
+    heart_finding.refresh_from_db()
+    effusion.refresh_from_db()
+    assert heart_finding.annotations.get(version=1).region_proposal_id == organs[2].pk
+    assert effusion.annotations.get(version=1).voxels == int(blobs[1].sum())
+
+    # The annotator's cardiomegaly: the heart is its start and its layer.
+    ann = open_review(browser, live_server, "ann", project.slug)
+    next_case(ann)
+    assert ann.get_attribute("#review", "data-finding") == str(heart_finding.pk)
+    layers_ready(ann, str(organs[2].pk))
+    assert voxels(ann) == int(heart.sum())
+    assert "the organ this finding is about" in ann.inner_text("#start-note")
+    green_heart = green_pixels(ann)
+    assert green_heart > 0
+    ann.screenshot(path=str(ARTIFACTS / "review-radiograph-heart-layer.png"))
+    ann.keyboard.press("l")
+    layers_ready(ann, "")
+    assert green_pixels(ann) < green_heart / 20
+
+    # The left effusion: its start is the blob at the left base (the image's right), its layer the left
+    # lung, drawn on the image's right half.
+    open_finding(ann, effusion.pk)
+    layers_ready(ann, str(organs[1].pk))
+    assert voxels(ann) == int(blobs[1].sum())
+    shot = np.asarray(Image.open(io.BytesIO(ann.locator("#viewer").screenshot())).convert("RGB")).astype(int)
+    green = (shot[..., 1] > shot[..., 0] + 40) & (shot[..., 1] > shot[..., 2] + 40)
+    columns = np.nonzero(green)[1]
+    assert len(columns) > 0 and np.median(columns) > shot.shape[1] / 2
+    ann.screenshot(path=str(ARTIFACTS / "review-radiograph-left-lung-layer.png"))
+    assert ann.errors == []
