@@ -1,6 +1,7 @@
 // The keys (by role; the help overlay, ?, lists them) and the buttons' actions by name: how each runs (the
 // API's one at a time, guarded; the tools and the view at once).
 import { reload } from "./caseview";
+import { clickTool } from "./clicks";
 import { toggleShowing, windowPreset } from "./images";
 import { addMissing, nextCase, stepFinding } from "./navigation";
 import { toggleLayers } from "./layers";
@@ -37,6 +38,7 @@ const toggles: Record<string, () => void> = {
   erase: () => (needEditable(), setMode(state.mode === "erase" ? "view" : "erase")),
   fill: () => (needEditable(), setMode(state.mode === "fill" ? "view" : "fill")),
   box: () => (needEditable(), setMode(state.mode === "box" ? "view" : "box")),
+  click: clickTool,
   holes: fillHoles,
   undo,
   redo,
@@ -61,7 +63,7 @@ const global: Record<string, () => void> = {
 
 const ANNOTATOR_KEYS: Record<string, string> = {
   n: "next", s: "save", a: "accept", r: "reject", p: "paint", e: "erase", f: "fill", h: "holes", b: "box",
-  z: "undo", y: "redo", m: "missing",
+  z: "undo", y: "redo", m: "missing", c: "click",
 };
 
 const RADIOLOGIST_KEYS: Record<string, string> = { n: "next", a: "approve", r: "return", v: "versions" };
