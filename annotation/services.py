@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from django.conf import settings
 from django.core.files.storage import default_storage
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Exists, Max, OuterRef, Q
 from django.utils import timezone
 
@@ -39,7 +39,6 @@ from annotation.models import (
     Stage,
 )
 from annotation.proposals import Matched, Matcher, Start
-from core.jobs import job_create, job_dispatch
 from core.models import Job, JobStatus, Project
 from core.storage import project_key, storage_all_or_nothing, storage_save_bytes
 from labeling.models import FindingProposal, LabelRun, RegionProposal
@@ -206,43 +205,31 @@ def _findings_create(project: Project, run: LabelRun, user, matcher: Matcher, ma
             created_by=user,
         )
         matched = matcher.match(finding, finding_proposal=fp)
-        with storage_all_or_nothing() as written, transaction.atomic():
-            finding.save()
-            if matched.start is not None:
-                _start_version(project, finding, matched.start, written)
-                made.started += 1
-            score = CaseScore.objects.filter(scan=scan).aggregate(m=Max("score"))["m"] if scan else None
-            task = ReviewTask.objects.create(project=project, finding=finding, priority=score or 0.0)
-            _event(
-                finding,
-                task,
-                user,
-                "created",
-                after={
-                    "source": "proposal",
-                    "finding_proposal": fp.pk,
-                    "version": finding.current_version,
-                    **matched.summary(),
-                },
-            )
-            readings_open(task, user=user)  # several readers: N readings, the task waits in stage read
+        try:
+            with storage_all_or_nothing() as written, transaction.atomic():
+                finding.save()
+                if matched.start is not None:
+                    _start_version(project, finding, matched.start, written)
+                score = CaseScore.objects.filter(scan=scan).aggregate(m=Max("score"))["m"] if scan else None
+                task = ReviewTask.objects.create(project=project, finding=finding, priority=score or 0.0)
+                _event(
+                    finding,
+                    task,
+                    user,
+                    "created",
+                    after={
+                        "source": "proposal",
+                        "finding_proposal": fp.pk,
+                        "version": finding.current_version,
+                        **matched.summary(),
+                    },
+                )
+                readings_open(task, user=user)  # several readers: N readings, the task waits in stage read
+        except IntegrityError:  # another call made it meanwhile (the button and a label run's job)
+            continue
         made.created += 1
+        made.started += matched.start is not None
         made.count(matched)
-
-
-def findings_start(*, project: Project, run: LabelRun | None = None, user=None) -> Job:
-    """``findings_made`` as a job on the ``default`` queue (the review screen's button)."""
-    from annotation.tasks import findings_from_proposals as task
-
-    with transaction.atomic():
-        job = job_create(
-            project=project,
-            kind="findings_from_proposals",
-            user=user,
-            params={"run_id": run.pk if run is not None else None},
-        )
-        job_dispatch(job=job, task=task)
-    return job
 
 
 def findings_job(*, job: Job) -> tuple[dict, dict, list[dict]]:
