@@ -9,8 +9,9 @@ FINDINGS_TASK = "annotation.findings_from_proposals"
 
 @shared_task(name=FINDINGS_TASK, base=JobTask)
 def findings_from_proposals(*, job_id: int) -> None:
-    """Findings and review tasks of a finished label run (``Project.findings_after_label_run``, or the
-    review screen's button), each starting from the region proposal that fits it."""
+    """Findings and review tasks of a finished label run (``Project.findings_after_label_run``: the run
+    dispatches it by this name, ``labeling.services.findings_follow``), each starting from the region
+    proposal that fits it."""
     from annotation.services import findings_job
 
     job_run(job_id=job_id, body=lambda job: findings_job(job=job))
