@@ -243,9 +243,7 @@ def loop_start(*, project: Project, plan: LoopPlan, user=None) -> tuple[Training
         Project.objects.select_for_update().filter(pk=project.pk).first()  # one loop start at a time
         if loop_running(project):
             raise Conflict("a learning-loop job of this project is still running", field="loop")
-        if TrainingRun.objects.filter(
-            project=project, name=plan.parent.name, status__in=[JobStatus.PENDING, JobStatus.RUNNING]
-        ).exists():
+        if TrainingRun.objects.filter(project=project, name=plan.parent.name, job__status__in=LIVE).exists():
             raise Conflict(f"a training run of {plan.parent.name} is still under way", field="loop")
         examples = []
         for (code, label), ids in sorted(by_pair.items()):

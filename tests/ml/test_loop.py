@@ -7,15 +7,16 @@ Real database, real training and scoring (a tiny MONAI UNet on synthetic CTs, on
 services and the API."""
 
 import json
+import re
 
 import numpy as np
 import pytest
 import torch
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.urls import reverse
 from monai.networks.nets import UNet
 
-from annotation.loop import LOOP_JOB, loop_after_accept, loop_plan
+from annotation.loop import LOOP_JOB, loop_after_accept, loop_job, loop_plan
 from annotation.models import Finding, ReviewTask
 from annotation.services import annotation_save, findings_from_proposals, task_approve, task_next, task_submit
 from config.celery import app
@@ -185,6 +186,11 @@ def test_accept_train_score_reorder_next_task(project, tmp_path, make_user, caps
     )
     assert nxt.finding.scan_id == scans[4].pk  # the noisiest CT, not the oldest open task (scans[2])
 
+    # Delivered again (a worker died after training): no second training, the same version scores again.
+    again, _, _ = loop_job(job=job)
+    assert again["model_version"] == new.pk and again["scored"] == 3
+    assert ModelVersion.objects.filter(name="nodule").count() == 2 and TrainingRun.objects.count() == 1
+
     # One more acceptance is one new finding: no second loop job until the threshold is reached again.
     hu = scan_volume(nxt.finding.scan)
     annotation_save(
@@ -195,6 +201,15 @@ def test_accept_train_score_reorder_next_task(project, tmp_path, make_user, caps
     assert Job.objects.filter(kind=LOOP_JOB).count() == 1
     later = loop_plan(project)
     assert later.new == 1 and later.parent.pk == new.pk and later.params == run.params
+
+    for bad, message in (
+        (["--label-map", "2d"], "--label-map: '2d' is not CODE=LABEL"),
+        (["--model", "nope"], "model: no ready version of 'nope'"),
+        (["--strategy", "vibes"], "strategy: 'vibes' is not one of"),
+        (["--params", "[1]"], "--params: a JSON object"),
+    ):
+        with pytest.raises(CommandError, match=re.escape(message)):
+            call_command("learning_loop", project.slug, *bad)
 
     # The loop job goes to the gpu queue (it trains and scores).
     assert app.amqp.router.route({}, "annotation.learning_loop")["queue"].name == "gpu"
