@@ -549,6 +549,11 @@ def _close(task: ReviewTask) -> None:
     Finding.objects.filter(pk=task.finding_id).update(
         status=FindingStatus.ACCEPTED if accepted else FindingStatus.REJECTED, updated_at=timezone.now()
     )
+    if accepted:  # the learning loop counts it once committed (annotation/loop.py)
+        from annotation.loop import loop_after_accept
+
+        project_id = task.project_id
+        transaction.on_commit(lambda: loop_after_accept(project_id=project_id), robust=True)
 
 
 def task_approve(*, task_id: int, user, comment: str = "") -> ReviewTask:
@@ -597,17 +602,26 @@ def task_assign(*, task_id: int, manager, assignee) -> ReviewTask:
     return task
 
 
-def queue_reprioritise(*, project: Project, strategy: str, model_version=None) -> int:
+def queue_reprioritise(*, project: Project, strategy: str, model_version=None, seed: int = 0) -> int:
     """Order the open tasks by an active-learning score: each task's priority becomes its scan's stored
-    ``CaseScore`` for ``strategy`` (and ``model_version``); tasks whose scan has none go last (-1).
-    Returns how many tasks changed."""
-    from ml.models import CaseScore
+    ``CaseScore`` for ``strategy`` and ``model_version`` (a ``power_`` strategy: the scan's place in the
+    seeded noisy ranking of those scores, ``(n - k) / n`` for the k-th of n); tasks whose scan has none
+    go last (-1). An unknown strategy, a model strategy without a model, or a strategy and version with no
+    stored score at all is an ``ActiveLearningError`` and changes nothing. Returns how many tasks
+    changed."""
+    from ml.active_learning import ActiveLearningError, ranked, strategy_check
 
-    scores = dict(
-        CaseScore.objects.filter(project=project, strategy=strategy, model_version=model_version).values_list(
-            "scan_id", "score"
+    base = strategy_check(strategy, model_version)
+    rows = ranked(project=project, strategy=strategy, version=model_version, seed=seed)
+    if not rows:
+        of = f"of {model_version.name} v{model_version.version} " if model_version is not None else ""
+        raise ActiveLearningError(
+            "strategy", f"no {base} scores {of}are stored in {project.slug}: compute them first"
         )
-    )
+    if strategy.startswith("power_"):
+        scores = {r.scan_id: (len(rows) - k) / len(rows) for k, r in enumerate(rows)}
+    else:
+        scores = {r.scan_id: r.score for r in rows}
     changed = 0
     with transaction.atomic():
         for task in (

@@ -356,23 +356,26 @@ class AnnotationMask(APIView):
 
 
 class QueuePriorities(APIView):
-    """POST: order the project's open tasks by stored active-learning scores (managers)."""
+    """POST: order the project's open tasks by stored active-learning scores (managers): those of
+    ``strategy`` under the newest version of ``model`` that has such scores. An unknown strategy, or one
+    with no stored scores, is a 400 that changes nothing. 200 with ``changed`` and the ``model_version``
+    read."""
 
     @extend_schema(request=QueueIn, responses={200: OpenApiTypes.OBJECT})
     def post(self, request, slug: str):
-        from ml.services import model_version_latest
+        from ml.active_learning import scored_version
 
         project = project_get_for_user(request.user, slug)
         role_require(request.user, project, [Role.MANAGER], "managers")
         data = QueueIn(data=request.data)
         data.is_valid(raise_exception=True)
-        version = None
+        strategy, version = data.validated_data["strategy"], None
         if data.validated_data.get("model"):
-            version = model_version_latest(project=project, name=data.validated_data["model"])
+            version = scored_version(project=project, name=data.validated_data["model"], strategy=strategy)
         changed = services.queue_reprioritise(
-            project=project, strategy=data.validated_data["strategy"], model_version=version
+            project=project, strategy=strategy, model_version=version, seed=data.validated_data["seed"]
         )
-        return Response({"changed": changed})
+        return Response({"changed": changed, "model_version": version.pk if version else None})
 
 
 class TrainFromAccepted(APIView):
