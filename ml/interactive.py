@@ -26,6 +26,7 @@ from __future__ import annotations
 import base64
 import logging
 import math
+import os
 import time
 import zlib
 from collections.abc import Callable, Iterator
@@ -256,6 +257,7 @@ def interactive_job(*, job: Job) -> tuple[dict, dict, list[dict]]:
         volume_ml=voxels * voxel_ml if scan.ndim == 3 else None,
         mask_key=key,
         seconds=seconds,
+        pid=os.getpid(),  # the process that answered (the warm child, a worker)
     )
     return result, {"voxels": voxels}, []
 

@@ -234,3 +234,58 @@ def test_a_click_is_answered_by_a_job_with_the_nodule(project, make_user, api_cl
     assert newer["voxels"] == answer["voxels"] and not newer["split"]
     assert not default_storage.exists(Job.objects.get(pk=job_id).result["mask_key"])
     assert interactive_answer(Job.objects.get(pk=job_id))["status"] == "gone"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_embedded_clicks_go_to_one_warm_child(
+    project, make_user, api_client, nodule_case, settings, tmp_path
+):
+    """The embedded default: clicks never run in this (the web) process, and one warm child answers them
+    all; a child that died is replaced at the next click."""
+    import os
+    import signal
+    import time
+
+    from ml import interactive_worker
+    from tests.conftest import sqlite_file_database
+
+    finding, seed, _ = nodule_case
+    ann = make_user("ann")
+    membership_set(project=project, user=ann, role=Role.ANNOTATOR)
+    settings.EMBEDDED_GPU_JOBS_IN_CHILD = True
+    client = api_client(ann)
+    url = reverse("finding-interactive", args=[finding.pk])
+
+    def start() -> int:
+        return client.post(url, {"points": [list(seed)], "window": [-160, 240]}, format="json").json()[
+            "job_id"
+        ]
+
+    def wait(job_id: int) -> dict:
+        answer_url = reverse("finding-interactive-answer", args=[finding.pk, job_id])
+        deadline = time.monotonic() + 180
+        while (answer := client.get(answer_url).json())["status"] in ("pending", "running"):
+            assert time.monotonic() < deadline, "no answer in 180 s"
+            time.sleep(0.05)
+        assert answer["status"] in ("succeeded", "gone"), answer
+        return {**answer, "pid": Job.objects.get(pk=job_id).result.get("pid")}
+
+    with sqlite_file_database(tmp_path):
+        try:
+            assert client.get(url).json()["worker"] == "stopped"
+            assert client.get(url, {"warm": "1"}).json()["worker"] in ("starting", "ready")
+            first = wait(start())
+            second_id, third_id = start(), start()  # two clicks at once: both answered, one after the other
+            second, third = wait(second_id), wait(third_id)
+            assert first["voxels"] == third["voxels"] > 0 and second["pid"] == third["pid"]
+            assert first["pid"] == second["pid"] == interactive_worker.worker_pid() != os.getpid()
+            os.kill(first["pid"], signal.SIGKILL)
+            deadline = time.monotonic() + 30
+            while interactive_worker.worker_pid() is not None and time.monotonic() < deadline:
+                time.sleep(0.05)
+            again = wait(start())
+            assert (
+                again["pid"] not in (None, first["pid"], os.getpid()) and again["voxels"] == first["voxels"]
+            )
+        finally:
+            interactive_worker.worker_stop()

@@ -1,7 +1,7 @@
 """manage.py interactive_worker: the warm child that serves click jobs (``ml.interactive_worker``).
 
 Reads a job id per line on stdin and runs its task (``ml.interactive``, ``task.apply`` as a worker would:
-the job row records progress and outcome, this process's pid added to its result), answering
+the job row records progress and outcome, with this process's pid in its result), answering
 ``INTERACTIVE-WORKER: done <id>`` on stdout. Says ``INTERACTIVE-WORKER: ready`` once Django and the task
 registry are loaded. Exits when stdin closes or after ``--idle-seconds`` without a job.
 """
@@ -12,10 +12,8 @@ import select
 import sys
 
 from django.core.management.base import BaseCommand
-from django.db import connection, transaction
 
 from config.celery import app
-from core.models import Job
 from ml.interactive_worker import PREFIX
 
 log = logging.getLogger(__name__)
@@ -33,14 +31,20 @@ class Command(BaseCommand):
         import ml.interactive  # noqa: F401 (loaded before the first click, not during it)
 
         self._say("ready")
+        fd, pending = sys.stdin.fileno(), b""
         while True:
-            readable, _, _ = select.select([sys.stdin], [], [], opts["idle_seconds"])
-            if not readable:
-                log.info("interactive worker %s: idle, exiting", os.getpid())
-                return
-            line = sys.stdin.readline()
-            if not line:
-                return
+            # own line buffer over the raw descriptor: a buffered reader could hold a second job id that
+            # select() then never reports
+            while b"\n" not in pending:
+                readable, _, _ = select.select([fd], [], [], opts["idle_seconds"])
+                if not readable:
+                    log.info("interactive worker %s: idle, exiting", os.getpid())
+                    return
+                chunk = os.read(fd, 4096)
+                if not chunk:
+                    return
+                pending += chunk
+            line, pending = pending.split(b"\n", 1)
             try:
                 job_id = int(line.strip())
             except ValueError:
@@ -50,14 +54,6 @@ class Command(BaseCommand):
                 task.apply(kwargs={"job_id": job_id})
             except Exception:  # the job row records the failure; the traceback: the log only
                 log.exception("job %s failed in the interactive worker %s", job_id, os.getpid())
-            try:
-                with transaction.atomic():
-                    job = Job.objects.select_for_update().get(pk=job_id)
-                    job.result = {**(job.result or {}), "pid": os.getpid()}
-                    job.save(update_fields=["result"])
-            except Exception:
-                log.exception("job %s: the worker's pid could not be recorded", job_id)
-                connection.close()
             self._say(f"done {job_id}")
 
     def _say(self, words: str) -> None:
