@@ -15,14 +15,15 @@ lease one does not hold is an error, as is a save naming an older version than t
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
 import numpy as np
 from django.conf import settings
 from django.core.files.storage import default_storage
-from django.db import transaction
-from django.db.models import Max, Q
+from django.db import IntegrityError, transaction
+from django.db.models import Exists, Max, OuterRef, Q
 from django.utils import timezone
 
 from annotation.errors import Conflict, LeaseError, ReviewError
@@ -37,7 +38,8 @@ from annotation.models import (
     ReviewTask,
     Stage,
 )
-from core.models import JobStatus, Project
+from annotation.proposals import Matched, Matcher, Start
+from core.models import Job, JobStatus, Project
 from core.storage import project_key, storage_all_or_nothing, storage_save_bytes
 from labeling.models import FindingProposal, LabelRun, RegionProposal
 from studies.ingest.volume_io import mask_file
@@ -82,25 +84,98 @@ def _scan_for(study, schema: str) -> Scan | None:
     return scans[0] if scans else None
 
 
-def _copy_mask(project: Project, finding: Finding, key: str) -> str:
+def _copy_mask(project: Project, finding: Finding, key: str, number: int = 1) -> str:
     suffix = ".nii.gz" if key.endswith(".nii.gz") else ".png"
     with default_storage.open(key, "rb") as fh:
         data = fh.read()
     return storage_save_bytes(
-        project_key(project, "annotations", f"finding-{finding.pk}", f"v1{suffix}"), data
+        project_key(project, "annotations", f"finding-{finding.pk}", f"v{number}{suffix}"), data
     )
 
 
+@dataclass
+class FindingsMade:
+    """What ``findings_made`` did: findings ``created`` (``started``: with a start version), waiting
+    findings given a start (``attached``), how many of each rule chose a start, and findings shown
+    anatomy context."""
+
+    created: int = 0
+    started: int = 0
+    attached: int = 0
+    rules: dict[str, int] = field(default_factory=dict)
+    with_context: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "created": self.created,
+            "started": self.started,
+            "attached": self.attached,
+            "rules": dict(sorted(self.rules.items())),
+            "with_context": self.with_context,
+        }
+
+    def count(self, matched: Matched) -> None:
+        if matched.start is not None:
+            self.rules[matched.start.rule] = self.rules.get(matched.start.rule, 0) + 1
+        if matched.context:
+            self.with_context += 1
+
+
+def _start_version(project: Project, finding: Finding, start: Start, written: list[str]) -> Annotation:
+    """The finding's next version (its first) from ``start``: the proposal's mask copied, or the mask
+    cut to the components of the finding's place."""
+    region = start.candidate.proposal
+    number = finding.current_version + 1
+    if start.mask is None:
+        key, box, voxels = _copy_mask(project, finding, region.mask.name, number), region.box, region.pixels
+    else:
+        data, suffix = mask_file(start.mask, np.asarray(finding.scan.affine, dtype=np.float64))
+        key = storage_save_bytes(
+            project_key(project, "annotations", f"finding-{finding.pk}", f"v{number}{suffix}"), data
+        )
+        where = np.nonzero(start.mask)
+        box = [int(a.min()) for a in where] + [int(a.max()) + 1 for a in where]
+        voxels = int(start.mask.sum())
+    written.append(key)
+    annotation = Annotation.objects.create(
+        finding=finding,
+        version=number,
+        kind=AnnotationKind.MASK,
+        mask=key,
+        box=box,
+        voxels=voxels,
+        region_proposal=region,
+        comment=f"start: proposal {region.pk} ({start.rule})",
+    )
+    finding.current_version = number
+    finding.save(update_fields=["current_version", "updated_at"])
+    return annotation
+
+
 def findings_from_proposals(*, project: Project, run: LabelRun | None = None, user=None) -> int:
+    """``findings_made``; returns how many findings it created."""
+    return findings_made(project=project, run=run, user=user).created
+
+
+def findings_made(*, project: Project, run: LabelRun | None = None, user=None) -> FindingsMade:
     """A finding with a review task for every present finding proposal of ``run`` (default: the project's
-    newest finished label run) that has none yet; version 1 is the newest region proposal for it (linked to
-    the finding proposal, else of the same code on the scan) when there is one. Returns how many."""
+    newest finished label run) that has none yet; version 1 is its start among the scan's region
+    proposals, chosen by ``annotation.proposals`` (by link, seed, sentence, code or label, organ, or a
+    lesion overlapping the anatomy of the finding's place), and the anatomy of its place is its context.
+    Findings still waiting with no version (open, untouched, unheld) get a start from proposals that
+    arrived since. The ``created`` history event records the start's rule and the context."""
     run = run or LabelRun.objects.filter(project=project, status=JobStatus.SUCCEEDED).order_by("-id").first()
-    if run is None:
-        return 0
+    made = FindingsMade()
+    matcher = Matcher()
+    if run is not None:
+        _findings_create(project, run, user, matcher, made)
+    _findings_attach(project, user, matcher, made)
+    return made
+
+
+def _findings_create(project: Project, run: LabelRun, user, matcher: Matcher, made: FindingsMade) -> None:
     from ml.models import CaseScore
 
-    made = 0
     proposals = (
         FindingProposal.objects.filter(run=run, assertion="present")
         .exclude(code="No Finding")
@@ -114,54 +189,112 @@ def findings_from_proposals(*, project: Project, run: LabelRun | None = None, us
             continue
         scan = _scan_for(study, project.label_schema)
         sentence = (getattr(fp.report, fp.section, "") or "")[fp.start : fp.end] or fp.phrase
-        with transaction.atomic():
-            finding = Finding.objects.create(
-                project=project,
-                study=study,
-                scan=scan,
-                report=fp.report,
-                section=fp.section,
-                start=fp.start,
-                end=fp.end,
-                text=sentence,
-                code=fp.code,
-                location=fp.location,
-                laterality=fp.laterality,
-                finding_proposal=fp,
-                created_by=user,
-            )
-            region = None
-            if scan is not None:
-                region = (
-                    RegionProposal.objects.filter(scan=scan)
-                    .filter(Q(finding=fp) | Q(code=fp.code))
-                    .order_by("-id")
-                    .first()
+        finding = Finding(
+            project=project,
+            study=study,
+            scan=scan,
+            report=fp.report,
+            section=fp.section,
+            start=fp.start,
+            end=fp.end,
+            text=sentence,
+            code=fp.code,
+            location=fp.location,
+            laterality=fp.laterality,
+            finding_proposal=fp,
+            created_by=user,
+        )
+        matched = matcher.match(finding, finding_proposal=fp)
+        try:
+            with storage_all_or_nothing() as written, transaction.atomic():
+                finding.save()
+                if matched.start is not None:
+                    _start_version(project, finding, matched.start, written)
+                score = CaseScore.objects.filter(scan=scan).aggregate(m=Max("score"))["m"] if scan else None
+                task = ReviewTask.objects.create(project=project, finding=finding, priority=score or 0.0)
+                _event(
+                    finding,
+                    task,
+                    user,
+                    "created",
+                    after={
+                        "source": "proposal",
+                        "finding_proposal": fp.pk,
+                        "version": finding.current_version,
+                        **matched.summary(),
+                    },
                 )
-            if region is not None:
-                Annotation.objects.create(
-                    finding=finding,
-                    version=1,
-                    kind=AnnotationKind.MASK,
-                    mask=_copy_mask(project, finding, region.mask.name),
-                    box=region.box,
-                    voxels=region.pixels,
-                    region_proposal=region,
-                )
-                finding.current_version = 1
-                finding.save(update_fields=["current_version"])
-            score = CaseScore.objects.filter(scan=scan).aggregate(m=Max("score"))["m"] if scan else None
-            task = ReviewTask.objects.create(project=project, finding=finding, priority=score or 0.0)
+                readings_open(task, user=user)  # several readers: N readings, the task waits in stage read
+        except IntegrityError:  # another call made it meanwhile (the button and a label run's job)
+            continue
+        made.created += 1
+        made.started += matched.start is not None
+        made.count(matched)
+
+
+def findings_job(*, job: Job) -> tuple[dict, dict, list[dict]]:
+    """The body of a ``findings_from_proposals`` job: ``params["run_id"]`` (None: the newest finished)."""
+    run_id = job.params.get("run_id")
+    run = LabelRun.objects.get(pk=run_id) if run_id else None
+    made = findings_made(project=job.project, run=run, user=job.created_by)
+    counts = {"created": made.created, "started": made.started, "attached": made.attached}
+    return made.as_dict(), counts, []
+
+
+def _waiting(task: ReviewTask, now) -> bool:
+    """Open, no version yet, and nobody working on it: unheld (or lease lapsed), no reader yet."""
+    finding = task.finding
+    if finding.current_version != 0 or finding.status != FindingStatus.OPEN or finding.scan_id is None:
+        return False
+    if task.stage == Stage.ANNOTATE:
+        lapsed = task.lease_expires_at is not None and task.lease_expires_at <= now
+        return task.assignee_id is None or lapsed
+    if task.stage == Stage.READ:
+        return not task.finding.readings.filter(reader__isnull=False).exists()
+    return False
+
+
+def _findings_attach(project: Project, user, matcher: Matcher, made: FindingsMade) -> None:
+    # Only findings whose scan got a proposal after the finding was made: the others were matched then.
+    newer = RegionProposal.objects.filter(
+        scan_id=OuterRef("finding__scan_id"), created_at__gt=OuterRef("finding__created_at")
+    )
+    waiting = (
+        ReviewTask.objects.filter(
+            project=project,
+            stage__in=[Stage.ANNOTATE, Stage.READ],
+            finding__current_version=0,
+            finding__status=FindingStatus.OPEN,
+            finding__scan__isnull=False,
+        )
+        .filter(Exists(newer))
+        .select_related("finding__scan", "finding__finding_proposal", "finding__project")
+        .order_by("id")
+    )
+    for candidate in waiting:
+        if not _waiting(candidate, timezone.now()):
+            continue
+        matched = matcher.match(candidate.finding)
+        if matched.start is None:
+            continue
+        with storage_all_or_nothing() as written, transaction.atomic():
+            task = ReviewTask.objects.select_for_update(of=("self",)).get(pk=candidate.pk)
+            locked = Finding.objects.select_for_update(of=("self",)).select_related("scan")
+            finding = locked.get(pk=task.finding_id)
+            task.finding = finding
+            if not _waiting(task, timezone.now()):
+                continue
+            _start_version(project, finding, matched.start, written)
             _event(
                 finding,
                 task,
                 user,
-                "created",
-                after={"source": "proposal", "finding_proposal": fp.pk, "version": finding.current_version},
+                "proposal_attached",
+                {"version": 0},
+                {"version": finding.current_version, **matched.summary()},
             )
-            readings_open(task, user=user)  # several readers: N readings, the task waits in stage read
-        made += 1
-    return made
+        made.attached += 1
+        made.count(matched)
 
 
 # --- the queue --------------------------------------------------------------------------------------
@@ -416,6 +549,11 @@ def _close(task: ReviewTask) -> None:
     Finding.objects.filter(pk=task.finding_id).update(
         status=FindingStatus.ACCEPTED if accepted else FindingStatus.REJECTED, updated_at=timezone.now()
     )
+    if accepted:  # the learning loop counts it once committed (annotation/loop.py)
+        from annotation.loop import loop_after_accept
+
+        project_id = task.project_id
+        transaction.on_commit(lambda: loop_after_accept(project_id=project_id), robust=True)
 
 
 def task_approve(*, task_id: int, user, comment: str = "") -> ReviewTask:
@@ -464,17 +602,26 @@ def task_assign(*, task_id: int, manager, assignee) -> ReviewTask:
     return task
 
 
-def queue_reprioritise(*, project: Project, strategy: str, model_version=None) -> int:
+def queue_reprioritise(*, project: Project, strategy: str, model_version=None, seed: int = 0) -> int:
     """Order the open tasks by an active-learning score: each task's priority becomes its scan's stored
-    ``CaseScore`` for ``strategy`` (and ``model_version``); tasks whose scan has none go last (-1).
-    Returns how many tasks changed."""
-    from ml.models import CaseScore
+    ``CaseScore`` for ``strategy`` and ``model_version`` (a ``power_`` strategy: the scan's place in the
+    seeded noisy ranking of those scores, ``(n - k) / n`` for the k-th of n); tasks whose scan has none
+    go last (-1). An unknown strategy, a model strategy without a model, or a strategy and version with no
+    stored score at all is an ``ActiveLearningError`` and changes nothing. Returns how many tasks
+    changed."""
+    from ml.active_learning import ActiveLearningError, ranked, strategy_check
 
-    scores = dict(
-        CaseScore.objects.filter(project=project, strategy=strategy, model_version=model_version).values_list(
-            "scan_id", "score"
+    base = strategy_check(strategy, model_version)
+    rows = ranked(project=project, strategy=strategy, version=model_version, seed=seed)
+    if not rows:
+        of = f"of {model_version.name} v{model_version.version} " if model_version is not None else ""
+        raise ActiveLearningError(
+            "strategy", f"no {base} scores {of}are stored in {project.slug}: compute them first"
         )
-    )
+    if strategy.startswith("power_"):
+        scores = {r.scan_id: (len(rows) - k) / len(rows) for k, r in enumerate(rows)}
+    else:
+        scores = {r.scan_id: r.score for r in rows}
     changed = 0
     with transaction.atomic():
         for task in (

@@ -24,11 +24,13 @@ class ReviewLogin(LoginView):
 @login_required(login_url=LOGIN_URL)
 def review(request, slug: str):
     """The case screen of project ``slug``: radiologists review (stage ``review``), annotators and
-    managers annotate (stage ``annotate``); other members and outsiders get 404."""
+    managers annotate (stage ``annotate``; managers also make review tasks from proposals); other members
+    and outsiders get 404."""
     project = project_get_for_user(request.user, slug, roles=REVIEWERS)
-    role = "radiologist" if user_role(request.user, project) == Role.RADIOLOGIST else "annotator"
+    found = user_role(request.user, project)
+    role = "radiologist" if found == Role.RADIOLOGIST else "annotator"
     return render(
         request,
         "annotation/review.html",
-        {"project": project, "role": role, "csrf": get_token(request)},
+        {"project": project, "role": role, "manager": found == Role.MANAGER, "csrf": get_token(request)},
     )

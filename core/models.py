@@ -34,6 +34,11 @@ class Project(models.Model):
     consensus_method = models.CharField(
         max_length=16, choices=[("majority", "Majority vote"), ("staple", "STAPLE")], default="majority"
     )
+    # The learning loop: a finished label run makes its findings and review tasks at once (with their
+    # starting masks from the region proposals, annotation/proposals.py) ...
+    findings_after_label_run = models.BooleanField(default=False)
+    # ... and this many newly accepted findings start a training run (0: never by itself).
+    train_after_accepted = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

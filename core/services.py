@@ -22,13 +22,21 @@ def project_create(
     return project
 
 
-REVIEW_SETTINGS = ("qa_sample_rate", "readers_per_finding", "consensus_method")
+REVIEW_SETTINGS = (
+    "qa_sample_rate",
+    "readers_per_finding",
+    "consensus_method",
+    "findings_after_label_run",
+    "train_after_accepted",
+)
 
 
 def project_review_settings(*, project: Project, **values) -> Project:
     """Set how a project's findings are reviewed: ``qa_sample_rate`` (0–1, the share of each annotator's
     work a second radiologist checks), ``readers_per_finding`` (1–10 blinded readings per new finding) and
-    ``consensus_method`` (majority or staple). Raises ``ValueError`` naming the field."""
+    ``consensus_method`` (majority or staple); the learning loop's ``findings_after_label_run`` (a finished
+    label run makes its findings and review tasks at once) and ``train_after_accepted`` (this many newly
+    accepted findings start a training run; 0: never). Raises ``FieldError`` naming the field."""
     unknown = set(values) - set(REVIEW_SETTINGS)
     if unknown:
         raise FieldError(sorted(unknown)[0], f"not a review setting ({', '.join(REVIEW_SETTINGS)})")
@@ -38,6 +46,13 @@ def project_review_settings(*, project: Project, **values) -> Project:
         raise FieldError("readers_per_finding", f"must be 1 to 10, got {values['readers_per_finding']}")
     if "consensus_method" in values and values["consensus_method"] not in ("majority", "staple"):
         raise FieldError("consensus_method", f"majority or staple, got {values['consensus_method']!r}")
+    follow = values.get("findings_after_label_run", False)
+    if not isinstance(follow, bool):
+        raise FieldError("findings_after_label_run", f"true or false, got {follow!r}")
+    if "train_after_accepted" in values:
+        count = values["train_after_accepted"]
+        if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= 100_000:
+            raise FieldError("train_after_accepted", f"a count from 0 (off) to 100000, got {count!r}")
     for name, value in values.items():
         setattr(project, name, value)
     project.save(update_fields=list(values))

@@ -124,7 +124,31 @@ def label_run_execute(
     status = LabelRunStatus.SUCCEEDED if counts["done"] or not counts["failed"] else LabelRunStatus.FAILED
     LabelRun.objects.filter(pk=run.pk).update(status=status, finished_at=timezone.now())
     run.refresh_from_db()
+    if status == LabelRunStatus.SUCCEEDED and run.project.findings_after_label_run:
+        findings_follow(run)
     return run
+
+
+FINDINGS_TASK = "annotation.findings_from_proposals"
+
+
+def findings_follow(run: LabelRun) -> Job:
+    """``Project.findings_after_label_run``: the finished run's findings and review tasks, made by the
+    annotation app's job (its task found by name: labeling does not import annotation). A broker that
+    cannot be reached fails that job, naming why; the run stays finished."""
+    from config.celery import app
+    from core.errors import ApplicationError, public_message
+    from core.jobs import job_fail
+
+    app.loader.import_default_modules()  # the apps' tasks modules (a worker has imported them already)
+    job = job_create(
+        project=run.project, kind="findings_from_proposals", user=run.created_by, params={"run_id": run.pk}
+    )
+    try:
+        job_dispatch(job=job, task=app.tasks[FINDINGS_TASK])
+    except ApplicationError as exc:
+        job_fail(job_id=job.pk, reason=public_message(exc))
+    return job
 
 
 def _label_chunk(labeler: Labeler, reports: list[Report], schema: str) -> list[LabelResult | Exception]:

@@ -35,3 +35,11 @@ def score_cases(*, job_id: int) -> None:
     from ml.active_learning import scores_job
 
     job_run(job_id=job_id, body=lambda job: scores_job(job=job))
+
+
+@shared_task(name="ml.interactive", base=JobTask)
+def interactive(*, job_id: int) -> None:
+    """A click's proposal (``ml.interactive``): the interactive model's, or a region grow."""
+    from ml.interactive import interactive_job
+
+    job_run(job_id=job_id, body=lambda job: interactive_job(job=job))

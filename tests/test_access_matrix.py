@@ -162,6 +162,17 @@ RULES: dict[str, list[Case]] = {
         get(REVIEWERS, pk("annotation_open"), note="open finding (a draft)"),
         get(frozenset({"annotator"}), pk("annotation_blinded"), note="a reader's version: blinded"),
     ],
+    "finding-interactive": [
+        get(ANNOTATORS, pk("finding_open"), note="what a click does"),
+        post(ANNOTATORS, pk("finding_open"), body={"points": [[1, 1, 1]]}, note="a click"),
+    ],
+    "finding-interactive-answer": [
+        get(
+            frozenset({"annotator"}),
+            lambda w: [w["finding_open"].pk, w["interactive_job"].pk],
+            note="a click's answer: the clicker's alone",
+        )
+    ],
     "queue-priorities": [post(MANAGERS, ALPHA)],
     "train-from-accepted": [post(WRITERS, ALPHA)],
     # releases: datasets are read by managers, researchers and radiologists of every project they draw from
@@ -323,6 +334,9 @@ def _world(folder: Path) -> dict:
     )  # fmt: skip
 
     job = job_create(project=alpha, kind="test")
+    clicked = job_create(  # a click's job (its answer: the clicker's alone)
+        project=alpha, kind="interactive", user=annotator, params={"finding": open_finding.pk}
+    )
     version = ModelVersion.objects.create(
         project=alpha, name="net", version=1, task="segmentation", format="state-dict",
         input_spec={"ndim": 3}, label_names=["background", "nodule"], weights="x", checksum="0" * 64,
@@ -355,6 +369,7 @@ def _world(folder: Path) -> dict:
         "report": Report.objects.filter(project=alpha).first(),
         "recording": GazeRecording.objects.filter(project=gamma).order_by("id").first(),
         "job": job,
+        "interactive_job": clicked,
         "label_run": LabelRun.objects.filter(project=alpha).first(),
         "finding_proposal": FindingProposal.objects.filter(project=alpha).first(),
         "gaze_run": gaze_run,

@@ -131,7 +131,8 @@ class TransitionIn(serializers.Serializer):
 
 class QueueIn(serializers.Serializer):
     strategy = serializers.CharField(help_text="an active-learning strategy whose scores are stored")
-    model = serializers.CharField(required=False, help_text="model name (its newest ready version)")
+    model = serializers.CharField(required=False, help_text="model name (its newest version with scores)")
+    seed = serializers.IntegerField(required=False, default=0, help_text="power_ strategies: the noise seed")
 
 
 class TrainFromAcceptedIn(serializers.Serializer):

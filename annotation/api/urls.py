@@ -1,6 +1,6 @@
 from django.urls import path
 
-from annotation.api import readings, views
+from annotation.api import interactive, readings, views
 
 urlpatterns = [
     path(
@@ -23,6 +23,16 @@ urlpatterns = [
     path("readings/<int:pk>/submit/", readings.ReadingSubmit.as_view(), name="reading-submit"),
     path("projects/<slug:slug>/agreement/", readings.ProjectAgreement.as_view(), name="project-agreement"),
     path("findings/", views.FindingList.as_view(), name="finding-list"),
+    path(
+        "findings/<int:pk>/interactive/",
+        interactive.FindingInteractive.as_view(),
+        name="finding-interactive",
+    ),
+    path(
+        "findings/<int:pk>/interactive/<int:job_id>/",
+        interactive.FindingInteractiveAnswer.as_view(),
+        name="finding-interactive-answer",
+    ),
     path("history/", views.HistoryList.as_view(), name="history-list"),
     path("annotations/<int:pk>/mask/", views.AnnotationMask.as_view(), name="annotation-mask"),
     path("projects/<slug:slug>/queue/priorities/", views.QueuePriorities.as_view(), name="queue-priorities"),

@@ -53,7 +53,14 @@ def case_payload(task: ReviewTask, *, versions=None) -> dict:
     from labeling.api.gaze_serializers import RegionProposalOut
     from labeling.models import RegionProposal
 
-    proposals = RegionProposal.objects.filter(scan=finding.scan).order_by("id") if finding.scan_id else []
+    proposals = (
+        RegionProposal.objects.filter(scan=finding.scan).select_related("model_version").order_by("id")
+        if finding.scan_id
+        else []
+    )
+    from annotation.proposals import finding_layers
+
+    layers = finding_layers(finding, proposals)
     return {
         "task": TaskOut(task).data,
         "finding": FindingOut(finding).data,
@@ -78,6 +85,11 @@ def case_payload(task: ReviewTask, *, versions=None) -> dict:
         # Several readers: their agreement and consensus (see annotation/readers.py); null until then.
         "agreement": finding.agreement or None,
         "proposals": RegionProposalOut(proposals, many=True).data,
+        # Anatomy proposals of the scan as layers (those of the finding's place first, shown at first),
+        # its place, and which proposal its version 1 started from and why (annotation/proposals.py).
+        "layers": layers["layers"],
+        "place": layers["place"],
+        "start": layers["start"],
         "gaze": [
             {
                 "id": rec.pk,
@@ -91,14 +103,16 @@ def case_payload(task: ReviewTask, *, versions=None) -> dict:
 
 class FindingsFromProposals(APIView):
     """POST: a finding and a review task for every present finding proposal of the newest label run that
-    has none yet (managers)."""
+    has none yet, each starting from the region proposal that fits it; findings still waiting with no
+    version get a start from proposals that arrived since (managers). 201 with ``created``, ``started``,
+    ``attached``, ``rules`` (how many starts each rule chose) and ``with_context``."""
 
     @extend_schema(request=None, responses={201: OpenApiTypes.OBJECT})
     def post(self, request, slug: str):
         project = project_get_for_user(request.user, slug)
         role_require(request.user, project, [Role.MANAGER], "managers")
-        made = services.findings_from_proposals(project=project, user=request.user)
-        return Response({"created": made}, status=status.HTTP_201_CREATED)
+        made = services.findings_made(project=project, user=request.user)
+        return Response(made.as_dict(), status=status.HTTP_201_CREATED)
 
 
 class NextTask(APIView):
@@ -342,23 +356,26 @@ class AnnotationMask(APIView):
 
 
 class QueuePriorities(APIView):
-    """POST: order the project's open tasks by stored active-learning scores (managers)."""
+    """POST: order the project's open tasks by stored active-learning scores (managers): those of
+    ``strategy`` under the newest version of ``model`` that has such scores. An unknown strategy, or one
+    with no stored scores, is a 400 that changes nothing. 200 with ``changed`` and the ``model_version``
+    read."""
 
     @extend_schema(request=QueueIn, responses={200: OpenApiTypes.OBJECT})
     def post(self, request, slug: str):
-        from ml.services import model_version_latest
+        from ml.active_learning import scored_version
 
         project = project_get_for_user(request.user, slug)
         role_require(request.user, project, [Role.MANAGER], "managers")
         data = QueueIn(data=request.data)
         data.is_valid(raise_exception=True)
-        version = None
+        strategy, version = data.validated_data["strategy"], None
         if data.validated_data.get("model"):
-            version = model_version_latest(project=project, name=data.validated_data["model"])
+            version = scored_version(project=project, name=data.validated_data["model"], strategy=strategy)
         changed = services.queue_reprioritise(
-            project=project, strategy=data.validated_data["strategy"], model_version=version
+            project=project, strategy=strategy, model_version=version, seed=data.validated_data["seed"]
         )
-        return Response({"changed": changed})
+        return Response({"changed": changed, "model_version": version.pk if version else None})
 
 
 class TrainFromAccepted(APIView):

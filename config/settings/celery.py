@@ -21,6 +21,7 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {
+    "annotation.learning_loop": {"queue": "gpu"},  # trains and scores (annotation/loop.py)
     "studies.*": {"queue": "default"},
     "core.*": {"queue": "default"},
     "labeling.llm.*": {"queue": "llm"},

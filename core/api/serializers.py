@@ -18,6 +18,8 @@ class ProjectOut(serializers.ModelSerializer):
             "qa_sample_rate",
             "readers_per_finding",
             "consensus_method",
+            "findings_after_label_run",
+            "train_after_accepted",
             "created_at",
             "role",
         ]
@@ -31,6 +33,8 @@ class ReviewSettingsIn(serializers.Serializer):
     qa_sample_rate = serializers.FloatField(required=False, min_value=0.0, max_value=1.0)
     readers_per_finding = serializers.IntegerField(required=False, min_value=1, max_value=10)
     consensus_method = serializers.ChoiceField(["majority", "staple"], required=False)
+    findings_after_label_run = serializers.BooleanField(required=False)
+    train_after_accepted = serializers.IntegerField(required=False, min_value=0, max_value=100_000)
 
 
 class JobOut(serializers.ModelSerializer):

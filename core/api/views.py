@@ -39,7 +39,8 @@ class ProjectList(_WithRoles, generics.ListAPIView):
 
 class ProjectDetail(_WithRoles, generics.RetrieveAPIView):
     """GET: the project and your role. PATCH (managers): its review settings, ``qa_sample_rate``,
-    ``readers_per_finding`` (affects findings made afterwards) and ``consensus_method``."""
+    ``readers_per_finding`` (affects findings made afterwards), ``consensus_method`` and the learning
+    loop's ``findings_after_label_run`` and ``train_after_accepted``."""
 
     def get_object(self):
         return project_get_for_user(self.request.user, self.kwargs["slug"])

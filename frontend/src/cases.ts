@@ -63,7 +63,9 @@ export function findingColour(c: Case, findingId: number): [number, number, numb
 export const rgb = (colour: number[], alpha = 1): string => `rgba(${colour[0]}, ${colour[1]}, ${colour[2]}, ${alpha})`;
 
 export function proposalsOf(c: Case, f: Finding): Proposal[] {
-  return (c.proposals ?? []).filter((p) => p.code === f.code && f.code !== "");
+  // The proposal the finding started from, unless it was cut to the finding's side (its box spans both).
+  const start = f.id === c.finding.id && !c.start?.components ? c.start?.proposal : undefined;
+  return (c.proposals ?? []).filter((p) => (p.code === f.code && f.code !== "") || p.id === start);
 }
 
 /** A finding still with its readers (several readers per finding): its task opens after the consensus. */

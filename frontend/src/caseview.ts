@@ -6,6 +6,7 @@ import { endpoint, readingLabel } from "./cases";
 import { loadImages, showPreview } from "./images";
 import { drawOverlay, renderGazeChoices, setGaze } from "./overlay";
 import { commentBox, el, preview, root, say, setSaveState } from "./page";
+import { renderLayers, syncLayers } from "./layers";
 import { hideMissingForm, renderFindings, renderReport, renderShowing, renderTask } from "./report";
 import { nv, state } from "./state";
 import type { Case } from "./types";
@@ -25,6 +26,7 @@ export async function openCase(c: Case, note = ""): Promise<void> {
   renderReport(c);
   renderFindings(c);
   renderShowing(c);
+  renderLayers(c);
   commentBox.value = "";
   setSaveState(`v${c.finding.current_version}`);
   state.mode = "view"; // a new case never starts with the pen down
@@ -42,6 +44,7 @@ export async function openCase(c: Case, note = ""): Promise<void> {
   }
   setGaze(state.gazeOn && state.is2D && (c.gaze ?? []).length > 0);
   renderGazeChoices(c);
+  void syncLayers(c); // the anatomy of the finding's place, loaded after the case is on screen
   root.dataset.state = "ready";
   // For bench/bench_case_open.py: two animation frames after loading, the case's first frame is on screen.
   requestAnimationFrame(() => requestAnimationFrame(() => performance.mark("case-rendered")));
@@ -51,7 +54,8 @@ export async function openCase(c: Case, note = ""): Promise<void> {
 export function clearCase(): void {
   state.current = null;
   el("empty").hidden = false;
-  for (const id of ["case-title", "report", "findings", "versions", "showing", "agreement-body"]) el(id).replaceChildren();
+  for (const id of ["case-title", "report", "findings", "versions", "showing", "agreement-body", "layers", "start-note"]) el(id).replaceChildren();
+  el("layers-box").hidden = true;
   el("returned").hidden = true;
   el("reading").hidden = true;
   el("agreement").hidden = true;

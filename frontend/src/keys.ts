@@ -1,10 +1,13 @@
 // The keys (by role; the help overlay, ?, lists them) and the buttons' actions by name: how each runs (the
 // API's one at a time, guarded; the tools and the view at once).
 import { reload } from "./caseview";
+import { clickTool } from "./clicks";
 import { toggleShowing, windowPreset } from "./images";
 import { addMissing, nextCase, stepFinding } from "./navigation";
+import { toggleLayers } from "./layers";
 import { toggleGaze } from "./overlay";
 import { commentBox, el, opacity, role, root, say } from "./page";
+import { tasksFromProposals } from "./proposals";
 import { hideMissingForm, showMissingForm } from "./report";
 import { returnTask, save, transition } from "./saving";
 import { guarded, needEditable, setMode, state } from "./state";
@@ -27,6 +30,7 @@ const actions: Record<string, () => Promise<void>> = {
   "next-finding": () => stepFinding(1),
   "add-missing": addMissing,
   versions: toggleShowing,
+  "from-proposals": tasksFromProposals,
 };
 
 const toggles: Record<string, () => void> = {
@@ -34,11 +38,13 @@ const toggles: Record<string, () => void> = {
   erase: () => (needEditable(), setMode(state.mode === "erase" ? "view" : "erase")),
   fill: () => (needEditable(), setMode(state.mode === "fill" ? "view" : "fill")),
   box: () => (needEditable(), setMode(state.mode === "box" ? "view" : "box")),
+  click: clickTool,
   holes: fillHoles,
   undo,
   redo,
   missing: showMissingForm,
   gaze: toggleGaze,
+  layers: toggleLayers,
 };
 
 const global: Record<string, () => void> = {
@@ -57,14 +63,14 @@ const global: Record<string, () => void> = {
 
 const ANNOTATOR_KEYS: Record<string, string> = {
   n: "next", s: "save", a: "accept", r: "reject", p: "paint", e: "erase", f: "fill", h: "holes", b: "box",
-  z: "undo", y: "redo", m: "missing",
+  z: "undo", y: "redo", m: "missing", c: "click",
 };
 
 const RADIOLOGIST_KEYS: Record<string, string> = { n: "next", a: "approve", r: "return", v: "versions" };
 
 const COMMON_KEYS: Record<string, string> = {
   "[": "prev-finding", "]": "next-finding", g: "gaze", "?": "help", "-": "opacity-down", "=": "opacity-up",
-  "+": "opacity-up", "1": "lung", "2": "mediastinum", "3": "bone", escape: "escape",
+  "+": "opacity-up", "1": "lung", "2": "mediastinum", "3": "bone", escape: "escape", l: "layers",
 };
 
 export function trigger(name: string): void {

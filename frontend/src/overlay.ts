@@ -2,6 +2,7 @@
 // a new one yellow, the drag under way) on the overlay canvas, and the eye-gaze heatmap over a radiograph.
 import { findingColour, proposalsOf, rgb } from "./cases";
 import { affineOf, axialTile, cssPoint, mmToVox, regionOnTile, sliceAxis, type Tile } from "./geometry";
+import { drawLayers2D } from "./layers";
 import { canvas, el, gazeImage, overlay, root } from "./page";
 import { needCase, nv, state } from "./state";
 import type { Case } from "./types";
@@ -78,6 +79,7 @@ export function drawOverlay(): void {
   }
   const affine = affineOf(nv.volumes[0]);
   const colour = findingColour(c, c.finding.id);
+  drawLayers2D(context, tile, affine); // a radiograph's anatomy layers (layers.ts), under the boxes
   for (const p of proposalsOf(c, c.finding)) {
     if (p.box && p.box.length === 2 * (state.is2D ? 2 : 3)) {
       strokeBox(context, tile, affine, p.box, rgb(colour, 0.9), `proposal #${p.id} (${p.source})`, true);

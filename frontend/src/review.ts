@@ -15,7 +15,9 @@
 // viewer and the shared state), cases.ts (what a case says about itself), report.ts (report, findings,
 // header, missing-finding form), panels.ts (versions, agreement), images.ts (the scan and the shown
 // version), overlay.ts (boxes, gaze), caseview.ts (opening a case), navigation.ts (next case, other
-// findings), saving.ts (saves, autosave, transitions), tools.ts (drawing tools, box drags), keys.ts.
+// findings), saving.ts (saves, autosave, transitions), tools.ts (drawing tools, box drags), clicks.ts (the
+// click tool: proposals from clicks), keys.ts.
+import { listenForClicks } from "./clicks";
 import { windowPreset } from "./images";
 import { onKey, trigger } from "./keys";
 import { addMissing, openFinding } from "./navigation";
@@ -42,6 +44,7 @@ import { listenForBoxDrags, setOpacity } from "./tools";
 // imports it, opens the finding).
 onOpenFinding(openFinding);
 listenForBoxDrags();
+listenForClicks();
 // The buttons name their actions (keys.ts); the window buttons name a CT window.
 for (const b of root.querySelectorAll<HTMLButtonElement>("button[data-action]")) {
   // Keep the report's text selection: the missing-finding button reads it.
@@ -92,6 +95,7 @@ depthInput.addEventListener("keydown", (event) => {
 });
 
 root.classList.add(`role-${role}`);
+if (root.dataset.manager === "1") root.classList.add("is-manager"); // the "Tasks from proposals" button
 setOpacity(50);
 nv.attachToCanvas(canvas)
   .then(() => {

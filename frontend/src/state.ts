@@ -102,7 +102,7 @@ export function setMode(next: Mode): void {
   const drawing = next === "paint" || next === "erase" || next === "fill";
   nv.setDrawingEnabled(drawing);
   if (drawing) nv.setPenValue(next === "erase" ? 0 : 1, next === "fill");
-  for (const name of ["paint", "erase", "fill", "box"]) el(name).classList.toggle("on", next === name);
+  for (const name of ["paint", "erase", "fill", "box", "click"]) el(name).classList.toggle("on", next === name);
   overlay.classList.toggle("active", next === "box");
   root.dataset.mode = next;
 }

@@ -41,6 +41,16 @@ export type Proposal = {
 
 export type Gaze = { id: number; reader: string; heatmap_png: string };
 
+/** An anatomy proposal of the case's scan, shown as a context layer (``context``: of the finding's place). */
+export type Layer = { id: number; label: string; organ: string; source: string; context: boolean };
+
+/** Which proposal the finding's version 1 started from and the rule that chose it (annotation/proposals.py);
+ * ``components``: [kept, of] when the proposal was cut to the finding's side or zone. */
+export type Start = { proposal: number; rule: string; components?: [number, number] };
+
+/** Where the finding is: organ, side, zone (part) and lobe, from its report words. */
+export type Place = { organ: string; side: string; part: string; lobe: string };
+
 /** One reader's reading of a finding (the API's ReadingOut); ``stage`` is the finding's task's. */
 export type Reading = {
   id: number;
@@ -94,11 +104,14 @@ export type Case = {
   findings: Finding[];
   proposals?: Proposal[];
   gaze?: Gaze[];
+  layers?: Layer[];
+  start?: Start | null;
+  place?: Place;
   /** Present when the case is the user's reading (next-reading, a reading's detail). */
   reading?: Reading;
   agreement?: Agreement | null;
 };
 
-export type Mode = "view" | "paint" | "erase" | "fill" | "box";
+export type Mode = "view" | "paint" | "erase" | "fill" | "box" | "click";
 
 export type Showing = "annotator" | "proposal";

@@ -357,12 +357,25 @@ class RegionProposalList(generics.ListAPIView):
 
 
 class RegionProposalMask(APIView):
-    """The proposal's mask: a 1-bit PNG (2D) or a gzipped uint8 NIfTI on the scan's grid (3D)."""
+    """The proposal's mask: a 1-bit PNG (2D) or a gzipped uint8 NIfTI on the scan's grid (3D). With
+    ``?encoding=http`` the NIfTI is sent as a plain ``.nii`` with ``Content-Encoding: gzip`` (the review
+    screen's anatomy layers: the browser inflates it natively)."""
 
-    @extend_schema(responses={(200, "application/octet-stream"): OpenApiTypes.BINARY})
+    @extend_schema(
+        parameters=[OpenApiParameter("encoding", str, enum=["http"])],
+        responses={(200, "application/octet-stream"): OpenApiTypes.BINARY},
+    )
     def get(self, request, pk: int):
         proposal = selectors.region_proposal_get_for_user(request.user, pk)
         nifti = proposal.mask.name.endswith(".nii.gz")
+        if nifti and request.query_params.get("encoding") == "http":
+            response = stored_file_response(
+                proposal.mask.name,
+                filename=f"proposal-{proposal.pk}.nii",
+                content_type="application/octet-stream",
+            )
+            response["Content-Encoding"] = "gzip"
+            return response
         return stored_file_response(
             proposal.mask.name,
             filename=f"proposal-{proposal.pk}" + (".nii.gz" if nifti else ".png"),

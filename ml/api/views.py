@@ -215,10 +215,20 @@ class ProjectActiveLearning(APIView):
     """GET ``?strategy=&model=&seed=``: the project's unlabelled scans, best to annotate first, with their
     scores. POST: compute the scores as a job on the ``gpu`` queue (202)."""
 
-    def _version(self, project, name):
+    def _version(self, project, name, strategy=None):
+        """The newest ready version of ``name``; for listing stored scores (``strategy``), the newest
+        version that has scores of it when one has."""
         if not name:
             return None
         from ml.services import model_version_latest
+
+        if strategy is not None:
+            from ml.active_learning import ActiveLearningError, scored_version
+
+            try:
+                return scored_version(project=project, name=name, strategy=strategy)
+            except ActiveLearningError:
+                pass
 
         return model_version_latest(project=project, name=name)
 
@@ -228,10 +238,11 @@ class ProjectActiveLearning(APIView):
 
         project = project_get_for_user(request.user, slug)
         q = request.query_params
+        strategy = q.get("strategy", "predictive_entropy")
         rows = ranked(
             project=project,
-            strategy=q.get("strategy", "predictive_entropy"),
-            version=self._version(project, q.get("model")),
+            strategy=strategy,
+            version=self._version(project, q.get("model"), strategy),
             seed=query_int(q, "seed", 0),
         )
         return Response(

@@ -15,6 +15,11 @@ Case scores (higher = more worth annotating):
   ranking whole cases it reduces to a random order, and the foreground awareness moves to choosing which
   patches of a picked case to annotate: ``foreground_aware_patches``. nnActive found no strategy that
   reliably beats it.
+- ``foreground_aware_allocation`` + ``foreground_aware_centres_of``: the strategy over a pool of cases, as
+  nnActive queries it: ``n`` patches, the cases visited in a seeded shuffled cycle, each visit drawing the
+  kind (random : inside : border); a case without foreground cannot give an inside or border patch and
+  the draw moves on to the next case. Cases with foreground so receive more patches; a case's share of
+  the patches is its score (``ml.active_learning``), and the centres are the patches to annotate.
 
 Both model scores use the inference preprocessing (``ml.engine.inference.preprocess``: intensity window,
 resampling to the spec's spacing) and MONAI's ``sliding_window_inference`` (``roi_size``, Gaussian
@@ -30,7 +35,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, get_args
 
@@ -222,42 +227,124 @@ def foreground_aware_centres(
 
     Without foreground (``None`` or no non-zero voxel) every centre is random. Deterministic in ``seed``.
     """
+    shape = _shape(shape)
+    if n < 0:
+        raise ValueError(f"n: must be at least 0, got {n}")
+    weights = _kind_weights(p_random, p_inside, p_border)
+    rng = np.random.default_rng(seed)
+    foreground_classes = _Foreground(shape, foreground)
+    if not foreground_classes.classes:
+        return [PatchCentre(_uniform_voxel(rng, shape), "random") for _ in range(n)]
+    return [foreground_classes.draw(rng, _KINDS[int(k)]) for k in rng.choice(3, size=n, p=weights)]
+
+
+def foreground_aware_allocation(
+    has_foreground: Mapping[str, bool],
+    *,
+    n: int,
+    p_random: float = 0.33,
+    p_inside: float = 0.33,
+    p_border: float = 0.34,
+    seed: int = 0,
+) -> dict[str, list[PatchKind]]:
+    """Which cases of a pool get the ``n`` patches of a foreground-aware random query, and of which kind.
+
+    ``has_foreground``: case id -> whether the case has any foreground voxel. The cases are visited in a
+    seeded random order, over and over (nnActive's shuffled cycle of images); each visit draws a kind with
+    probabilities ``p_random : p_inside : p_border``. A random kind, or any kind on a case with foreground,
+    gives that case a patch of that kind; an inside or border kind on a case without foreground gives
+    nothing and the next case is visited for the same patch. A patch that finds no case in three passes
+    over the pool (only possible when ``p_random`` is 0) is not drawn. Returns case id -> kinds in draw
+    order (every case present, possibly with none); the centres come from ``foreground_aware_centres_of``.
+    Deterministic in ``seed``; no array is read, so the pool may be any size.
+    """
+    if n < 0:
+        raise ValueError(f"n: must be at least 0, got {n}")
+    weights = _kind_weights(p_random, p_inside, p_border)
+    ids = sorted(has_foreground)
+    out: dict[str, list[PatchKind]] = {i: [] for i in ids}
+    if not ids:
+        return out
+    rng = np.random.default_rng(seed)
+    order = [ids[int(i)] for i in rng.permutation(len(ids))]
+    visit = 0
+    for _ in range(n):
+        for _ in range(3 * len(order)):
+            case = order[visit % len(order)]
+            visit += 1
+            kind = _KINDS[int(rng.choice(3, p=weights))]
+            if kind == "random" or has_foreground[case]:
+                out[case].append(kind)
+                break
+    return out
+
+
+def foreground_aware_centres_of(
+    shape: Sequence[int], foreground: np.ndarray | None, kinds: Sequence[PatchKind], *, seed: int = 0
+) -> list[PatchCentre]:
+    """One centre per entry of ``kinds`` (from ``foreground_aware_allocation``) in a case of ``shape``.
+
+    ``foreground`` as in ``foreground_aware_centres``; the rules of its three kinds apply (an inside or
+    border kind picks a class uniformly; a class without border voxels gives an inside voxel). An inside
+    or border kind on a case without foreground gives a random centre. Deterministic in ``seed``.
+    """
+    shape = _shape(shape)
+    rng = np.random.default_rng(seed)
+    classes = _Foreground(shape, foreground)
+    out = []
+    for kind in kinds:
+        if kind not in _KINDS:
+            raise ValueError(f"kinds: one of {', '.join(_KINDS)}, got {kind!r}")
+        out.append(
+            classes.draw(rng, kind) if classes.classes else PatchCentre(_uniform_voxel(rng, shape), "random")
+        )
+    return out
+
+
+_KINDS: tuple[PatchKind, ...] = ("random", "inside", "border")
+
+
+def _shape(shape: Sequence[int]) -> tuple[int, ...]:
     shape = tuple(int(s) for s in shape)
     if not shape or min(shape) < 1:
         raise ValueError(f"shape: needs positive sizes, got {shape}")
-    if n < 0:
-        raise ValueError(f"n: must be at least 0, got {n}")
+    return shape
+
+
+def _kind_weights(p_random: float, p_inside: float, p_border: float) -> np.ndarray:
+    """The three probabilities, normalised to sum 1."""
     weights = np.array([p_random, p_inside, p_border], dtype=float)
     if not np.isfinite(weights).all() or (weights < 0).any() or weights.sum() <= 0:
         raise ValueError(
             f"p_random, p_inside, p_border: non-negative with a positive sum, got {weights.tolist()}"
         )
-    labels = _label_map(foreground, shape)
-    rng = np.random.default_rng(seed)
-    classes = [int(c) for c in np.unique(labels) if c != 0] if labels is not None else []
-    if not classes:
-        return [PatchCentre(_uniform_voxel(rng, shape), "random") for _ in range(n)]
-    kinds: list[PatchKind] = ["random", "inside", "border"]
-    inside: dict[int, np.ndarray] = {}
-    border: dict[int, np.ndarray] = {}
-    out: list[PatchCentre] = []
-    for k in rng.choice(3, size=n, p=weights / weights.sum()):
-        kind = kinds[int(k)]
+    return weights / weights.sum()
+
+
+class _Foreground:
+    """The classes of one case's foreground, with their inside and border voxels found on first use."""
+
+    def __init__(self, shape: tuple[int, ...], foreground: np.ndarray | None):
+        self.shape = shape
+        self.labels = _label_map(foreground, shape)
+        self.classes = [int(c) for c in np.unique(self.labels) if c != 0] if self.labels is not None else []
+        self.inside: dict[int, np.ndarray] = {}
+        self.border: dict[int, np.ndarray] = {}
+
+    def draw(self, rng: np.random.Generator, kind: PatchKind) -> PatchCentre:
         if kind == "random":
-            out.append(PatchCentre(_uniform_voxel(rng, shape), "random"))
-            continue
-        label = classes[int(rng.integers(len(classes)))]
-        assert labels is not None
-        if label not in inside:
-            mask = labels == label
-            inside[label] = np.argwhere(mask)
-            border[label] = np.argwhere(mask & _has_outside_neighbour(mask))
-        pool = border[label] if kind == "border" and len(border[label]) else inside[label]
-        if kind == "border" and not len(border[label]):
+            return PatchCentre(_uniform_voxel(rng, self.shape), "random")
+        label = self.classes[int(rng.integers(len(self.classes)))]
+        assert self.labels is not None
+        if label not in self.inside:
+            mask = self.labels == label
+            self.inside[label] = np.argwhere(mask)
+            self.border[label] = np.argwhere(mask & _has_outside_neighbour(mask))
+        if kind == "border" and not len(self.border[label]):
             kind = "inside"
+        pool = self.border[label] if kind == "border" else self.inside[label]
         voxel = pool[int(rng.integers(len(pool)))]
-        out.append(PatchCentre(tuple(int(v) for v in voxel), kind, label))
-    return out
+        return PatchCentre(tuple(int(v) for v in voxel), kind, label)
 
 
 def foreground_aware_patches(

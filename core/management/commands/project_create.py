@@ -27,6 +27,17 @@ class Command(BaseCommand):
         parser.add_argument(
             "--consensus", choices=["majority", "staple"], help="how readings merge (majority)"
         )
+        parser.add_argument(
+            "--findings-after-label-run",
+            action="store_true",
+            default=None,
+            help="a finished label run makes its findings and review tasks at once",
+        )
+        parser.add_argument(
+            "--train-after-accepted",
+            type=int,
+            help="this many newly accepted findings start a training run (0: never, the default)",
+        )
 
     def handle(self, *args, **opts):
         if Project.objects.filter(slug=opts["slug"]).exists():
@@ -35,6 +46,8 @@ class Command(BaseCommand):
             "qa_sample_rate": "qa_rate",
             "readers_per_finding": "readers",
             "consensus_method": "consensus",
+            "findings_after_label_run": "findings_after_label_run",
+            "train_after_accepted": "train_after_accepted",
         }
         settings = {name: opts[key] for name, key in flags.items() if opts[key] is not None}
         User = get_user_model()
