@@ -34,6 +34,9 @@ class InputSpec:
     modality: list[str]
     spacing: list[float] | None
     window: list[float] | None
+    # an interactive model (the click tool, ml.engine.interactive): {"style": "deepgrow" | "deepedit",
+    # "sigma", "crop_mm", "resize", "normalize", "guidance", "threshold"}; None for the others
+    interactive: dict[str, Any] | None = None
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any], file: str = "input_spec") -> InputSpec:
@@ -56,10 +59,79 @@ class InputSpec:
             ndim=ndim, channels=channels, roi_size=roi, modality=[str(m) for m in raw.get("modality") or []],
             spacing=[float(s) for s in spacing] if spacing is not None else None,
             window=[float(w) for w in window] if window is not None else None,
+            interactive=check_interactive(raw.get("interactive"), ndim, channels, file),
         )  # fmt: skip
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        if out["interactive"] is None:
+            del out["interactive"]
+        return out
+
+
+INTERACTIVE_KEYS = {"style", "sigma", "crop_mm", "resize", "normalize", "guidance", "threshold"}
+
+
+def check_interactive(raw: Any, ndim: int, channels: int, file: str = "input_spec") -> dict[str, Any] | None:
+    """An interactive model's guidance settings (``ml.engine.interactive``), checked as data."""
+    if raw is None:
+        return None
+    field = "interactive"
+    if not isinstance(raw, dict):
+        raise ModelError(file, field, 'an object such as {"style": "deepgrow"}')
+    if unknown := sorted(set(raw) - INTERACTIVE_KEYS):
+        raise ModelError(
+            file, f"{field}.{unknown[0]}", f"unknown key ({', '.join(sorted(INTERACTIVE_KEYS))})"
+        )
+    style = raw.get("style")
+    if style not in ("deepgrow", "deepedit"):
+        raise ModelError(file, f"{field}.style", f"deepgrow or deepedit, got {style!r}")
+    if style == "deepgrow" and channels != 3:
+        raise ModelError(
+            file, "channels", f"a deepgrow model takes 3 channels (image, clicks, background), not {channels}"
+        )
+    out: dict[str, Any] = {"style": style}
+    for key, low in (("sigma", 0.0), ("threshold", 0.0)):
+        if raw.get(key) is not None:
+            value = raw[key]
+            if isinstance(value, bool) or not isinstance(value, int | float) or not value > low:
+                raise ModelError(file, f"{field}.{key}", f"a positive number, got {value!r}")
+            out[key] = float(value)
+    if raw.get("crop_mm") is not None:
+        crop = raw["crop_mm"]
+        if (
+            not isinstance(crop, list)
+            or len(crop) != ndim
+            or not all(isinstance(v, int | float) and not isinstance(v, bool) and v > 0 for v in crop)
+        ):
+            raise ModelError(file, f"{field}.crop_mm", f"{ndim} positive sizes in mm, got {crop!r}")
+        out["crop_mm"] = [float(v) for v in crop]
+    if raw.get("resize") is not None:
+        if raw["resize"] not in ("area", "trilinear", "bilinear", "nearest"):
+            raise ModelError(file, f"{field}.resize", "area, trilinear, bilinear or nearest")
+        out["resize"] = raw["resize"]
+    if raw.get("normalize") is not None:
+        pair = raw["normalize"]
+        if (
+            not isinstance(pair, list)
+            or len(pair) != 2
+            or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in pair)
+            or pair[1] == 0
+        ):
+            raise ModelError(file, f"{field}.normalize", "[subtrahend, divisor] with a divisor other than 0")
+        out["normalize"] = [float(v) for v in pair]
+    if raw.get("guidance") is not None:
+        names = raw["guidance"]
+        if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
+            raise ModelError(
+                file, f"{field}.guidance", "the label names in the order of the guidance channels"
+            )
+        if channels != 1 + len(names):
+            raise ModelError(
+                file, "channels", f"1 image channel + {len(names)} guidance channels, not {channels}"
+            )
+        out["guidance"] = list(names)
+    return out
 
 
 def check_label_names(names: Any, file: str = "label_names") -> list[str]:
