@@ -145,6 +145,8 @@ def interactive_start(
         raise InteractiveError("method", f"project {scan.project.slug} has no ready interactive model")
     chosen = "model" if model else "region-grow"
     params = dict(params or {})
+    if chosen == "model" and (unknown := sorted(set(params) - {"device"})):
+        raise InteractiveError(unknown[0], "an interactive model takes no parameters but device")
     if chosen == "region-grow":
         try:
             params = GrowParams.from_dict(params).as_dict()
@@ -207,7 +209,7 @@ def scan_reader(scan: Scan) -> Iterator[Callable[[tuple, tuple], np.ndarray]]:
 
 def interactive_job(*, job: Job) -> tuple[dict, dict, list[dict]]:
     """Worker side: answer the click, store the mask, return the job's result (no mask in it)."""
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     p = job.params
     scan = Scan.objects.get(pk=p["scan"])
     spacing = [float(s) for s in scan.spacing][: scan.ndim]
@@ -249,6 +251,7 @@ def interactive_job(*, job: Job) -> tuple[dict, dict, list[dict]]:
     key = _store_mask(job, scan, mask)
     seconds["store"] = time.perf_counter() - t
     seconds["total"] = time.perf_counter() - t0
+    seconds["cpu"] = time.process_time() - cpu0  # this process's CPU time (the rest: waiting for a core)
     voxels = int(mask.sum())
     voxel_ml = float(np.prod(spacing)) / 1000.0
     result.update(

@@ -132,13 +132,13 @@ async function ask(current: Run, findingId: number): Promise<void> {
   root.dataset.clicking = "waiting";
   const t0 = performance.now();
   const volume = nv.volumes[0];
-  const window = [volume.cal_min, volume.cal_max];
+  const shown = [volume.cal_min, volume.cal_max]; // the window on screen: the region grow's range
   const clicks = current.points.length + current.background.length;
   current.sent = clicks;
   const started = (await postJson(`/api/findings/${findingId}/interactive/`, {
     points: current.points,
     background: current.background,
-    window: window.every((v) => Number.isFinite(v)) ? window : null,
+    window: shown.every((v) => Number.isFinite(v)) ? shown : null,
   })) as { job_id: number };
   let answer: Answer;
   for (;;) {

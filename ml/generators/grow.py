@@ -268,9 +268,11 @@ def _component(mask: np.ndarray, seeds: np.ndarray, structure) -> np.ndarray:
 
 def _pick(labels: np.ndarray, count: int, ids) -> np.ndarray:
     """``labels`` in ``ids`` (0, the background, never) as booleans: a look-up table, not ``np.isin``."""
+    wanted = sorted({int(i) for i in np.asarray(ids).ravel()} - {0})
+    if len(wanted) == 1:  # the usual case: one comparison, no gather
+        return labels == wanted[0]
     keep = np.zeros(count + 1, dtype=bool)
-    keep[np.asarray(ids, dtype=np.int64)] = True
-    keep[0] = False
+    keep[wanted] = True
     return keep[labels]
 
 

@@ -21,14 +21,18 @@ log = logging.getLogger(__name__)
 
 class Command(BaseCommand):
     help = "Serve click jobs (ml.interactive), one job id per stdin line (the web process starts it)."
+    # Started for the first click: no system checks (they import every URLconf and view, seconds of a
+    # start that the annotator waits for) and only the one task's module.
+    requires_system_checks: list[str] = []
 
     def add_arguments(self, parser):
         parser.add_argument("--idle-seconds", type=float, default=600.0)
 
     def handle(self, *args, **opts):
-        app.loader.import_default_modules()
-        task = app.tasks["ml.interactive"]
         import ml.interactive  # noqa: F401 (loaded before the first click, not during it)
+        import ml.tasks  # noqa: F401 (registers ml.interactive)
+
+        task = app.tasks["ml.interactive"]
 
         self._say("ready")
         fd, pending = sys.stdin.fileno(), b""
