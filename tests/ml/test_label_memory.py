@@ -120,6 +120,21 @@ def test_more_than_256_channels_make_a_uint16_map():
     _assert_same(new, _resample_all_then_argmax(probs, [], (16, 16, 8), "trilinear"), (16, 16, 8))
 
 
+@pytest.mark.parametrize("shape", [(1, 14, 61, 47, 13), (1, 100, 50, 51, 23), (1, 5, 150, 150, 40)])
+def test_softmax_in_place_equals_torch_softmax(shape):
+    from ml.engine.inference import softmax_
+
+    logits = torch.randn(*shape, generator=torch.Generator().manual_seed(0)) * 4
+    expected = torch.softmax(logits, dim=1)
+    out = softmax_(logits)
+    assert out.data_ptr() == logits.data_ptr()  # in place: no second (C, *grid) tensor
+    assert (out - expected).abs().max() <= 1e-9
+    assert torch.equal(out.argmax(dim=1), expected.argmax(dim=1))
+    padded = torch.randn(1, 6, 40, 40, 40)
+    cropped = padded[:, :, :33, :35, :31]  # MONAI's output cropped from its padded buffer
+    torch.testing.assert_close(softmax_(cropped), torch.softmax(cropped, dim=1), rtol=0, atol=1e-9)
+
+
 class _Bands(torch.nn.Module):
     """A 'model' with a known multi-class answer: class k where the windowed intensity is nearest k/4."""
 
@@ -136,11 +151,15 @@ def test_predict_multiclass_matches_the_code_before():
     names = ["background", "air", "fat", "soft", "bone"]
     out = predict(_Bands(), volume, [1.0, 1.0, 2.0], spec, names)
     assert out.label_map.shape == volume.shape and out.label_map.dtype == np.uint8
-    # the reference: the same probabilities, all channels resampled, argmax
-    from ml.engine.inference import _infer, preprocess
+    # the reference: MONAI's sliding window, torch.softmax, all channels resampled, argmax
+    from monai.inferers import sliding_window_inference
+
+    from ml.engine.inference import preprocess
 
     x, shape = preprocess(volume, [1.0, 1.0, 2.0], spec)
-    probs = _infer(_Bands(), x, spec, "cpu", "cpu", 4, 0.25)[0]
+    with torch.no_grad():
+        logits = sliding_window_inference(x, spec.roi_size, 4, _Bands(), overlap=0.25, mode="gaussian")
+    probs = torch.softmax(logits, dim=1)[0]
     old = _resample_all_then_argmax(probs, names, shape, "trilinear")
     assert len(out.labels) >= 3 and {r.name for r in out.labels} == set(old)
     for r in out.labels:
