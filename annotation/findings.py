@@ -103,7 +103,12 @@ def findings_job(*, job: Job) -> tuple[dict, dict, list[dict]]:
     run_id = job.params.get("run_id")
     run = LabelRun.objects.get(pk=run_id) if run_id else None
     made = findings_made(project=job.project, run=run, user=job.created_by)
-    counts = {"created": made.created, "started": made.started, "attached": made.attached}
+    counts = {
+        "created": made.created,
+        "started": made.started,
+        "merged": made.merged,
+        "attached": made.attached,
+    }
     return made.as_dict(), counts, []
 
 
