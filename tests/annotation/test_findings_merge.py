@@ -65,12 +65,16 @@ def test_the_same_nodule_in_findings_and_impression_is_one_finding_with_two_span
     assert (again.created, again.merged) == (0, 0) and Finding.objects.count() == 3
 
 
-def test_mentions_match_needs_the_same_attributes_within_a_section_and_allows_unsaid_ones_across():
+def test_mentions_match_in_another_section_with_the_same_or_unsaid_attributes():
     finding = Finding(code="2d", laterality="right", location="right upper lobe", size_mm=14.0)
     mention = FindingProposal(code="2d", laterality="right", location="right upper lobe", size_mm=None)
     mention.section = "impression"
     assert mentions_match(finding, {"findings"}, mention)  # Impression leaves the size out
     assert not mentions_match(finding, {"impression"}, mention)  # the same section: another nodule
+    mention.size_mm = 14.0
+    assert not mentions_match(finding, {"findings", "impression"}, mention)  # one mention per section
+    mention.size_mm = 10.0
+    assert mentions_match(Finding(code="2d", size_mm=10.4), {"findings"}, mention)  # 1 cm and 10.4 mm
     mention.size_mm = 6.0
     assert not mentions_match(finding, {"findings"}, mention)  # another size: another nodule
     mention.size_mm, mention.location = 14.0, "left lower lobe"
