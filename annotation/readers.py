@@ -99,11 +99,6 @@ def readings_open(task: ReviewTask, *, user=None, first_reader=None) -> list[Rea
 # --- what a reader sees -----------------------------------------------------------------------------
 
 
-def reading_of(finding_id: int, user) -> Reading | None:
-    """The reading ``user`` holds of a finding (several readers), if any."""
-    return Reading.objects.filter(finding_id=finding_id, reader=user).first()
-
-
 def start_version(finding: Finding) -> Annotation | None:
     """The version every reader starts from: the proposal's version 1 when the finding came with a region
     proposal, else none (version 0)."""

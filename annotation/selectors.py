@@ -119,6 +119,11 @@ def reading_get_for_user(user, reading_id: int) -> Reading:
     return reading
 
 
+def reading_of_finding(user, finding_id: int) -> Reading | None:
+    """The reading ``user`` holds of a finding (several readers), if any."""
+    return readings_for_user(user).filter(finding_id=finding_id).first()
+
+
 def annotations_for_user(user) -> QuerySet[Annotation]:
     """Versions of visible findings; researchers: the current version of accepted findings only; nobody
     sees another reader's version while the finding is with its readers."""

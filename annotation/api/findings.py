@@ -12,7 +12,6 @@ from annotation import selectors, services
 from annotation.api.cases import case_payload
 from annotation.api.serializers import FindingIn, FindingOut, HistoryOut, ReadingOut
 from annotation.api.tasks import ANNOTATORS
-from annotation.readers import reading_of
 from core.api.params import query_int
 from core.errors import NotFound
 from core.models import Role
@@ -59,7 +58,7 @@ class FindingCreate(APIView):
             end=v.get("end"),
         )
         payload = case_payload(selectors.task_get_for_user(request.user, task.pk))
-        reading = reading_of(task.finding_id, request.user)
+        reading = selectors.reading_of_finding(request.user, task.finding_id)
         if reading is not None:  # several readers: its author holds reading 1
             payload["reading"] = ReadingOut(reading).data
         return Response(payload, status=status.HTTP_201_CREATED)

@@ -142,3 +142,25 @@ def test_findings_made_before_spans_get_their_span_and_size_from_the_migration(p
     )
     assert span.finding_proposal_id == finding.finding_proposal_id and finding.size_mm == 14.0
     assert FindingSpan.objects.count() == Finding.objects.filter(start__isnull=False).count()
+
+
+def test_a_finding_added_by_hand_has_its_span_and_with_several_readers_its_reading(
+    project, case, ann, api_client
+):
+    project.readers_per_finding = 2
+    project.save()
+    text = case.study.reports.get().findings
+    made = api_client(ann).post(
+        reverse("finding-create", args=[project.slug]),
+        {"study_id": case.study_id, "scan_id": case.pk, "text": "small left pleural effusion", "code": "2e",
+         "section": "findings", "start": text.index("Small left"), "end": len(text)},
+        format="json",
+    )  # fmt: skip
+    assert made.status_code == 201, made.content
+    body = made.json()
+    assert body["reading"]["index"] == 1 and body["reading"]["reader"] == "ann"
+    assert body["finding"]["spans"] == [
+        {"section": "findings", "start": text.index("Small left"), "end": len(text),
+         "text": "small left pleural effusion"}
+    ]  # fmt: skip
+    assert body["finding"]["code_name"] == "pleural effusion / thickening"
