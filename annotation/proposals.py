@@ -46,18 +46,16 @@ call (``Matcher`` caches them per proposal, cropped to the proposal's box for th
 
 from __future__ import annotations
 
-import gzip
-import io
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from django.core.files.storage import default_storage
 
 from labeling.models import RegionProposal
 from labeling.rules.attributes import laterality as text_laterality
 from labeling.rules.attributes import location as text_location
+from studies.masks import mask_read as read_mask  # the codec: (X, Y[, Z])
 
 SIDES = ("right", "left")
 PARTS = ("upper", "middle", "lower")
@@ -304,20 +302,6 @@ def context_of(place: Place, candidates: list[Candidate]) -> list[Candidate]:
 
 
 # --- masks and components -----------------------------------------------------------------------------
-
-
-def read_mask(key: str) -> np.ndarray:
-    """A stored mask as booleans on the scan's grid (X, Y[, Z]): a PNG (rows = Y) or a (gzipped) NIfTI."""
-    with default_storage.open(key, "rb") as fh:
-        data = fh.read()
-    if data[:8] == b"\x89PNG\r\n\x1a\n":
-        from PIL import Image
-
-        return np.asarray(Image.open(io.BytesIO(data)).convert("L")).T > 0
-    import nibabel as nib
-
-    raw = gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
-    return np.asarray(nib.Nifti1Image.from_bytes(raw).dataobj) > 0
 
 
 @dataclass
