@@ -53,7 +53,7 @@ def _pacs_error(message: str, status: int, transient: bool, http_status: int) ->
 
 
 def base_url_check(url: str) -> str:
-    """``url`` if it is an http(s) URL with a host and no credentials in it; else a 400 naming ``base_url``."""
+    """``url`` if it is an http(s) URL with a host and no credentials in it; else a 400 on ``base_url``."""
     url = (url or "").strip()
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https"):
@@ -118,7 +118,9 @@ def error_from(exc: BaseException, *, what: str) -> PacsError:
                 http_status=code,
             )
         return PacsError(
-            f"{what}: the source refused the request (HTTP {code} {reason})".strip(), status=400, http_status=code
+            f"{what}: the source refused the request (HTTP {code} {reason})".strip(),
+            status=400,
+            http_status=code,
         )
     if isinstance(exc, requests.exceptions.SSLError):
         return PacsError(f"{what}: TLS verification failed ({_first_line(exc)})", status=502)
@@ -131,10 +133,14 @@ def error_from(exc: BaseException, *, what: str) -> PacsError:
     if isinstance(exc, requests.ConnectionError | requests.exceptions.ChunkedEncodingError):
         text = _first_line(exc)
         if "refused" in text.lower() or "Max retries" in text or "resolve" in text.lower():
-            return PacsError(f"{what}: the source cannot be reached ({_short(text)})", status=503, transient=True)
+            return PacsError(
+                f"{what}: the source cannot be reached ({_short(text)})", status=503, transient=True
+            )
         return PacsError(f"{what}: the connection broke off ({_short(text)})", status=502, transient=True)
     if isinstance(exc, requests.RequestException):
-        return PacsError(f"{what}: {type(exc).__name__}: {_short(_first_line(exc))}", status=502, transient=True)
+        return PacsError(
+            f"{what}: {type(exc).__name__}: {_short(_first_line(exc))}", status=502, transient=True
+        )
     if isinstance(exc, ValueError | KeyError | EOFError | OSError):
         # a malformed multipart body, a truncated part pydicom cannot read
         return PacsError(f"{what}: the source's answer was malformed ({type(exc).__name__})", transient=True)

@@ -122,7 +122,11 @@ def import_run(*, pacs_import: PacsImport, scratch: Path, progress: Progress | N
             fetched = _retrieve_batch(source, batch, folder, tally)
             tally.retrieve_seconds += time.perf_counter() - started
             done += sum(len(p.sop_uids) for p in batch) // 2
-            report(done / total, f"retrieved {tally.instances} instances; storing {len(fetched)} series", tally.counts())
+            report(
+                done / total,
+                f"retrieved {tally.instances} instances; storing {len(fetched)} series",
+                tally.counts(),
+            )
             started = time.perf_counter()
             _ingest_batch(pacs_import, fetched, folder, tally)
             tally.ingest_seconds += time.perf_counter() - started
@@ -132,8 +136,10 @@ def import_run(*, pacs_import: PacsImport, scratch: Path, progress: Progress | N
         report(done / total, f"stored {tally.stored} series, {tally.failed} failed", tally.counts())
     for uid in pacs_import.study_uids:
         entry = tally.study(uid)
-        entry["status"] = "failed" if entry["failed"] and not (entry["stored"] or entry["duplicates"]) else (
-            "partial" if entry["failed"] else "done"
+        entry["status"] = (
+            "failed"
+            if entry["failed"] and not (entry["stored"] or entry["duplicates"])
+            else ("partial" if entry["failed"] else "done")
         )
     return tally
 
@@ -155,9 +161,7 @@ def _plan(pacs_import: PacsImport, tally: Tally) -> tuple[list[SeriesPlan], list
                 for item in series:
                     series_uid = item["0020000E"]["Value"][0]
                     modality = (item.get("00080060", {}).get("Value") or [""])[0]
-                    instances = client.search_for_instances(
-                        study_uid, series_uid, fields=["SOPInstanceUID"]
-                    )
+                    instances = client.search_for_instances(study_uid, series_uid, fields=["SOPInstanceUID"])
                     sops = [i["00080018"]["Value"][0] for i in instances]
                     found.append(SeriesPlan(study_uid, series_uid, modality, sops))
         except PacsError as exc:
@@ -167,7 +171,9 @@ def _plan(pacs_import: PacsImport, tally: Tally) -> tuple[list[SeriesPlan], list
             tally.errors.append({"file": what, "reason": exc.message})
             continue
         if not found:
-            reason = f"{what}: no series" + (f" of modality {pacs_import.modality}" if pacs_import.modality else "")
+            reason = f"{what}: no series" + (
+                f" of modality {pacs_import.modality}" if pacs_import.modality else ""
+            )
             tally.study(study_uid)["failed"].append({"series_uid": "", "reason": reason})
             tally.errors.append({"file": what, "reason": reason})
         plans.extend(p for p in found if p.sop_uids)
@@ -179,13 +185,17 @@ def _already_stored(pacs_import: PacsImport, plan: SeriesPlan, tally: Tally) -> 
     secret = pacs_import.project.deid_secret
     wanted = {pseudonyms.uid_remap(secret, s) for s in plan.sop_uids}
     stored = set(
-        ScanSource.objects.filter(project=pacs_import.project, sop_uid__in=wanted).values_list("sop_uid", flat=True)
+        ScanSource.objects.filter(project=pacs_import.project, sop_uid__in=wanted).values_list(
+            "sop_uid", flat=True
+        )
     )
     if stored != wanted:
         return False
     scan = Scan.objects.filter(project=pacs_import.project, series_uid=plan.remapped).first()
     tally.duplicates += 1
-    tally.study(plan)["duplicates"].append({"series_uid": plan.series_uid, "scan_id": scan.pk if scan else None})
+    tally.study(plan)["duplicates"].append(
+        {"series_uid": plan.series_uid, "scan_id": scan.pk if scan else None}
+    )
     if scan is not None:
         _link(pacs_import, plan, scan)
     return True
@@ -216,7 +226,7 @@ def _thread_client(source):
 
 
 def _retrieve_batch(source, batch: list[SeriesPlan], folder: Path, tally: Tally) -> list[SeriesPlan]:
-    """Retrieve the batch's series in parallel; returns those that came whole (the others are in ``tally``)."""
+    """Retrieve the batch's series in parallel; returns those that came whole (the rest: ``tally``)."""
     workers = max(1, min(settings.PACS_RETRIEVE_WORKERS, len(batch)))
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="wado") as pool:
         results = list(pool.map(lambda p: _retrieve_series(source, p, folder / p.remapped), batch))
@@ -234,8 +244,9 @@ def _retrieve_batch(source, batch: list[SeriesPlan], folder: Path, tally: Tally)
 def _retrieve_series(source, plan: SeriesPlan, target: Path) -> tuple[bool, str, int]:
     """``plan``'s instances into ``target``, whole: (True, "", bytes) or (False, reason, 0), nothing left."""
     tries = max(1, settings.PACS_REQUEST_TRIES)
-    reason = ""
+    reason, made = "", 0
     for attempt in range(1, tries + 1):
+        made = attempt
         shutil.rmtree(target, ignore_errors=True)
         target.mkdir(parents=True)
         try:
@@ -253,7 +264,7 @@ def _retrieve_series(source, plan: SeriesPlan, target: Path) -> tuple[bool, str,
                 break
             time.sleep(settings.PACS_RETRY_WAIT_MS / 1000.0 * 2 ** (attempt - 1))
     shutil.rmtree(target, ignore_errors=True)
-    return False, reason + (f" (after {tries} tries)" if tries > 1 and "HTTP 404" not in reason else ""), 0
+    return False, reason + (f" (after {made} tries)" if made > 1 else ""), 0
 
 
 def _stream_series(client, plan: SeriesPlan, target: Path) -> int:
@@ -301,14 +312,18 @@ def _ingest_batch(pacs_import: PacsImport, fetched: list[SeriesPlan], folder: Pa
         if plan.remapped in stored_series:
             scan = Scan.objects.filter(project=pacs_import.project, series_uid=plan.remapped).first()
             tally.stored += 1
-            tally.study(plan)["stored"].append({"series_uid": plan.series_uid, "scan_id": scan.pk if scan else None})
+            tally.study(plan)["stored"].append(
+                {"series_uid": plan.series_uid, "scan_id": scan.pk if scan else None}
+            )
             if scan is not None:
                 _link(pacs_import, plan, scan)
     for item in summary.duplicates:
         plan = plan_of(item)
         if plan is not None:
             tally.duplicates += 1
-            tally.study(plan)["duplicates"].append({"series_uid": plan.series_uid, "scan_id": item.get("scan_id")})
+            tally.study(plan)["duplicates"].append(
+                {"series_uid": plan.series_uid, "scan_id": item.get("scan_id")}
+            )
     for item in summary.errors:
         plan = plan_of(item)
         reason = str(item.get("reason", "")).replace(prefix, "")
@@ -319,7 +334,7 @@ def _ingest_batch(pacs_import: PacsImport, fetched: list[SeriesPlan], folder: Pa
 
 
 def _link(pacs_import: PacsImport, plan: SeriesPlan, scan: Scan) -> None:
-    """The scan's original UIDs, kept only where the project keeps the identity map (store-back needs them)."""
+    """The scan's original UIDs, kept only where the project keeps the identity map (for store-back)."""
     if not pacs_import.project.keep_identity_map:
         return
     PacsSeriesLink.objects.update_or_create(

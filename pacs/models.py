@@ -43,7 +43,9 @@ class PacsSource(models.Model):
 
     class Meta:
         ordering = ["project", "name"]
-        constraints = [models.UniqueConstraint(fields=["project", "name"], name="pacs_source_name_per_project")]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "name"], name="pacs_source_name_per_project")
+        ]
 
     def __str__(self) -> str:
         return f"{self.project.slug}/{self.name}"
@@ -51,7 +53,7 @@ class PacsSource(models.Model):
 
 class PacsImport(models.Model):
     """One import job: the studies picked (original StudyInstanceUIDs, managers only) and what became of
-    each (``outcome``: study UID -> ``{"status", "stored", "duplicates", "failed": [{"series", "reason"}]}``)."""
+    each (``outcome``: study UID -> ``{"status", "stored", "duplicates", "failed": [...]}``)."""
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
     source = models.ForeignKey(PacsSource, on_delete=models.CASCADE, related_name="imports")
@@ -86,7 +88,7 @@ class StoreBackStatus(models.TextChoices):
 
 
 class PacsStoreBack(models.Model):
-    """One accepted finding's mask version sent to a source as a DICOM SEG (STOW-RS): its outcome and tries."""
+    """One accepted finding's mask version sent to a source as a DICOM SEG (STOW-RS): outcome, tries."""
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
     source = models.ForeignKey(PacsSource, on_delete=models.CASCADE, related_name="store_backs")
@@ -103,6 +105,8 @@ class PacsStoreBack(models.Model):
     class Meta:
         ordering = ["-updated_at"]
         constraints = [
-            models.UniqueConstraint(fields=["source", "finding", "version"], name="one_store_back_per_version")
+            models.UniqueConstraint(
+                fields=["source", "finding", "version"], name="one_store_back_per_version"
+            )
         ]
         indexes = [models.Index(fields=["project", "status"])]

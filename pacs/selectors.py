@@ -1,5 +1,5 @@
 """Reads of PACS sources, imports and store-backs: managers of the project only (everyone else: 404, the
-project's other roles included, since a source's URL and its studies are the hospital's, not the dataset's)."""
+project's other roles included: a source's URL and its studies are the hospital's, not the dataset's)."""
 
 from __future__ import annotations
 

@@ -207,7 +207,7 @@ def import_create(
     *, source: PacsSource, study_uids: list[str], modality: str = "", user=None, dispatch: bool = True
 ) -> PacsImport:
     """An import job of ``study_uids`` from ``source`` (only series of ``modality`` when given), sent to
-    the ``default`` queue after commit. Raises ``BrokerUnavailable`` when the broker is down (nothing made)."""
+    the ``default`` queue after commit. ``BrokerUnavailable`` when the broker is down (nothing made)."""
     uids = list(dict.fromkeys(u.strip() for u in study_uids if u and u.strip()))
     if not uids:
         raise ApplicationError("pick at least one study", field="study_uids")
@@ -221,9 +221,16 @@ def import_create(
         broker_check()
     with transaction.atomic():
         # the job row holds no original UID (every member reads jobs); the import row does (managers only)
-        job = job_create(project=source.project, kind="pacs_import", user=user, params={"source": source.name})
+        job = job_create(
+            project=source.project, kind="pacs_import", user=user, params={"source": source.name}
+        )
         pacs_import = PacsImport.objects.create(
-            project=source.project, source=source, job=job, study_uids=uids, modality=modality, created_by=user
+            project=source.project,
+            source=source,
+            job=job,
+            study_uids=uids,
+            modality=modality,
+            created_by=user,
         )
         job.params = {"source": source.name, "pacs_import": pacs_import.pk, "studies": len(uids)}
         job.save(update_fields=["params"])

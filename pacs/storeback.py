@@ -60,12 +60,18 @@ def _source_images(client, link: PacsSeriesLink) -> list[Dataset]:
         items = client.retrieve_series_metadata(link.study_uid, link.series_uid)
     out = []
     for item in items:
-        item = {tag: value for tag, value in item.items() if "BulkDataURI" not in value and "InlineBinary" not in value}
+        item = {
+            tag: value
+            for tag, value in item.items()
+            if "BulkDataURI" not in value and "InlineBinary" not in value
+        }
         out.append(Dataset.from_json(item))
     return out
 
 
-def seg_build(*, finding: Finding, annotation: Annotation, link: PacsSeriesLink, client) -> hd.seg.Segmentation:
+def seg_build(
+    *, finding: Finding, annotation: Annotation, link: PacsSeriesLink, client
+) -> hd.seg.Segmentation:
     """The SEG of ``annotation`` (a mask version of ``finding``) referencing the source's own series."""
     scan = finding.scan
     shape = tuple(int(n) for n in scan.shape)
@@ -138,7 +144,9 @@ def store_back_send(*, record: PacsStoreBack) -> PacsStoreBack:
     try:
         link = PacsSeriesLink.objects.filter(scan_id=finding.scan_id, source=record.source).first()
         if link is None:
-            raise ApplicationError("the scan was not imported from this source with the identity map", field="scan")
+            raise ApplicationError(
+                "the scan was not imported from this source with the identity map", field="scan"
+            )
         annotation = Annotation.objects.get(finding=finding, version=record.version)
         client = client_for(record.source)
         seg = seg_build(finding=finding, annotation=annotation, link=link, client=client)
@@ -184,7 +192,10 @@ def store_back_due(*, source: PacsSource) -> list[PacsStoreBack]:
         if kind != AnnotationKind.MASK:
             continue
         record, _ = PacsStoreBack.objects.get_or_create(
-            source=source, finding=finding, version=finding.current_version, defaults={"project": source.project}
+            source=source,
+            finding=finding,
+            version=finding.current_version,
+            defaults={"project": source.project},
         )
         if record.status == StoreBackStatus.STORED or record.tries >= settings.PACS_STORE_BACK_TRIES:
             continue
@@ -194,7 +205,9 @@ def store_back_due(*, source: PacsSource) -> list[PacsStoreBack]:
 
 def store_back_sweep(*, project=None) -> list[PacsStoreBack]:
     """Send what is due on every source with store-back on (of ``project`` when given)."""
-    sources = PacsSource.objects.filter(store_back=True, project__keep_identity_map=True).select_related("project")
+    sources = PacsSource.objects.filter(store_back=True, project__keep_identity_map=True).select_related(
+        "project"
+    )
     if project is not None:
         sources = sources.filter(project=project)
     sent = []

@@ -19,7 +19,9 @@ def pacs_import_body(job: Job) -> tuple[dict, dict, list[dict]]:
     def progress(fraction: float, message: str, counts: dict[str, int]) -> None:
         job_progress(job_id=job.pk, progress=fraction, message=message, counts=counts)
 
-    tally = import_run(pacs_import=pacs_import, scratch=job_scratch_dir(job.pk, create=True), progress=progress)
+    tally = import_run(
+        pacs_import=pacs_import, scratch=job_scratch_dir(job.pk, create=True), progress=progress
+    )
     pacs_import.outcome = tally.outcome
     pacs_import.save(update_fields=["outcome"])
     result = {

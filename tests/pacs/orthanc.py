@@ -31,7 +31,9 @@ def free_port() -> int:
 def dicomweb_plugin() -> str | None:
     """The plugin's library, from ``dpkg -L orthanc-dicomweb`` (else the usual paths)."""
     try:
-        listed = subprocess.run(["dpkg", "-L", "orthanc-dicomweb"], capture_output=True, text=True, timeout=10)
+        listed = subprocess.run(
+            ["dpkg", "-L", "orthanc-dicomweb"], capture_output=True, text=True, timeout=10
+        )
         for line in listed.stdout.splitlines():
             if "libOrthancDicomWeb.so" in line and Path(line).is_file():
                 return line.strip()
@@ -101,7 +103,12 @@ def orthanc_start(folder: Path) -> Orthanc:
         "StorageCompression": False,
         "HttpThreadsCount": 16,
         "Plugins": [dicomweb_plugin()],
-        "DicomWeb": {"Enable": True, "Root": "/dicom-web/", "StudiesMetadata": "Full", "SeriesMetadata": "Full"},
+        "DicomWeb": {
+            "Enable": True,
+            "Root": "/dicom-web/",
+            "StudiesMetadata": "Full",
+            "SeriesMetadata": "Full",
+        },
     }
     path = folder / "orthanc.json"
     path.write_text(json.dumps(config))
