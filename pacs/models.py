@@ -34,6 +34,7 @@ class PacsSource(models.Model):
     # Send accepted findings' masks back as DICOM SEG (needs the project's identity map).
     store_back = models.BooleanField(default=False)
     checked_at = models.DateTimeField(null=True, blank=True)
+    check_ok = models.BooleanField(null=True)  # the last check's outcome (None: never checked)
     check_message = models.CharField(max_length=500, blank=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"

@@ -18,7 +18,7 @@ from django.utils import timezone
 from core.errors import ApplicationError, Conflict
 from core.jobs import broker_check, job_create, job_dispatch
 from core.models import Project
-from pacs.client import base_url_check, client_for, pacs_call
+from pacs.client import PacsError, base_url_check, client_for, pacs_call
 from pacs.crypto import credentials_encrypt
 from pacs.models import AuthKind, PacsImport, PacsSource
 
@@ -111,9 +111,21 @@ def source_update(*, source: PacsSource, spec: SourceSpec) -> PacsSource:
     return source
 
 
+def source_check_now(*, source: PacsSource) -> PacsSource:
+    """Check ``source`` and record the outcome on it (ok or the reason); the check itself is what
+    succeeded, so a source that is down is recorded, not raised."""
+    try:
+        source.check_message, source.check_ok = source_check(source=source), True
+    except PacsError as exc:
+        source.check_message, source.check_ok = exc.message[:500], False
+    source.checked_at = timezone.now()
+    source.save(update_fields=["check_message", "check_ok", "checked_at", "updated_at"])
+    return source
+
+
 def _checked_save(source: PacsSource) -> PacsSource:
     source.check_message = source_check(source=source)
-    source.checked_at = timezone.now()
+    source.checked_at, source.check_ok = timezone.now(), True
     try:
         with transaction.atomic():
             source.save()

@@ -1,23 +1,22 @@
-"""PACS connections over DICOMweb (the ``pacs`` app): the key that encrypts their credentials, timeouts,
+"""PACS connections over DICOMweb (the ``pacs`` app): the keys that encrypt their credentials, timeouts,
 retries and how much one import holds at a time.
 
 ``PACS_CREDENTIALS_KEYS``: Fernet keys (comma-separated; the first encrypts, every one decrypts, so a key
-is rotated by putting the new one first). Embedded default: one random key made once into
-``var/pacs_credentials_key`` (mode 0600). A full setup (``CELERY_BROKER_URL`` set, workers on other
-machines that must decrypt what the web tier encrypted) with DEBUG off refuses to start without it, and any
-setup refuses a placeholder or a value that is not a Fernet key.
+is rotated by putting the new one first). Unset, the one key is derived from ``SECRET_KEY`` (HKDF-SHA256,
+``cryptography``), which every machine shares already and which a production setup must set to a real
+value (``security.py`` refuses to start otherwise): so PACS credentials are never encrypted under a
+placeholder. A value that is not a Fernet key (or holds a placeholder word) refuses to start.
 """
 
 import base64
 import binascii
-import hashlib
 
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from django.core.exceptions import ImproperlyConfigured
 
-from config.settings.env import BASE_DIR, env_bool, env_int, env_list, env_str
-from config.settings.security import SECRET_KEY_PLACEHOLDERS, secret_key_from_file
-
-PACS_CREDENTIALS_KEY_FILE = BASE_DIR / "var" / "pacs_credentials_key"
+from config.settings.env import env_int, env_list
+from config.settings.security import SECRET_KEY, SECRET_KEY_PLACEHOLDERS
 
 
 def fernet_key_problem(key: str) -> str:
@@ -35,10 +34,10 @@ def fernet_key_problem(key: str) -> str:
     return ""
 
 
-def _embedded_key() -> str:
-    """The embedded default's key: SHA-256 of a random value made once into ``PACS_CREDENTIALS_KEY_FILE``."""
-    made = secret_key_from_file(PACS_CREDENTIALS_KEY_FILE)
-    return base64.urlsafe_b64encode(hashlib.sha256(made.encode("ascii")).digest()).decode("ascii")
+def fernet_key_from_secret(secret: str) -> str:
+    """A Fernet key derived from ``secret`` for PACS credentials only (HKDF-SHA256 with its own info)."""
+    hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"groundlab pacs credentials v1")
+    return base64.urlsafe_b64encode(hkdf.derive(secret.encode("utf-8"))).decode("ascii")
 
 
 PACS_CREDENTIALS_KEYS = env_list("PACS_CREDENTIALS_KEYS", [])
@@ -49,13 +48,7 @@ for _key in PACS_CREDENTIALS_KEYS:
             f'import Fernet; print(Fernet.generate_key().decode())"'
         )
 if not PACS_CREDENTIALS_KEYS:
-    if env_str("CELERY_BROKER_URL") and not env_bool("DEBUG", False):
-        raise ImproperlyConfigured(
-            "PACS_CREDENTIALS_KEYS is not set: a full setup (CELERY_BROKER_URL) refuses to start without the "
-            "key that encrypts PACS credentials, the same on every machine. Make one with: python -c "
-            '"from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())"'
-        )
-    PACS_CREDENTIALS_KEYS = [_embedded_key()]
+    PACS_CREDENTIALS_KEYS = [fernet_key_from_secret(SECRET_KEY)]
 
 # Seconds to connect to a PACS and to wait for each read from it (a PACS slower than this fails the request).
 PACS_TIMEOUT_SECONDS = env_int("PACS_TIMEOUT_SECONDS", 30)

@@ -5,7 +5,7 @@ from rest_framework import serializers
 from pacs.models import PacsImport, PacsSource, PacsStoreBack
 
 
-class SourceIn(serializers.Serializer):
+class PacsSourceIn(serializers.Serializer):
     name = serializers.CharField(max_length=64, required=False)
     base_url = serializers.CharField(max_length=500, required=False)
     auth = serializers.ChoiceField(choices=["none", "basic", "bearer"], required=False)
@@ -18,21 +18,21 @@ class SourceIn(serializers.Serializer):
     store_back = serializers.BooleanField(required=False)
 
 
-class SourceOut(serializers.ModelSerializer):
+class PacsSourceOut(serializers.ModelSerializer):
     has_credentials = serializers.SerializerMethodField()
 
     class Meta:
         model = PacsSource
         fields = [
             "id", "name", "base_url", "auth", "has_credentials", "verify_tls", "store_back", "checked_at",
-            "check_message", "created_at", "updated_at",
+            "check_ok", "check_message", "created_at", "updated_at",
         ]  # fmt: skip
 
     def get_has_credentials(self, obj: PacsSource) -> bool:
         return bool(obj.credentials)
 
 
-class StudyOut(serializers.Serializer):
+class PacsStudyOut(serializers.Serializer):
     study_uid = serializers.CharField()
     patient_id = serializers.CharField()
     patient_name = serializers.CharField()
@@ -44,13 +44,13 @@ class StudyOut(serializers.Serializer):
     instances = serializers.IntegerField(allow_null=True)
 
 
-class ImportIn(serializers.Serializer):
+class PacsImportIn(serializers.Serializer):
     source = serializers.IntegerField()
     study_uids = serializers.ListField(child=serializers.CharField(max_length=64), max_length=1000)
     modality = serializers.CharField(max_length=16, required=False, allow_blank=True)
 
 
-class ImportOut(serializers.ModelSerializer):
+class PacsImportOut(serializers.ModelSerializer):
     source = serializers.CharField(source="source.name")
     status = serializers.CharField(source="job.status")
     progress = serializers.FloatField(source="job.progress")
@@ -66,7 +66,7 @@ class ImportOut(serializers.ModelSerializer):
         ]  # fmt: skip
 
 
-class StoreBackOut(serializers.ModelSerializer):
+class PacsStoreBackOut(serializers.ModelSerializer):
     source = serializers.CharField(source="source.name")
 
     class Meta:

@@ -52,7 +52,7 @@ async function loadSources() {
     toggle.disabled = root.dataset.identityMap !== "1";
     toggle.addEventListener("change", () => patchSource(s, { store_back: toggle.checked }));
     cell(tr, "").appendChild(toggle);
-    cell(tr, s.check_message);
+    cell(tr, s.check_message, s.check_ok === false ? "failed" : "");
     const check = document.createElement("button");
     check.textContent = "Check";
     check.addEventListener("click", () => checkSource(s));
@@ -79,7 +79,7 @@ async function checkSource(s) {
   say(`Checking ${s.name}…`);
   try {
     const checked = await call("POST", `${api}/sources/${s.id}/check/`);
-    say(`${s.name}: ${checked.check_message}`, "ok");
+    say(`${s.name}: ${checked.check_message}`, checked.check_ok ? "ok" : "error");
   } catch (e) {
     say(e.message, "error");
   }
