@@ -70,7 +70,39 @@ def base_url_check(url: str) -> str:
     return url.rstrip("/")
 
 
-def client_for(source, *, tries: int | None = None) -> DICOMwebClient:
+class PartsClient(DICOMwebClient):
+    """``DICOMwebClient`` whose ``iter_series_parts`` yields each retrieved instance as the bytes the PACS
+    sent (a DICOM file), not parsed: the import writes them to disk as they are, so an instance is neither
+    decoded into a pydicom dataset nor encoded again (that cost 2-3 times the transfer itself on loopback).
+
+    It reuses the client's own request, retry, Accept-header and multipart decoding (``_http_get``,
+    ``_build_multipart_accept_header_field_value``, ``_decode_multipart_message`` of dicomweb-client
+    0.59-0.61, pinned in requirements-web.txt); ``tests/pacs`` run it against Orthanc."""
+
+    _raw_parts = False
+
+    def iter_series_parts(self, study_instance_uid: str, series_instance_uid: str) -> Iterator[bytes]:
+        self._raw_parts = True
+        try:
+            yield from self.iter_series(
+                study_instance_uid, series_instance_uid, media_types=ANY_TRANSFER_SYNTAX
+            )
+        finally:
+            self._raw_parts = False
+
+    def _http_get_multipart_application_dicom(self, url, media_types=None, params=None, stream=False):
+        if not self._raw_parts:
+            return super()._http_get_multipart_application_dicom(url, media_types, params, stream)
+        accept = self._build_multipart_accept_header_field_value(
+            media_types or ANY_TRANSFER_SYNTAX, {"1.2.840.10008.1.2.1": "application/dicom"}
+        )
+        response = self._http_get(url, params=params, headers={"Accept": accept}, stream=stream)
+        if response.headers.get("Content-Type", "").startswith("application/dicom"):  # one part, not wrapped
+            return iter([response.content])
+        return self._decode_multipart_message(response, stream=stream)
+
+
+def client_for(source, *, tries: int | None = None) -> PartsClient:
     """A client for ``source`` (a ``PacsSource``): a fresh session per client (one per thread)."""
     session = requests.Session()
     session.verify = bool(source.verify_tls)
@@ -80,7 +112,7 @@ def client_for(source, *, tries: int | None = None) -> DICOMwebClient:
     elif source.auth == "bearer":
         session.headers["Authorization"] = f"Bearer {creds.get('token', '')}"
     timeout = settings.PACS_TIMEOUT_SECONDS
-    client = DICOMwebClient(base_url_check(source.base_url), session=session, timeout=(timeout, timeout))
+    client = PartsClient(base_url_check(source.base_url), session=session, timeout=(timeout, timeout))
     n = settings.PACS_REQUEST_TRIES if tries is None else tries
     client.set_http_retry_params(
         retry=n > 1,

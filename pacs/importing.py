@@ -11,7 +11,9 @@ A series is retrieved whole or not at all: a broken connection, a truncated body
 Instance UIDs other than QIDO-RS listed, or a 404 (the study deleted meanwhile) drops what came of it,
 and the series is named in the job's errors; transient failures (connection, 429/5xx, timeouts) are tried
 ``PACS_REQUEST_TRIES`` times. A series whose instances are all stored already is skipped before any
-retrieval, so that running an import again completes it without duplicates.
+retrieval, so that running an import again completes it without duplicates. Reports waiting for their
+study (imported earlier with their accession number as id, link ``accession``) are linked once studies
+were stored, as ``reports_link`` does for files.
 
 Names: the job row (every member reads jobs) names series and studies by their remapped UIDs, the ones the
 platform stores; the ``PacsImport`` row (managers only) keeps the original ones per study.
@@ -19,6 +21,7 @@ platform stores; the ``PacsImport`` row (managers only) keeps the original ones 
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import shutil
@@ -30,13 +33,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pydicom
 from django.conf import settings
 
 from core.errors import public_message
-from pacs.client import ANY_TRANSFER_SYNTAX, PacsError, client_for, error_from, pacs_call
+from pacs.client import PacsError, client_for, error_from, pacs_call
 from pacs.models import PacsImport, PacsSeriesLink
 from studies import pseudonyms
 from studies.models import Scan, ScanSource
+from studies.services.reports import reports_link
 from studies.services.scans import scans_ingest
 
 log = logging.getLogger(__name__)
@@ -71,6 +76,7 @@ class Tally:
     bytes: int = 0
     retrieve_seconds: float = 0.0
     ingest_seconds: float = 0.0
+    reports_linked: int = 0
     errors: list[dict[str, str]] = field(default_factory=list)
     outcome: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -90,6 +96,7 @@ class Tally:
             "series_failed": self.failed,
             "instances_retrieved": self.instances,
             "bytes_retrieved": self.bytes,
+            "reports_linked": self.reports_linked,
         }
 
 
@@ -134,6 +141,9 @@ def import_run(*, pacs_import: PacsImport, scratch: Path, progress: Progress | N
             shutil.rmtree(folder, ignore_errors=True)
         done += sum(len(p.sop_uids) for p in batch) - sum(len(p.sop_uids) for p in batch) // 2
         report(done / total, f"stored {tally.stored} series, {tally.failed} failed", tally.counts())
+    if tally.stored:
+        # reports imported before their studies, with the accession as their id, find them now
+        tally.reports_linked = reports_link(project=project, link="accession")
     for uid in pacs_import.study_uids:
         entry = tally.study(uid)
         entry["status"] = (
@@ -268,23 +278,22 @@ def _retrieve_series(source, plan: SeriesPlan, target: Path) -> tuple[bool, str,
 
 
 def _stream_series(client, plan: SeriesPlan, target: Path) -> int:
-    """Write each instance of the series as it arrives; check the set against what QIDO-RS listed."""
+    """Write each instance of the series as it arrives (the PACS's bytes, as they came); check the set of
+    SOP Instance UIDs (read from each file's header only) against what QIDO-RS listed."""
     wanted = set(plan.sop_uids)
     seen: set[str] = set()
     n_bytes = 0
-    for i, ds in enumerate(
-        client.iter_series(plan.study_uid, plan.series_uid, media_types=ANY_TRANSFER_SYNTAX), start=1
-    ):
-        sop = str(ds.get("SOPInstanceUID", ""))
+    for i, part in enumerate(client.iter_series_parts(plan.study_uid, plan.series_uid), start=1):
+        header = pydicom.dcmread(io.BytesIO(part), stop_before_pixels=True, specific_tags=["SOPInstanceUID"])
+        sop = str(header.get("SOPInstanceUID", ""))
         if sop not in wanted:
             raise PacsError(f"retrieval of {plan.label}: an instance QIDO-RS did not list", transient=True)
         if sop in seen:
             continue
         seen.add(sop)
-        path = target / f"{i:06d}.dcm"
-        ds.save_as(path, enforce_file_format=False)
-        n_bytes += os.path.getsize(path)
-        del ds
+        (target / f"{i:06d}.dcm").write_bytes(part)
+        n_bytes += len(part)
+        del part
     if seen != wanted:
         raise PacsError(
             f"retrieval of {plan.label}: {len(seen)} of {len(wanted)} instances came (a partial retrieval)",

@@ -141,6 +141,7 @@ def test_a_study_deleted_mid_import_is_named_the_others_stored_and_a_rerun_compl
         "series_failed": 0,
         "instances_retrieved": 30,
         "bytes_retrieved": job.counts["bytes_retrieved"],
+        "reports_linked": 0,
     }
     assert Scan.objects.count() == 2 and ScanSource.objects.count() == 60
 

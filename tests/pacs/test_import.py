@@ -93,3 +93,21 @@ def test_without_the_identity_map_no_original_uid_is_kept(project, orthanc, ct_i
     assert job.status == "succeeded" and job.counts["series_stored"] == 1
     assert not PacsSeriesLink.objects.exists()
     assert not PatientIdentity.objects.exists()
+
+
+def test_a_report_waiting_for_its_study_is_linked_by_accession_when_the_study_arrives(
+    project, orthanc, ct_in_orthanc, tmp_path
+):
+    from studies.models import Report
+    from studies.services.reports import reports_import
+
+    csv = tmp_path / "reports.csv"
+    csv.write_text(
+        f"accession,findings,impression\n{ACCESSION},Spiculated mass in the left upper lobe.,Mass.\n"
+    )
+    summary = reports_import(project=project, csv_path=csv, id_column="accession", link="accession")
+    assert summary.errors == [] and Report.objects.get().study is None  # no study yet
+    job, _ = run_import(basic_source(project, orthanc), [ct_in_orthanc])
+    assert job.counts["reports_linked"] == 1
+    report = Report.objects.get()
+    assert report.study == Study.objects.get(project=project) and ACCESSION not in report.external_id
