@@ -96,6 +96,7 @@ $("#source-form").addEventListener("submit", async (event) => {
     const made = await call("POST", `${api}/sources/`, body);
     say(`Source ${made.name} answers and is saved.`, "ok");
     event.target.reset();
+    showAuthFields("none");
     await loadSources();
   } catch (e) {
     say(e.message, "error");
@@ -244,11 +245,12 @@ $("#send-now").addEventListener("click", async () => {
   await loadStoreBacks();
 });
 
-for (const el of document.querySelectorAll("#source-form .basic, #source-form .bearer")) el.hidden = true;
-$("#source-form select[name=auth]").addEventListener("change", (event) => {
-  for (const el of document.querySelectorAll("#source-form .basic")) el.hidden = event.target.value !== "basic";
-  for (const el of document.querySelectorAll("#source-form .bearer")) el.hidden = event.target.value !== "bearer";
-});
+function showAuthFields(auth) {
+  for (const el of document.querySelectorAll("#source-form .basic")) el.hidden = auth !== "basic";
+  for (const el of document.querySelectorAll("#source-form .bearer")) el.hidden = auth !== "bearer";
+}
+showAuthFields("none");
+$("#source-form select[name=auth]").addEventListener("change", (event) => showAuthFields(event.target.value));
 
 Promise.all([loadSources(), loadImports(), loadStoreBacks()])
   .then(() => (root.dataset.state = "ready"))
