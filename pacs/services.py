@@ -166,7 +166,7 @@ def search_filters(values: dict[str, Any]) -> dict[str, str]:
             continue
         if any(c in value for c in "\\\r\n"):
             raise ApplicationError("no backslashes or line breaks", field=key)
-        if key == "study_date" and not DATE.match(value.replace("-", "-", 1)):
+        if key == "study_date" and not DATE.match(value):
             raise ApplicationError("a date YYYYMMDD or a range YYYYMMDD-YYYYMMDD", field=key)
         if key == "study_uid" and not UID.match(value):
             raise ApplicationError("a DICOM UID (digits and dots)", field=key)
