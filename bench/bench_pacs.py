@@ -13,9 +13,12 @@ configuration and storage, never the system service) and given N studies: the re
   ``PACS_RETRIEVE_WORKERS`` threads into bounded batches, then the ingest of files: de-identification,
   canonical NIfTI, rows), timed whole and its retrieval phase alone.
 
-Throughput in instances per second; peak memory is the RSS growth of this process (VmHWM reset before
-each method; the ingest's worker processes are not in it). Flat memory: the platform's peak is compared
-across N (with ``PACS_BATCH_INSTANCES`` = 60, two series per batch, so larger N means more batches).
+Throughput in instances per second, with the default settings (``PACS_BATCH_INSTANCES`` 1000: one batch).
+
+Memory: for each N, a fresh process (Django set up, Orthanc's studies loaded, modules warmed by a first
+import of one study) imports the N studies with ``PACS_BATCH_INSTANCES`` = 60 (two series per batch, so a
+larger N means more batches); its peak RSS growth during the import (VmHWM reset first; the ingest's worker
+processes are not in it) is printed beside the bytes retrieved. Flat = the same peak whatever N.
 
     .venv/bin/python bench/bench_pacs.py                 # N = 1, 4, 8 studies (30..240 instances)
     .venv/bin/python bench/bench_pacs.py --studies 1 2   # other N
@@ -90,14 +93,59 @@ def platform(orthanc, studies: list[str], n: int) -> dict:
     return {**m, "instances": tally.instances, "retrieve_seconds": tally.retrieve_seconds}
 
 
+def memory_one(n: int) -> None:
+    """In this (fresh) process: warm up with one study, then import ``n`` studies; print JSON."""
+    import json
+
+    work = Path(tempfile.mkdtemp(prefix="bench-pacs-mem-"))
+    os.environ["PACS_BATCH_INSTANCES"] = "60"
+    django_setup(work)
+    from tests.pacs.orthanc import orthanc_start
+
+    orthanc = orthanc_start(work / "orthanc")
+    try:
+        studies = load_studies(orthanc, n)
+        platform(orthanc, studies[:1], 0)  # modules, caches and pools warmed
+        ours = platform(orthanc, studies, n)
+    finally:
+        orthanc.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    print(json.dumps({"n": n, "instances": ours["instances"], "peak_mb": ours["peak_mb"]}))
+
+
+def memory_rows(ns: list[int]) -> None:
+    import json
+    import subprocess
+
+    print("\n| studies | instances | retrieved MB | platform peak RSS growth MB (batches of 60 instances) |")
+    print("|---|---|---|---|")
+    for n in ns:
+        out = subprocess.run(
+            [sys.executable, __file__, "--memory-one", str(n)], capture_output=True, text=True, timeout=1200
+        )
+        if out.returncode != 0:
+            print(f"| {n} | failed: {out.stderr.strip().splitlines()[-1:]} |")
+            continue
+        row = json.loads(out.stdout.strip().splitlines()[-1])
+        mb = row["instances"] * (REAL_CT_BYTES / 30) / 2**20
+        print(f"| {n} | {row['instances']} | {mb:.0f} | {row['peak_mb']:.1f} |", flush=True)
+
+
+REAL_CT_BYTES = sum(p.stat().st_size for p in REAL_CT.glob("*.dcm")) if REAL_CT.is_dir() else 0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--studies", type=int, nargs="*", default=[1, 4, 8])
+    parser.add_argument("--memory-one", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--skip-memory", action="store_true")
     args = parser.parse_args()
     if not REAL_CT.is_dir():
         sys.exit(f"the real CT {REAL_CT} is absent")
+    if args.memory_one:
+        memory_one(args.memory_one)
+        return
     work = Path(tempfile.mkdtemp(prefix="bench-pacs-"))
-    os.environ.setdefault("PACS_BATCH_INSTANCES", "60")
     django_setup(work)
     from django.conf import settings
 
@@ -154,6 +202,8 @@ def main() -> None:
             f"{base['peak_mb']:.1f} / {ingested['peak_mb']:.1f} / {ours['peak_mb']:.1f} |"
         )
     print("(instances per second; ratios: the other method's time over the platform's, >1 = platform faster)")
+    if not args.skip_memory:
+        memory_rows(args.studies)
 
 
 if __name__ == "__main__":

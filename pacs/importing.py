@@ -21,7 +21,6 @@ platform stores; the ``PacsImport`` row (managers only) keeps the original ones 
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 import shutil
@@ -35,6 +34,8 @@ from typing import Any
 
 import pydicom
 from django.conf import settings
+from pydicom.errors import InvalidDicomError
+from pydicom.filereader import read_file_meta_info
 
 from core.errors import public_message
 from pacs.client import PacsError, client_for, error_from, pacs_call
@@ -279,27 +280,46 @@ def _retrieve_series(source, plan: SeriesPlan, target: Path) -> tuple[bool, str,
 
 def _stream_series(client, plan: SeriesPlan, target: Path) -> int:
     """Write each instance of the series as it arrives (the PACS's bytes, as they came); check the set of
-    SOP Instance UIDs (read from each file's header only) against what QIDO-RS listed."""
+    SOP Instance UIDs against what QIDO-RS listed (read from each file's meta group, which is all that
+    is parsed here; a file without one has its header read)."""
     wanted = set(plan.sop_uids)
     seen: set[str] = set()
     n_bytes = 0
     for i, part in enumerate(client.iter_series_parts(plan.study_uid, plan.series_uid), start=1):
-        header = pydicom.dcmread(io.BytesIO(part), stop_before_pixels=True, specific_tags=["SOPInstanceUID"])
-        sop = str(header.get("SOPInstanceUID", ""))
+        path = target / f"{i:06d}.dcm"
+        path.write_bytes(part)
+        size = len(part)
+        del part
+        sop = _sop_uid(path)
         if sop not in wanted:
             raise PacsError(f"retrieval of {plan.label}: an instance QIDO-RS did not list", transient=True)
-        if sop in seen:
+        if sop in seen:  # sent twice: kept once
+            path.unlink()
             continue
         seen.add(sop)
-        (target / f"{i:06d}.dcm").write_bytes(part)
-        n_bytes += len(part)
-        del part
+        n_bytes += size
     if seen != wanted:
         raise PacsError(
             f"retrieval of {plan.label}: {len(seen)} of {len(wanted)} instances came (a partial retrieval)",
             transient=True,
         )
     return n_bytes
+
+
+def _sop_uid(path: Path) -> str:
+    try:
+        sop = str(read_file_meta_info(path).get("MediaStorageSOPInstanceUID", "") or "")
+    except (InvalidDicomError, OSError, ValueError, EOFError):
+        sop = ""
+    if not sop:
+        try:
+            header = pydicom.dcmread(
+                path, stop_before_pixels=True, specific_tags=["SOPInstanceUID"], force=True
+            )
+            sop = str(header.get("SOPInstanceUID", "") or "")
+        except (InvalidDicomError, OSError, ValueError, EOFError):
+            sop = ""
+    return sop
 
 
 def _ingest_batch(pacs_import: PacsImport, fetched: list[SeriesPlan], folder: Path, tally: Tally) -> None:
