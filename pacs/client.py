@@ -15,6 +15,7 @@ from http import HTTPStatus
 from urllib.parse import urlsplit
 
 import requests
+import retrying
 from dicomweb_client import DICOMwebClient
 from django.conf import settings
 
@@ -127,6 +128,16 @@ def error_from(exc: BaseException, *, what: str) -> PacsError:
     """``exc`` (from requests or the client) as a ``PacsError`` saying what failed, never the credentials."""
     if isinstance(exc, PacsError):
         return exc
+    if isinstance(exc, retrying.RetryError):  # dicomweb-client gave up retrying a 429/502/503/504
+        attempt = exc.last_attempt
+        if attempt.has_exception:
+            inner = attempt.value[1]
+        else:
+            inner = requests.HTTPError(response=attempt.value)
+        err = error_from(inner, what=what)
+        err.message = f"{err.message} (after {attempt.attempt_number} tries)"
+        err.transient = False  # the client's own tries are spent
+        return err
     if isinstance(exc, requests.HTTPError) and exc.response is not None:
         code = exc.response.status_code
         reason = exc.response.reason or ""

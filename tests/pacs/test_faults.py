@@ -102,6 +102,11 @@ def test_5xx_is_retried_and_a_lasting_5xx_or_a_4xx_names_the_series(project, ort
     assert "answered HTTP 500" in job.errors[0]["reason"] and job.errors[0]["file"].startswith("series 2.25.")
 
     fault_proxy.clear()
+    fault_proxy.add(Rule(wado_series(), "status", status=503, times=None))  # the client's retries spent
+    job, _ = run_import(source, [study])
+    assert job.errors[0]["reason"].endswith("answered HTTP 503 Service Unavailable (after 3 tries)")
+
+    fault_proxy.clear()
     fault_proxy.add(Rule(wado_series(), "status", status=400, times=None))
     job, _ = run_import(source, [study])
     assert "refused the request (HTTP 400" in job.errors[0]["reason"]
@@ -164,3 +169,24 @@ def test_a_response_dropped_mid_body_stores_nothing_of_that_series_and_a_rerun_c
     job, _ = run_import(source, [first, second])
     assert job.counts["series_stored"] == 1 and job.counts["series_duplicates"] == 1
     assert Scan.objects.count() == 2 and ScanSource.objects.count() == 60
+
+
+def test_a_study_the_pacs_cannot_list_is_named_and_the_others_are_stored(
+    project, orthanc, fault_proxy, shared_data
+):
+    first, second = load_ct(orthanc, copies=1)
+    source = bearer_source(project, fault_proxy)
+    # QIDO-RS of the second study's series answers 502 every time (retried by the client, then given up)
+    listing = fault_proxy.add(Rule(rf"/studies/{second}/series\?", "status", status=502, times=None))
+    job, pacs_import = run_import(source, [first, second])
+    assert job.status == "succeeded" and listing.fired == 3  # PACS_REQUEST_TRIES
+    assert job.counts["series_stored"] == 1
+    assert job.errors == [
+        {
+            "file": "study 2 of 2",
+            "reason": "study 2 of 2: the source answered HTTP 502 Bad Gateway (after 3 tries)",
+        }
+    ]
+    assert (
+        pacs_import.outcome[second]["status"] == "failed" and pacs_import.outcome[first]["status"] == "done"
+    )
