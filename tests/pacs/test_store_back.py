@@ -72,6 +72,13 @@ def test_an_accepted_mask_goes_back_as_a_seg_on_the_original_series_and_reads_ba
     referenced = [str(r.ReferencedSOPInstanceUID) for r in ref_series.ReferencedInstanceSequence]
     assert len(referenced) == 30
     slices = {sop: slice_of[pseudonyms.uid_remap(project.deid_secret, sop)] for sop in referenced}
+    # ... and that slice is where the PACS says the instance lies: voxel (0, 0, k) of the canonical volume,
+    # in LPS, is the instance's ImagePositionPatient (Orthanc's metadata)
+    metadata = client.retrieve_series_metadata(ct_in_orthanc, str(ref_series.SeriesInstanceUID))
+    position = {m["00080018"]["Value"][0]: [float(v) for v in m["00200032"]["Value"]] for m in metadata}
+    affine = np.diag([-1.0, -1.0, 1.0, 1.0]) @ np.asarray(scan.affine, dtype=float)  # RAS -> LPS
+    for sop, k in slices.items():
+        assert np.allclose((affine @ [0, 0, k, 1])[:3], position[sop], atol=1e-3), (sop, k)
     for sop, k in slices.items():
         frames = seg.get_pixels_by_source_instance(
             source_sop_instance_uids=[sop], segment_numbers=[1], assert_missing_frames_are_empty=True
