@@ -24,6 +24,7 @@ INSTALLED_APPS = [
     "ml",
     "annotation",
     "releases",
+    "pacs",
 ]
 
 MIDDLEWARE = [
