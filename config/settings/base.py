@@ -24,6 +24,7 @@ INSTALLED_APPS = [
     "ml",
     "annotation",
     "releases",
+    "console",  # the manager's pages (server-rendered; reads and changes through the apps above)
 ]
 
 MIDDLEWARE = [
