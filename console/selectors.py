@@ -165,8 +165,8 @@ def proposal_state(user, project: Project) -> ProposalState:
 class PersonQueue:
     username: str
     role: str
-    open: int  # free tasks (or readings) in the stages this person works on
-    held: int  # tasks and readings held now (lease running)
+    open: int  # free tasks in the stages this person works on
+    held: int  # tasks held now (a lease running, or given by a manager and not opened yet)
     submitted: int  # annotations submitted (accept or reject) and readings submitted
     reviewed: int  # reviews approved or returned
 
@@ -194,7 +194,9 @@ def queue_status(user, project: Project) -> QueueStatus:
     submitted reading counts once the finding's consensus is made (tasks waiting for readers show in the
     stage ``read``)."""
     now = timezone.now()
-    held_q = Q(assignee__isnull=False, lease_expires_at__gt=now)
+    # Held as annotation.services.task_next sees it: an assignee whose lease runs, or who was given the
+    # task by a manager and has not opened it yet (no lease); everything else is free to take.
+    held_q = Q(assignee__isnull=False) & (Q(lease_expires_at__gt=now) | Q(lease_expires_at__isnull=True))
     tasks = tasks_for_user(user).filter(project=project, stage__in=OPEN_STAGES)
     per_stage = {
         row["stage"]: row
@@ -234,6 +236,27 @@ def queue_status(user, project: Project) -> QueueStatus:
             )
         )
     return QueueStatus(stages=stages, people=people)
+
+
+def open_tasks(user, project: Project, *, limit: int = 50) -> list:
+    """The queue's open tasks in the order the queue hands them out (priority, then age), with their
+    finding and holder; ``held`` says whether a lease is running."""
+    now = timezone.now()
+    tasks = list(
+        tasks_for_user(user)
+        .filter(project=project, stage__in=OPEN_STAGES)
+        .select_related("finding", "assignee")
+        .order_by("-priority", "id")[:limit]
+    )
+    for task in tasks:
+        task.held = bool(task.assignee_id and task.lease_expires_at and task.lease_expires_at > now)
+        task.expired = bool(task.assignee_id and task.lease_expires_at and task.lease_expires_at <= now)
+    return tasks
+
+
+def assignable_members(user, project: Project) -> list[Membership]:
+    """Members a manager may give a task to: annotators, managers and radiologists (as the API's assign)."""
+    return [m for m in project_members(user, project) if m.role != Role.RESEARCHER]
 
 
 def project_datasets(user, project: Project) -> list[Dataset]:

@@ -19,6 +19,7 @@ urlpatterns = [
     path(P + "preannotate/", labels.preannotate_page, name="console-preannotate"),
     path(P + "tasks/", review.tasks_page, name="console-tasks"),
     path(P + "queue/", review.queue_page, name="console-queue"),
+    path(P + "tasks/<int:task_id>/assign/", review.task_assign_view, name="console-task-assign"),
     path(P + "releases/", releases.releases_page, name="console-releases"),
     path(P + "datasets/", releases.dataset_create_view, name="console-dataset-create"),
     path(

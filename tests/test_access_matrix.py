@@ -207,6 +207,7 @@ RULES: dict[str, list[Case]] = {
     "console-preannotate": [get(MANAGERS, ALPHA), post(MANAGERS, ALPHA)],
     "console-tasks": [get(MANAGERS, ALPHA), post(MANAGERS, ALPHA)],
     "console-queue": [get(MANAGERS, ALPHA)],
+    "console-task-assign": [post(MANAGERS, lambda w: ["alpha", w["task_open"].pk])],
     "console-releases": [get(MANAGERS, ALPHA)],
     "console-dataset-create": [post(MANAGERS, ALPHA)],
     "console-release-create": [post(MANAGERS, lambda w: ["alpha", w["dataset"].slug])],

@@ -178,6 +178,15 @@ def test_tasks_from_proposals_and_the_queue_per_person(people, browser_for, ct_c
         '<tr data-person="annotator"><th scope="row">annotator</th><td>annotator</td><td>1</td><td>0</td>'
         in queue
     )
+    # the manager gives the task to the annotator; a researcher takes no tasks
+    task_id = ReviewTask.objects.get(project=project).pk
+    given = _post(client, "console-task-assign", project.slug, {"user": "annotator"}, task_id)
+    assert _messages(given) == [f"Task {task_id} is now annotator's."]
+    assert ReviewTask.objects.get(pk=task_id).assignee == people["annotator"]
+    assert "annotator (assigned, not opened)" in given.content.decode()
+    assert '<th scope="row">annotate</th><td>0</td><td>1</td>' in given.content.decode()  # held for them
+    refused = _post(client, "console-task-assign", project.slug, {"user": "researcher"}, task_id)
+    assert _messages(refused) == ["user: 'researcher' is not an annotator or radiologist of this project"]
     task = task_next(project=project, user=people["annotator"], stages=("annotate",))
     queue = client.get(reverse("console-queue", args=[project.slug])).content.decode()
     assert '<th scope="row">annotate</th><td>0</td><td>1</td>' in queue
