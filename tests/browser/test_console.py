@@ -269,7 +269,12 @@ def test_a_manager_runs_a_project_from_the_browser(chromium, live_server, lungs,
         tab_through(page)
     shot(page, "jobs")
     page.goto(f"{live_server.url}/console/lungs/members/")
-    shot(page, "members")
+    for _ in range(40):  # from the keyboard, to the "add a person" field: its focus ring is visible
+        page.keyboard.press("Tab")
+        if page.evaluate("() => document.activeElement.id") == "id_username":
+            break
+    assert page.evaluate("() => document.activeElement.matches(':focus-visible')")
+    shot(page, "members-focus")
     page.goto(f"{live_server.url}/console/lungs/")
     assert "1 open" in page.inner_text("main")
     shot(page, "overview-after")
