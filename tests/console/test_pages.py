@@ -4,6 +4,9 @@ callers the login page; the project list and the home page link managers to thei
 import pytest
 from django.urls import reverse
 
+from core.models import Role
+from core.services import membership_set
+
 PAGES = [
     ("console-project", "Data and labels"),
     ("console-members", "Members and roles"),
@@ -89,3 +92,42 @@ def test_forms_need_the_csrf_token(people, project):
     client.force_login(people["manager"])
     response = client.post(reverse("console-tasks", args=[project.slug]))
     assert response.status_code == 403
+
+
+@pytest.mark.django_db
+def test_objects_of_another_project_are_not_found_through_this_one(
+    people, browser_for, project, other_project, make_user
+):
+    from core.jobs import job_create
+    from releases.services import dataset_create
+
+    client = browser_for(people["manager"])
+    membership_set(project=other_project, user=people["manager"], role=Role.MANAGER)  # theirs too
+    theirs = job_create(project=other_project, kind="x")
+    assert client.get(reverse("console-job", args=[project.slug, theirs.pk])).status_code == 404
+    assert client.get(reverse("console-job", args=[other_project.slug, theirs.pk])).status_code == 200
+    dataset_create(slug="beta-only", name="B", projects=[other_project])
+    url = reverse("console-release-create", args=[project.slug, "beta-only"])
+    assert client.post(url, {"sources": "weak"}).status_code == 404
+    # and the outsider, a manager of beta only, meets nothing of alpha's
+    outsider = browser_for(people["outsider"])
+    mine = job_create(project=project, kind="x")
+    assert outsider.get(reverse("console-job", args=[other_project.slug, mine.pk])).status_code == 404
+
+
+@pytest.mark.django_db
+def test_an_unexpected_error_is_a_message_with_an_incident_never_a_traceback(
+    people, browser_for, project, monkeypatch, caplog
+):
+    from console.views import review
+
+    def broken(user, project):
+        raise RuntimeError("cannot open /srv/groundlab/secret/queue.db")
+
+    monkeypatch.setattr(review, "queue_status", broken)
+    response = browser_for(people["manager"]).get(reverse("console-queue", args=[project.slug]))
+    assert response.status_code == 500
+    html = response.content.decode()
+    assert "RuntimeError: cannot open &lt;path&gt;" in html and "incident" in html
+    assert "/srv/groundlab" not in html and "Traceback" not in html
+    assert "Traceback" in caplog.text and "/srv/groundlab/secret/queue.db" in caplog.text
