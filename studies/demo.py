@@ -205,10 +205,11 @@ FORMATS_2D = ("fgcxr", "iai", "chexpert", "radfact")  # every one that holds a r
 
 def release_commands(project: str, dataset: str, modality: str, formats: tuple[str, ...]) -> list[str]:
     """The ``manage.py`` commands (without ``manage.py``) that ``demo_setup`` prints: freeze a release of
-    ``dataset`` with the ``modality`` scans of ``project`` (CT: the reviewed findings; CR: the weak labels,
-    the report's and the gaze's, that the radiograph's formats take) and export it in ``formats``, each to
+    ``dataset`` with the ``modality`` scans of ``project`` (CT: the reviewed findings and, unreviewed or
+    as context, the weak labels and the lungs generator's lungs; CR: the weak labels, the report's and
+    the gaze's, that the radiograph's formats take) and export it in ``formats``, each to
     ``var/<dataset>-<format>``."""
-    source = " --source weak" if modality == "CR" else ""
+    source = " --source weak" if modality == "CR" else " --source both"
     out = [f"release_create --dataset {dataset} --project {project}{source} --modality {modality}"]
     out += [f"release_export --dataset {dataset} --format {f} --out var/{dataset}-{f}" for f in formats]
     return out
