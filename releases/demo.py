@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from annotation.models import Finding, FindingStatus, Stage
+from annotation.models import Finding, Stage
 from annotation.proposals import read_mask
 from annotation.services import (
     annotation_save,
@@ -90,32 +90,41 @@ def real_ct_mass(scan: Scan) -> np.ndarray | None:
 
 
 def demo_review(*, project: Project, annotator, radiologist) -> Finding | None:
-    """Findings from the demo reports' proposals, and the real CT's mass (the first ``2d`` finding on a CT,
-    from the report's Findings section) grounded and accepted (idempotent)."""
+    """Findings from the demo reports' proposals, and the real CT's mass findings (``2d`` on a CT) grounded
+    by ``annotator`` (``real_ct_mass``): the first, the report's Findings sentence, approved by
+    ``radiologist``; the others (the Impression's sentence on the same mass) submitted and left in the
+    radiologists' review queue, so that demo-radiologist opens the real CT with the mass drawn. Tasks a
+    person took meanwhile are left alone; running it again changes nothing. Returns the first."""
     findings_from_proposals(project=project)
-    finding = (
+    findings = list(
         Finding.objects.filter(project=project, code="2d", scan__ndim=3, scan__modality="CT")
         .select_related("task", "scan")
         .order_by("id")
-        .first()
     )
-    if finding is None or finding.status == FindingStatus.ACCEPTED:
-        return finding
-    mask = real_ct_mass(finding.scan)
-    if mask is None:
+    masks: dict[int, np.ndarray | None] = {}
+    for number, finding in enumerate(findings):
+        task = finding.task
+        if task.stage == Stage.ANNOTATE and task.assignee_id in (None, annotator.pk):
+            if finding.scan_id not in masks:
+                masks[finding.scan_id] = real_ct_mass(finding.scan)
+            mask = masks[finding.scan_id]
+            if mask is None:
+                continue
+            task = task_claim(task_id=task.pk, user=annotator, stages=(Stage.ANNOTATE,))
+            annotation_save(
+                task_id=task.pk, user=annotator, base_version=finding.current_version, kind="mask", mask=mask,
+                comment="demo: the mass, from a click inside the right lung's outline",
+            )  # fmt: skip
+            task = task_submit(task_id=task.pk, user=annotator, decision="accept")
+        if number > 0:
+            continue  # left for a radiologist
+        for _ in range(2):  # review, then QA when the task was sampled for it
+            task.refresh_from_db()
+            if task.stage not in (Stage.REVIEW, Stage.QA) or task.assignee_id not in (None, radiologist.pk):
+                break
+            task = task_claim(task_id=task.pk, user=radiologist, stages=(Stage.REVIEW, Stage.QA))
+            task_approve(task_id=task.pk, user=radiologist, comment="demo: approved")
+    if not findings:
         return None
-    task = finding.task
-    if task.stage == Stage.ANNOTATE:
-        task = task_claim(task_id=task.pk, user=annotator, stages=(Stage.ANNOTATE,))
-        annotation_save(
-            task_id=task.pk, user=annotator, base_version=finding.current_version, kind="mask", mask=mask,
-            comment="demo: the mass, from a click inside the right lung's outline",
-        )  # fmt: skip
-        task_submit(task_id=task.pk, user=annotator, decision="accept")
-    task = task_claim(task_id=task.pk, user=radiologist, stages=(Stage.REVIEW, Stage.QA))
-    task_approve(task_id=task.pk, user=radiologist, comment="demo: approved")
-    if Finding.objects.get(pk=finding.pk).status != FindingStatus.ACCEPTED:  # sampled for QA: approve again
-        task = task_claim(task_id=task.pk, user=radiologist, stages=(Stage.QA,))
-        task_approve(task_id=task.pk, user=radiologist, comment="demo: QA approved")
-    finding.refresh_from_db()
-    return finding
+    findings[0].refresh_from_db()
+    return findings[0]

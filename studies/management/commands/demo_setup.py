@@ -102,12 +102,14 @@ class Command(BaseCommand):
         state = "is accepted" if mass and mass.status == "accepted" else "is open"
         from annotation.models import ReviewTask
 
-        open_tasks = ReviewTask.objects.filter(project=project).exclude(finding__status="accepted")
+        waiting = ReviewTask.objects.filter(project=project).exclude(finding__status="accepted")
+        review = waiting.filter(stage__in=("review", "qa"), finding__scan__ndim=3).count()
+        annotate = waiting.filter(stage="annotate", finding__scan__ndim=2).count()
         self.stdout.write(
             f"Review: the CT's mass finding {state} (demo-annotator grounded it, demo-radiologist approved "
-            f"it); {open_tasks.filter(finding__scan__ndim=3).count()} CT and "
-            f"{open_tasks.filter(finding__scan__ndim=2).count()} radiograph findings wait in the review "
-            f"queue.\nRelease the CT (every 3D format) with\n"
+            f"it); {review} more CT finding(s) of the mass, drawn by demo-annotator, wait for "
+            f"demo-radiologist's review, {annotate} radiograph finding(s) with the gaze heatmap (key g) for "
+            f"an annotator.\nRelease the CT (every 3D format) with\n"
             + "".join(
                 f"  manage.py {command}\n"
                 for command in demo.release_commands(project.slug, "demo", "CT", demo.FORMATS_3D)
@@ -126,8 +128,9 @@ class Command(BaseCommand):
             self.style.SUCCESS(
                 f"\nDemo ready. Log in at http://127.0.0.1:8000/admin/ as {opts['username']!r} "
                 f"with password {password!r}\nAPI: http://127.0.0.1:8000/api/docs/\n"
-                f"Review screen: http://127.0.0.1:8000/review/{project.slug}/ (users demo-annotator and "
-                f"demo-radiologist, same password)"
+                f"Review screen: http://127.0.0.1:8000/review/{project.slug}/ (same password: "
+                f"demo-radiologist opens the real CT with its mass drawn, demo-annotator the radiograph "
+                f"with its gaze)"
             )
         )
 
