@@ -23,7 +23,6 @@ urlpatterns = [
     path("api/", include("annotation.api.urls")),
     path("api/", include("releases.api.urls")),
     path("api/", include("pacs.api.urls")),
-
     path("console/", include("console.urls")),
     path("", include("annotation.urls")),
     path("", include("pacs.urls")),
