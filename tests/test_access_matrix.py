@@ -215,7 +215,6 @@ RULES: dict[str, list[Case]] = {
     "pacs-import": [get(MANAGERS, lambda w: ["alpha", w["pacs_import"].pk])],
     "pacs-store-backs": [get(MANAGERS, ALPHA), post(MANAGERS, ALPHA)],
     "pacs-page": [get(MANAGERS, ALPHA, note="the PACS page")],
-
     # console: the manager's pages (tests/console/); everyone else gets 404, anonymous callers the login
     "console-projects": [get(LOGGED_IN)],
     "console-project": [get(MANAGERS, ALPHA)],

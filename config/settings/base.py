@@ -25,7 +25,6 @@ INSTALLED_APPS = [
     "annotation",
     "releases",
     "pacs",
-
     "console",  # the manager's pages (server-rendered; reads and changes through the apps above)
 ]
 
