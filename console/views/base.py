@@ -71,6 +71,7 @@ def console_page(page: str | None = None) -> Callable:
         @wraps(view)
         def wrapper(request, slug: str, *args, **kwargs):
             project = console_project_get(request.user, slug)
+            status = 500
             try:
                 return view(request, project, *args, **kwargs)
             except ApplicationError as exc:
@@ -78,6 +79,7 @@ def console_page(page: str | None = None) -> Callable:
                     raise Http404(exc.message) from exc
                 if exc.status == 403:
                     raise PermissionDenied(exc.message) from exc
+                status = exc.status
                 messages.error(request, field_message(exc.field, exc.message))
             except (Http404, PermissionDenied):
                 raise
@@ -86,7 +88,7 @@ def console_page(page: str | None = None) -> Callable:
                 log.exception("console %s failed (incident %s)", request.path, incident)
                 messages.error(request, f"{public_message(exc)} (incident {incident}; it has been logged)")
             if request.method != "POST":
-                return render_page(request, project, "console/error.html", {}, status=500)
+                return render_page(request, project, "console/error.html", {}, status=status)
             return HttpResponseRedirect(reverse(page, args=[slug]) if page else request.path)
 
         return wrapper
