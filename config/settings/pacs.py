@@ -44,7 +44,7 @@ PACS_CREDENTIALS_KEYS = env_list("PACS_CREDENTIALS_KEYS", [])
 for _key in PACS_CREDENTIALS_KEYS:
     if _problem := fernet_key_problem(_key):
         raise ImproperlyConfigured(
-            f"PACS_CREDENTIALS_KEYS: a key {_problem}. Make one with: python -c \"from cryptography.fernet "
+            f'PACS_CREDENTIALS_KEYS: a key {_problem}. Make one with: python -c "from cryptography.fernet '
             f'import Fernet; print(Fernet.generate_key().decode())"'
         )
 if not PACS_CREDENTIALS_KEYS:
