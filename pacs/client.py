@@ -9,6 +9,8 @@ its retry of 429/502/503/504 with exponential backoff) and names failures.
 from __future__ import annotations
 
 import logging
+import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http import HTTPStatus
@@ -105,15 +107,22 @@ class PartsClient(DICOMwebClient):
 
 def client_for(source, *, tries: int | None = None) -> PartsClient:
     """A client for ``source`` (a ``PacsSource``): a fresh session per client (one per thread)."""
+    url = base_url_check(source.base_url)
     session = requests.Session()
-    session.verify = bool(source.verify_tls)
+    # The environment is read here, not by requests per request: with trust_env, a CA bundle named in
+    # REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE silently overrides verify=False, and ~/.netrc would lend the
+    # server's own credentials to whatever URL a manager entered.
+    session.trust_env = False
+    ca_bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+    session.verify = (ca_bundle or True) if source.verify_tls else False
+    session.proxies = requests.utils.get_environ_proxies(url)  # HTTP(S)_PROXY, NO_PROXY
     creds = credentials_decrypt(source.credentials)
     if source.auth == "basic":
         session.auth = (creds.get("username", ""), creds.get("password", ""))
     elif source.auth == "bearer":
         session.headers["Authorization"] = f"Bearer {creds.get('token', '')}"
     timeout = settings.PACS_TIMEOUT_SECONDS
-    client = PartsClient(base_url_check(source.base_url), session=session, timeout=(timeout, timeout))
+    client = PartsClient(url, session=session, timeout=(timeout, timeout))
     n = settings.PACS_REQUEST_TRIES if tries is None else tries
     client.set_http_retry_params(
         retry=n > 1,
@@ -166,7 +175,9 @@ def error_from(exc: BaseException, *, what: str) -> PacsError:
             http_status=code,
         )
     if isinstance(exc, requests.exceptions.SSLError):
-        return PacsError(f"{what}: TLS verification failed ({_first_line(exc)})", status=502)
+        found = re.search(r"certificate verify failed: ([^(')]+)", str(exc))
+        reason = f"certificate verify failed: {found.group(1).strip()}" if found else "handshake failed"
+        return PacsError(f"{what}: TLS verification failed ({reason})", status=502)
     if isinstance(exc, requests.Timeout):
         return PacsError(
             f"{what}: the source did not answer within {settings.PACS_TIMEOUT_SECONDS} s",

@@ -2,7 +2,7 @@
 refused), slow (answers after a delay), a 5xx or 4xx answer, a study deleted (through Orthanc's REST API)
 just before a retrieval, a response dropped in the middle of its body. It also checks a bearer token, so
 that the client's bearer auth is tested against something that refuses a wrong one; towards Orthanc it
-uses Orthanc's basic auth.
+uses Orthanc's basic auth. With ``tls_pem`` it serves HTTPS (a self-signed certificate: TLS verification).
 
 Rules are matched in order on (method, path); each has a number of times it fires (``times``, None =
 always). Requests that no rule takes are forwarded as they are.
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import http.client
 import re
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -52,11 +53,13 @@ class FaultProxy:
     requests: list[tuple[str, str]] = field(default_factory=list)
     server: ThreadingHTTPServer | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
+    tls_pem: str | None = None  # serve HTTPS with this certificate + key (one PEM file)
 
     @property
     def url(self) -> str:
         assert self.server is not None
-        return f"http://127.0.0.1:{self.server.server_address[1]}/dicom-web"
+        scheme = "https" if self.tls_pem else "http"
+        return f"{scheme}://127.0.0.1:{self.server.server_address[1]}/dicom-web"
 
     def add(self, rule: Rule) -> Rule:
         with self.lock:
@@ -151,6 +154,10 @@ class FaultProxy:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
+        if self.tls_pem:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(self.tls_pem)
+            self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
         threading.Thread(target=self.server.serve_forever, daemon=True, name="fault-proxy").start()
         return self
 
