@@ -136,5 +136,6 @@ def test_an_unexpected_error_is_a_message_with_an_incident_never_a_traceback(
 @pytest.mark.django_db
 def test_the_pacs_page_is_one_of_the_projects_tools(people, browser_for, project):
     """The pacs app registers its page from its AppConfig: the overview links to it."""
-    html = browser_for(people["manager"]).get(reverse("console-project", args=[project.slug])).content.decode()
+    page = browser_for(people["manager"]).get(reverse("console-project", args=[project.slug]))
+    html = page.content.decode()
     assert f'<li data-tool="pacs"><a href="/pacs/{project.slug}/">' in html
