@@ -48,7 +48,7 @@ def case_payload(task: ReviewTask, *, versions=None) -> dict:
         "submission": SubmissionOut(submission).data if submission is not None else None,
         "proposals": RegionProposalOut(proposals, many=True).data,
         # Anatomy proposals of the scan as layers (those of the finding's place first, shown at first),
-        # its place, and which proposal its version 1 started from and why (annotation/proposals.py).
+        # its place, and which proposal its version 1 started from and why (annotation/proposals/).
         "layers": layers["layers"],
         "place": layers["place"],
         "start": layers["start"],

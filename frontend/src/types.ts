@@ -53,7 +53,7 @@ export type Gaze = { id: number; reader: string; heatmap_png: string };
 /** An anatomy proposal of the case's scan, shown as a context layer (``context``: of the finding's place). */
 export type Layer = { id: number; label: string; organ: string; source: string; context: boolean };
 
-/** Which proposal the finding's version 1 started from and the rule that chose it (annotation/proposals.py);
+/** Which proposal the finding's version 1 started from and the rule that chose it (annotation/proposals/);
  * ``components``: [kept, of] when the proposal was cut to the finding's side or zone. */
 export type Start = { proposal: number; rule: string; components?: [number, number] };
 
