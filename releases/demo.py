@@ -91,9 +91,9 @@ def real_ct_mass(scan: Scan) -> np.ndarray | None:
 
 def demo_review(*, project: Project, annotator, radiologist) -> Finding | None:
     """Findings from the demo reports' proposals, and the real CT's mass findings (``2d`` on a CT) grounded
-    by ``annotator`` (``real_ct_mass``): the first, the report's Findings sentence, approved by
-    ``radiologist``; the others (the Impression's sentence on the same mass) submitted and left in the
-    radiologists' review queue, so that demo-radiologist opens the real CT with the mass drawn. Tasks a
+    by ``annotator`` (``real_ct_mass``): the first (the mass, named in Findings and Impression: one
+    finding with two spans) approved by ``radiologist``; any others submitted and left in the
+    radiologists' review queue. Tasks a
     person took meanwhile are left alone; running it again changes nothing. Returns the first."""
     findings_from_proposals(project=project)
     findings = list(

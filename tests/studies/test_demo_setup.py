@@ -77,11 +77,9 @@ def test_demo_setup_builds_the_demo_on_real_anatomy(tmp_path):
     people = set(HistoryEvent.objects.filter(finding=finding).values_list("user__username", flat=True))
     assert {"demo-annotator", "demo-radiologist"} <= people
     assert "Review: the CT's mass finding is accepted" in text
-    # the Impression's sentence on the same mass: drawn by demo-annotator, waiting for a radiologist
-    [waiting] = Finding.objects.filter(project=project, scan=ct).exclude(pk=finding.pk)
-    assert (waiting.code, waiting.status, waiting.task.stage) == ("2d", "open", "review")
-    assert waiting.task.annotated_by.username == "demo-annotator"
-    assert waiting.annotations.get(version=waiting.current_version).voxels == version.voxels
+    # the Impression's sentence on the same mass is a second span of that finding, not a second task
+    assert not Finding.objects.filter(project=project, scan=ct).exclude(pk=finding.pk).exists()
+    assert sorted(finding.spans.values_list("section", flat=True)) == ["findings", "impression"]
 
     # The radiograph's report makes findings, so its gaze recording and heatmap reach the review queue
     gaze = GazeRecording.objects.get(project=project)

@@ -106,8 +106,8 @@ class Command(BaseCommand):
         review = waiting.filter(stage__in=("review", "qa"), finding__scan__ndim=3).count()
         annotate = waiting.filter(stage="annotate", finding__scan__ndim=2).count()
         self.stdout.write(
-            f"Review: the CT's mass finding {state} (demo-annotator grounded it, demo-radiologist approved "
-            f"it); {review} more CT finding(s) of the mass, drawn by demo-annotator, wait for "
+            f"Review: the CT's mass finding {state} (named in Findings and Impression: one finding; "
+            f"demo-annotator grounded it, demo-radiologist approved it); {review} CT finding(s) wait for "
             f"demo-radiologist's review, {annotate} radiograph finding(s) with the gaze heatmap (key g) for "
             f"an annotator.\nRelease the CT (every 3D format) with\n"
             + "".join(
