@@ -9,9 +9,14 @@ from ml.training import TrainingError, mask_sha256
 
 
 def accepted_examples(
-    project: Project, finding_ids: list[int], labels: list[str], label_map: dict[str, str] | None = None
+    project: Project,
+    finding_ids: list[int],
+    labels: list[str] | None,
+    label_map: dict[str, str] | None = None,
 ) -> list[dict]:
-    """The current mask version of accepted findings (what the radiologists approved)."""
+    """The current mask version of accepted findings (what the radiologists approved), with the finding's
+    sentence (``text``: what a grounding model learns to ground). ``labels`` None: any label (a
+    grounding model)."""
     findings = list(Finding.objects.filter(project=project, pk__in=finding_ids).select_related("study"))
     if missing := sorted(set(finding_ids) - {f.pk for f in findings}):
         raise TrainingError("finding_ids", f"not findings of {project.slug}: {missing[:20]}")
@@ -25,7 +30,7 @@ def accepted_examples(
                 "finding_ids", f"#{f.pk} has no mask on a scan (its version {f.current_version})"
             )
         label = (label_map or {}).get(f.code, f.code)
-        if label not in labels:
+        if labels is not None and label not in labels:
             raise TrainingError(
                 "finding_ids", f"#{f.pk} ({f.code}) maps to {label!r}; the model's labels are {labels}"
             )
@@ -36,6 +41,7 @@ def accepted_examples(
                 "scan": f.scan_id,
                 "patient": f.study.patient_id,
                 "label": label,
+                "text": f.text,
                 "mask": version.mask.name,
                 "sha256": mask_sha256(version.mask.name),
             }

@@ -387,7 +387,7 @@ class TrainFromAccepted(APIView):
     def post(self, request, slug: str):
         from annotation.training import accepted_examples
         from ml.services import model_version_latest
-        from ml.training import training_run_create, training_run_start
+        from ml.training import trainable_labels, training_run_create, training_run_start
 
         project = project_get_for_user(request.user, slug)
         role_require(request.user, project, [Role.MANAGER, Role.RESEARCHER], "managers and researchers")
@@ -400,7 +400,7 @@ class TrainFromAccepted(APIView):
             .values_list("pk", flat=True)
             .distinct()
         )
-        examples = accepted_examples(project, ids, parent.label_names[1:], v["label_map"])
+        examples = accepted_examples(project, ids, trainable_labels(parent), v["label_map"])
         run = training_run_create(parent=parent, examples=examples, params=v["params"], user=request.user)
         job = training_run_start(run=run, user=request.user)
         return Response(
