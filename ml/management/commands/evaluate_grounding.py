@@ -15,7 +15,9 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--project", required=True)
         parser.add_argument("--model", required=True)
-        parser.add_argument("--version", type=int)
+        parser.add_argument(
+            "--model-version", type=int, help="the version number (default: the newest ready)"
+        )
         parser.add_argument("--release", type=int)
         parser.add_argument("--device", help="cpu, cuda, cuda:1 (default: ML_DEVICE or the first GPU)")
 
@@ -32,12 +34,13 @@ class Command(BaseCommand):
         if project is None:
             raise CommandError(f"--project: no project {opts['project']!r}")
         try:
-            if opts["version"]:
+            if opts["model_version"]:
                 version = ModelVersion.objects.filter(
-                    project=project, name=opts["model"], version=opts["version"]
+                    project=project, name=opts["model"], version=opts["model_version"]
                 ).first()
                 if version is None:
-                    raise CommandError(f"--version: {opts['model']} has no version {opts['version']}")
+                    number = opts["model_version"]
+                    raise CommandError(f"--model-version: {opts['model']} has no version {number}")
             else:
                 version = model_version_latest(project=project, name=opts["model"])
             metrics = model_version_evaluate(
