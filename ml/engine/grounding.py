@@ -225,8 +225,6 @@ class TextConditionedUNet(nn.Module):
             LanguageAttention(channels[i], token_dim, heads, ncoords) for i in reversed(range(len(steps)))
         )
         self.head = Convolution(spatial_dims, channels[0], out_channels, kernel_size=1, conv_only=True)
-        if out_channels == 1:  # a finding is a small part of a scan: start from p = 0.02, not 0.5 (RetinaNet)
-            nn.init.constant_(self.head.conv.bias, -4.0)
         if self.position:
             # a text-conditioned prior over the whole volume's position, added to the logits: where in the
             # body the sentence points (a small MLP of the position and the sentence's mean token)
@@ -239,12 +237,15 @@ class TextConditionedUNet(nn.Module):
 
     def set_text_statistics(self, text: torch.Tensor) -> bool:
         """Standardise sentence embeddings by those of ``text`` ``(n, text_dim)`` (the training sentences)
-        unless already set (a trained net keeps its own). Returns whether they were set."""
+        unless already set (a trained net keeps its own), and start a one-channel head at p = 0.02: what
+        a first training does. Returns whether they were set."""
         if bool(self.text_mean.any()) or len(text) < 2:
             return False
         with torch.no_grad():
             self.text_mean.copy_(text.mean(0))
             self.text_std.copy_(text.std(0).clamp_min(1e-3))
+            if self.out_channels == 1:  # a finding is a small part of a scan: start at p = 0.02 (RetinaNet)
+                self.head.conv.bias.fill_(-4.0)
         return True
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
