@@ -337,6 +337,9 @@ def loop_job(*, job: Job) -> tuple[dict[str, Any], dict, list[dict]]:
         raise LoopError(
             "model", f"the new version {version.name} v{version.version} failed its check: {version.error}"
         )
+    if version.task == ModelTask.GROUNDING:  # its scores would need a sentence per scan: the queue stays
+        result.update(scored=0, reordered=0, note="a grounding version does not score cases")
+        return result, {"examples": len(run.examples), "scored": 0, "reordered": 0}, []
     strategy = job.params.get("strategy") or "predictive_entropy"
     scans = open_scan_ids(job.project)
     rows = scores_compute(

@@ -8,13 +8,18 @@ from annotation.selectors import accepted_mask_finding_ids
 from core.models import Job, Project
 from ml.models import TrainingRun
 from ml.services import model_version_latest
-from ml.training import TrainingError, mask_sha256, training_run_create, training_run_start
+from ml.training import TrainingError, mask_sha256, trainable_labels, training_run_create, training_run_start
 
 
 def accepted_examples(
-    project: Project, finding_ids: list[int], labels: list[str], label_map: dict[str, str] | None = None
+    project: Project,
+    finding_ids: list[int],
+    labels: list[str] | None,
+    label_map: dict[str, str] | None = None,
 ) -> list[dict]:
-    """The current mask version of accepted findings (what the radiologists approved)."""
+    """The current mask version of accepted findings (what the radiologists approved), with the finding's
+    sentence (``text``: what a grounding model learns to ground). ``labels`` None: any label (a
+    grounding model)."""
     findings = list(Finding.objects.filter(project=project, pk__in=finding_ids).select_related("study"))
     if missing := sorted(set(finding_ids) - {f.pk for f in findings}):
         raise TrainingError("finding_ids", f"not findings of {project.slug}: {missing[:20]}")
@@ -28,7 +33,7 @@ def accepted_examples(
                 "finding_ids", f"#{f.pk} has no mask on a scan (its version {f.current_version})"
             )
         label = (label_map or {}).get(f.code, f.code)
-        if label not in labels:
+        if labels is not None and label not in labels:
             raise TrainingError(
                 "finding_ids", f"#{f.pk} ({f.code}) maps to {label!r}; the model's labels are {labels}"
             )
@@ -39,6 +44,7 @@ def accepted_examples(
                 "scan": f.scan_id,
                 "patient": f.study.patient_id,
                 "label": label,
+                "text": f.text,
                 "mask": version.mask.name,
                 "sha256": mask_sha256(version.mask.name),
             }
@@ -60,7 +66,7 @@ def training_from_accepted(
     the ``gpu`` queue; returns the run, its job and how many examples it has."""
     parent = model_version_latest(project=project, name=model)
     ids = finding_ids or accepted_mask_finding_ids(project)
-    examples = accepted_examples(project, ids, parent.label_names[1:], label_map)
+    examples = accepted_examples(project, ids, trainable_labels(parent), label_map)
     run = training_run_create(parent=parent, examples=examples, params=params, user=user)
     job = training_run_start(run=run, user=user)
     return run, job, len(examples)

@@ -188,13 +188,13 @@ def _model_regions(scan: Scan, name: str, params: dict, timings: dict) -> tuple[
     device = params.get("device") or pick_device()
     with storage_local_copy(version.weights.name) as local:
         model = load_model(local, version.format, network=version.network, device=device)
-    kwargs = {"device": device, "sw_batch_size": int(params.get("sw_batch_size", 4))}
+    kwargs = {"device": device, "sw_batch_size": int(params.get("sw_batch_size", 4)), "affine": scan.affine}
     texts: list[tuple[str, str]] = [("", "")]  # (label, sentence); one pass without text
     if version.task == "grounding":
         texts = _grounding_texts(scan, params)
-        from ml.engine.text import sentence_encoder
+        from ml.encoders import text_encoder_for  # the bundled MiniLM or the model's own encoder
 
-        embeddings = sentence_encoder(device).encode([t for _, t in texts])
+        embeddings = text_encoder_for(version.network, device).encode([t for _, t in texts])
     regions, warnings = [], []
     timings["model"] = timings["preprocess_and_resample"] = 0.0
     for i, (label, text) in enumerate(texts):

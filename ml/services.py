@@ -72,6 +72,7 @@ def model_version_register(
     metrics: dict | None = None,
     user=None,
     validate: bool = True,
+    text_encoder: Path | None = None,
 ) -> ModelVersion:
     """Store ``path`` (a file; a bundle folder is zipped) as the next version of ``name`` and start its
     validation. ``ModelError`` (file and field) for what is wrong before anything is stored."""
@@ -82,6 +83,8 @@ def model_version_register(
     _check(fmt, task, name, network, file, path)
     spec = InputSpec.from_dict(input_spec or {}, file)
     names = check_label_names(label_names, file)
+    if text_encoder is not None:  # a grounding model's own sentence-transformers encoder (ml.encoders)
+        network = _with_text_encoder(project, name, task, network, Path(text_encoder), file)
     with tempfile.TemporaryDirectory(prefix="model-") as tmp:
         source = path
         if path.is_dir():
@@ -109,6 +112,19 @@ def model_version_register(
     if validate:
         model_version_start_validation(version=version, user=user)
     return version
+
+
+def _with_text_encoder(project, name: str, task: str, network, encoder: Path, file: str) -> dict:
+    """The network spec with the user's text encoder checked and stored (``ml.encoders``)."""
+    from ml.encoders import text_encoder_store
+
+    if task != ModelTask.GROUNDING or not isinstance(network, dict):
+        raise ModelError(
+            file, "text_encoder", "only a grounding model (a state dict with a network spec) takes one"
+        )
+    text_dim = (network.get("args") or {}).get("text_dim", 384)
+    stored = text_encoder_store(project=project, model_name=name, path=encoder, text_dim=text_dim)
+    return {**network, "text_encoder": stored}
 
 
 def _copy_in(key: str, path: Path) -> str:

@@ -4,6 +4,15 @@ model version only when it beats its parent on the same validation cases.
 
 Labelled cases are region proposals chosen by id (the masks people have accepted, once review exists,
 are the intended source: ``examples`` keep the mask file and its sha256, whatever produced it).
+
+A text-conditioned grounding model (``task == "grounding"``, ``ml.engine.grounding``) trains from
+(sentence, mask) pairs instead: each example carries its finding's report sentence (``text``) and is one
+entity with its own mask (two findings of one scan are two targets, never one label map). Its run is
+evaluated with the ReXGroundingCT metrics (``releases.evaluation``) on the validation split of the newest
+frozen release that holds the project's scans (whose patients are then left out of training), or, with no
+such release, on the held-out accepted findings of a patient split; ``split["evaluation"]`` says which.
+The new version stores them under ``metrics["grounding"]``; it is made when its mean Dice beats the
+parent's on the same findings.
 """
 
 from __future__ import annotations
@@ -26,7 +35,7 @@ from core.jobs import job_create, job_dispatch
 from core.models import Job, JobStatus, Project
 from core.storage import project_key, storage_save_bytes
 from labeling.models import RegionProposal
-from ml.models import ModelFormat, ModelStatus, ModelVersion, TrainingRun
+from ml.models import ModelFormat, ModelStatus, ModelTask, ModelVersion, TrainingRun
 from ml.specs import TrainParams
 from studies.models import Scan
 
@@ -42,7 +51,7 @@ def _patient_split(patients: list[int], fraction: float, seed: int) -> set[int]:
     return set(ranked[:n_val])
 
 
-def _proposal_examples(project: Project, proposal_ids: list[int], labels: list[str]) -> list[dict]:
+def _proposal_examples(project: Project, proposal_ids: list[int], labels: list[str] | None) -> list[dict]:
     proposals = list(
         RegionProposal.objects.filter(project=project, pk__in=proposal_ids).select_related("scan__study")
     )
@@ -51,7 +60,7 @@ def _proposal_examples(project: Project, proposal_ids: list[int], labels: list[s
     out = []
     for p in proposals:
         label = p.label or p.code
-        if label not in labels:
+        if labels is not None and label not in labels:
             raise TrainingError(
                 "proposal_ids", f"#{p.pk} is labelled {label!r}; the model's labels are {labels}"
             )
@@ -65,9 +74,104 @@ def _proposal_examples(project: Project, proposal_ids: list[int], labels: list[s
                 "label": label,
                 "mask": p.mask.name,
                 "sha256": mask_sha256(p.mask.name),
+                **({"text": p.text} if p.text else {}),
             }
         )
     return out
+
+
+def trainable_labels(parent: ModelVersion) -> list[str] | None:
+    """The labels a version's training examples may carry: any (None) for a grounding model (its
+    entities are sentences), the one name of a one-channel (sigmoid) model, the names after
+    ``background`` of a softmax model."""
+    if parent.task == ModelTask.GROUNDING:
+        return None
+    names = list(parent.label_names)
+    return names if len(names) == 1 else names[1:]
+
+
+def _with_texts(project: Project, examples: list[dict]) -> list[dict]:
+    """Grounding examples with their sentence: ``text`` as given, else the finding's (or proposal's)."""
+    from annotation.models import Finding
+
+    need = [e for e in examples if not (e.get("text") or "").strip()]
+    findings = dict(
+        Finding.objects.filter(
+            project=project, pk__in=[e["finding"] for e in need if e.get("finding")]
+        ).values_list("pk", "text")
+    )
+    proposals = dict(
+        RegionProposal.objects.filter(
+            project=project, pk__in=[e["proposal"] for e in need if e.get("proposal")]
+        ).values_list("pk", "text")
+    )
+    out = []
+    for e in examples:
+        text = (
+            (e.get("text") or "").strip()
+            or findings.get(e.get("finding"), "")
+            or proposals.get(e.get("proposal"), "")
+        )
+        if not text.strip():
+            which = f"finding #{e['finding']}" if e.get("finding") else f"proposal #{e.get('proposal')}"
+            raise TrainingError(
+                "examples", f"{which} has no sentence: a grounding model learns (sentence, mask)"
+            )
+        out.append({**e, "text": text.strip()})
+    return out
+
+
+def evaluation_release(project: Project, release_id: int | None = None):
+    """The frozen release a grounding run is evaluated on: ``release_id`` (one of a dataset over
+    ``project``), else the newest frozen release holding validation cases of ``project``'s scans; None when
+    there is none."""
+    from releases.models import DatasetRelease, ReleaseCase, ReleaseStatus
+
+    releases = DatasetRelease.objects.filter(dataset__projects=project, status=ReleaseStatus.FROZEN)
+    if release_id is not None:
+        release = releases.filter(pk=release_id).first()
+        if release is None:
+            raise TrainingError(
+                "release", f"#{release_id} is no frozen release of a dataset over {project.slug}"
+            )
+        return release
+    for release in releases.order_by("-frozen_at", "-id")[:20]:
+        if ReleaseCase.objects.filter(release=release, split="val", scan__project=project).exists():
+            return release
+    return None
+
+
+def _grounding_split(project: Project, examples: list[dict], checked: TrainParams, release_id) -> dict:
+    """Train scans and the evaluation: a release's validation split (its val and test patients are not
+    trained on), else a patient split of the examples (held-out accepted findings)."""
+    from releases.models import ReleaseCase
+
+    release = evaluation_release(project, release_id)
+    if release is not None:
+        held = ReleaseCase.objects.filter(release=release, split__in=["val", "test"], scan__isnull=False)
+        held_patients = set(held.values_list("scan__study__patient_id", flat=True))
+        val = sorted(set(held.filter(split="val", scan__project=project).values_list("scan_id", flat=True)))
+        train = sorted({e["scan"] for e in examples if e["patient"] not in held_patients})
+        if not train:
+            raise TrainingError(
+                "examples", f"every example's patient is in the validation or test split of {release}"
+            )
+        evaluation = {"source": "release", "release": release.pk, "dataset": release.dataset.slug,
+                      "version": release.version, "split": "val"}  # fmt: skip
+        return {"train": train, "val": val, "evaluation": evaluation}
+    patients = [e["patient"] for e in examples]
+    if len(set(patients)) < 2:
+        raise TrainingError(
+            "examples",
+            "cases of at least 2 patients are needed for a patient-level validation split "
+            "(or a frozen release of the project to evaluate on)",
+        )
+    val_patients = _patient_split(patients, checked.val_fraction, checked.seed)
+    return {
+        "train": sorted({e["scan"] for e in examples if e["patient"] not in val_patients}),
+        "val": sorted({e["scan"] for e in examples if e["patient"] in val_patients}),
+        "evaluation": {"source": "held-out accepted findings"},
+    }
 
 
 def mask_sha256(key: str) -> str:
@@ -83,10 +187,13 @@ def training_run_create(
     name: str = "",
     params: dict | None = None,
     user=None,
+    release: int | None = None,
 ) -> TrainingRun:
     """Freeze the cases (masks hashed) and split them by patient. Cases: region proposals (``proposal_ids``)
     and/or ``examples`` made elsewhere (``annotation.training``: accepted findings' current masks), each
-    ``{"scan", "patient", "label", "mask", "sha256", ...}``."""
+    ``{"scan", "patient", "label", "mask", "sha256", ...}``; a grounding model's also ``text`` (filled
+    from the finding or proposal when missing) and its evaluation (``release``: a release id, default the
+    newest that holds the project; see the module docstring)."""
     project: Project = parent.project
     try:
         checked = TrainParams.from_dict(params)
@@ -100,12 +207,18 @@ def training_run_create(
         )
     if not proposal_ids and not examples:
         raise TrainingError("examples", "give accepted findings or region proposals to train on")
-    labels = parent.label_names[1:]
+    labels = trainable_labels(parent)
     given = list(examples or [])
     for e in given:
-        if e.get("label") not in labels:
+        if labels is not None and e.get("label") not in labels:
             raise TrainingError("examples", f"{e.get('label')!r} is not one of the model's labels {labels}")
     examples = (_proposal_examples(project, list(proposal_ids), labels) if proposal_ids else []) + given
+    if parent.task == ModelTask.GROUNDING:
+        examples = _with_texts(project, examples)
+        return TrainingRun.objects.create(
+            project=project, parent=parent, name=name or parent.name, params=checked.as_dict(),
+            examples=examples, split=_grounding_split(project, examples, checked, release), created_by=user,
+        )  # fmt: skip
     patients = [e["patient"] for e in examples]
     if len(set(patients)) < 2:
         raise TrainingError(
@@ -179,6 +292,8 @@ def training_run_execute(*, run: TrainingRun, device: str | None = None, on_step
 
     device = device or pick_device()
     TrainingRun.objects.filter(pk=run.pk).update(status=JobStatus.RUNNING, error="")
+    if run.parent.task == ModelTask.GROUNDING:
+        return _grounding_execute(run, device, on_step)
     params = TrainParams.from_dict(run.params)
     roi = run.parent.input_spec["roi_size"]
     train_cases, val_cases = _cases(run, run.split["train"]), _cases(run, run.split["val"])
@@ -256,3 +371,208 @@ def training_job(*, job: Job) -> tuple[dict[str, Any], dict, list[dict]]:
         )
         raise
     return {"training_run": run.pk, "metrics": run.metrics, "model_version": run.result_id}, {}, []
+
+
+# -- text-conditioned grounding ----------------------------------------------------------------------------
+
+
+def _eval_cases(run: TrainingRun):
+    """The run's evaluation cases (``releases.evaluation``): the release's validation split, or the
+    held-out examples' findings."""
+    from releases.evaluation import finding_cases, release_cases
+    from releases.models import DatasetRelease
+
+    evaluation = run.split.get("evaluation") or {}
+    ndim = int(run.parent.input_spec.get("ndim", 3))
+    if evaluation.get("source") == "release":
+        release = DatasetRelease.objects.get(pk=evaluation["release"])
+        return release_cases(release, "val", project=run.project, ndim=ndim)
+    val = set(run.split["val"])
+    return finding_cases(
+        run.project, [e["finding"] for e in run.examples if e["scan"] in val and e.get("finding")]
+    )
+
+
+def grounding_predictor(model, version: ModelVersion, *, device: str, encoder=None):
+    """``predict(case)`` for ``releases.evaluation.evaluate``: one mask per finding of the case on the
+    scan's grid, from its sentence alone (sliding-window inference with the whole volume's position
+    channels when the model takes them; sigmoid > 0.5 for one output channel)."""
+    from ml.encoders import text_encoder_for
+    from ml.engine.inference import predict
+    from ml.preannotate import scan_volume
+    from ml.specs import InputSpec
+
+    spec = InputSpec.from_dict(version.input_spec)
+    encoder = encoder or text_encoder_for(version.network, device)
+
+    def run(case) -> list:
+        scan = case.scan
+        volume = scan_volume(scan)
+        embeddings = encoder.encode([f.text for f in case.findings])
+        out = []
+        for i in range(len(case.findings)):
+            prediction = predict(
+                model, volume, case.spacing, spec, version.label_names, device=device,
+                text_embedding=embeddings[i], affine=case.affine,
+            )  # fmt: skip
+            masks = [r.mask for r in prediction.labels]
+            out.append(np.logical_or.reduce(masks) if masks else None)
+        return out
+
+    return run
+
+
+def grounding_evaluate(version: ModelVersion, cases, *, device: str, model=None) -> dict[str, Any]:
+    """ReXGroundingCT metrics of ``version`` (or of ``model``, weights being trained from it) on ``cases``."""
+    from releases.evaluation import evaluate
+
+    if model is None:
+        from core.storage import storage_local_copy
+        from ml.engine.loading import load_model
+
+        with storage_local_copy(version.weights.name) as local:
+            model = load_model(local, version.format, network=version.network, device=device)
+    model.eval()
+    return evaluate(cases, grounding_predictor(model, version, device=device))
+
+
+def _summary(metrics: dict[str, Any]) -> dict[str, Any]:
+    """What a version keeps of an evaluation: the pooled figures and the per-category ones."""
+    return {k: metrics[k] for k in ("cases", "findings", "dice_mean", "hit_rate", "instance", "distance",
+                                    "by_category") if k in metrics}  # fmt: skip
+
+
+def _grounding_cases(run: TrainingRun, scan_ids: list[int], texts: list[str]):
+    """``GroundingCase``s of the training scans: the image on the model's grid with the whole volume's
+    position channels, one entity per sentence (findings of one scan with the same sentence: their
+    masks' union)."""
+    from ml.engine.inference import preprocess
+    from ml.engine.training import grounding_case
+    from ml.preannotate import scan_volume
+    from ml.specs import InputSpec
+
+    spec = InputSpec.from_dict(run.parent.input_spec)
+    position = bool((run.parent.network.get("args") or {}).get("position"))
+    out = []
+    for scan in Scan.objects.filter(pk__in=scan_ids).order_by("pk"):
+        volume = scan_volume(scan)
+        shape = volume.shape[: spec.ndim]
+        masks: dict[int, np.ndarray] = {}
+        for e in run.examples:
+            if e["scan"] == scan.pk:
+                index = texts.index(e["text"])
+                mask = _mask_array(e["mask"], e["sha256"])
+                masks[index] = mask | masks[index] if index in masks else mask
+        image, _ = preprocess(volume, [float(s) for s in scan.spacing], spec)
+        out.append(
+            grounding_case(
+                image, sorted(masks.items()), affine=scan.affine, scan_shape=shape, position=position
+            )
+        )
+    return out
+
+
+def _grounding_execute(run: TrainingRun, device: str, on_step=None) -> TrainingRun:
+    """Train a grounding model (resuming from the run's checkpoint), evaluate it and its parent with the
+    ReXGroundingCT metrics, and register it when its mean Dice is higher."""
+    from core.storage import storage_local_copy
+    from ml.encoders import text_encoder_for
+    from ml.engine.loading import load_model
+    from ml.engine.training import checkpoint_bytes, checkpoint_load, save_state_dict, train_grounding
+    from ml.services import model_version_register
+
+    parent = run.parent
+    params = TrainParams.from_dict(run.params)
+    roi = parent.input_spec["roi_size"]
+    train_scans = set(run.split["train"])
+    examples = [e for e in run.examples if e["scan"] in train_scans]
+    texts = sorted({e["text"] for e in examples})
+    train_cases = _grounding_cases(run, sorted(train_scans), texts)
+    eval_cases = _eval_cases(run)
+    encoder = text_encoder_for(parent.network, device)
+    with storage_local_copy(parent.weights.name) as local:
+        model = load_model(local, parent.format, network=parent.network, device=device)
+    metrics = dict(run.metrics)
+    evaluation = run.split.get("evaluation") or {}
+    if "parent_grounding" not in metrics:
+        metrics["parent_grounding"] = _summary(
+            grounding_evaluate(parent, eval_cases, device=device, model=model)
+        )
+        metrics["parent_val_dice"] = metrics["parent_grounding"]["dice_mean"]
+        TrainingRun.objects.filter(pk=run.pk).update(metrics=metrics)
+    resume = None
+    if run.checkpoint:
+        with default_storage.open(run.checkpoint.name, "rb") as fh:
+            resume = checkpoint_load(fh.read())
+    key = project_key(run.project, "training", f"run-{run.pk}", "checkpoint.pt")
+
+    def save(state) -> None:
+        old = TrainingRun.objects.get(pk=run.pk).checkpoint.name
+        stored = storage_save_bytes(key, checkpoint_bytes(state))
+        TrainingRun.objects.filter(pk=run.pk).update(checkpoint=stored, step=state["step"])
+        if old and old != stored:
+            default_storage.delete(old)
+
+    text = encoder.encode(texts)
+    result = train_grounding(
+        model, train_cases, text, roi, params, save=save, resume=resume, device=device, on_step=on_step
+    )
+    full = grounding_evaluate(parent, eval_cases, device=device, model=model)
+    grounding = _summary(full)
+    metrics.update(
+        grounding=grounding,
+        val_dice=grounding["dice_mean"],
+        per_case=full["per_case"],
+        evaluation=evaluation,
+        steps=result.steps_done,
+        resumed_from=result.resumed_from,
+        patches_per_second=result.patches_per_second,
+        train_cases=len(train_cases),
+        train_entities=sum(len(c.entities) for c in train_cases),
+        val_cases=len(eval_cases),
+    )
+    new_version = None
+    if metrics["val_dice"] > metrics["parent_val_dice"]:
+        with tempfile.TemporaryDirectory(prefix="trained-") as tmp:
+            path = Path(tmp) / "model.pt"
+            save_state_dict(model, path)
+            new_version = model_version_register(
+                project=run.project, path=path, fmt=ModelFormat.STATE_DICT, name=run.name, task=parent.task,
+                input_spec=parent.input_spec, label_names=parent.label_names, network=parent.network,
+                parent=parent,
+                metrics={"grounding": grounding, "evaluated_on": evaluation,
+                         "val_dice": grounding["dice_mean"], "parent_grounding": metrics["parent_grounding"],
+                         "training_run": run.pk},
+            )  # fmt: skip
+    TrainingRun.objects.filter(pk=run.pk).update(
+        status=JobStatus.SUCCEEDED, metrics=metrics, result=new_version, finished_at=timezone.now()
+    )
+    run.refresh_from_db()
+    return run
+
+
+def model_version_evaluate(
+    *, version: ModelVersion, release_id: int | None = None, device: str | None = None
+) -> dict[str, Any]:
+    """Evaluate a grounding version on the validation split of a release (``release_id``, default the
+    newest frozen one holding the project's scans) and store the figures on it
+    (``metrics["grounding"]``, ``metrics["evaluated_on"]``)."""
+    from ml.engine.devices import pick_device
+    from releases.evaluation import release_cases
+
+    if version.task != ModelTask.GROUNDING:
+        raise TrainingError(
+            "model", f"{version} is a {version.task} model; grounding metrics need a grounding one"
+        )
+    release = evaluation_release(version.project, release_id)
+    if release is None:
+        raise TrainingError("release", f"{version.project.slug} has no frozen release with validation cases")
+    ndim = int(version.input_spec.get("ndim", 3))
+    cases = release_cases(release, "val", project=version.project, ndim=ndim)
+    grounding = _summary(grounding_evaluate(version, cases, device=device or pick_device()))
+    evaluated_on = {"source": "release", "release": release.pk, "dataset": release.dataset.slug,
+                    "version": release.version, "split": "val"}  # fmt: skip
+    metrics = {**version.metrics, "grounding": grounding, "evaluated_on": evaluated_on}
+    ModelVersion.objects.filter(pk=version.pk).update(metrics=metrics)
+    version.metrics = metrics
+    return metrics

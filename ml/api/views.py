@@ -57,6 +57,10 @@ class ModelVersionIn(serializers.Serializer):
     )
     label_names = serializers.CharField(help_text="JSON list or comma-separated, one per output channel")
     network = serializers.CharField(required=False, help_text="JSON MONAI network spec for state dicts")
+    text_encoder = serializers.FileField(
+        required=False,
+        help_text="a grounding model's own sentence-transformers encoder (zip; safetensors weights, no code)",
+    )
 
 
 class PreannotateIn(serializers.Serializer):
@@ -69,6 +73,16 @@ def _json(data, name):
         return json.loads(data)
     except json.JSONDecodeError as exc:
         raise ApplicationError(f"not JSON: {exc}", field=name) from exc
+
+
+def _upload(upload, folder: Path) -> Path:
+    """An uploaded file written under ``folder`` by its base name (no path from the upload is used)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    local = folder / (Path(upload.name).name or "upload.zip")
+    with open(local, "wb") as out:
+        for chunk in upload.chunks():
+            out.write(chunk)
+    return local
 
 
 class ProjectModels(APIView):
@@ -114,6 +128,9 @@ class ProjectModels(APIView):
                 label_names=names,
                 network=_json(v["network"], "network") if v.get("network") else None,
                 user=request.user,
+                text_encoder=_upload(v["text_encoder"], Path(tmp) / "encoder")
+                if v.get("text_encoder")
+                else None,
             )
         version.refresh_from_db()
         return Response(ModelVersionOut(version).data, status=status.HTTP_202_ACCEPTED)

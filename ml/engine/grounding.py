@@ -14,7 +14,13 @@ Architecture (``TextConditionedUNet``):
   cross-attention; the attended text vector ``a`` both gates the features and is added to them,
   ``f' = f * (1 + tanh(W_g a)) + W_v a`` (the gate, as in ConTEXTual Net's language attention, can
   silence features of regions the sentence does not describe; ``1 +`` keeps the identity reachable);
-* head: a 1x1 convolution to ``out_channels`` logits.
+* head: a 1x1 convolution to ``out_channels`` logits;
+* position (``position=True``): the network takes ``spatial_dims`` more input channels after the image's,
+  the RAS+ position of every voxel in the *whole* volume (``volume_position``: millimetres from the
+  volume's centre through the scan's affine, divided by ``POSITION_SCALE_MM``). They are concatenated to
+  the image before any patch or sliding window is cut, so a window knows where in the body it lies and
+  "right upper lobe" can be told from "left lower lobe" even when both look alike; training and
+  inference build them the same way (``with_position``).
 
 Images are ``(B, C, H, W)`` for radiographs and ``(B, C, H, W, D)`` for CT (axis order as the platform's
 canonical arrays, X, Y[, Z]); spatial sizes need not be multiples of the total stride: the input is
@@ -66,13 +72,22 @@ class LanguageAttention(nn.Module):
         self.shift = nn.Linear(channels, channels)
 
     def forward(
-        self, x: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        tokens: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        position: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """``position`` ``(B, coords, *spatial)``: the whole volume's position of each feature (else the
+        input's own coordinates in [-1, 1])."""
         b, c, *spatial = x.shape
         f = x.flatten(2).transpose(1, 2)  # (B, N, C)
         q = self.norm(f)
         if self.position is not None:
-            q = q + self.position(_coordinates(spatial, x.device, x.dtype))
+            if position is None:
+                q = q + self.position(_coordinates(spatial, x.device, x.dtype))
+            else:
+                q = q + self.position(position.flatten(2).transpose(1, 2).to(q.dtype))
         pad = None if mask is None else ~mask
         a, _ = self.attn(q, tokens, tokens, key_padding_mask=pad, need_weights=False)
         f = f * (1.0 + torch.tanh(self.gate(a))) + self.shift(a)
@@ -83,6 +98,54 @@ def _coordinates(spatial: Sequence[int], device: torch.device, dtype: torch.dtyp
     """``(N, len(spatial))`` coordinates in [-1, 1] of the flattened positions (C order, as ``flatten``)."""
     axes = [torch.linspace(-1.0, 1.0, n, device=device, dtype=dtype) for n in spatial]
     return torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, len(spatial))
+
+
+POSITION_SCALE_MM = 200.0  # a position channel is millimetres from the volume's centre / this
+
+
+def volume_position(
+    affine: Any, scan_shape: Sequence[int], model_shape: Sequence[int] | None = None
+) -> torch.Tensor:
+    """``(ndim, *model_shape)`` float32 position channels of a whole volume: the RAS+ coordinates (mm)
+    of each voxel centre of the model's grid, minus those of the volume's centre, over
+    ``POSITION_SCALE_MM``.
+
+    ``affine`` maps voxel indices of the scan's grid ``scan_shape`` (X, Y[, Z]) to RAS+ mm (4x4; a 2D
+    scan uses its first two rows and columns). ``model_shape`` is the grid the image was resampled to
+    (``ml.engine.inference.preprocess``, ``align_corners=False``: model voxel ``m`` lies at scan index
+    ``(m + 0.5) * n / t - 0.5``); None: the scan's own grid. Channel ``k`` is the k-th RAS+ axis (R, A[, S])
+    whatever the scan's orientation."""
+    import numpy as np
+
+    a = np.asarray(affine, dtype=np.float64)
+    ndim = len(scan_shape)
+    if a.shape != (4, 4):
+        raise ValueError(f"affine must be 4x4, got {a.shape}")
+    model_shape = tuple(scan_shape) if model_shape is None else tuple(model_shape)
+    if len(model_shape) != ndim:
+        raise ValueError(f"model grid {model_shape} and scan grid {tuple(scan_shape)} differ in axes")
+    axes = [
+        (np.arange(t, dtype=np.float64) + 0.5) * (n / t) - 0.5
+        for n, t in zip(scan_shape, model_shape, strict=True)
+    ]
+    centre = [(n - 1) / 2.0 for n in scan_shape]
+    rotation = a[:ndim, :ndim]
+    out = np.zeros((ndim, *model_shape), dtype=np.float64)
+    for k in range(ndim):  # RAS axis k = sum_j rotation[k, j] * (index_j - centre_j)
+        for j in range(ndim):
+            shape = [1] * ndim
+            shape[j] = model_shape[j]
+            out[k] += rotation[k, j] * (axes[j] - centre[j]).reshape(shape)
+    return torch.from_numpy(out / POSITION_SCALE_MM).float()
+
+
+def with_position(x: torch.Tensor, affine: Any, scan_shape: Sequence[int]) -> torch.Tensor:
+    """``x`` ``(B, C, *model_shape)`` (a whole preprocessed volume) with its ``volume_position``
+    channels appended: ``(B, C + ndim, *model_shape)``; cut windows or patches only after this."""
+    if affine is None:
+        raise ModelError("model", "position", "this model takes the volume's position: the scan's affine")
+    position = volume_position(affine, scan_shape, tuple(x.shape[2:])).to(x.device, x.dtype)
+    return torch.cat([x, position[None].expand(x.shape[0], *position.shape)], dim=1)
 
 
 class TextConditionedUNet(nn.Module):
@@ -98,9 +161,13 @@ class TextConditionedUNet(nn.Module):
         heads: attention heads (lowered to a divisor of each level's channels).
         text_tokens: tokens a sentence embedding is projected into.
         token_dim: width of the projected text tokens.
-        coords: add a linear embedding of the position (coordinates in [-1, 1] of the network's input,
-            a window's under sliding-window inference) to the attention queries, so that words such as
-            "left" or "apical" can select regions; False keeps the net translation-equivariant.
+        coords: add a linear embedding of the position to the attention queries, so that words such as
+            "left" or "apical" can select regions: the whole volume's position channels (averaged to each
+            level's resolution) with ``position``, else the coordinates in [-1, 1] of the network's input
+            (a window's own under sliding-window inference); False keeps the net translation-equivariant.
+        position: the input carries ``spatial_dims`` whole-volume position channels after the
+            ``in_channels`` image channels (``with_position``); ``position_channels`` says how many. They
+            feed the first convolution and the attention queries of every level.
     """
 
     def __init__(
@@ -115,6 +182,7 @@ class TextConditionedUNet(nn.Module):
         text_tokens: int = 4,
         token_dim: int = 64,
         coords: bool = True,
+        position: bool = False,
     ) -> None:
         super().__init__()
         if spatial_dims not in (2, 3):
@@ -127,6 +195,8 @@ class TextConditionedUNet(nn.Module):
         self.channels, self.strides, self.text_dim, self.heads = channels, steps, text_dim, heads
         self.text_tokens, self.token_dim, self.coords = text_tokens, token_dim, bool(coords)
         ncoords = spatial_dims if coords else 0
+        self.position = bool(position)
+        self.position_channels = spatial_dims if position else 0
         self.multiple = [math.prod(s[d] for s in steps) for d in range(spatial_dims)]
 
         def unit(cin: int, cout: int, stride: Stride = 1) -> ResidualUnit:
@@ -134,9 +204,14 @@ class TextConditionedUNet(nn.Module):
                                 norm=(Norm.INSTANCE, {"affine": True}))  # fmt: skip
 
         self.down = nn.ModuleList(
-            [unit(in_channels, channels[0])]
+            [unit(in_channels + self.position_channels, channels[0])]
             + [unit(channels[i], channels[i + 1], steps[i]) for i in range(len(steps))]
         )
+        # the sentences' mean and spread, set from the training sentences on a first training
+        # (``set_text_statistics``): finding sentences differ in a few words ("right upper" / "left lower"
+        # are 0.98 cosine-similar in MiniLM), so the text is standardised before the projection
+        self.register_buffer("text_mean", torch.zeros(text_dim))
+        self.register_buffer("text_std", torch.ones(text_dim))
         self.sentence_tokens = nn.Linear(text_dim, text_tokens * token_dim)
         self.word_tokens = nn.Linear(text_dim, token_dim)
         self.token_norm = nn.LayerNorm(token_dim)
@@ -150,13 +225,42 @@ class TextConditionedUNet(nn.Module):
             LanguageAttention(channels[i], token_dim, heads, ncoords) for i in reversed(range(len(steps)))
         )
         self.head = Convolution(spatial_dims, channels[0], out_channels, kernel_size=1, conv_only=True)
+        if self.position:
+            # a text-conditioned prior over the whole volume's position, added to the logits: where in the
+            # body the sentence points (a small MLP of the position and the sentence's mean token)
+            conv = nn.Conv3d if spatial_dims == 3 else nn.Conv2d
+            width = 32
+            self.where_position = conv(spatial_dims, width, kernel_size=1)
+            self.where_text = nn.Linear(token_dim, width)
+            self.where_hidden = conv(width, width, kernel_size=1)
+            self.where_out = conv(width, out_channels, kernel_size=1)
+
+    def set_text_statistics(self, text: torch.Tensor) -> bool:
+        """Standardise sentence embeddings by those of ``text`` ``(n, text_dim)`` (the training sentences)
+        unless already set (a trained net keeps its own), and start a one-channel head at p = 0.02: what
+        a first training does. Returns whether they were set."""
+        if bool(self.text_mean.any()) or len(text) < 2:
+            return False
+        with torch.no_grad():
+            self.text_mean.copy_(text.mean(0))
+            self.text_std.copy_(text.std(0).clamp_min(1e-3))
+            if self.out_channels == 1:  # a finding is a small part of a scan: start at p = 0.02 (RetinaNet)
+                self.head.conv.bias.fill_(-4.0)
+        return True
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        for name, value in (("text_mean", 0.0), ("text_std", 1.0)):  # weights saved before these existed
+            state_dict.setdefault(prefix + name, torch.full((self.text_dim,), value))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def text_tokens_of(
         self, text: torch.Tensor, mask: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Key/value tokens ``(B, T, token_dim)`` from a sentence embedding ``(B, text_dim)`` or word
-        embeddings ``(B, L, text_dim)`` (with their mask ``(B, L)``, True on real tokens)."""
+        embeddings ``(B, L, text_dim)`` (with their mask ``(B, L)``, True on real tokens); sentence
+        embeddings are standardised first (``set_text_statistics``)."""
         if text.ndim == 2:
+            text = (text - self.text_mean.to(text.dtype)) / self.text_std.to(text.dtype)
             tokens = self.sentence_tokens(text).reshape(text.shape[0], self.text_tokens, self.token_dim)
             mask = None
         elif text.ndim == 3:
@@ -176,6 +280,11 @@ class TextConditionedUNet(nn.Module):
             raise ValueError(
                 f"image must be (B, C, {self.spatial_dims} spatial axes), got {tuple(image.shape)}"
             )
+        if image.shape[1] != self.in_channels + self.position_channels:
+            raise ValueError(
+                f"image has {image.shape[1]} channels; the net takes {self.in_channels} image channels"
+                + (f" + {self.position_channels} position channels (with_position)" if self.position else "")
+            )
         if text_embedding.shape[0] != image.shape[0] or text_embedding.shape[-1] != self.text_dim:
             raise ValueError(
                 f"text {tuple(text_embedding.shape)}: needs batch {image.shape[0]}, width {self.text_dim}"
@@ -186,15 +295,34 @@ class TextConditionedUNet(nn.Module):
             pad += [0, (-size) % m]
         x = F.pad(image, pad) if any(pad) else image
         tokens, mask = self.text_tokens_of(text_embedding.to(x.dtype), text_mask)
+        where = x[:, self.in_channels :] if self.position else None
+
+        def at(features: torch.Tensor) -> torch.Tensor | None:
+            """The whole-volume position at the resolution of ``features`` (mean over each cell)."""
+            if where is None or not self.coords:
+                return None
+            return F.adaptive_avg_pool3d(where, features.shape[2:]) if self.spatial_dims == 3 else (
+                F.adaptive_avg_pool2d(where, features.shape[2:]))  # fmt: skip
+
         skips = []
         for block in self.down:
             x = block(x)
             skips.append(x)
-        x = self.bottleneck_attention(skips.pop(), tokens, mask)
+        x = skips.pop()
+        x = self.bottleneck_attention(x, tokens, mask, at(x))
         for up, fuse, attend in zip(self.up, self.fuse, self.attention, strict=True):
             x = fuse(torch.cat([up(x), skips.pop()], dim=1))
-            x = attend(x, tokens, mask)
+            x = attend(x, tokens, mask, at(x))
         logits = self.head(x)
+        if where is not None:
+            t = (tokens if mask is None else tokens * mask[..., None]).sum(1) / (
+                tokens.shape[1] if mask is None else mask.sum(1, keepdim=True).clamp_min(1)
+            )  # fmt: skip
+            h = self.where_position(where) + self.where_text(t).reshape(
+                *t.shape[:1], -1, *[1] * self.spatial_dims
+            )
+            h = self.where_hidden(F.gelu(h))
+            logits = logits + self.where_out(F.gelu(h))
         return logits[(..., *(slice(0, s) for s in spatial))]
 
     @property
@@ -207,6 +335,8 @@ class TextConditionedUNet(nn.Module):
             "text_dim": self.text_dim, "heads": self.heads, "text_tokens": self.text_tokens,
             "token_dim": self.token_dim, "coords": self.coords,
         }  # fmt: skip
+        if self.position:
+            args["position"] = True
         return {"name": NETWORK_NAME, "args": args}
 
 
@@ -226,11 +356,22 @@ def grounding_from_spec(spec: dict[str, Any], file: str = "network") -> TextCond
     if name != NETWORK_NAME:
         raise ModelError(file, "network.name", f"{name!r} is not {NETWORK_NAME}")
     encoder = spec.get("text_encoder")
-    if encoder is not None and encoder != ENCODER_NAME:
-        raise ModelError(file, "network.text_encoder", f"{encoder!r}: only {ENCODER_NAME} is available")
+    if encoder is not None and encoder != ENCODER_NAME and not isinstance(encoder, dict):
+        raise ModelError(
+            file, "network.text_encoder", f"{encoder!r}: {ENCODER_NAME} or a stored encoder (ml.encoders)"
+        )
     args = spec.get("args") or {}
     if not isinstance(args, dict):
         raise ModelError(file, "network.args", "must be an object")
+    if isinstance(encoder, dict):
+        from ml.encoders import check_encoder_spec
+
+        check_encoder_spec(encoder, file)
+        if int(args.get("text_dim", EMBEDDING_DIM)) != encoder["dim"]:
+            raise ModelError(
+                file, "network.args.text_dim", f"{args.get('text_dim', EMBEDDING_DIM)}: the text encoder "
+                f"{encoder['name']} gives {encoder['dim']}-d embeddings",
+            )  # fmt: skip
     try:
         return TextConditionedUNet(**args)
     except Exception as exc:  # the network's own argument checks
@@ -287,7 +428,8 @@ class GroundingModel:
         """Moves the network and the encoder to ``device``."""
         self.net.to(device)
         self.device = torch.device(device)
-        self.encoder = SentenceEncoder(self.device)
+        e = self.encoder
+        self.encoder = SentenceEncoder(self.device, folder=e.folder or None, name=e.name, dim=e.dim)
         return self
 
     def embed(self, sentences: Sequence[str]) -> torch.Tensor:

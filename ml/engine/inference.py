@@ -89,14 +89,23 @@ def predict(
     sw_batch_size: int = 4,
     overlap: float = 0.25,
     text_embedding: torch.Tensor | None = None,
+    affine: list | np.ndarray | None = None,
 ) -> Prediction:
     """Labels of ``volume`` (see the module docstring). ``label_names[i]`` names output channel i; a
     ``background`` channel gives no label. ``text_embedding`` ``(text_dim,)``: the sentence a
-    text-conditioned model grounds. Raises ``ModelError`` when the model outputs NaN."""
+    text-conditioned model grounds. ``affine``: the scan's voxel -> RAS+ mm, needed by a model that takes
+    the whole volume's position channels (``position_channels``, ``ml.engine.grounding.with_position``:
+    appended before windowing, so each window carries its place in the volume). Raises ``ModelError`` when
+    the model outputs NaN."""
+    position = getattr(model, "position_channels", 0)
     if text_embedding is not None:
         model = _WithText(model, text_embedding)
     started = time.perf_counter()
     x, shape = preprocess(volume, spacing, spec)
+    if position:
+        from ml.engine.grounding import with_position
+
+        x = with_position(x, affine, shape)
     warnings: list[str] = []
     t0 = time.perf_counter()
     try:

@@ -156,7 +156,8 @@ def _bundle(path: Path) -> torch.nn.Module:
 def check_forward(model: torch.nn.Module, spec: InputSpec, label_names: list[str], file: str) -> None:
     """A forward pass on zeros of the input spec: output channels must match the label names, values
     finite, spatial shape that of the input."""
-    x = torch.zeros((1, spec.channels, *spec.roi_size))
+    # a model that takes whole-volume position channels (ml.engine.grounding) gets them after the image's
+    x = torch.zeros((1, spec.channels + getattr(model, "position_channels", 0), *spec.roi_size))
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     text_dim = getattr(model, "text_dim", None)  # a text-conditioned model also takes a sentence embedding
     try:

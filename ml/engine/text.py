@@ -6,6 +6,12 @@ with ``sentence_transformers`` from the package's folder with ``local_files_only
 fetched from a hub at run time (it works with ``HF_HUB_OFFLINE=1``). The model is loaded on first use and
 kept once per process and device; ``SentenceEncoder`` objects are cheap handles to it.
 
+A grounding model may name another encoder in its spec: any sentence-transformers model a user gave as a
+file (``ml.encoders`` checks and stores it; ``SentenceEncoder(device, folder=...)`` loads the checked
+folder). It is loaded the same way, offline, with ``trust_remote_code=False`` and
+``model_kwargs={"use_safetensors": True}``: no code of the folder runs and no pickle is read (the folder
+holds no ``.py``, ``.bin`` or ``.pt`` file; ``ml.encoders.encoder_folder_check``).
+
 Shapes: ``encode(sentences)`` gives ``(n, 384)`` float32, each row L2-normalised (cosine similarity is a
 dot product); ``encode_tokens(sentences)`` gives word-piece embeddings ``(n, L, 384)`` with a boolean
 mask ``(n, L)`` (True on real tokens, False on padding), L the longest sentence's token count.
@@ -27,7 +33,7 @@ if TYPE_CHECKING:
 EMBEDDING_DIM = 384
 ENCODER_NAME = "all-MiniLM-L6-v2"
 
-_MODELS: dict[str, SentenceTransformer] = {}
+_MODELS: dict[tuple[str, str], SentenceTransformer] = {}  # (folder or "", device) -> model
 _LOCK = threading.Lock()
 
 
@@ -45,16 +51,20 @@ def model_path() -> Path:
     return path
 
 
-def _load(device: str) -> SentenceTransformer:
-    """The process-wide model on ``device``, loaded on first call (thread-safe)."""
+def _load(device: str, folder: str = "") -> SentenceTransformer:
+    """The process-wide model (the bundled one, or the checked ``folder``) on ``device``, loaded on first
+    call (thread-safe)."""
     with _LOCK:
-        model = _MODELS.get(device)
+        model = _MODELS.get((folder, device))
         if model is None:
             from sentence_transformers import SentenceTransformer
 
-            model = SentenceTransformer(str(model_path()), device=device, local_files_only=True)
+            model = SentenceTransformer(
+                folder or str(model_path()), device=device, local_files_only=True, trust_remote_code=False,
+                model_kwargs={"use_safetensors": True},
+            )  # fmt: skip
             model.eval()
-            _MODELS[device] = model
+            _MODELS[(folder, device)] = model
         return model
 
 
@@ -69,19 +79,30 @@ class SentenceEncoder:
     dim: int = EMBEDDING_DIM
     name: str = ENCODER_NAME
 
-    def __init__(self, device: str | torch.device = "cpu", batch_size: int = 32) -> None:
+    def __init__(
+        self,
+        device: str | torch.device = "cpu",
+        batch_size: int = 32,
+        *,
+        folder: str | Path | None = None,
+        name: str | None = None,
+        dim: int | None = None,
+    ) -> None:
         self.device = str(torch.device(device))
         self.batch_size = batch_size
+        self.folder = str(folder) if folder else ""  # a user's encoder, checked by ml.encoders
+        if folder:
+            self.name, self.dim = str(name or Path(folder).name), int(dim or 0) or self.dim
 
     @property
     def loaded(self) -> bool:
         """Whether the model for this device is already in memory."""
-        return self.device in _MODELS
+        return (self.folder, self.device) in _MODELS
 
     @property
     def model(self) -> SentenceTransformer:
         """The underlying ``SentenceTransformer`` (loaded if needed)."""
-        return _load(self.device)
+        return _load(self.device, self.folder)
 
     def encode(self, sentences: Sequence[str]) -> torch.Tensor:
         """``(n, 384)`` float32 embeddings on this encoder's device, rows of unit L2 norm."""
@@ -95,6 +116,10 @@ class SentenceEncoder:
             )  # fmt: skip
         # Inference tensors cannot enter autograd: a plain copy can be fed to a network being trained.
         out = out.detach().clone().float().to(self.device)
+        if out.shape[1] != self.dim:
+            raise ValueError(
+                f"the text encoder {self.name} gives {out.shape[1]}-d embeddings, not {self.dim}"
+            )
         return F.normalize(out, p=2.0, dim=1)
 
     def encode_tokens(self, sentences: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -176,3 +176,158 @@ def checkpoint_load(data: bytes) -> Checkpoint:
 
 def save_state_dict(model: torch.nn.Module, path) -> None:
     torch.save({k: v.cpu() for k, v in model.state_dict().items()}, path)
+
+
+# -- text-conditioned grounding ----------------------------------------------------------------------------
+
+
+@dataclass
+class GroundingCase:
+    """One scan for grounding: ``image`` ``(C [+ ndim position channels], *spatial)`` on the model's grid,
+    the position channels (``ml.engine.grounding.with_position``) computed on the *whole* volume before
+    any patch is cut; ``entities``: ``(text index, mask (*spatial) bool)``, one per finding sentence."""
+
+    image: torch.Tensor
+    entities: list[tuple[int, torch.Tensor]]
+
+
+def grounding_case(
+    image: torch.Tensor, masks: list[tuple[int, np.ndarray]], *, affine=None, scan_shape=None, position=False
+) -> GroundingCase:
+    """A case from a preprocessed image ``(1, C, *model_grid)`` and ``(text index, mask on the scan's
+    grid)`` pairs; masks are resampled (nearest) to the model's grid; with ``position`` the whole-volume
+    position channels are appended (``affine`` and ``scan_shape`` of the scan's grid)."""
+    if position:
+        from ml.engine.grounding import with_position
+
+        image = with_position(image, affine, scan_shape)
+    entities = []
+    for index, mask in masks:
+        target = torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32))[None, None]
+        if tuple(target.shape[2:]) != tuple(image.shape[2:]):
+            target = torch.nn.functional.interpolate(target, size=tuple(image.shape[2:]), mode="nearest")
+        entities.append((int(index), target[0, 0] > 0))
+    return GroundingCase(image=image[0], entities=entities)
+
+
+def _window(
+    spatial: tuple[int, ...], roi: list[int], rng: np.random.Generator, around: torch.Tensor | None
+) -> tuple[slice, ...]:
+    """A ``roi`` window in ``spatial`` centred on a random voxel of ``around`` (anywhere when None or
+    empty), clipped to the volume (start 0 where the volume is smaller than the window)."""
+    centre = None
+    if around is not None:
+        inside = torch.nonzero(around)
+        if len(inside):
+            centre = inside[int(rng.integers(len(inside)))].tolist()
+    starts = []
+    for axis, (size, r) in enumerate(zip(spatial, roi, strict=True)):
+        if size <= r:
+            starts.append(0)
+        elif centre is not None:
+            starts.append(int(np.clip(centre[axis] - r // 2, 0, size - r)))
+        else:
+            starts.append(int(rng.integers(0, size - r + 1)))
+    return tuple(slice(s, s + r) for s, r in zip(starts, roi, strict=True))
+
+
+def _pad_to(x: torch.Tensor, roi: list[int]) -> torch.Tensor:
+    pad = [
+        p for size, r in reversed(list(zip(x.shape[-len(roi) :], roi, strict=True))) for p in (0, r - size)
+    ]
+    return torch.nn.functional.pad(x, pad) if any(pad) else x
+
+
+def grounding_patch(
+    case: GroundingCase, target: int, roi: list[int], rng: np.random.Generator, fraction: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A patch of ``case`` (image with its position channels) and the mask of entity ``target`` in it.
+
+    The window is centred, with probability ``fraction``, on a finding of the case: the target's own
+    mask (so positives are seen however small the finding) or, as often, another entity's (a hard
+    negative: a finding, but not this sentence's; the target there is mostly empty) when the case has
+    others; otherwise anywhere."""
+    _, mask = case.entities[target]
+    others = [m for i, (_, m) in enumerate(case.entities) if i != target]
+    around = None
+    if rng.random() < fraction:
+        around = others[int(rng.integers(len(others)))] if others and rng.random() < 0.5 else mask
+    index = _window(tuple(mask.shape), roi, rng, around)
+    return _pad_to(case.image[(slice(None), *index)], roi), _pad_to(mask[index].float(), roi)
+
+
+def train_grounding(
+    model: torch.nn.Module,
+    cases: list[GroundingCase],
+    text: torch.Tensor,
+    roi: list[int],
+    params: TrainParams,
+    *,
+    save: Callable[[Checkpoint], None],
+    resume: Checkpoint | None = None,
+    device: str = "cpu",
+    on_step: Callable[[int, float], None] | None = None,
+) -> TrainResult:
+    """Train a text-conditioned network (``forward(image, text_embedding)``, one output channel read
+    with a sigmoid) in place for ``params.steps`` steps in all, continuing from ``resume``.
+
+    Each batch item is one entity (a finding sentence and its mask) of a random case: a patch from
+    ``grounding_patch`` (``params.foreground_fraction`` of them on the entity's own mask), the sentence's
+    row of ``text`` ``(n_texts, text_dim)`` and the entity's mask as the target; loss Dice (over the
+    batch, so patches with an empty target count) + binary cross-entropy. Checkpoints as ``train``."""
+    model.to(device).train()
+    optimiser = torch.optim.Adam(model.parameters(), lr=params.learning_rate)
+    loss_fn = DiceCELoss(sigmoid=True, batch=True)
+    rng = np.random.default_rng(params.seed)
+    entities = [(c, e) for c, case in enumerate(cases) for e in range(len(case.entities))]
+    if not entities:
+        raise ValueError("no (sentence, mask) pair to train on")
+    text = text.to(device)
+    if resume is None and hasattr(model, "set_text_statistics"):
+        model.set_text_statistics(text)  # a first training standardises the sentences by its own
+    step = 0
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        optimiser.load_state_dict(resume["optimiser"])
+        step = int(resume["step"])
+        rng.bit_generator.state = resume["rng"]
+        torch.set_rng_state(resume["torch_rng"])
+    result = TrainResult(steps_done=step, resumed_from=step)
+    started = time.perf_counter()
+    while step < params.steps:
+        images, targets, rows = [], [], []
+        for _ in range(params.batch_size):
+            c, e = entities[int(rng.integers(len(entities)))]
+            image, target = grounding_patch(cases[c], e, roi, rng, params.foreground_fraction)
+            images.append(image)
+            targets.append(target)
+            rows.append(cases[c].entities[e][0])
+        x = torch.stack(images).to(device)
+        y = torch.stack(targets)[:, None].to(device)
+        optimiser.zero_grad(set_to_none=True)
+        loss = loss_fn(model(x, text[rows]), y)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss: not finite at step {step + 1}")
+        loss.backward()
+        optimiser.step()
+        step += 1
+        value = float(loss.detach())
+        result.losses.append(value)
+        if on_step is not None:
+            on_step(step, value)
+        if step % params.checkpoint_every == 0 or step == params.steps:
+            save(
+                {
+                    "model": model.state_dict(),
+                    "optimiser": optimiser.state_dict(),
+                    "step": step,
+                    "rng": rng.bit_generator.state,
+                    "torch_rng": torch.get_rng_state(),
+                }
+            )
+    result.steps_done = step
+    result.seconds = time.perf_counter() - started
+    done = (step - result.resumed_from) * params.batch_size
+    result.patches_per_second = done / result.seconds if result.seconds > 0 else 0.0
+    model.eval()
+    return result

@@ -30,6 +30,11 @@ class Command(BaseCommand):
         )
         parser.add_argument("--labels", required=True, help="comma-separated output channel names")
         parser.add_argument("--network", help="JSON MONAI network spec (state dicts)")
+        parser.add_argument(
+            "--text-encoder",
+            type=Path,
+            help="a grounding model's own sentence-transformers encoder (zip or folder)",
+        )
         parser.add_argument("--json", action="store_true")
 
     def handle(self, *args, **opts):
@@ -57,6 +62,7 @@ class Command(BaseCommand):
                 input_spec=specs.get("input_spec", {}),
                 label_names=[s.strip() for s in opts["labels"].split(",")],
                 network=specs.get("network"),
+                text_encoder=opts["text_encoder"],
             )
         except ModelError as exc:
             raise CommandError(str(exc)) from exc
