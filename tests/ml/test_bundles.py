@@ -1,0 +1,407 @@
+"""MONAI bundles run with their own pipeline give what MONAI's own bundle runner gives.
+
+A bundle is built here (configs/inference.json with Orientationd RAS, Spacingd, NormalizeIntensityd,
+SlidingWindowInferer, Activationsd, Invertd, AsDiscreted; configs/metadata.json with three labels; a
+UNet with random weights), run by ``monai.bundle.run`` on the real CT lungdx-a0002 as the platform stores
+it (its NIfTI), then registered and run by the platform's pre-annotation on the same scan: the masks must
+agree (Dice >= 0.99 per label). The stored CT is LPS-ordered (DICOM): fed straight into the network, as the
+platform did before, the masks do not agree, so orientation is really tested.
+
+MONAI's runner evaluates the config's ``$`` expressions as Python: it is given only the bundle this test
+wrote (trusted). The platform reads the same config as data.
+"""
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from django.core.files.storage import default_storage
+from monai.networks.nets import UNet
+
+from core.storage import storage_local_copy
+from ml.bundle_pipeline import bundle_read
+from ml.engine.bundle_run import bundle_predict
+from ml.engine.loading import load_model
+from ml.models import ModelVersion
+from ml.preannotate import preannotate, scan_volume
+from ml.services import model_version_register
+from ml.specs import ModelError
+from studies.models import Scan
+from studies.services.scans import scans_ingest
+
+NET = {
+    "spatial_dims": 3,
+    "in_channels": 1,
+    "out_channels": 3,
+    "channels": [8, 16, 32],
+    "strides": [2, 2],
+    "num_res_units": 1,
+}
+LABELS = ["background", "left_thing", "right_thing"]
+CONFIG = {
+    "imports": ["$import glob", "$import os"],
+    "bundle_root": ".",
+    "image_key": "image",
+    "output_dir": "$@bundle_root + '/eval'",
+    "datalist": [],  # the test gives the scan's NIfTI
+    "device": "$torch.device('cuda:0' if torch.cuda.is_available() else 'cpu')",
+    "network_def": {"_target_": "UNet", **NET},
+    "network": "$@network_def.to(@device)",
+    "preprocessing": {
+        "_target_": "Compose",
+        "transforms": [
+            {"_target_": "LoadImaged", "keys": "@image_key"},
+            {"_target_": "EnsureChannelFirstd", "keys": "@image_key"},
+            {"_target_": "Orientationd", "keys": "@image_key", "axcodes": "RAS"},
+            {"_target_": "Spacingd", "keys": "@image_key", "pixdim": [2.5, 2.5, 5.0], "mode": "bilinear"},
+            {"_target_": "NormalizeIntensityd", "keys": "@image_key", "nonzero": False},
+            {"_target_": "EnsureTyped", "keys": "@image_key"},
+        ],
+    },
+    "dataset": {
+        "_target_": "Dataset",
+        "data": "$[{'image': i} for i in @datalist]",
+        "transform": "@preprocessing",
+    },
+    "dataloader": {
+        "_target_": "DataLoader",
+        "dataset": "@dataset",
+        "batch_size": 1,
+        "shuffle": False,
+        "num_workers": 0,
+    },
+    "inferer": {
+        "_target_": "SlidingWindowInferer",
+        "roi_size": [64, 64, 32],
+        "sw_batch_size": 2,
+        "overlap": 0.25,
+        "mode": "gaussian",
+        "device": "$torch.device('cuda:0' if torch.cuda.is_available() else 'cpu')",
+    },
+    "postprocessing": {
+        "_target_": "Compose",
+        "transforms": [
+            {"_target_": "Activationsd", "keys": "pred", "softmax": True},
+            {
+                "_target_": "Invertd",
+                "keys": "pred",
+                "transform": "@preprocessing",
+                "orig_keys": "@image_key",
+                "meta_key_postfix": "meta_dict",
+                "nearest_interp": False,
+                "to_tensor": True,
+            },
+            {"_target_": "AsDiscreted", "keys": "pred", "argmax": True},
+            {
+                "_target_": "SaveImaged",
+                "keys": "pred",
+                "output_dir": "@output_dir",
+                "output_postfix": "seg",
+                "output_dtype": "$numpy.float32",
+                "separate_folder": False,
+                "resample": False,
+            },
+        ],
+    },
+    "evaluator": {
+        "_target_": "SupervisedEvaluator",
+        "device": "@device",
+        "val_data_loader": "@dataloader",
+        "network": "@network",
+        "inferer": "@inferer",
+        "postprocessing": "@postprocessing",
+        "amp": False,
+    },
+    "checkpointloader": {
+        "_target_": "CheckpointLoader",
+        "load_path": "$@bundle_root + '/models/model.pt'",
+        "load_dict": {"model": "@network"},
+    },
+    "initialize": ["$monai.utils.set_determinism(seed=0)", "$@checkpointloader(@evaluator)"],
+    "run": ["$@evaluator.run()"],
+}
+METADATA = {
+    "version": "0.1.0",
+    "name": "orientation test bundle",
+    "task": "test segmentation",
+    "network_data_format": {
+        "inputs": {
+            "image": {
+                "type": "image",
+                "modality": "CT",
+                "num_channels": 1,
+                "spatial_shape": [64, 64, 32],
+                "channel_def": {"0": "image"},
+            }
+        },
+        "outputs": {
+            "pred": {
+                "type": "image",
+                "format": "segmentation",
+                "num_channels": 3,
+                "spatial_shape": [64, 64, 32],
+                "channel_def": dict(enumerate(LABELS)),
+            }
+        },
+    },
+}
+
+
+def _network() -> UNet:
+    """Random weights (seeded), made orientation-sensitive: the first convolution's kernels are replaced
+    by one-sided differences along the first axis, so a structure's left and right edges get different
+    labels and a mirrored input gives mirrored-and-swapped labels."""
+    torch.manual_seed(7)
+    net = UNet(**NET).eval()
+    first = next(m for m in net.modules() if isinstance(m, torch.nn.Conv3d))
+    with torch.no_grad():
+        kernel = torch.zeros_like(first.weight)
+        for k in range(kernel.shape[0]):
+            sign = 1.0 if k % 2 == 0 else -1.0
+            kernel[k, 0, 0, 1, 1], kernel[k, 0, 2, 1, 1] = -sign * 2.0, sign * 2.0
+        first.weight.copy_(kernel + 0.05 * first.weight)
+    return net
+
+
+def _write_bundle(folder: Path, config=None, metadata=None, state=None, *, torchscript=None) -> Path:
+    (folder / "configs").mkdir(parents=True, exist_ok=True)
+    (folder / "models").mkdir(exist_ok=True)
+    config = CONFIG if config is None else config
+    metadata = METADATA if metadata is None else metadata
+    (folder / "configs" / "inference.json").write_text(json.dumps(config))
+    (folder / "configs" / "metadata.json").write_text(json.dumps(metadata))
+    if torchscript is not None:
+        torch.jit.save(torch.jit.script(torchscript), folder / "models" / "model.ts")
+    else:
+        state = {"model": _network().state_dict()} if state is None else state
+        torch.save(state, folder / "models" / "model.pt")
+    return folder
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    total = int(a.sum()) + int(b.sum())
+    return 1.0 if total == 0 else 2.0 * int((a & b).sum()) / total
+
+
+def _read(key: str) -> np.ndarray:
+    with default_storage.open(key, "rb") as fh:
+        data = fh.read()
+    return np.asarray(nib.Nifti1Image.from_bytes(__import__("gzip").decompress(data)).dataobj) > 0
+
+
+@pytest.fixture
+def real_ct(project, shared_data, tmp_path):
+    """lungdx-a0002 ingested by the platform: stored as NIfTI with its RAS affine, LPS-ordered array."""
+    import shutil
+
+    shutil.copytree(shared_data / "ct/lungdx-a0002", tmp_path / "ct")
+    assert not scans_ingest(project=project, paths=[tmp_path / "ct"], workers=1).errors
+    scan = Scan.objects.get(project=project)
+    affine = np.asarray(scan.affine)
+    assert affine[0, 0] < 0 and affine[1, 1] < 0, "the stored CT is LPS-ordered (X to the patient's right)"
+    return scan
+
+
+def _monai_run(bundle: Path, nifti: Path, out: Path) -> np.ndarray:
+    """MONAI's own bundle runner on ``nifti``: the label map it saves (X, Y, Z)."""
+    from monai.bundle import run
+
+    run(
+        run_id="run",
+        init_id="initialize",
+        config_file=str(bundle / "configs/inference.json"),
+        meta_file=str(bundle / "configs/metadata.json"),
+        bundle_root=str(bundle),
+        datalist=[str(nifti)],
+        output_dir=str(out),
+        logging_file=None,
+    )
+    (saved,) = list(out.glob("*_seg.nii.gz"))
+    image = nib.load(saved)
+    return np.asarray(image.dataobj).reshape(image.shape[:3]).round().astype(np.int64), image.affine
+
+
+@pytest.mark.django_db(transaction=True)
+def test_platform_masks_equal_monai_bundle_run_on_the_real_ct(project, real_ct, tmp_path):
+    bundle = _write_bundle(tmp_path / "orient_bundle")
+    with storage_local_copy(real_ct.file.name) as nifti:
+        expected, affine = _monai_run(bundle, Path(nifti), tmp_path / "monai_out")
+    assert expected.shape == tuple(real_ct.shape)
+    assert np.allclose(affine, np.asarray(real_ct.affine), atol=1e-3)
+    assert {1, 2} <= set(np.unique(expected).tolist()), "the random network labels both classes"
+
+    # registered without --labels / --input-spec: both come from the bundle
+    version = model_version_register(project=project, path=bundle, fmt="monai-bundle", name="orient")
+    version.refresh_from_db()
+    assert version.status == "ready", version.error
+    assert version.label_names == LABELS
+    assert version.input_spec["modality"] == ["CT"] and version.input_spec["spacing"] == [2.5, 2.5, 5.0]
+    assert version.input_spec["roi_size"] == [64, 64, 32]
+    outcome = preannotate(scan=real_ct, generator="model:orient")
+    got = {p.label: _read(p.mask.name) for p in outcome.proposals}
+    assert set(got) == {"left_thing", "right_thing"}
+    for c, name in enumerate(LABELS[1:], start=1):
+        dice = _dice(got[name], expected == c)
+        print(f"\n{name}: Dice platform vs monai.bundle {dice:.4f} ({int((expected == c).sum())} voxels)")
+        assert dice >= 0.99, (name, dice)
+    assert all(0 < p.confidence <= 1 and 0 <= p.entropy <= 1 for p in outcome.proposals)
+
+    # the old way (the stored LPS-ordered array straight into the network, no Orientationd) disagrees
+    raw = bundle_read(bundle)
+    raw.pipeline.preprocessing = [t for t in raw.pipeline.preprocessing if t.name != "Orientationd"]
+    model = load_model(bundle, "monai-bundle")
+    old = bundle_predict(raw, model, scan_volume(real_ct), np.asarray(real_ct.affine), LABELS)
+    old_masks = {r.name: r.mask for r in old.labels}
+    worst = min(
+        _dice(old_masks.get(n, np.zeros_like(expected, bool)), expected == c)
+        for c, n in enumerate(LABELS[1:], start=1)
+    )
+    print(f"without Orientationd: worst Dice vs monai.bundle {worst:.3f}")
+    assert worst < 0.5, worst
+
+
+def test_model_ts_only_dataparallel_keys_and_checkpoint_wrappers_run_the_same(tmp_path):
+    volume = np.random.default_rng(0).normal(0, 300, size=(40, 36, 12)).astype(np.float32)
+    affine = np.diag([-1.5, -1.5, 4.0, 1.0])
+    net = _network()
+    state = net.state_dict()
+    results = {}
+    for label, kwargs in {
+        "model": {"state": {"model": state}},
+        "state_dict": {"state": {"state_dict": state, "epoch": 3}},
+        "module": {"state": {f"module.{k}": v for k, v in state.items()}},
+        "ts": {"torchscript": net},
+    }.items():
+        folder = _write_bundle(tmp_path / label, **kwargs)
+        bundle = bundle_read(folder)
+        assert bundle.torchscript == (label == "ts")
+        model = load_model(folder, "monai-bundle")
+        pred = bundle_predict(bundle, model, volume, affine, LABELS)
+        results[label] = {r.name: r.mask for r in pred.labels}
+    for label in ("state_dict", "module", "ts"):
+        assert results[label].keys() == results["model"].keys()
+        for name, mask in results["model"].items():
+            assert np.array_equal(mask, results[label][name]), (label, name)
+    assert results["model"] and all(m.shape == volume.shape for m in results["model"].values())
+
+
+@pytest.mark.django_db(transaction=True)
+def test_metadata_gives_labels_and_spec_and_overrides_must_agree(project, tmp_path):
+    bundle = _write_bundle(tmp_path / "b")
+    with pytest.raises(ModelError, match=r"\[label_names\].*differ from configs/metadata.json's channel_def"):
+        model_version_register(
+            project=project, path=bundle, fmt="monai-bundle", name="b", label_names=["background", "lung"]
+        )
+    with pytest.raises(ModelError, match=r"\[input_spec\.channels\]: .*2 differs from the bundle's 1"):
+        model_version_register(
+            project=project, path=bundle, fmt="monai-bundle", name="b", input_spec={"channels": 2}
+        )
+    with pytest.raises(ModelError, match=r"\[input_spec\.modality\]"):
+        model_version_register(
+            project=project, path=bundle, fmt="monai-bundle", name="b", input_spec={"modality": ["MR"]}
+        )
+    assert ModelVersion.objects.count() == 0
+    same = model_version_register(
+        project=project,
+        path=bundle,
+        fmt="monai-bundle",
+        name="b",
+        label_names=LABELS,
+        input_spec={"modality": ["CT"], "window": [-1000, 400]},
+        validate=False,
+    )
+    assert same.label_names == LABELS and same.input_spec["window"] == [-1000.0, 400.0]
+    assert same.network["bundle"]["pipeline"]["inferer"]["name"] == "SlidingWindowInferer"
+    bare = dict(
+        METADATA,
+        network_data_format={
+            "inputs": METADATA["network_data_format"]["inputs"],
+            "outputs": {"pred": {"num_channels": 3}},
+        },
+    )
+    nolabels = _write_bundle(tmp_path / "n", metadata=bare)
+    with pytest.raises(ModelError, match=r"\[label_names\]: give the label names"):
+        model_version_register(project=project, path=nolabels, fmt="monai-bundle", name="n")
+    given = model_version_register(
+        project=project, path=nolabels, fmt="monai-bundle", name="n", label_names=LABELS, validate=False
+    )
+    assert given.label_names == LABELS
+
+
+def _with(path: str, value) -> dict:
+    """CONFIG with the item at ``path`` ("postprocessing.transforms.1.transform") set to ``value``."""
+    config = json.loads(json.dumps(CONFIG))
+    node = config
+    parts = path.split(".")
+    for part in parts[:-1]:
+        node = node[int(part)] if isinstance(node, list) else node[part]
+    last = parts[-1]
+    if isinstance(node, list):
+        node[int(last)] = value
+    else:
+        node[last] = value
+    return config
+
+
+PRE, POST = "preprocessing.transforms", "postprocessing.transforms"
+SCRIPTS = "scripts/ folder is never imported"
+REFUSED = [  # (where in CONFIG, the value put there, the field refused, words of the reason)
+    (f"{POST}.1.transform", "$open('/tmp/pwned', 'w')", f"{POST}[1].transform", "never evaluated"),
+    (f"{PRE}.3.pixdim", "$__import__('os').getpid()", f"{PRE}[3].pixdim", "never evaluated"),
+    (f"{PRE}.4", {"_target_": "scripts.my_transforms.Norm", "keys": "image"}, f"{PRE}[4]._target_", SCRIPTS),
+    ("network_def", {"_target_": "scripts.networks.unest.UNesT"}, "network_def._target_", SCRIPTS),
+    (
+        f"{POST}.2",
+        {"_target_": "Lambdad", "keys": "pred", "func": "$lambda x: x"},
+        f"{POST}[2].func",
+        "runs code",
+    ),
+    (f"{PRE}.4", {"_target_": "RandGaussianNoised", "keys": "image"}, f"{PRE}[4]._target_", "allow-list"),
+    (f"{PRE}.4", {"_target_": "NormalizeIntensityd", "keys": "label"}, f"{PRE}[4].keys", "other keys"),
+    ("inferer", {"_target_": "scripts.inferer.MyInferer"}, "inferer._target_", "scripts/ folder"),
+    ("network", "$@network_def.to(@device).half()", "network", "network_def"),
+    ("evaluator._target_", "scripts.evaluator.Custom", "evaluator._target_", "scripts/ folder"),
+    (PRE, "$@a + [x for x in @b]", PRE, "never evaluated"),
+]
+
+
+@pytest.mark.parametrize("path, value, field, reason", REFUSED)
+def test_code_in_a_bundle_is_refused_naming_file_and_key(tmp_path, path, value, field, reason):
+    folder = _write_bundle(tmp_path / "evil", config=_with(path, value))
+    with pytest.raises(ModelError) as refused:
+        bundle_read(folder)
+    assert refused.value.file == "evil" and refused.value.field == field, refused.value
+    assert reason in refused.value.reason, refused.value
+    assert not Path("/tmp/pwned").exists()
+
+
+def test_known_idioms_are_read_by_meaning(tmp_path):
+    config = _with("postprocessing.transforms.1.transform", "$copy.deepcopy(@preprocessing)")
+    config["pixdim"] = "$[2.5, 2.5, 5.0] if @highres else [5.0, 5.0, 10.0]"
+    config["highres"] = False
+    config["preprocessing"]["transforms"][3]["pixdim"] = "@pixdim"
+    config["preprocessing"]["transforms"].append(
+        {"_target_": "CastToTyped", "keys": "@image_key", "dtype": "$torch.float32"}
+    )
+    config["postprocessing"]["transforms"][0]["keys"] = "$monai.utils.CommonKeys.PRED"
+    config["postprocessing"]["transforms"].insert(
+        0, {"_target_": "ToDeviced", "keys": "pred", "device": "cpu", "_disabled_": True}
+    )
+    config["network_def"]["out_channels"] = "$len(@labels)"
+    config["labels"] = LABELS
+    bundle = bundle_read(_write_bundle(tmp_path / "idioms", config=config))
+    pre = {t.name: t.args for t in bundle.pipeline.preprocessing}
+    assert pre["Spacingd"]["pixdim"] == [5.0, 5.0, 10.0] and pre["CastToTyped"]["dtype"] == "float32"
+    assert bundle.network.args["out_channels"] == 3
+    assert [t.name for t in bundle.pipeline.postprocessing] == ["Activationsd", "Invertd", "AsDiscreted"]
+    assert bundle.pipeline.inferer.args == {
+        "roi_size": [64, 64, 32],
+        "sw_batch_size": 2,
+        "overlap": 0.25,
+        "mode": "gaussian",
+    }
+    assert any("LoadImaged replaced" in n for n in bundle.pipeline.notes)
+    assert any("SaveImaged dropped" in n for n in bundle.pipeline.notes)
