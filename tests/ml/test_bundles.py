@@ -17,9 +17,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-import torch
 from django.core.files.storage import default_storage
-from monai.networks.nets import UNet
 
 from core.storage import storage_local_copy
 from ml.bundle_pipeline import bundle_read
@@ -31,154 +29,7 @@ from ml.services import model_version_register
 from ml.specs import ModelError
 from studies.models import Scan
 from studies.services.scans import scans_ingest
-
-NET = {
-    "spatial_dims": 3,
-    "in_channels": 1,
-    "out_channels": 3,
-    "channels": [8, 16, 32],
-    "strides": [2, 2],
-    "num_res_units": 1,
-}
-LABELS = ["background", "left_thing", "right_thing"]
-CONFIG = {
-    "imports": ["$import glob", "$import os"],
-    "bundle_root": ".",
-    "image_key": "image",
-    "output_dir": "$@bundle_root + '/eval'",
-    "datalist": [],  # the test gives the scan's NIfTI
-    "device": "$torch.device('cuda:0' if torch.cuda.is_available() else 'cpu')",
-    "network_def": {"_target_": "UNet", **NET},
-    "network": "$@network_def.to(@device)",
-    "preprocessing": {
-        "_target_": "Compose",
-        "transforms": [
-            {"_target_": "LoadImaged", "keys": "@image_key"},
-            {"_target_": "EnsureChannelFirstd", "keys": "@image_key"},
-            {"_target_": "Orientationd", "keys": "@image_key", "axcodes": "RAS"},
-            {"_target_": "Spacingd", "keys": "@image_key", "pixdim": [2.5, 2.5, 5.0], "mode": "bilinear"},
-            {"_target_": "NormalizeIntensityd", "keys": "@image_key", "nonzero": False},
-            {"_target_": "EnsureTyped", "keys": "@image_key"},
-        ],
-    },
-    "dataset": {
-        "_target_": "Dataset",
-        "data": "$[{'image': i} for i in @datalist]",
-        "transform": "@preprocessing",
-    },
-    "dataloader": {
-        "_target_": "DataLoader",
-        "dataset": "@dataset",
-        "batch_size": 1,
-        "shuffle": False,
-        "num_workers": 0,
-    },
-    "inferer": {
-        "_target_": "SlidingWindowInferer",
-        "roi_size": [64, 64, 32],
-        "sw_batch_size": 2,
-        "overlap": 0.25,
-        "mode": "gaussian",
-        "device": "$torch.device('cuda:0' if torch.cuda.is_available() else 'cpu')",
-    },
-    "postprocessing": {
-        "_target_": "Compose",
-        "transforms": [
-            {"_target_": "Activationsd", "keys": "pred", "softmax": True},
-            {
-                "_target_": "Invertd",
-                "keys": "pred",
-                "transform": "@preprocessing",
-                "orig_keys": "@image_key",
-                "meta_key_postfix": "meta_dict",
-                "nearest_interp": False,
-                "to_tensor": True,
-            },
-            {"_target_": "AsDiscreted", "keys": "pred", "argmax": True},
-            {
-                "_target_": "SaveImaged",
-                "keys": "pred",
-                "output_dir": "@output_dir",
-                "output_postfix": "seg",
-                "output_dtype": "$numpy.float32",
-                "separate_folder": False,
-                "resample": False,
-            },
-        ],
-    },
-    "evaluator": {
-        "_target_": "SupervisedEvaluator",
-        "device": "@device",
-        "val_data_loader": "@dataloader",
-        "network": "@network",
-        "inferer": "@inferer",
-        "postprocessing": "@postprocessing",
-        "amp": False,
-    },
-    "checkpointloader": {
-        "_target_": "CheckpointLoader",
-        "load_path": "$@bundle_root + '/models/model.pt'",
-        "load_dict": {"model": "@network"},
-    },
-    "initialize": ["$monai.utils.set_determinism(seed=0)", "$@checkpointloader(@evaluator)"],
-    "run": ["$@evaluator.run()"],
-}
-METADATA = {
-    "version": "0.1.0",
-    "name": "orientation test bundle",
-    "task": "test segmentation",
-    "network_data_format": {
-        "inputs": {
-            "image": {
-                "type": "image",
-                "modality": "CT",
-                "num_channels": 1,
-                "spatial_shape": [64, 64, 32],
-                "channel_def": {"0": "image"},
-            }
-        },
-        "outputs": {
-            "pred": {
-                "type": "image",
-                "format": "segmentation",
-                "num_channels": 3,
-                "spatial_shape": [64, 64, 32],
-                "channel_def": dict(enumerate(LABELS)),
-            }
-        },
-    },
-}
-
-
-def _network() -> UNet:
-    """Random weights (seeded), made orientation-sensitive: the first convolution's kernels are replaced
-    by one-sided differences along the first axis, so a structure's left and right edges get different
-    labels and a mirrored input gives mirrored-and-swapped labels."""
-    torch.manual_seed(7)
-    net = UNet(**NET).eval()
-    first = next(m for m in net.modules() if isinstance(m, torch.nn.Conv3d))
-    with torch.no_grad():
-        kernel = torch.zeros_like(first.weight)
-        for k in range(kernel.shape[0]):
-            sign = 1.0 if k % 2 == 0 else -1.0
-            kernel[k, 0, 0, 1, 1], kernel[k, 0, 2, 1, 1] = -sign * 2.0, sign * 2.0
-        first.weight.copy_(kernel + 0.05 * first.weight)
-    return net
-
-
-def _write_bundle(folder: Path, config=None, metadata=None, state=None, *, torchscript=None) -> Path:
-    (folder / "configs").mkdir(parents=True, exist_ok=True)
-    (folder / "models").mkdir(exist_ok=True)
-    config = CONFIG if config is None else config
-    metadata = METADATA if metadata is None else metadata
-    (folder / "configs" / "inference.json").write_text(json.dumps(config))
-    (folder / "configs" / "metadata.json").write_text(json.dumps(metadata))
-    if torchscript is not None:
-        torch.jit.save(torch.jit.script(torchscript), folder / "models" / "model.ts")
-    else:
-        state = {"model": _network().state_dict()} if state is None else state
-        torch.save(state, folder / "models" / "model.pt")
-    return folder
+from tests.ml.bundle_case import CONFIG, LABELS, METADATA, monai_run, network, write_bundle
 
 
 def _dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -205,30 +56,11 @@ def real_ct(project, shared_data, tmp_path):
     return scan
 
 
-def _monai_run(bundle: Path, nifti: Path, out: Path) -> np.ndarray:
-    """MONAI's own bundle runner on ``nifti``: the label map it saves (X, Y, Z)."""
-    from monai.bundle import run
-
-    run(
-        run_id="run",
-        init_id="initialize",
-        config_file=str(bundle / "configs/inference.json"),
-        meta_file=str(bundle / "configs/metadata.json"),
-        bundle_root=str(bundle),
-        datalist=[str(nifti)],
-        output_dir=str(out),
-        logging_file=None,
-    )
-    (saved,) = list(out.glob("*_seg.nii.gz"))
-    image = nib.load(saved)
-    return np.asarray(image.dataobj).reshape(image.shape[:3]).round().astype(np.int64), image.affine
-
-
 @pytest.mark.django_db(transaction=True)
 def test_platform_masks_equal_monai_bundle_run_on_the_real_ct(project, real_ct, tmp_path):
-    bundle = _write_bundle(tmp_path / "orient_bundle")
+    bundle = write_bundle(tmp_path / "orient_bundle")
     with storage_local_copy(real_ct.file.name) as nifti:
-        expected, affine = _monai_run(bundle, Path(nifti), tmp_path / "monai_out")
+        expected, affine = monai_run(bundle, Path(nifti), tmp_path / "monai_out")
     assert expected.shape == tuple(real_ct.shape)
     assert np.allclose(affine, np.asarray(real_ct.affine), atol=1e-3)
     assert {1, 2} <= set(np.unique(expected).tolist()), "the random network labels both classes"
@@ -266,7 +98,7 @@ def test_platform_masks_equal_monai_bundle_run_on_the_real_ct(project, real_ct, 
 def test_model_ts_only_dataparallel_keys_and_checkpoint_wrappers_run_the_same(tmp_path):
     volume = np.random.default_rng(0).normal(0, 300, size=(40, 36, 12)).astype(np.float32)
     affine = np.diag([-1.5, -1.5, 4.0, 1.0])
-    net = _network()
+    net = network()
     state = net.state_dict()
     results = {}
     for label, kwargs in {
@@ -275,7 +107,7 @@ def test_model_ts_only_dataparallel_keys_and_checkpoint_wrappers_run_the_same(tm
         "module": {"state": {f"module.{k}": v for k, v in state.items()}},
         "ts": {"torchscript": net},
     }.items():
-        folder = _write_bundle(tmp_path / label, **kwargs)
+        folder = write_bundle(tmp_path / label, **kwargs)
         bundle = bundle_read(folder)
         assert bundle.torchscript == (label == "ts")
         model = load_model(folder, "monai-bundle")
@@ -290,7 +122,7 @@ def test_model_ts_only_dataparallel_keys_and_checkpoint_wrappers_run_the_same(tm
 
 @pytest.mark.django_db(transaction=True)
 def test_metadata_gives_labels_and_spec_and_overrides_must_agree(project, tmp_path):
-    bundle = _write_bundle(tmp_path / "b")
+    bundle = write_bundle(tmp_path / "b")
     with pytest.raises(ModelError, match=r"\[label_names\].*differ from configs/metadata.json's channel_def"):
         model_version_register(
             project=project, path=bundle, fmt="monai-bundle", name="b", label_names=["background", "lung"]
@@ -322,7 +154,7 @@ def test_metadata_gives_labels_and_spec_and_overrides_must_agree(project, tmp_pa
             "outputs": {"pred": {"num_channels": 3}},
         },
     )
-    nolabels = _write_bundle(tmp_path / "n", metadata=bare)
+    nolabels = write_bundle(tmp_path / "n", metadata=bare)
     with pytest.raises(ModelError, match=r"\[label_names\]: give the label names"):
         model_version_register(project=project, path=nolabels, fmt="monai-bundle", name="n")
     given = model_version_register(
@@ -370,7 +202,7 @@ REFUSED = [  # (where in CONFIG, the value put there, the field refused, words o
 
 @pytest.mark.parametrize("path, value, field, reason", REFUSED)
 def test_code_in_a_bundle_is_refused_naming_file_and_key(tmp_path, path, value, field, reason):
-    folder = _write_bundle(tmp_path / "evil", config=_with(path, value))
+    folder = write_bundle(tmp_path / "evil", config=_with(path, value))
     with pytest.raises(ModelError) as refused:
         bundle_read(folder)
     assert refused.value.file == "evil" and refused.value.field == field, refused.value
@@ -392,7 +224,7 @@ def test_known_idioms_are_read_by_meaning(tmp_path):
     )
     config["network_def"]["out_channels"] = "$len(@labels)"
     config["labels"] = LABELS
-    bundle = bundle_read(_write_bundle(tmp_path / "idioms", config=config))
+    bundle = bundle_read(write_bundle(tmp_path / "idioms", config=config))
     pre = {t.name: t.args for t in bundle.pipeline.preprocessing}
     assert pre["Spacingd"]["pixdim"] == [5.0, 5.0, 10.0] and pre["CastToTyped"]["dtype"] == "float32"
     assert bundle.network.args["out_channels"] == 3
