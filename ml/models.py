@@ -1,10 +1,11 @@
 """Model registry: versions of segmentation, grounding and anatomy models with their input spec.
 
 A ``ModelVersion`` is registered from a MONAI bundle (``configs/inference.json`` + ``models/model.pt`` or
-``models/model.ts``, as a zip or folder; its ``metadata.json`` gives the label names), a TorchScript file, or a state dict with a MONAI network spec
-(``{"name": "UNet", "args": {...}}``). It is ``validating`` until a worker (the ``gpu`` queue, or the CPU)
-has loaded it and run a forward pass on a dummy input of its input spec; then ``ready``, or ``rejected``
-with the reason. Only ready versions pre-annotate.
+``models/model.ts``, as a zip or folder; its ``metadata.json`` gives the label names), a TorchScript
+file, or a state dict with a MONAI network spec (``{"name": "UNet", "args": {...}}``). It is
+``validating`` until a worker (the ``gpu`` queue, or the CPU) has loaded it and run a forward pass on a
+dummy input of its input spec; then ``ready``, or ``rejected`` with the reason.
+Only ready versions pre-annotate.
 """
 
 from django.conf import settings

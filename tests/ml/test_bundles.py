@@ -11,12 +11,15 @@ MONAI's runner evaluates the config's ``$`` expressions as Python: it is given o
 wrote (trusted). The platform reads the same config as data.
 """
 
+import gzip
 import json
+import shutil
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 from django.core.files.storage import default_storage
 
 from core.storage import storage_local_copy
@@ -40,14 +43,12 @@ def _dice(a: np.ndarray, b: np.ndarray) -> float:
 def _read(key: str) -> np.ndarray:
     with default_storage.open(key, "rb") as fh:
         data = fh.read()
-    return np.asarray(nib.Nifti1Image.from_bytes(__import__("gzip").decompress(data)).dataobj) > 0
+    return np.asarray(nib.Nifti1Image.from_bytes(gzip.decompress(data)).dataobj) > 0
 
 
 @pytest.fixture
 def real_ct(project, shared_data, tmp_path):
     """lungdx-a0002 ingested by the platform: stored as NIfTI with its RAS affine, LPS-ordered array."""
-    import shutil
-
     shutil.copytree(shared_data / "ct/lungdx-a0002", tmp_path / "ct")
     assert not scans_ingest(project=project, paths=[tmp_path / "ct"], workers=1).errors
     scan = Scan.objects.get(project=project)
@@ -237,3 +238,78 @@ def test_known_idioms_are_read_by_meaning(tmp_path):
     }
     assert any("LoadImaged replaced" in n for n in bundle.pipeline.notes)
     assert any("SaveImaged dropped" in n for n in bundle.pipeline.notes)
+
+
+class _EdgesX(torch.nn.Module):
+    """An orientation-sensitive 'model': class 1 where intensity rises along the first array axis, class 2
+    where it falls (a one-sided difference), background elsewhere."""
+
+    def forward(self, x):
+        d = torch.zeros_like(x)
+        d[:, :, 1:] = x[:, :, 1:] - x[:, :, :-1]
+        return torch.cat([torch.full_like(x, 0.05), 20 * d, -20 * d], dim=1)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_input_spec_models_see_the_scan_as_monai_orientationd_ras_gives_it(project, tmp_path):
+    """A model registered with an input spec (not a bundle pipeline) gets the scan reordered to RAS, as
+    MONAI's Orientationd("RAS") gives it in training; its masks come back on the stored grid."""
+    from monai.data import MetaTensor
+    from monai.transforms import Orientation
+
+    from ml.engine.inference import predict
+    from ml.specs import InputSpec
+    from studies import demo
+
+    volume, _ = demo.synthetic_chest_ct(shape=(16, 64, 64), spacing=(5.0, 4.0, 4.0))
+    demo.write_ct_series(tmp_path / "ct", volume, (5.0, 4.0, 4.0))
+    assert not scans_ingest(project=project, paths=[tmp_path / "ct"], workers=1).errors
+    scan = Scan.objects.get(project=project)
+    affine = np.asarray(scan.affine)
+    assert affine[0, 0] < 0, "stored LPS-ordered"
+    torch.jit.save(torch.jit.script(_EdgesX()), tmp_path / "edges.ts")
+    spec = {"ndim": 3, "channels": 1, "roi_size": [32, 32, 16], "window": [-1000, 400], "modality": ["CT"]}
+    version = model_version_register(project=project, path=tmp_path / "edges.ts", fmt="torchscript",
+                                     name="edges", input_spec=spec, label_names=LABELS)  # fmt: skip
+    version.refresh_from_db()
+    assert version.status == "ready", version.error
+    got = {p.label: _read(p.mask.name) for p in preannotate(scan=scan, generator="model:edges").proposals}
+
+    stored = scan_volume(scan)
+    orient = Orientation(axcodes="RAS")
+    ras = orient(MetaTensor(torch.from_numpy(stored)[None], affine=torch.as_tensor(affine)))
+    model = load_model(tmp_path / "edges.ts", "torchscript")
+    spacing = [float(v) for v in ras.pixdim]
+    expected = predict(model, ras[0].numpy(), spacing, InputSpec.from_dict(spec), LABELS)
+    raw = predict(model, stored, [float(s) for s in scan.spacing], InputSpec.from_dict(spec), LABELS)
+    for r, old in zip(expected.labels, raw.labels, strict=True):
+        back = orient(
+            MetaTensor(torch.from_numpy(got[r.name].astype(np.float32))[None], affine=torch.as_tensor(affine))
+        )
+        assert np.array_equal(back[0].numpy() > 0.5, r.mask), r.name
+        assert _dice(got[r.name], old.mask) < 0.5, "the model is orientation-sensitive: the old way differed"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_cli_and_api_register_a_bundle_without_labels_or_spec(project, manager, api_client, tmp_path, capsys):
+    from django.core.management import CommandError, call_command
+    from django.urls import reverse
+
+    bundle = write_bundle(tmp_path / "cli_bundle")
+    call_command("register_model", str(bundle), "--project", project.slug, "--name", "cli", "--format",
+                 "monai-bundle", "--json")  # fmt: skip
+    out = json.loads(capsys.readouterr().out)
+    assert out["status"] == "ready", out
+    assert ModelVersion.objects.get(pk=out["id"]).label_names == LABELS
+    with pytest.raises(CommandError, match=r"\[label_names\].*channel_def"):
+        call_command("register_model", str(bundle), "--project", project.slug, "--name", "cli", "--format",
+                     "monai-bundle", "--labels", "background,a,b")  # fmt: skip
+    archive = shutil.make_archive(str(tmp_path / "api_bundle"), "zip", root_dir=bundle)
+    with open(archive, "rb") as fh:
+        response = api_client(manager).post(
+            reverse("project-models", args=[project.slug]),
+            {"file": fh, "name": "api", "format": "monai-bundle"},
+            format="multipart",
+        )
+    assert response.status_code == 202, response.content
+    assert response.json()["label_names"] == LABELS and response.json()["status"] == "ready"
