@@ -88,9 +88,10 @@ def main(mirror: Path) -> int:
                 objects = bundle_objects(info, build_network=True)
                 labels = info.metadata.labels if info.metadata else None
                 inferer = objects.inferer.__class__.__name__
+                del objects
                 result = (
-                    f"runs: {len(objects.preprocessing.transforms)} pre, {inferer}, "
-                    f"{len(objects.postprocessing.transforms)} post; "
+                    f"runs: {len(info.pipeline.preprocessing)} pre, {inferer}, "
+                    f"{len(info.pipeline.postprocessing)} post; "
                     f"{len(labels) if labels else 'no'} labels from metadata"
                 )
                 ok = True

@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 import torch
 from django.core.files.storage import default_storage
+from monai.networks.nets import UNet
 
 from core.storage import storage_local_copy
 from ml.bundle_pipeline import bundle_read
@@ -32,7 +33,7 @@ from ml.services import model_version_register
 from ml.specs import ModelError
 from studies.models import Scan
 from studies.services.scans import scans_ingest
-from tests.ml.bundle_case import CONFIG, LABELS, METADATA, monai_run, network, write_bundle
+from tests.ml.bundle_case import CONFIG, LABELS, METADATA, NET, monai_run, network, write_bundle
 
 
 def _dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -313,3 +314,29 @@ def test_cli_and_api_register_a_bundle_without_labels_or_spec(project, manager, 
         )
     assert response.status_code == 202, response.content
     assert response.json()["label_names"] == LABELS and response.json()["status"] == "ready"
+
+
+def test_probabilities_inverted_a_few_channels_at_a_time_give_the_full_inversion(tmp_path, monkeypatch):
+    import ml.engine.bundle_run as bundle_run
+
+    rng = np.random.default_rng(1)
+    volume = rng.normal(0, 300, size=(40, 36, 12)).astype(np.float32)
+    affine = np.array([[0, -1.2, 0, 5], [-0.9, 0, 0, 3], [0, 0, 4.0, -7], [0, 0, 0, 1]])  # permuted, flipped
+    config = json.loads(json.dumps(CONFIG))
+    config["network_def"]["out_channels"] = 7
+    names = ["background", *[f"l{i}" for i in range(1, 7)]]
+    metadata = json.loads(json.dumps(METADATA))
+    metadata["network_data_format"]["outputs"]["pred"].update(
+        num_channels=7, channel_def=dict(enumerate(names))
+    )
+    torch.manual_seed(3)
+    net = UNet(**{**NET, "out_channels": 7})
+    folder = write_bundle(tmp_path / "seven", config=config, metadata=metadata, state=net.state_dict())
+    bundle = bundle_read(folder)
+    model = load_model(folder, "monai-bundle")
+    whole = {r.name: r.mask for r in bundle_predict(bundle, model, volume, affine, names, lean=False).labels}
+    monkeypatch.setattr(bundle_run, "INVERT_CHANNELS", 3)  # groups 0-2, 3-5, 6
+    grouped = {r.name: r.mask for r in bundle_predict(bundle, model, volume, affine, names).labels}
+    assert whole.keys() == grouped.keys() and len(whole) >= 3
+    for name in whole:
+        assert np.array_equal(whole[name], grouped[name]), name
