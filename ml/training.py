@@ -165,7 +165,13 @@ def _cases(run: TrainingRun, scan_ids: list[int]):
         for e in run.examples:
             if e["scan"] == scan.pk:
                 labels[_mask_array(e["mask"], e["sha256"])] = names.index(e["label"])
-        image, _ = preprocess(volume, [float(s) for s in scan.spacing], spec)
+        spacing = [float(s) for s in scan.spacing]
+        if scan.ndim == 3:  # models see the scan reordered to RAS, as pre-annotation gives it
+            from ml.engine.orientation import to_ras
+
+            labels = to_ras(labels, np.asarray(scan.affine), spacing)[0]
+            volume, spacing, _ = to_ras(volume, np.asarray(scan.affine), spacing)
+        image, _ = preprocess(volume, spacing, spec)
         out.append(training_case(image, labels))
     return out
 
