@@ -37,10 +37,15 @@ from typing import Any
 from django.db import transaction
 
 from annotation.models import OPEN_STAGES, Annotation, Finding, FindingStatus, ReviewTask
+from annotation.queue import queue_reprioritise
+from annotation.training import accepted_examples
 from core.errors import Conflict, FieldError, public_message
 from core.jobs import LIVE, job_create, job_dispatch
 from core.models import Job, JobStatus, Project
+from ml.active_learning import loop_strategy, scores_compute, strategy_check
 from ml.models import ModelFormat, ModelStatus, ModelTask, ModelVersion, TrainingRun
+from ml.services import model_version_validate
+from ml.training import TrainingError, training_run_create, training_run_execute
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +180,6 @@ def loop_plan(
 ) -> LoopPlan:
     """What a turn of the loop would train now (see the module docstring); the arguments override the
     choice. ``LoopError`` when there is no model to train or no accepted finding it can learn."""
-    from ml.active_learning import loop_strategy, strategy_check
 
     findings = _accepted(project)
     starts = _start_labels(findings)
@@ -230,9 +234,7 @@ def loop_running(project: Project) -> bool:
 def loop_start(*, project: Project, plan: LoopPlan, user=None) -> tuple[TrainingRun, Job]:
     """Freeze the plan's findings into a training run and start the loop job on the ``gpu`` queue.
     ``Conflict`` when a loop job or a training of the same model is under way."""
-    from annotation.tasks import learning_loop
-    from annotation.training import accepted_examples
-    from ml.training import TrainingError, training_run_create
+    from annotation.tasks import learning_loop  # a cycle: annotation.tasks runs this module's loop_job
 
     by_pair: dict[tuple[str, str], list[int]] = {}
     codes = dict(Finding.objects.filter(pk__in=list(plan.findings)).values_list("pk", "code"))
@@ -310,10 +312,6 @@ def open_scan_ids(project: Project) -> list[int]:
 def loop_job(*, job: Job) -> tuple[dict[str, Any], dict, list[dict]]:
     """The ``gpu`` side of one turn: train (or resume), then, with a better version, check it, score the
     open cases and re-order the queue."""
-    from annotation.services import queue_reprioritise
-    from ml.active_learning import scores_compute
-    from ml.services import model_version_validate
-    from ml.training import training_run_execute
 
     run = TrainingRun.objects.select_related("parent").get(pk=job.params["training_run"])
     if run.status != JobStatus.SUCCEEDED:

@@ -42,6 +42,7 @@ class Finding(models.Model):
     code = models.CharField(max_length=64, blank=True)
     location = models.CharField(max_length=128, blank=True)
     laterality = models.CharField(max_length=16, blank=True)
+    size_mm = models.FloatField(null=True, blank=True)  # the largest size the report states, in mm
     status = models.CharField(max_length=16, choices=FindingStatus.choices, default=FindingStatus.OPEN)
     source = models.CharField(max_length=16, default="proposal")  # proposal or manual
     finding_proposal = models.ForeignKey(
@@ -69,6 +70,35 @@ class Finding(models.Model):
 
     def __str__(self) -> str:
         return f"{self.code or 'finding'}: {self.text[:40]}"
+
+
+class FindingSpan(models.Model):
+    """One mention of a finding in its report: ``report.<section>[start:end]`` is its sentence. A finding
+    made from proposals has one span per finding proposal it merges (the same entity named in Findings
+    and in Impression: ``annotation/findings.py``); its own ``section``/``start``/``end``/``text`` are its
+    first span's."""
+
+    finding = models.ForeignKey(Finding, on_delete=models.CASCADE, related_name="spans")
+    finding_proposal = models.ForeignKey(
+        FindingProposal, null=True, blank=True, on_delete=models.SET_NULL, related_name="finding_spans"
+    )
+    section = models.CharField(max_length=32)
+    start = models.PositiveIntegerField()
+    end = models.PositiveIntegerField()
+    text = models.TextField()
+
+    class Meta:
+        ordering = ["finding_id", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["finding_proposal"],
+                condition=models.Q(finding_proposal__isnull=False),
+                name="one_span_per_proposal",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.section}[{self.start}:{self.end}] of finding {self.finding_id}"
 
 
 class AnnotationKind(models.TextChoices):
@@ -132,6 +162,10 @@ class ReviewTask(models.Model):
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     priority = models.FloatField(default=0.0)  # higher first (e.g. an active-learning score)
     annotated_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    # The radiologist who approved it in review: QA goes to another one when the project has one.
+    reviewed_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     decision = models.CharField(max_length=16, blank=True)  # the annotator's: accept or reject the finding

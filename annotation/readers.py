@@ -27,20 +27,17 @@ reading 2).
 
 from __future__ import annotations
 
-import gzip
-import io
-import math
 from collections import Counter, defaultdict
 from typing import Any
 
 import numpy as np
-from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
 from annotation import agreement as ag
 from annotation.errors import Conflict, LeaseError, ReviewError
+from annotation.events import event_add, lease_length, task_state
 from annotation.geometry import geometry_check
 from annotation.models import (
     Annotation,
@@ -51,7 +48,7 @@ from annotation.models import (
     ReviewTask,
     Stage,
 )
-from annotation.services import _event, _task_state, lease_length, version_add
+from annotation.versions import version_add, version_mask  # noqa: F401 - version_mask: re-exported
 from core.models import Project
 from core.storage import storage_all_or_nothing
 
@@ -92,10 +89,10 @@ def readings_open(task: ReviewTask, *, user=None, first_reader=None) -> list[Rea
         for i in range(1, n + 1)
     ]
     Reading.objects.bulk_create(readings)
-    before = _task_state(task)
+    before = task_state(task)
     task.stage, task.assignee, task.lease_expires_at = Stage.READ, None, None
     task.save(update_fields=["stage", "assignee", "lease_expires_at", "updated_at"])
-    _event(task.finding, task, user, "readings_opened", before, {**_task_state(task), "readers": n})
+    event_add(task.finding, task, user, "readings_opened", before, {**task_state(task), "readers": n})
     return list(Reading.objects.filter(finding_id=task.finding_id).order_by("index"))
 
 
@@ -168,7 +165,7 @@ def _reading_next(project: Project, user) -> Reading | None:
         finding = Finding.objects.select_related("report", "scan").get(pk=reading.finding_id)
         reading.finding = finding
         if held is None:
-            _event(finding, None, user, "reading_claimed", before, _reading_state(reading))
+            event_add(finding, None, user, "reading_claimed", before, _reading_state(reading))
     return reading
 
 
@@ -224,7 +221,7 @@ def reading_save(
         number = annotation.version
         reading.annotation = annotation
         reading.save(update_fields=["annotation", "updated_at"])
-        _event(
+        event_add(
             finding,
             None,
             user,
@@ -265,7 +262,7 @@ def reading_submit(*, reading_id: int, user, decision: str, comment: str = "") -
         reading.status, reading.decision, reading.annotation = ReadingStatus.SUBMITTED, decision, current
         reading.submitted_at, reading.lease_expires_at = timezone.now(), None
         reading.save()
-        _event(reading.finding, None, user, "reading_submitted", before, _reading_state(reading), comment)
+        event_add(reading.finding, None, user, "reading_submitted", before, _reading_state(reading), comment)
         readings = list(
             Reading.objects.filter(finding_id=finding_id)
             .select_related("reader", "annotation")
@@ -274,39 +271,6 @@ def reading_submit(*, reading_id: int, user, decision: str, comment: str = "") -
         if task.stage == Stage.READ and all(r.status == ReadingStatus.SUBMITTED for r in readings):
             _consensus(task, readings, written)
     return reading
-
-
-def _mask_bytes(key: str) -> bytes:
-    with default_storage.open(key, "rb") as fh:
-        return fh.read()
-
-
-def version_mask(annotation: Annotation, shape: tuple[int, ...]) -> np.ndarray | None:
-    """A version as a boolean mask on the scan's grid (X, Y[, Z]): its mask file, or its box filled
-    (min rounded down, max up, max exclusive); None for points or a mask on another grid."""
-    if annotation.kind == AnnotationKind.MASK and annotation.mask:
-        data = _mask_bytes(annotation.mask.name)
-        if data[:8] == b"\x89PNG\r\n\x1a\n":
-            from PIL import Image
-
-            array = np.asarray(Image.open(io.BytesIO(data)).convert("L")).T > 0  # stored rows = Y
-        else:
-            import nibabel as nib
-
-            raw = gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
-            array = np.asarray(nib.Nifti1Image.from_bytes(raw).dataobj) > 0
-        return array if array.shape == shape else None
-    if annotation.box and len(annotation.box) == 2 * len(shape):
-        d = len(shape)
-        out = np.zeros(shape, bool)
-        out[
-            tuple(
-                slice(max(0, math.floor(annotation.box[i])), min(shape[i], math.ceil(annotation.box[d + i])))
-                for i in range(d)
-            )
-        ] = True
-        return out
-    return None
 
 
 def _mean(values) -> float | None:
@@ -405,17 +369,17 @@ def _consensus(task: ReviewTask, readings: list[Reading], written: list[str]) ->
         "consensus_voxels": consensus.voxels if consensus else None,
     }
     finding.save(update_fields=["agreement", "current_version", "updated_at"])
-    before = _task_state(task)
+    before = task_state(task)
     task.stage, task.decision, task.annotated_by, task.returned_comment = Stage.REVIEW, decision, None, ""
     task.assignee, task.lease_expires_at = None, None
     task.save()
-    _event(
+    event_add(
         finding,
         task,
         None,
         "consensus",
         before,
-        {**_task_state(task), "agreement": finding.agreement},
+        {**task_state(task), "agreement": finding.agreement},
         f"consensus of {n} readers ({method})",
     )
 

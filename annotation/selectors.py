@@ -12,12 +12,24 @@ Every view that returns one of these objects reads it through here. The rules:
 
 from __future__ import annotations
 
-from django.db.models import F, Q, QuerySet
+from django.contrib.auth import get_user_model
+from django.db.models import F, Prefetch, Q, QuerySet
 
-from annotation.models import Annotation, Finding, FindingStatus, HistoryEvent, Reading, ReviewTask, Stage
-from core.errors import NotFound
-from core.models import Membership, Role
+from annotation.models import (
+    Annotation,
+    Finding,
+    FindingSpan,
+    FindingStatus,
+    HistoryEvent,
+    Reading,
+    ReviewTask,
+    Stage,
+)
+from core.errors import FieldError, NotFound
+from core.models import Membership, Project, Role
 from core.selectors import projects_for_user
+from labeling.models import RegionProposal
+from studies.models import GazeRecording, Scan, Study
 
 REVIEWERS = (Role.MANAGER, Role.ANNOTATOR, Role.RADIOLOGIST)
 
@@ -56,6 +68,13 @@ def findings_for_user(user) -> QuerySet[Finding]:
     return qs
 
 
+def with_spans(qs: QuerySet[Finding]) -> QuerySet[Finding]:
+    """Findings as the API lists them: their task joined, their spans prefetched (two queries in all)."""
+    return qs.select_related("task").prefetch_related(
+        Prefetch("spans", queryset=FindingSpan.objects.order_by("id"))
+    )
+
+
 def finding_get_for_user(user, finding_id: int) -> Finding:
     found = findings_for_user(user).filter(pk=finding_id).first()
     if found is None:
@@ -72,6 +91,7 @@ def task_get_for_user(user, task_id: int) -> ReviewTask:
         tasks_for_user(user)
         .filter(pk=task_id)
         .select_related("finding__report", "finding__scan", "assignee", "project")
+        .select_related("annotated_by", "reviewed_by")
         .first()
     )
     if task is None:
@@ -97,6 +117,11 @@ def reading_get_for_user(user, reading_id: int) -> Reading:
     if reading is None:
         raise NotFound("No such reading.")
     return reading
+
+
+def reading_of_finding(user, finding_id: int) -> Reading | None:
+    """The reading ``user`` holds of a finding (several readers), if any."""
+    return readings_for_user(user).filter(finding_id=finding_id).first()
 
 
 def annotations_for_user(user) -> QuerySet[Annotation]:
@@ -127,3 +152,95 @@ def history_for_user(user) -> QuerySet[HistoryEvent]:
     if researcher:
         qs = qs.exclude(Q(project_id__in=researcher) & ~Q(finding__status=FindingStatus.ACCEPTED))
     return qs
+
+
+# --- what a case shows (the review screen's payload, annotation/api/cases.py) ---------------------------
+
+
+def case_versions(task: ReviewTask) -> QuerySet[Annotation]:
+    """The versions a case lists: all of them, or while the finding is with its readers (stage read) only
+    those no reader made."""
+    versions = task.finding.annotations.select_related("author").order_by("version")
+    if task.stage == Stage.READ:
+        versions = versions.filter(author__isnull=True)
+    return versions
+
+
+def case_siblings(finding: Finding) -> QuerySet[Finding]:
+    """The findings of the finding's study in its project (the case's findings list)."""
+    return with_spans(
+        Finding.objects.filter(project_id=finding.project_id, study_id=finding.study_id)
+    ).order_by("id")
+
+
+def case_proposals(finding: Finding) -> list[RegionProposal]:
+    """The region proposals of the finding's scan (none without a scan)."""
+    if finding.scan_id is None:
+        return []
+    return list(
+        RegionProposal.objects.filter(scan_id=finding.scan_id).select_related("model_version").order_by("id")
+    )
+
+
+def case_gaze(finding: Finding) -> list[GazeRecording]:
+    """The eye-gaze recordings of the finding's scan."""
+    if finding.scan_id is None:
+        return []
+    return list(GazeRecording.objects.filter(scan_id=finding.scan_id).order_by("id"))
+
+
+def task_submission(task: ReviewTask) -> HistoryEvent | None:
+    """The annotator's newest submission of the task (its ``submitted`` event: decision, comment, and
+    what changed from the proposal); None before one, and for a consensus of several readers."""
+    if task.annotated_by_id is None:
+        return None
+    return (
+        HistoryEvent.objects.filter(task_id=task.pk, action="submitted")
+        .select_related("user")
+        .order_by("-at", "-id")
+        .first()
+    )
+
+
+# --- what actions name in their requests -------------------------------------------------------------------
+
+
+def study_get_in_project(project: Project, study_id: int) -> Study:
+    found = Study.objects.filter(project=project, pk=study_id).first()
+    if found is None:
+        raise FieldError("study_id", f"no study {study_id} in project {project.slug}")
+    return found
+
+
+def scan_get_in_project(project: Project, scan_id: int) -> Scan:
+    found = Scan.objects.filter(project=project, pk=scan_id).first()
+    if found is None:
+        raise FieldError("scan_id", f"no scan {scan_id} in project {project.slug}")
+    return found
+
+
+def member_get(project: Project, username: str, roles) -> object:
+    """The user ``username`` if they have one of ``roles`` in ``project``; else a 400 naming ``user``."""
+    found = get_user_model().objects.filter(username=username).first()
+    if found is None or not (
+        found.is_superuser
+        or Membership.objects.filter(project=project, user=found, role__in=list(roles)).exists()
+    ):
+        raise FieldError("user", "not an annotator or radiologist of this project")
+    return found
+
+
+def accepted_finding_ids(project: Project) -> list[int]:
+    """Ids of the project's accepted findings."""
+    return list(
+        Finding.objects.filter(project=project, status=FindingStatus.ACCEPTED).values_list("pk", flat=True)
+    )
+
+
+def accepted_mask_finding_ids(project: Project) -> list[int]:
+    """Ids of the project's accepted findings that have a mask version."""
+    return list(
+        Finding.objects.filter(project=project, status=FindingStatus.ACCEPTED, annotations__kind="mask")
+        .values_list("pk", flat=True)
+        .distinct()
+    )

@@ -1,300 +1,62 @@
-"""Review work: findings from proposals, the next task (never the same to two people), saves that name
-the version they edit, the stage transitions, and the history of each.
+"""Review work: the next task (never the same to two people), saves that name the version they edit,
+the stage transitions, and the history of each. Findings from proposals: ``annotation/findings.py``.
 
 With ``Project.readers_per_finding`` > 1 a task first waits in stage ``read`` for its readers
 (``annotation/readers.py``), whose consensus then goes to ``review``.
 
-Stages: ``annotate`` (an annotator accepts, edits or rejects the proposal, then submits) → ``review`` (a
-radiologist approves or returns it with a comment the annotator sees) → ``qa`` for a random share of each
-annotator's work (``Project.qa_sample_rate``) → ``accepted`` or ``rejected`` (the annotator's decision,
-approved). A task is held by one person under a lease (``REVIEW_LEASE_MINUTES``); acting on a task whose
-lease one does not hold is an error, as is a save naming an older version than the finding's current one
-(``Conflict``, with both versions). Every change adds a ``HistoryEvent``.
+Stages: ``annotate`` (an annotator accepts, edits or rejects the proposal, then submits; the submission
+records what changed from the proposal) → ``review`` (a radiologist approves or returns it with a comment
+the annotator sees) → ``qa`` for a random share of each annotator's work (``Project.qa_sample_rate``), done
+by another radiologist than the reviewer when the project has one → ``accepted`` or ``rejected`` (the
+annotator's decision, approved). A task is held by one person under a lease (``REVIEW_LEASE_MINUTES``);
+acting on a task whose lease one does not hold is an error, as is a save naming an older version than the
+finding's current one (``Conflict``, with both versions). Every change adds a ``HistoryEvent``.
+
+Locks: the services that change a task lock its row (``select_for_update(of=("self",))``) and, for a save,
+the finding's row; callers hold none.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
-from datetime import timedelta
-from typing import Any
 
-import numpy as np
-from django.conf import settings
-from django.core.files.storage import default_storage
-from django.db import IntegrityError, transaction
-from django.db.models import Exists, Max, OuterRef, Q
+from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from annotation.errors import Conflict, LeaseError, ReviewError
+from annotation.events import event_add, lease_length, task_state
+from annotation.findings import findings_from_proposals, findings_job, findings_made  # noqa: F401 - re-exported
 from annotation.geometry import geometry_check
-from annotation.models import (
-    OPEN_STAGES,
-    Annotation,
-    AnnotationKind,
-    Finding,
-    FindingStatus,
-    HistoryEvent,
-    ReviewTask,
-    Stage,
-)
-from annotation.proposals import Matched, Matcher, Start
-from core.models import Job, JobStatus, Project
-from core.storage import project_key, storage_all_or_nothing, storage_save_bytes
-from labeling.models import FindingProposal, LabelRun, RegionProposal
-from studies.ingest.volume_io import mask_file
+from annotation.loop import loop_after_accept
+from annotation.models import OPEN_STAGES, Annotation, Finding, FindingSpan, FindingStatus, ReviewTask, Stage
+from annotation.queue import queue_reprioritise  # noqa: F401 - re-exported
+from annotation.readers import readings_open
+from annotation.versions import version_add, version_change
+from core.models import Membership, Project, Role
+from core.storage import storage_all_or_nothing
 from studies.models import Scan
 
+__all__ = [
+    "Conflict", "LeaseError", "ReviewError", "annotation_save", "finding_create", "findings_from_proposals",
+    "findings_job", "findings_made", "queue_reprioritise", "task_approve", "task_assign", "task_claim",
+    "task_next", "task_return", "task_submit",
+]  # fmt: skip
 
-def lease_length() -> timedelta:
-    return timedelta(minutes=float(getattr(settings, "REVIEW_LEASE_MINUTES", 30)))
+
+def other_radiologist_exists(project: Project, *, besides) -> bool:
+    """Whether ``project`` has a radiologist other than ``besides`` (a user). Annotators are never
+    radiologists of the same project (one role per member), so the annotator need not be excluded."""
+    return Membership.objects.filter(project=project, role=Role.RADIOLOGIST).exclude(user=besides).exists()
 
 
-def _event(
-    finding, task, user, action: str, before: dict | None = None, after: dict | None = None, comment=""
-):
-    project_id = finding.project_id if finding is not None else task.project_id
-    HistoryEvent.objects.create(
-        project_id=project_id,
-        finding=finding,
-        task=task,
-        user=user,
-        action=action,
-        before=before or {},
-        after=after or {},
-        comment=comment,
+def _qa_by_reviewer(task: ReviewTask, user) -> bool:
+    """A QA task its reviewer may not take while the project has another radiologist for it."""
+    return (
+        task.stage == Stage.QA
+        and task.reviewed_by_id == user.pk
+        and other_radiologist_exists(task.project, besides=user)
     )
-
-
-def _task_state(task: ReviewTask) -> dict[str, Any]:
-    return {"stage": task.stage, "assignee": task.assignee_id, "decision": task.decision}
-
-
-# --- findings from proposals ------------------------------------------------------------------------
-
-
-def _scan_for(study, schema: str) -> Scan | None:
-    scans = list(Scan.objects.filter(study=study).order_by("id"))
-    wanted = {"chexpert": ("2", None), "petct": ("3", "PT"), "rexgroundingct": ("3", "CT")}.get(
-        schema, ("3", None)
-    )
-    for scan in scans:
-        if str(scan.ndim) == wanted[0] and (wanted[1] is None or scan.modality == wanted[1]):
-            return scan
-    return scans[0] if scans else None
-
-
-def _copy_mask(project: Project, finding: Finding, key: str, number: int = 1) -> str:
-    suffix = ".nii.gz" if key.endswith(".nii.gz") else ".png"
-    with default_storage.open(key, "rb") as fh:
-        data = fh.read()
-    return storage_save_bytes(
-        project_key(project, "annotations", f"finding-{finding.pk}", f"v{number}{suffix}"), data
-    )
-
-
-@dataclass
-class FindingsMade:
-    """What ``findings_made`` did: findings ``created`` (``started``: with a start version), waiting
-    findings given a start (``attached``), how many of each rule chose a start, and findings shown
-    anatomy context."""
-
-    created: int = 0
-    started: int = 0
-    attached: int = 0
-    rules: dict[str, int] = field(default_factory=dict)
-    with_context: int = 0
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "created": self.created,
-            "started": self.started,
-            "attached": self.attached,
-            "rules": dict(sorted(self.rules.items())),
-            "with_context": self.with_context,
-        }
-
-    def count(self, matched: Matched) -> None:
-        if matched.start is not None:
-            self.rules[matched.start.rule] = self.rules.get(matched.start.rule, 0) + 1
-        if matched.context:
-            self.with_context += 1
-
-
-def _start_version(project: Project, finding: Finding, start: Start, written: list[str]) -> Annotation:
-    """The finding's next version (its first) from ``start``: the proposal's mask copied, or the mask
-    cut to the components of the finding's place."""
-    region = start.candidate.proposal
-    number = finding.current_version + 1
-    if start.mask is None:
-        key, box, voxels = _copy_mask(project, finding, region.mask.name, number), region.box, region.pixels
-    else:
-        data, suffix = mask_file(start.mask, np.asarray(finding.scan.affine, dtype=np.float64))
-        key = storage_save_bytes(
-            project_key(project, "annotations", f"finding-{finding.pk}", f"v{number}{suffix}"), data
-        )
-        where = np.nonzero(start.mask)
-        box = [int(a.min()) for a in where] + [int(a.max()) + 1 for a in where]
-        voxels = int(start.mask.sum())
-    written.append(key)
-    annotation = Annotation.objects.create(
-        finding=finding,
-        version=number,
-        kind=AnnotationKind.MASK,
-        mask=key,
-        box=box,
-        voxels=voxels,
-        region_proposal=region,
-        comment=f"start: proposal {region.pk} ({start.rule})",
-    )
-    finding.current_version = number
-    finding.save(update_fields=["current_version", "updated_at"])
-    return annotation
-
-
-def findings_from_proposals(*, project: Project, run: LabelRun | None = None, user=None) -> int:
-    """``findings_made``; returns how many findings it created."""
-    return findings_made(project=project, run=run, user=user).created
-
-
-def findings_made(*, project: Project, run: LabelRun | None = None, user=None) -> FindingsMade:
-    """A finding with a review task for every present finding proposal of ``run`` (default: the project's
-    newest finished label run) that has none yet; version 1 is its start among the scan's region
-    proposals, chosen by ``annotation.proposals`` (by link, seed, sentence, code or label, organ, or a
-    lesion overlapping the anatomy of the finding's place), and the anatomy of its place is its context.
-    Findings still waiting with no version (open, untouched, unheld) get a start from proposals that
-    arrived since. The ``created`` history event records the start's rule and the context."""
-    run = run or LabelRun.objects.filter(project=project, status=JobStatus.SUCCEEDED).order_by("-id").first()
-    made = FindingsMade()
-    matcher = Matcher()
-    if run is not None:
-        _findings_create(project, run, user, matcher, made)
-    _findings_attach(project, user, matcher, made)
-    return made
-
-
-def _findings_create(project: Project, run: LabelRun, user, matcher: Matcher, made: FindingsMade) -> None:
-    from ml.models import CaseScore
-
-    proposals = (
-        FindingProposal.objects.filter(run=run, assertion="present")
-        .exclude(code="No Finding")
-        .exclude(findings__isnull=False)
-        .select_related("report__study")
-        .order_by("id")
-    )
-    for fp in proposals:
-        study = fp.report.study
-        if study is None:
-            continue
-        scan = _scan_for(study, project.label_schema)
-        sentence = (getattr(fp.report, fp.section, "") or "")[fp.start : fp.end] or fp.phrase
-        finding = Finding(
-            project=project,
-            study=study,
-            scan=scan,
-            report=fp.report,
-            section=fp.section,
-            start=fp.start,
-            end=fp.end,
-            text=sentence,
-            code=fp.code,
-            location=fp.location,
-            laterality=fp.laterality,
-            finding_proposal=fp,
-            created_by=user,
-        )
-        matched = matcher.match(finding, finding_proposal=fp)
-        try:
-            with storage_all_or_nothing() as written, transaction.atomic():
-                finding.save()
-                if matched.start is not None:
-                    _start_version(project, finding, matched.start, written)
-                score = CaseScore.objects.filter(scan=scan).aggregate(m=Max("score"))["m"] if scan else None
-                task = ReviewTask.objects.create(project=project, finding=finding, priority=score or 0.0)
-                _event(
-                    finding,
-                    task,
-                    user,
-                    "created",
-                    after={
-                        "source": "proposal",
-                        "finding_proposal": fp.pk,
-                        "version": finding.current_version,
-                        **matched.summary(),
-                    },
-                )
-                readings_open(task, user=user)  # several readers: N readings, the task waits in stage read
-        except IntegrityError:  # another call made it meanwhile (the button and a label run's job)
-            continue
-        made.created += 1
-        made.started += matched.start is not None
-        made.count(matched)
-
-
-def findings_job(*, job: Job) -> tuple[dict, dict, list[dict]]:
-    """The body of a ``findings_from_proposals`` job: ``params["run_id"]`` (None: the newest finished)."""
-    run_id = job.params.get("run_id")
-    run = LabelRun.objects.get(pk=run_id) if run_id else None
-    made = findings_made(project=job.project, run=run, user=job.created_by)
-    counts = {"created": made.created, "started": made.started, "attached": made.attached}
-    return made.as_dict(), counts, []
-
-
-def _waiting(task: ReviewTask, now) -> bool:
-    """Open, no version yet, and nobody working on it: unheld (or lease lapsed), no reader yet."""
-    finding = task.finding
-    if finding.current_version != 0 or finding.status != FindingStatus.OPEN or finding.scan_id is None:
-        return False
-    if task.stage == Stage.ANNOTATE:
-        lapsed = task.lease_expires_at is not None and task.lease_expires_at <= now
-        return task.assignee_id is None or lapsed
-    if task.stage == Stage.READ:
-        return not task.finding.readings.filter(reader__isnull=False).exists()
-    return False
-
-
-def _findings_attach(project: Project, user, matcher: Matcher, made: FindingsMade) -> None:
-    # Only findings whose scan got a proposal after the finding was made: the others were matched then.
-    newer = RegionProposal.objects.filter(
-        scan_id=OuterRef("finding__scan_id"), created_at__gt=OuterRef("finding__created_at")
-    )
-    waiting = (
-        ReviewTask.objects.filter(
-            project=project,
-            stage__in=[Stage.ANNOTATE, Stage.READ],
-            finding__current_version=0,
-            finding__status=FindingStatus.OPEN,
-            finding__scan__isnull=False,
-        )
-        .filter(Exists(newer))
-        .select_related("finding__scan", "finding__finding_proposal", "finding__project")
-        .order_by("id")
-    )
-    for candidate in waiting:
-        if not _waiting(candidate, timezone.now()):
-            continue
-        matched = matcher.match(candidate.finding)
-        if matched.start is None:
-            continue
-        with storage_all_or_nothing() as written, transaction.atomic():
-            task = ReviewTask.objects.select_for_update(of=("self",)).get(pk=candidate.pk)
-            locked = Finding.objects.select_for_update(of=("self",)).select_related("scan")
-            finding = locked.get(pk=task.finding_id)
-            task.finding = finding
-            if not _waiting(task, timezone.now()):
-                continue
-            _start_version(project, finding, matched.start, written)
-            _event(
-                finding,
-                task,
-                user,
-                "proposal_attached",
-                {"version": 0},
-                {"version": finding.current_version, **matched.summary()},
-            )
-        made.attached += 1
-        made.count(matched)
 
 
 # --- the queue --------------------------------------------------------------------------------------
@@ -322,17 +84,20 @@ def task_next(*, project: Project, user, stages: tuple[str, ...]) -> ReviewTask 
                 .exclude(Q(stage__in=[Stage.REVIEW, Stage.QA]) & Q(annotated_by=user))
                 .order_by("-priority", "id")
             )
+            if Stage.QA in stages and other_radiologist_exists(project, besides=user):
+                # QA is a second radiologist's look: not the reviewer's, while another one can do it.
+                free = free.exclude(stage=Stage.QA, reviewed_by=user)
             task = free.first()
         if task is None:
             return None
         # The case shows the finding with its report and scan: one query once the task is chosen (joined
         # into the locking queries, the queue's sort would carry every candidate's report and scan).
         task.finding = Finding.objects.select_related("report", "scan").get(pk=task.finding_id)
-        before = _task_state(task)
+        before = task_state(task)
         task.assignee, task.lease_expires_at = user, now + lease_length()
         task.save(update_fields=["assignee", "lease_expires_at", "updated_at"])
         if held is None:
-            _event(task.finding, task, user, "claimed", before, _task_state(task))
+            event_add(task.finding, task, user, "claimed", before, task_state(task))
     return task
 
 
@@ -342,7 +107,11 @@ def task_claim(*, task_id: int, user, stages: tuple[str, ...]) -> ReviewTask:
     ``LeaseError``."""
     now = timezone.now()
     with transaction.atomic():
-        task = ReviewTask.objects.select_for_update(of=("self",)).select_related("finding").get(pk=task_id)
+        task = (
+            ReviewTask.objects.select_for_update(of=("self",))
+            .select_related("finding", "project")
+            .get(pk=task_id)
+        )
         if task.stage not in stages:
             raise ReviewError("stage", f"the task is in stage {task.stage}, not {' or '.join(stages)}")
         live = task.lease_expires_at is None or task.lease_expires_at > now
@@ -350,12 +119,14 @@ def task_claim(*, task_id: int, user, stages: tuple[str, ...]) -> ReviewTask:
             raise LeaseError("lease", "another reviewer holds this task; try again when they are done")
         if task.stage in (Stage.REVIEW, Stage.QA) and task.annotated_by_id == user.pk:
             raise ReviewError("reviewer", "you annotated this finding: another radiologist must review it")
+        if _qa_by_reviewer(task, user):
+            raise ReviewError("reviewer", "you reviewed this finding: another radiologist does its QA")
         if task.assignee_id == user.pk and live and task.lease_expires_at is not None:
             return task
-        before = _task_state(task)
+        before = task_state(task)
         task.assignee, task.lease_expires_at = user, now + lease_length()
         task.save(update_fields=["assignee", "lease_expires_at", "updated_at"])
-        _event(task.finding, task, user, "claimed", before, _task_state(task))
+        event_add(task.finding, task, user, "claimed", before, task_state(task))
     return task
 
 
@@ -397,10 +168,12 @@ def finding_create(
             source="manual",
             created_by=user,
         )
+        if start is not None:
+            FindingSpan.objects.create(finding=finding, section=section, start=start, end=end, text=text)
         task = ReviewTask.objects.create(
             project=project, finding=finding, assignee=user, lease_expires_at=timezone.now() + lease_length()
         )
-        _event(finding, task, user, "created", {}, {"text": text, "code": code, "scan": scan and scan.pk})
+        event_add(finding, task, user, "created", {}, {"text": text, "code": code, "scan": scan and scan.pk})
         readings_open(task, user=user, first_reader=user)  # several readers: its author holds reading 1
     return task
 
@@ -422,52 +195,6 @@ def _held(task_id: int, user, stages: tuple[str, ...]) -> ReviewTask:
 
 
 # --- saving annotations -----------------------------------------------------------------------------
-
-
-def version_add(
-    finding: Finding,
-    written: list[str],
-    *,
-    user,
-    kind: str,
-    array: np.ndarray | None,
-    voxels: int,
-    box=None,
-    points=None,
-    parent: Annotation | None = None,
-    comment: str = "",
-    mask_encoded: bytes | None = None,
-) -> Annotation:
-    """The finding's next version (the caller holds the finding's row lock and has checked the geometry):
-    its mask file stored (its key appended to ``written``), the row, ``current_version`` moved on.
-    ``mask_encoded``: the mask's bytes when they already are the stored form (a gzipped uint8 NIfTI of
-    0/1 on the scan's affine), kept as they are."""
-    number = finding.current_version + 1
-    key = ""
-    if array is not None:
-        if mask_encoded is not None and array.ndim == 3:
-            data, suffix = mask_encoded, ".nii.gz"
-        else:
-            data, suffix = mask_file(array, np.asarray(finding.scan.affine, dtype=np.float64))
-        key = storage_save_bytes(
-            project_key(finding.project, "annotations", f"finding-{finding.pk}", f"v{number}{suffix}"), data
-        )
-        written.append(key)
-    annotation = Annotation.objects.create(
-        finding=finding,
-        version=number,
-        kind=kind,
-        mask=key,
-        box=list(box) if box is not None else None,
-        points=[list(p) for p in points] if points is not None else None,
-        voxels=voxels,
-        author=user,
-        parent=parent,
-        comment=comment,
-    )
-    finding.current_version = number
-    finding.save(update_fields=["current_version", "updated_at"])
-    return annotation
 
 
 def annotation_save(
@@ -499,7 +226,7 @@ def annotation_save(
             parent=parent, comment=comment, mask_encoded=mask_encoded,
         )  # fmt: skip
         number = annotation.version
-        _event(
+        event_add(
             finding,
             task,
             user,
@@ -530,11 +257,17 @@ def task_submit(*, task_id: int, user, decision: str, comment: str = "") -> Revi
             raise ReviewError(
                 "decision", "an empty annotation cannot be accepted: draw the finding, or reject it"
             )
-        before = _task_state(task)
+        before = task_state(task)
         task.stage, task.decision, task.annotated_by, task.returned_comment = Stage.REVIEW, decision, user, ""
+        task.reviewed_by = None  # a new submission: its review is to come
         _release(task)
         task.save()
-        _event(task.finding, task, user, "submitted", before, _task_state(task), comment)
+        # What the radiologists see of the submission (QA included): the decision, the comment (the event's)
+        # and what changed from the proposal, measured once here.
+        change = version_change(Finding.objects.select_related("scan").get(pk=task.finding_id), current)
+        event_add(
+            task.finding, task, user, "submitted", before, {**task_state(task), "change": change}, comment
+        )
     return task
 
 
@@ -550,8 +283,6 @@ def _close(task: ReviewTask) -> None:
         status=FindingStatus.ACCEPTED if accepted else FindingStatus.REJECTED, updated_at=timezone.now()
     )
     if accepted:  # the learning loop counts it once committed (annotation/loop.py)
-        from annotation.loop import loop_after_accept
-
         project_id = task.project_id
         transaction.on_commit(lambda: loop_after_accept(project_id=project_id), robust=True)
 
@@ -562,14 +293,18 @@ def task_approve(*, task_id: int, user, comment: str = "") -> ReviewTask:
         task = _held(task_id, user, (Stage.REVIEW, Stage.QA))
         if task.annotated_by_id == user.pk:
             raise ReviewError("reviewer", "you annotated this finding: another radiologist must approve it")
-        before = _task_state(task)
+        if _qa_by_reviewer(task, user):
+            raise ReviewError("reviewer", "you reviewed this finding: another radiologist does its QA")
+        before = task_state(task)
+        if task.stage == Stage.REVIEW:
+            task.reviewed_by = user
         if task.stage == Stage.REVIEW and _qa_sampled(task):
             task.stage = Stage.QA
         else:
             _close(task)
         _release(task)
         task.save()
-        _event(task.finding, task, user, "approved", before, _task_state(task), comment)
+        event_add(task.finding, task, user, "approved", before, task_state(task), comment)
     return task
 
 
@@ -579,67 +314,28 @@ def task_return(*, task_id: int, user, comment: str) -> ReviewTask:
         raise ReviewError("comment", "say what to change")
     with transaction.atomic():
         task = _held(task_id, user, (Stage.REVIEW, Stage.QA))
-        before = _task_state(task)
+        before = task_state(task)
         task.stage, task.returned_comment = Stage.ANNOTATE, comment
         task.assignee, task.lease_expires_at = task.annotated_by, None
         task.save()
-        _event(task.finding, task, user, "returned", before, _task_state(task), comment)
+        event_add(task.finding, task, user, "returned", before, task_state(task), comment)
     return task
 
 
 def task_assign(*, task_id: int, manager, assignee) -> ReviewTask:
     """Manager: give an open task to someone (their lease starts when they open it)."""
     with transaction.atomic():
-        task = ReviewTask.objects.select_for_update().get(pk=task_id)
+        task = ReviewTask.objects.select_for_update(of=("self",)).select_related("project").get(pk=task_id)
         if task.stage not in OPEN_STAGES:
             raise ReviewError("stage", f"the task is closed ({task.stage})")
         if task.stage == Stage.READ:
             raise ReviewError("stage", "the finding is with its readers (stage read): it has no one assignee")
-        before = _task_state(task)
+        if _qa_by_reviewer(task, assignee):
+            raise ReviewError(
+                "user", f"{assignee.username} reviewed this finding: give its QA to another radiologist"
+            )
+        before = task_state(task)
         task.assignee, task.lease_expires_at = assignee, None
         task.save()
-        _event(task.finding, task, manager, "assigned", before, _task_state(task))
+        event_add(task.finding, task, manager, "assigned", before, task_state(task))
     return task
-
-
-def queue_reprioritise(*, project: Project, strategy: str, model_version=None, seed: int = 0) -> int:
-    """Order the open tasks by an active-learning score: each task's priority becomes its scan's stored
-    ``CaseScore`` for ``strategy`` and ``model_version`` (a ``power_`` strategy: the scan's place in the
-    seeded noisy ranking of those scores, ``(n - k) / n`` for the k-th of n); tasks whose scan has none
-    go last (-1). An unknown strategy, a model strategy without a model, or a strategy and version with no
-    stored score at all is an ``ActiveLearningError`` and changes nothing. Returns how many tasks
-    changed."""
-    from ml.active_learning import ActiveLearningError, ranked, strategy_check
-
-    base = strategy_check(strategy, model_version)
-    rows = ranked(project=project, strategy=strategy, version=model_version, seed=seed)
-    if not rows:
-        of = f"of {model_version.name} v{model_version.version} " if model_version is not None else ""
-        raise ActiveLearningError(
-            "strategy", f"no {base} scores {of}are stored in {project.slug}: compute them first"
-        )
-    if strategy.startswith("power_"):
-        scores = {r.scan_id: (len(rows) - k) / len(rows) for k, r in enumerate(rows)}
-    else:
-        scores = {r.scan_id: r.score for r in rows}
-    changed = 0
-    with transaction.atomic():
-        for task in (
-            ReviewTask.objects.select_for_update(of=("self",))
-            .filter(project=project, stage__in=OPEN_STAGES)
-            .select_related("finding")
-        ):
-            priority = scores.get(task.finding.scan_id, -1.0)
-            if task.priority != priority:
-                task.priority = priority
-                task.save(update_fields=["priority", "updated_at"])
-                changed += 1
-    return changed
-
-
-def readings_open(task: ReviewTask, **kwargs) -> None:
-    """Several readers (``annotation.readers.readings_open``): nothing when the project has one reader."""
-    if (task.project.readers_per_finding or 1) > 1:
-        from annotation.readers import readings_open as open_readings
-
-        open_readings(task, **kwargs)

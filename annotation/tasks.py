@@ -2,6 +2,8 @@
 
 from celery import shared_task
 
+from annotation.findings import findings_job
+from annotation.loop import loop_job
 from core.jobs import JobTask, job_run
 
 FINDINGS_TASK = "annotation.findings_from_proposals"
@@ -12,8 +14,6 @@ def findings_from_proposals(*, job_id: int) -> None:
     """Findings and review tasks of a finished label run (``Project.findings_after_label_run``: the run
     dispatches it by this name, ``labeling.services.findings_follow``), each starting from the region
     proposal that fits it."""
-    from annotation.services import findings_job
-
     job_run(job_id=job_id, body=lambda job: findings_job(job=job))
 
 
@@ -24,6 +24,4 @@ LOOP_TASK = "annotation.learning_loop"  # routed to the `gpu` queue (config/sett
 def learning_loop(*, job_id: int) -> None:
     """One turn of the learning loop (``annotation/loop.py``): train from accepted findings, then, with a
     better version, score the open cases and re-order the queue. Delivered again, training resumes."""
-    from annotation.loop import loop_job
-
     job_run(job_id=job_id, body=lambda job: loop_job(job=job))

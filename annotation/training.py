@@ -4,8 +4,11 @@
 from __future__ import annotations
 
 from annotation.models import Finding, FindingStatus
-from core.models import Project
-from ml.training import TrainingError, mask_sha256
+from annotation.selectors import accepted_mask_finding_ids
+from core.models import Job, Project
+from ml.models import TrainingRun
+from ml.services import model_version_latest
+from ml.training import TrainingError, mask_sha256, training_run_create, training_run_start
 
 
 def accepted_examples(
@@ -41,3 +44,23 @@ def accepted_examples(
             }
         )
     return out
+
+
+def training_from_accepted(
+    *,
+    project: Project,
+    model: str,
+    finding_ids: list[int] | None,
+    label_map: dict[str, str],
+    params: dict,
+    user,
+) -> tuple[TrainingRun, Job, int]:
+    """A training run of a new version of ``model`` (its newest ready version the parent) from accepted
+    findings' current masks (``finding_ids``, or all accepted findings with a mask), started as a job on
+    the ``gpu`` queue; returns the run, its job and how many examples it has."""
+    parent = model_version_latest(project=project, name=model)
+    ids = finding_ids or accepted_mask_finding_ids(project)
+    examples = accepted_examples(project, ids, parent.label_names[1:], label_map)
+    run = training_run_create(parent=parent, examples=examples, params=params, user=user)
+    job = training_run_start(run=run, user=user)
+    return run, job, len(examples)

@@ -48,9 +48,7 @@ def child(mode: str, folder: Path, nifti: Path, out: Path) -> dict:
         names = bundle.metadata.labels
         model = load_model(folder, "monai-bundle")
         pred = bundle_predict(bundle, model, volume, image.affine, names, lean=mode == "per-channel")
-        index = np.zeros(volume.shape, np.int64)
-        for r in pred.labels:
-            index[r.mask] = names.index(r.name)
+        index = pred.label_map.astype(np.int64)
     seconds = time.perf_counter() - t0
     np.save(out / f"{mode}.npy", index.astype(np.int16))
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -70,9 +70,7 @@ def run_platform(folder: Path, nifti: Path, out: Path) -> dict:
     labels = bundle.metadata.labels
     model = load_model(folder, "monai-bundle", device=device)
     pred = bundle_predict(bundle, model, volume, image.affine, labels, device=device)
-    index = np.zeros(volume.shape, np.int16)
-    for r in pred.labels:
-        index[r.mask] = labels.index(r.name)
+    index = pred.label_map.astype(np.int16)
     seconds = time.perf_counter() - t0
     np.save(out / "platform.npy", index)
     return {"seconds": seconds, "model_seconds": pred.seconds_model, **_peaks()}

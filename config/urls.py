@@ -22,6 +22,9 @@ urlpatterns = [
     path("api/", include("ml.api.urls")),
     path("api/", include("annotation.api.urls")),
     path("api/", include("releases.api.urls")),
+    path("api/", include("pacs.api.urls")),
+    path("console/", include("console.urls")),
     path("", include("annotation.urls")),
+    path("", include("pacs.urls")),
     path("", include("core.urls")),
 ]

@@ -77,3 +77,32 @@ def user_create(*, username: str, password: str, is_superuser: bool = False, is_
     if is_superuser:
         return User.objects.create_superuser(username=username, password=password, email="")
     return User.objects.create_user(username=username, password=password, is_staff=is_staff)
+
+
+def _keeps_a_manager(project: Project, user, role: str | None) -> None:
+    """Raise ``FieldError`` when giving ``user`` the role ``role`` (None: removing them) would leave
+    ``project`` without a manager (nobody could then add people or change roles but staff)."""
+    if role == Role.MANAGER:
+        return
+    managers = Membership.objects.filter(project=project, role=Role.MANAGER)
+    if managers.filter(user=user).exists() and not managers.exclude(user=user).exists():
+        action = "removed" if role is None else f"made {role}"
+        raise FieldError("user", f"{user} is the project's only manager and cannot be {action}")
+
+
+def membership_change(*, project: Project, user, role: str) -> Membership:
+    """``membership_set``, refused (``FieldError`` on ``user``) when it would demote the last manager."""
+    if role in Role.values:
+        _keeps_a_manager(project, user, role)
+    return membership_set(project=project, user=user, role=role)
+
+
+@transaction.atomic
+def membership_remove(*, project: Project, user) -> None:
+    """Remove ``user`` from ``project``; refused (``FieldError`` on ``user``) for its last manager or a
+    user who is not a member. Their past work (versions, history) keeps their name."""
+    membership = Membership.objects.select_for_update().filter(project=project, user=user).first()
+    if membership is None:
+        raise FieldError("user", f"{user} is not a member of {project}")
+    _keeps_a_manager(project, user, None)
+    membership.delete()

@@ -25,10 +25,9 @@ from typing import Any
 import numpy as np
 from django.core.files.storage import default_storage
 
-from core.storage import storage_local_copy
 from labeling.models import RegionProposal
 from releases.models import Dataset, DatasetRelease, ReleaseStatus
-from releases.records import LabelRecord
+from studies.masks import mask_read
 
 SCAN_BATCH = 500  # scans whose rows and headers are read together
 SPLITS = ("train", "val", "test")
@@ -285,9 +284,7 @@ def proposal_results(c: dict) -> list[dict]:
         true = _read_mask(e["mask_key"])
         if pred is None or true is None or pred.shape != true.shape:
             continue
-        spacing = [float(s) for s in c["spacing"]]
-        if true.ndim == 2:  # PNG rows x columns: spacing (row, column)
-            spacing = spacing[::-1]
+        spacing = [float(s) for s in c["spacing"]]  # (X, Y[, Z]) as the masks (studies/masks.py)
         result = metrics.case_metrics(
             [pred], [true], spacing=spacing, categories=[e["category"] or e["code"]]
         )
@@ -306,6 +303,4 @@ def aggregate_metrics(results: list[dict]) -> dict[str, Any]:
 
 
 def _read_mask(key: str) -> np.ndarray | None:
-    with storage_local_copy(key) as path:
-        record = LabelRecord(label_id="", text="", mask_path=path)
-        return record.load_mask()
+    return mask_read(key)

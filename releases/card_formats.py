@@ -12,25 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from labeling.types import CHEXPERT_OBSERVATIONS
-
-# ReXGroundingCT's 14 categories of lung and pleura findings (docs/formats.md): 1a..1f typically non-focal,
-# 2a..2h typically focal; the names the platform's labelers use (labeling/prompts/rexgroundingct_v1.md).
-REX_CATEGORIES: dict[str, str] = {
-    "1a": "bronchial wall thickening",
-    "1b": "bronchiectasis",
-    "1c": "emphysema",
-    "1d": "septal thickening",
-    "1e": "micronodules",
-    "1f": "other non-focal finding",
-    "2a": "linear opacity",
-    "2b": "atelectasis / consolidation",
-    "2c": "ground-glass opacity",
-    "2d": "nodule / mass",
-    "2e": "pleural effusion / thickening",
-    "2f": "honeycombing",
-    "2g": "pneumothorax",
-    "2h": "other focal finding",
-}
+from labeling.vocabulary import REX_CATEGORIES
 
 # Codes that are neither a ReXGroundingCT category nor a CheXpert observation but have a fixed meaning.
 OTHER_CODES: dict[str, str] = {

@@ -37,6 +37,7 @@ from releases.records import (
 from releases.records import (
     GazeAnatomyRecord as GazeRecordOut,
 )
+from studies.masks import mask_load, mask_rows
 from studies.models import Scan
 
 
@@ -217,10 +218,8 @@ def release_cases(release: DatasetRelease, *, verify: bool = True) -> Iterator[C
 
 
 def _png_mask(path: Path) -> np.ndarray:
-    from PIL import Image
-
-    with Image.open(path) as im:
-        return np.asarray(im.convert("L")) > 0
+    """A gaze record's stored mask as the picture ``(rows, columns)`` gaze formats work on."""
+    return mask_rows(mask_load(path))
 
 
 def _region_masks(record_pk: int, region_set: str, cache: dict) -> dict[str, np.ndarray]:

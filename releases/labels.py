@@ -112,6 +112,9 @@ def _category(code: str) -> str:
     return code if CATEGORY.match(code or "") else ""
 
 
+class_category = _category  # the ReXGroundingCT category of a finding code (pacs.storeback labels with it)
+
+
 def _digest(entry: dict[str, Any]) -> str:
     keep = {k: v for k, v in entry.items() if k not in ("label_id", "mask_key", "provenance")}
     return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()

@@ -23,6 +23,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from studies.masks import mask_load
+
 LABEL_KINDS = ("mask", "box", "none")
 SOURCES = ("human", "weak", "model")
 
@@ -77,7 +79,7 @@ class LabelRecord:
     assertion: str = "present"
     source: str = "human"
     box: list[float] | None = None
-    mask_path: Path | None = None  # NIfTI on the image grid (3D) or PNG rows x columns (2D); non-zero = in
+    mask_path: Path | None = None  # NIfTI on the image grid, or PNG width = X (2D): studies/masks.py
     provenance: dict[str, Any] = field(default_factory=dict)
     sha256: str = ""  # of the mask file
     # "finding": a finding class; "context": an anatomy mask from a generator (left_lung, heart, ...), which
@@ -85,18 +87,12 @@ class LabelRecord:
     role: str = "finding"
 
     def load_mask(self) -> np.ndarray | None:
-        """The mask as a boolean array on the image grid: ``(X, Y, Z)`` for 3D, ``(Y, X)`` for 2D."""
+        """The mask as a boolean array on the image grid, the canonical ``(X, Y[, Z])`` of the image array
+        whatever the file (PNG or NIfTI): the codec's (``studies/masks.py``). Formats that write pictures
+        take ``(rows, columns)`` from ``studies.masks.mask_rows``."""
         if self.mask_path is None:
             return None
-        name = str(self.mask_path)
-        if name.endswith((".nii", ".nii.gz")):
-            import nibabel as nib
-
-            return np.asarray(nib.load(name).dataobj) != 0
-        from PIL import Image
-
-        with Image.open(name) as im:
-            return np.asarray(im.convert("L")) != 0
+        return mask_load(self.mask_path)
 
 
 LABEL_FIELDS = (

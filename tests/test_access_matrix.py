@@ -193,6 +193,47 @@ RULES: dict[str, list[Case]] = {
     "export-detail": [get(READERS, pk("export"))],
     "export-archive": [get(READERS, pk("export"))],
     "export-file": [get(READERS, lambda w: [w["export"].pk, "SHA256SUMS"])],
+    # pacs: managers only (a source's URL and the hospital's studies are not the dataset's)
+    "pacs-sources": [get(MANAGERS, ALPHA), post(MANAGERS, ALPHA, note="an empty source: 400")],
+    "pacs-source": [
+        get(MANAGERS, lambda w: ["alpha", w["pacs_source"].pk]),
+        Case("patch", MANAGERS, lambda w: ["alpha", w["pacs_source"].pk], body={"store_back": False}),
+        Case("delete", MANAGERS, lambda w: ["alpha", w["pacs_source_spare"].pk]),
+    ],
+    "pacs-source-check": [
+        post(MANAGERS, lambda w: ["alpha", w["pacs_source"].pk], note="down: 200, check_ok false")
+    ],
+    "pacs-studies": [
+        get(
+            MANAGERS,
+            lambda w: ["alpha", w["pacs_source"].pk],
+            query=lambda w: {"study_date": "2007-04"},
+            note="a bad date: 400 before the PACS is asked",
+        )
+    ],
+    "pacs-imports": [get(MANAGERS, ALPHA), post(MANAGERS, ALPHA, note="no studies: 400")],
+    "pacs-import": [get(MANAGERS, lambda w: ["alpha", w["pacs_import"].pk])],
+    "pacs-store-backs": [get(MANAGERS, ALPHA), post(MANAGERS, ALPHA)],
+    "pacs-page": [get(MANAGERS, ALPHA, note="the PACS page")],
+    # console: the manager's pages (tests/console/); everyone else gets 404, anonymous callers the login
+    "console-projects": [get(LOGGED_IN)],
+    "console-project": [get(MANAGERS, ALPHA)],
+    "console-members": [get(MANAGERS, ALPHA), post(MANAGERS, ALPHA)],
+    "console-member-remove": [post(MANAGERS, lambda w: ["alpha", w["user_annotator"].pk])],
+    "console-uploads": [get(MANAGERS, ALPHA), post(MANAGERS, ALPHA)],
+    "console-jobs": [get(MANAGERS, ALPHA)],
+    "console-job": [get(MANAGERS, lambda w: ["alpha", w["job"].pk])],
+    "console-labels": [get(MANAGERS, ALPHA)],
+    "console-label-run-start": [post(MANAGERS, ALPHA)],
+    "console-gaze-run-start": [post(MANAGERS, GAMMA)],
+    "console-preannotate": [get(MANAGERS, ALPHA), post(MANAGERS, ALPHA)],
+    "console-tasks": [get(MANAGERS, ALPHA), post(MANAGERS, ALPHA)],
+    "console-queue": [get(MANAGERS, ALPHA)],
+    "console-task-assign": [post(MANAGERS, lambda w: ["alpha", w["task_open"].pk])],
+    "console-releases": [get(MANAGERS, ALPHA)],
+    "console-dataset-create": [post(MANAGERS, ALPHA)],
+    "console-release-create": [post(MANAGERS, lambda w: ["alpha", w["dataset"].slug])],
+    "console-export-create": [post(MANAGERS, lambda w: ["alpha", w["release"].pk])],
     # pages, schema, authentication
     "review-login": [get(ANYONE), post(ANYONE), Case("put", ANYONE)],
     "review": [get(REVIEWERS, ALPHA, note="the review screen")],
@@ -342,6 +383,19 @@ def _world(folder: Path) -> dict:
         input_spec={"ndim": 3}, label_names=["background", "nodule"], weights="x", checksum="0" * 64,
     )  # fmt: skip
     training = TrainingRun.objects.create(project=alpha, parent=version, name="net")
+    # a PACS source nothing answers at (port 9), and an import of it
+    from pacs.models import PacsImport, PacsSource
+
+    pacs_source = PacsSource.objects.create(
+        project=alpha, name="hospital", base_url="http://127.0.0.1:9/dicom-web"
+    )
+    pacs_spare = PacsSource.objects.create(
+        project=alpha, name="spare", base_url="http://127.0.0.1:9/dicom-web"
+    )
+    pacs_job = job_create(project=alpha, kind="pacs_import", params={"source": "hospital"})
+    pacs_import = PacsImport.objects.create(
+        project=alpha, source=pacs_source, job=pacs_job, study_uids=["1.2.3"]
+    )
 
     dataset = dataset_create(slug="lungs", name="Lungs", projects=[alpha], user=people["researcher"])
     release = release_start(dataset=dataset, selection={}, user=people["researcher"], notes="")
@@ -379,6 +433,9 @@ def _world(folder: Path) -> dict:
         "region_proposal": RegionProposal.objects.filter(project=gamma).exclude(mask="").first(),
         "model": version,
         "training_run": training,
+        "pacs_source": pacs_source,
+        "pacs_source_spare": pacs_spare,
+        "pacs_import": pacs_import,
         "finding_accepted": accepted,
         "finding_open": open_finding,
         "finding_rejected": rejected,

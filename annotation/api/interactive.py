@@ -90,7 +90,7 @@ class FindingInteractive(APIView):
 
 
 class FindingInteractiveAnswer(APIView):
-    @extend_schema(responses={200: OpenApiTypes.OBJECT})
+    @extend_schema(operation_id="findings_interactive_answer", responses={200: OpenApiTypes.OBJECT})
     def get(self, request, pk: int, job_id: int):
         from ml.interactive import interactive_answer, interactive_job_get
 

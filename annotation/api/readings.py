@@ -9,9 +9,10 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotation import readers, selectors
+from annotation.api.cases import case_payload
 from annotation.api.serializers import AnnotationIn, AnnotationOut, ReadingOut
-from annotation.api.views import ANNOTATORS, _save_version, case_payload
-from annotation.models import Finding, Reading
+from annotation.api.tasks import ANNOTATORS, save_version
+from annotation.models import Reading
 from core.models import Role
 from core.selectors import project_get_for_user, role_require, user_has_role
 
@@ -74,7 +75,7 @@ class ReadingAnnotations(APIView):
     )
     def post(self, request, pk: int):
         reading = selectors.reading_get_for_user(request.user, pk)
-        return _save_version(
+        return save_version(
             request, reading.project, reading.finding.scan, readers.reading_save, reading_id=reading.pk
         )
 
@@ -120,6 +121,5 @@ class ProjectAgreement(APIView):
         role_require(request.user, project, AGREEMENT_READERS, "managers, radiologists and researchers")
         only = None
         if not user_has_role(request.user, project, [Role.MANAGER, Role.RADIOLOGIST]):
-            accepted = Finding.objects.filter(project=project, status="accepted")
-            only = set(accepted.values_list("pk", flat=True))
+            only = set(selectors.accepted_finding_ids(project))
         return Response(readers.project_agreement(project, finding_ids=only))

@@ -2,7 +2,8 @@
 
 from rest_framework import serializers
 
-from annotation.models import Annotation, Finding, HistoryEvent, Reading, ReviewTask
+from annotation.models import Annotation, Finding, FindingSpan, HistoryEvent, Reading, ReviewTask
+from labeling.vocabulary import code_name
 
 
 class AnnotationOut(serializers.ModelSerializer):
@@ -25,9 +26,24 @@ class AnnotationOut(serializers.ModelSerializer):
         ]
 
 
+class FindingSpanOut(serializers.ModelSerializer):
+    class Meta:
+        model = FindingSpan
+        fields = ["section", "start", "end", "text"]
+
+
 class FindingOut(serializers.ModelSerializer):
+    """A finding; ``spans``: every mention of it in the report (Findings and Impression), the first being
+    its own ``section``/``start``/``end``/``text``; ``code_name``: the code in words (``2d``: nodule /
+    mass). Lists prefetch ``spans`` (``selectors.with_spans``)."""
+
     stage = serializers.CharField(source="task.stage", default=None, read_only=True)
     task_id = serializers.IntegerField(source="task.id", default=None, read_only=True)
+    spans = FindingSpanOut(many=True, read_only=True)
+    code_name = serializers.SerializerMethodField()
+
+    def get_code_name(self, finding: Finding) -> str:
+        return code_name(finding.code)
 
     class Meta:
         model = Finding
@@ -41,8 +57,11 @@ class FindingOut(serializers.ModelSerializer):
             "end",
             "text",
             "code",
+            "code_name",
             "location",
             "laterality",
+            "size_mm",
+            "spans",
             "status",
             "source",
             "current_version",
@@ -54,6 +73,8 @@ class FindingOut(serializers.ModelSerializer):
 
 class TaskOut(serializers.ModelSerializer):
     assignee = serializers.CharField(source="assignee.username", default=None, read_only=True)
+    annotated_by = serializers.CharField(source="annotated_by.username", default=None, read_only=True)
+    reviewed_by = serializers.CharField(source="reviewed_by.username", default=None, read_only=True)
 
     class Meta:
         model = ReviewTask
@@ -66,8 +87,28 @@ class TaskOut(serializers.ModelSerializer):
             "priority",
             "decision",
             "returned_comment",
+            "annotated_by",
+            "reviewed_by",
             "updated_at",
         ]
+
+
+class SubmissionOut(serializers.Serializer):
+    """The annotator's submission as the radiologists see it (review and QA): their decision and comment,
+    and ``change``: what changed from the proposal (``annotation.versions.version_change``: ``proposal``
+    null when the finding had none, ``kept_proposal``, ``dice``, ``voxels_added``, ``voxels_removed``)."""
+
+    annotator = serializers.CharField(source="user.username", default=None)
+    decision = serializers.SerializerMethodField()
+    comment = serializers.CharField()
+    at = serializers.DateTimeField()
+    change = serializers.SerializerMethodField()
+
+    def get_decision(self, event: HistoryEvent) -> str:
+        return event.after.get("decision", "")
+
+    def get_change(self, event: HistoryEvent) -> dict | None:
+        return event.after.get("change")
 
 
 class ReadingOut(serializers.ModelSerializer):

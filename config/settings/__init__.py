@@ -9,5 +9,6 @@ from config.settings.celery import *  # noqa: F401,F403
 from config.settings.database import *  # noqa: F401,F403
 from config.settings.ingest import *  # noqa: F401,F403
 from config.settings.llm import *  # noqa: F401,F403
+from config.settings.pacs import *  # noqa: F401,F403
 from config.settings.security import *  # noqa: F401,F403
 from config.settings.storage import *  # noqa: F401,F403

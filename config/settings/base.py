@@ -24,6 +24,8 @@ INSTALLED_APPS = [
     "ml",
     "annotation",
     "releases",
+    "pacs",
+    "console",  # the manager's pages (server-rendered; reads and changes through the apps above)
 ]
 
 MIDDLEWARE = [

@@ -26,6 +26,7 @@ CELERY_TASK_ROUTES = {
     "core.*": {"queue": "default"},
     "labeling.llm.*": {"queue": "llm"},
     "labeling.*": {"queue": "default"},
+    "pacs.*": {"queue": "default"},  # DICOMweb imports and store-back
     "ml.*": {"queue": "gpu"},
 }
 # Jobs that end. Each delivery of a job counts an attempt (Job.attempts); a delivery that finds
@@ -69,4 +70,8 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
 # (an upload running in-process in the embedded default) is failed without a worker, beat or new job.
 JOB_REAP_INTERVAL_SECONDS = env_int("JOB_REAP_INTERVAL_SECONDS", 60)
 # `celery -A config beat`: fail jobs whose process died (lapsed lease) and remove their raw uploads.
-CELERY_BEAT_SCHEDULE = {"jobs-reap": {"task": "core.jobs_reap", "schedule": 60.0}}
+CELERY_BEAT_SCHEDULE = {
+    "jobs-reap": {"task": "core.jobs_reap", "schedule": 60.0},
+    # PACS store-back (pacs/storeback.py): accepted masks sent as DICOM SEG, failed sends retried
+    "pacs-store-back": {"task": "pacs.store_back_sweep", "schedule": 300.0},
+}

@@ -2,7 +2,7 @@
 // of a reading, where its saves go, each finding's colour (by its place in the study's list) and which
 // findings the user can open.
 import { readersPerFinding, role } from "./page";
-import type { Annotation, Case, Finding, Proposal, Reading } from "./types";
+import type { Annotation, Case, Finding, Proposal, Reading, Span, Submission } from "./types";
 
 /** One colour per finding of the study (by its place in the list). */
 const PALETTE: [number, number, number][] = [
@@ -20,11 +20,11 @@ export function versionOf(c: Case, number: number): Annotation | undefined {
   return c.versions.find((v) => v.version === number);
 }
 
-/** The version made from a region proposal (or version 1): what the annotator started from. After several
- * readers, version 1 may be a reader's own: then only a proposal's version is one. */
+/** The version made from a region proposal (or an authorless version 1): what the annotator started from.
+ * None when the finding had no proposal: a version 1 someone drew is theirs, not a proposal. */
 export function proposalVersion(c: Case): Annotation | undefined {
   const first = versionOf(c, 1);
-  return c.versions.find((v) => v.region_proposal_id != null) ?? (c.agreement && first?.author ? undefined : first);
+  return c.versions.find((v) => v.region_proposal_id != null) ?? (first && !first.author && !c.agreement ? first : undefined);
 }
 
 /** The annotator's newest version (the current one when they saved none: they kept the proposal). After
@@ -66,6 +66,39 @@ export function proposalsOf(c: Case, f: Finding): Proposal[] {
   // The proposal the finding started from, unless it was cut to the finding's side (its box spans both).
   const start = f.id === c.finding.id && !c.start?.components ? c.start?.proposal : undefined;
   return (c.proposals ?? []).filter((p) => (p.code === f.code && f.code !== "") || p.id === start);
+}
+
+/** A finding's mentions in its report: its spans, else its own one. */
+export function spansOf(f: Finding): Span[] {
+  if (f.spans && f.spans.length) return f.spans;
+  return f.start != null && f.end != null ? [{ section: f.section, start: f.start, end: f.end, text: f.text }] : [];
+}
+
+/** What the findings list says a finding is: its code in words with the code, side, place and size. */
+export function findingWhat(f: Finding): string {
+  const named = f.code_name && f.code_name.toLowerCase() !== f.code.toLowerCase(); // "2d", not "Cardiomegaly"
+  const name = named ? `${f.code_name} (${f.code})` : f.code || "no code";
+  const place = [f.laterality && !(f.location ?? "").includes(f.laterality) ? f.laterality : "", f.location ?? ""]
+    .filter(Boolean)
+    .join(" ");
+  const size = f.size_mm != null ? `${f.size_mm} mm` : "";
+  const mentions = spansOf(f).length > 1 ? `${spansOf(f).length} mentions` : "";
+  return [name, place, size, mentions].filter(Boolean).join(" · ");
+}
+
+/** The annotator's submission in words for the radiologist: decision, comment, and the change from the
+ * proposal (none when the finding had no proposal: then nothing was "kept"). */
+export function submissionText(s: Submission): string[] {
+  const lines = [`${s.annotator ?? "The annotator"} decided: ${s.decision || "?"}${s.comment ? ` — “${s.comment}”` : " (no comment)"}`];
+  const ch = s.change;
+  if (!ch || ch.proposal == null) lines.push("No proposal: the annotator drew the finding from scratch.");
+  else if (ch.kept_proposal) lines.push(`Kept the proposal (v${ch.proposal}, ${ch.proposal_voxels ?? 0} voxels) unchanged.`);
+  else {
+    const dice = ch.dice != null ? `Dice ${ch.dice.toFixed(2)} against the proposal` : "not comparable with the proposal";
+    const diff = ch.voxels_added != null ? `, +${ch.voxels_added} / −${ch.voxels_removed} voxels` : "";
+    lines.push(`Changed the proposal (v${ch.proposal} → v${ch.result}): ${dice}${diff}.`);
+  }
+  return lines;
 }
 
 /** A finding still with its readers (several readers per finding): its task opens after the consensus. */

@@ -171,7 +171,11 @@ export async function toggleShowing(): Promise<void> {
     say(`This finding had no proposal: there is only ${resultName(c)} to show.`);
     return;
   }
-  if (!proposal || !annotator || proposal.id === annotator.id) {
+  if (!proposal) {
+    say("This finding had no proposal: there is only the annotator's result to show.");
+    return;
+  }
+  if (!annotator || proposal.id === annotator.id) {
     say("The annotator kept the proposal: there is only one version to show.");
     return;
   }

@@ -1,6 +1,6 @@
 // The panels beside the report: the finding's versions (tagged for a radiologist: the proposal, the
 // annotator's result, the consensus, each reader's reading) and the readers' agreement after a consensus.
-import { annotatorVersion, proposalVersion } from "./cases";
+import { annotatorVersion, proposalVersion, submissionText } from "./cases";
 import { el, role } from "./page";
 import type { Case } from "./types";
 
@@ -24,6 +24,7 @@ export function renderVersions(c: Case): void {
       const tags: string[] = [];
       if (proposal && v.id === proposal.id) tags.push("proposal");
       if (annotator && v.id === annotator.id && v.author) tags.push("annotator's result");
+      if (proposal && annotator && v.id === proposal.id && proposal.id === annotator.id && !agreement) tags.push("kept by the annotator");
       if (isConsensus) tags.push("consensus");
       const readBy = (agreement?.readers ?? []).filter((r) => r.version === v.version);
       if (readBy.length) tags.push(readBy.map((r) => `reader ${r.index}'s reading`).join(", "));
@@ -36,6 +37,24 @@ export function renderVersions(c: Case): void {
     }
     if (v.version === c.finding.current_version) item.classList.add("current");
     versions.append(item);
+  }
+  renderSubmission(c);
+}
+
+/** For radiologists (review and QA): the annotator's decision, comment and change from the proposal. */
+export function renderSubmission(c: Case): void {
+  const box = el("submission");
+  const s = role === "radiologist" && !c.reading ? c.submission : null;
+  box.hidden = !s;
+  box.replaceChildren();
+  if (!s) return;
+  const head = document.createElement("h2");
+  head.textContent = c.task.stage === "qa" ? `QA · reviewed by ${c.task.reviewed_by ?? "?"}` : "The annotator's submission";
+  box.append(head);
+  for (const line of submissionText(s)) {
+    const p = document.createElement("p");
+    p.textContent = line;
+    box.append(p);
   }
 }
 

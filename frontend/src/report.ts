@@ -6,11 +6,13 @@ import {
   beingRead,
   canOpen,
   findingColour,
+  findingWhat,
   proposalVersion,
   proposalsOf,
   readingLabel,
   resultName,
   rgb,
+  spansOf,
 } from "./cases";
 import { el, missingForm, role, root } from "./page";
 import { renderAgreement, renderVersions } from "./panels";
@@ -38,18 +40,20 @@ export function renderReport(c: Case): void {
     const para = document.createElement("p");
     para.className = "report-text";
     para.dataset.section = section;
+    // Every mention of every finding (a finding named in Findings and in Impression has two).
     const spans = c.findings
-      .filter((f) => f.section === section && f.start != null && f.end != null && f.end > f.start)
-      .sort((a, b) => (a.start ?? 0) - (b.start ?? 0));
+      .flatMap((f) => spansOf(f).map((s) => ({ f, s })))
+      .filter(({ s }) => s.section === section && s.end > s.start)
+      .sort((a, b) => a.s.start - b.s.start);
     let at = 0;
-    for (const f of spans) {
-      const [start, end] = [f.start ?? 0, f.end ?? 0];
+    for (const { f, s } of spans) {
+      const [start, end] = [s.start, s.end];
       if (start < at) continue; // overlapping spans: the first one wins
       para.append(text.slice(at, start));
       const mark = document.createElement("mark");
       mark.textContent = text.slice(start, end);
       mark.dataset.finding = String(f.id);
-      mark.title = `${f.code} · ${f.status}`;
+      mark.title = `${findingWhat(f)} · ${f.status}`;
       mark.style.borderBottom = `3px solid ${rgb(findingColour(c, f.id))}`;
       if (f.id === c.finding.id) mark.className = "current";
       para.append(mark);
@@ -78,7 +82,7 @@ export function renderFindings(c: Case): void {
     // Another finding being read: its version number would tell how much its readers saved (blinded).
     const version = beingRead(f) && f.id !== c.finding.id ? "" : ` · v${f.current_version}`;
     const where = beingRead(f) ? "being read" : (f.stage ?? "no task");
-    meta.textContent = ` ${f.code || "no code"} · ${where} · ${f.source || "?"} · ${f.status}${version}`;
+    meta.textContent = ` ${findingWhat(f)} · ${where} · ${f.source || "?"} · ${f.status}${version}`;
     item.append(swatch, text, meta);
     const proposals = proposalsOf(c, f);
     if (proposals.length) {

@@ -12,6 +12,9 @@ export type Annotation = {
   created_at: string;
 };
 
+/** One mention of a finding in its report (Findings and Impression may both name it). */
+export type Span = { section: string; start: number; end: number; text: string };
+
 export type Finding = {
   id: number;
   study_id: number;
@@ -21,6 +24,12 @@ export type Finding = {
   end: number | null;
   text: string;
   code: string;
+  /** The code in words ("2d": "nodule / mass"). */
+  code_name?: string;
+  location?: string;
+  laterality?: string;
+  size_mm?: number | null;
+  spans?: Span[];
   status: string;
   source: string;
   current_version: number;
@@ -44,7 +53,7 @@ export type Gaze = { id: number; reader: string; heatmap_png: string };
 /** An anatomy proposal of the case's scan, shown as a context layer (``context``: of the finding's place). */
 export type Layer = { id: number; label: string; organ: string; source: string; context: boolean };
 
-/** Which proposal the finding's version 1 started from and the rule that chose it (annotation/proposals.py);
+/** Which proposal the finding's version 1 started from and the rule that chose it (annotation/proposals/);
  * ``components``: [kept, of] when the proposal was cut to the finding's side or zone. */
 export type Start = { proposal: number; rule: string; components?: [number, number] };
 
@@ -93,7 +102,30 @@ export type Agreement = {
   consensus_voxels: number | null;
 };
 
-export type Task = { id: number; stage: string; decision: string; returned_comment: string; assignee: string | null };
+export type Task = {
+  id: number;
+  stage: string;
+  decision: string;
+  returned_comment: string;
+  assignee: string | null;
+  annotated_by?: string | null;
+  reviewed_by?: string | null;
+};
+
+/** What changed from the proposal when the annotator submitted (annotation/versions.py version_change). */
+export type Change = {
+  proposal: number | null;
+  proposal_voxels: number | null;
+  result: number | null;
+  result_voxels: number | null;
+  kept_proposal: boolean;
+  dice: number | null;
+  voxels_added: number | null;
+  voxels_removed: number | null;
+};
+
+/** The annotator's submission as the radiologists see it (review and QA). */
+export type Submission = { annotator: string | null; decision: string; comment: string; at: string; change: Change | null };
 
 export type Case = {
   task: Task;
@@ -110,6 +142,7 @@ export type Case = {
   /** Present when the case is the user's reading (next-reading, a reading's detail). */
   reading?: Reading;
   agreement?: Agreement | null;
+  submission?: Submission | null;
 };
 
 export type Mode = "view" | "paint" | "erase" | "fill" | "box" | "click";

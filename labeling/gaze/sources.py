@@ -16,13 +16,11 @@ Masks come back as PNG bytes (the worker decodes them) and boxes as ``{"name", "
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 from django.core.files.storage import default_storage
-from PIL import Image
 
 from labeling.gaze import regions as rg
+from studies.masks import mask_decode, mask_rows
 
 
 def recording_anatomy(recording) -> tuple[dict[str, bytes], list[dict]]:
@@ -61,8 +59,8 @@ def anatomy_model_masks(recording) -> dict[str, str]:
 
 
 def decoded(masks: dict[str, bytes]) -> dict[str, np.ndarray]:
-    """PNG bytes per name as boolean ``(height, width)`` arrays (non-zero pixels)."""
-    return {name: np.asarray(Image.open(io.BytesIO(data)).convert("L")) > 0 for name, data in masks.items()}
+    """Stored 2D masks (PNG bytes) per name as boolean pictures ``(height, width)`` (non-zero pixels)."""
+    return {name: mask_rows(mask_decode(data, name=name)) for name, data in masks.items()}
 
 
 def recording_region_masks(recording, region_set: str) -> dict[str, np.ndarray]:

@@ -16,6 +16,7 @@ from PIL import Image
 
 from core.errors import public_message
 from labeling.gaze.labels import RecordingInput, RecordingLabels, Unusable, gaze_labels, rules_findings
+from studies.masks import mask_decode, mask_rows
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +29,7 @@ def compute_one(payload: dict[str, Any]) -> dict[str, Any]:
         masks = {}
         for name, data in payload["masks"].items():
             try:
-                masks[name] = np.asarray(Image.open(io.BytesIO(data)).convert("L")) > 0
+                masks[name] = mask_rows(mask_decode(data, name=name))  # the picture (rows, columns)
             except Exception as exc:
                 raise Unusable(f"anatomy mask {name}: not a readable PNG ({exc})") from exc
         labels = gaze_labels(rec, masks, payload["params"], rules_findings)

@@ -235,8 +235,9 @@ def bundle_predict(
         out = item[PRED_KEY]
     except Exception as exc:
         raise ModelError(bundle.file, "postprocessing", f"failed on this scan: {exc}") from exc
-    labels = _labels(out, label_names, tuple(volume.shape), bundle, stats)
-    return Prediction(labels=labels, device=device, seconds_model=seconds_model,
+    labels, label_map, more = _labels(out, label_names, tuple(volume.shape), bundle, stats)
+    warnings += more
+    return Prediction(labels=labels, label_map=label_map, device=device, seconds_model=seconds_model,
                       seconds_total=time.perf_counter() - started, warnings=warnings)  # fmt: skip
 
 
@@ -284,10 +285,10 @@ def _stats(logits: torch.Tensor, post: list[TransformDef]) -> dict[int, tuple[fl
 
 def _labels(
     out: torch.Tensor, names: list[str], shape: tuple[int, ...], bundle: Bundle, stats: dict
-) -> list[LabelResult]:
+) -> tuple[list[LabelResult], np.ndarray, list[str]]:
     """Masks from the postprocessed prediction ``out`` ``(C', X, Y, Z)``: a label map (one channel of class
     numbers, after ``AsDiscreted(argmax)``) or one channel per label (thresholded, one-hot or
-    probabilities)."""
+    probabilities); returned as one label map (the platform's form of a model's masks, ``Prediction``)."""
     t = out.as_tensor() if isinstance(out, MetaTensor) else torch.as_tensor(out)
     if tuple(t.shape[1:]) != tuple(shape):
         raise ModelError(
@@ -310,13 +311,21 @@ def _labels(
             bundle.file, "postprocessing", f"{t.shape[0]} output channels after postprocessing for "
             f"{len(names)} label names"
         )  # fmt: skip
-    results = []
+    index = np.zeros(shape, dtype=np.uint8 if len(names) <= 256 else np.uint16)
+    results, overlap = [], False
     for c, name in enumerate(names):
         mask = masks[c]
         if name.lower() == "background" or not bool(mask.any()):
             continue
+        where = mask.cpu().numpy()
+        overlap = overlap or bool(index[where].any())
+        index[where] = c  # a later channel wins where channels overlap (sigmoid outputs)
         confidence, entropy = stats.get(c, (float("nan"), float("nan")))
-        results.append(
-            LabelResult(name=name, mask=mask.cpu().numpy(), confidence=confidence, entropy=entropy)
-        )
-    return results
+        results.append(LabelResult(name=name, value=c, voxels=0, confidence=confidence, entropy=entropy))
+        del where
+    for r in results:
+        r.voxels = int(np.count_nonzero(index == r.value))
+    warnings = (
+        ["the bundle's output channels overlap: a voxel goes to the last of its channels"] if overlap else []
+    )
+    return [r for r in results if r.voxels], index, warnings

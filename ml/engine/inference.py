@@ -5,8 +5,11 @@ the identity) with its voxel spacing. Preprocessing follows the model's input sp
 [0, 1] (``window``), resampling to the model's ``spacing`` (trilinear), then MONAI's
 ``sliding_window_inference`` (``roi_size``, Gaussian blending, overlap 0.25), softmax over the output
 channels (sigmoid for one channel), mixed precision (bfloat16) on a GPU, and the probabilities resampled
-back to the scan's grid. A volume that does not fit in GPU memory is retried with the windows' outputs
-kept on the CPU, then wholly on the CPU; what happened is said in ``warnings``.
+back to the scan's grid as one label map (``label_map_from_probabilities``: one uint8 index volume and
+each label's stats; the channels are resampled one at a time, so the memory on the scan's grid does not
+grow with the number of labels; a label's mask is derived from the map when it is needed). A volume
+that does not fit in GPU memory is retried with the windows' outputs kept on the CPU, then wholly on the
+CPU; what happened is said in ``warnings``.
 """
 
 from __future__ import annotations
@@ -25,18 +28,34 @@ from ml.specs import InputSpec, ModelError
 @dataclass
 class LabelResult:
     name: str
-    mask: np.ndarray  # bool, the scan's grid
-    confidence: float  # mean probability of the label inside the mask
-    entropy: float  # mean normalised entropy (0..1) of the prediction inside the mask
+    value: int  # its value in the label map: the output channel (1 for a one-channel model)
+    voxels: int  # on the scan's grid
+    confidence: float  # mean probability of the label inside the mask (model's grid)
+    entropy: float  # mean normalised entropy (0..1) of the prediction inside the mask (model's grid)
+
+
+@dataclass
+class LabelMap:
+    index: np.ndarray  # (X, Y[, Z]) on the scan's grid: the winning output channel, uint8 (uint16 past 256)
+    labels: list[LabelResult]
+
+    def mask(self, label: LabelResult) -> np.ndarray:
+        """The label's bool mask on the scan's grid (a new array: derive one at a time)."""
+        return self.index == label.value
 
 
 @dataclass
 class Prediction:
     labels: list[LabelResult]
+    label_map: np.ndarray  # LabelMap.index: one array for all the labels
     device: str
     seconds_model: float
     seconds_total: float
     warnings: list[str] = field(default_factory=list)
+
+    def mask(self, label: LabelResult) -> np.ndarray:
+        """The label's bool mask on the scan's grid (a new array: derive one at a time)."""
+        return self.label_map == label.value
 
 
 def preprocess(
@@ -96,11 +115,20 @@ def predict(
             device = "cpu"
             probs = _infer(model, x, spec, "cpu", "cpu", sw_batch_size, overlap)
     seconds_model = time.perf_counter() - t0
-    if not torch.isfinite(probs).all():
-        raise ModelError("model", "weights", "the model output NaN or infinite values on this scan")
-    labels = _labels(probs[0], label_names, shape, "bilinear" if spec.ndim == 2 else "trilinear")
-    return Prediction(labels=labels, device=device, seconds_model=seconds_model,
-                      seconds_total=time.perf_counter() - started, warnings=warnings)  # fmt: skip
+    for c in range(probs.shape[1]):  # a channel at a time: no (C, *grid) bool temporary
+        if not bool(torch.isfinite(probs[0, c]).all()):
+            raise ModelError("model", "weights", "the model output NaN or infinite values on this scan")
+    mode = "bilinear" if spec.ndim == 2 else "trilinear"
+    try:
+        result = label_map_from_probabilities(probs[0], label_names, shape, mode=mode)
+    except torch.OutOfMemoryError:
+        warnings.append("out of GPU memory resampling to the scan's grid: resampled on the CPU")
+        probs = probs.cpu()
+        torch.cuda.empty_cache()
+        result = label_map_from_probabilities(probs[0], label_names, shape, mode=mode)
+    return Prediction(labels=result.labels, label_map=result.index, device=device,
+                      seconds_model=seconds_model, seconds_total=time.perf_counter() - started,
+                      warnings=warnings)  # fmt: skip
 
 
 class _WithText(torch.nn.Module):
@@ -123,51 +151,108 @@ def _infer(model, x, spec, device, sw_device, sw_batch_size, overlap) -> torch.T
             overlap=overlap, mode="gaussian", sw_device=device, device=sw_device,
         )  # fmt: skip
     logits = logits.float()
-    return torch.sigmoid(logits) if logits.shape[1] == 1 else torch.softmax(logits, dim=1)
+    return torch.sigmoid(logits) if logits.shape[1] == 1 else softmax_(logits)
 
 
-def _labels(probs: torch.Tensor, names: list[str], shape: tuple[int, ...], mode: str) -> list[LabelResult]:
-    """Per named channel: the mask on the scan's grid, and its mean probability and normalised entropy.
+def softmax_(logits: torch.Tensor) -> torch.Tensor:
+    """Softmax over the channels of ``(1, C, *grid)`` logits in place, 65,536 voxels at a time:
+    ``torch.softmax`` on the whole would hold a second ``(C, *grid)`` float32 tensor (1.5 GB for 100
+    labels on a 221x221x75 model grid). Equal to ``torch.softmax`` to within float rounding (measured:
+    at most 4e-12 on the CPU, most tensors bit for bit; tests/ml/test_label_memory.py)."""
+    if not logits.is_contiguous():  # MONAI's output cropped from a padded buffer
+        logits = logits.contiguous()
+    flat = logits.view(logits.shape[0], logits.shape[1], -1)
+    step = 1 << 16 if flat.device.type == "cpu" else 1 << 22
+    for start in range(0, flat.shape[2], step):
+        flat[:, :, start : start + step] = torch.softmax(flat[:, :, start : start + step], dim=1)
+    return logits
 
-    The masks are the argmax of the probabilities resampled to the scan's grid (for one channel: p > 0.5;
-    for two: p₁ > 0.5, the same as the argmax, resampling only that channel). Confidence and entropy are
-    means over the label's voxels on the model's grid, where the probabilities were computed.
+
+def label_map_from_probabilities(
+    probs: torch.Tensor, names: list[str], shape: tuple[int, ...], *, mode: str = "trilinear"
+) -> LabelMap:
+    """Probabilities ``(C, *model grid)`` (softmax over C; for ``C == 1`` a sigmoid) -> one label-index
+    volume on the scan's grid ``shape`` (same axis order, here X, Y[, Z]) and each named label's stats.
+
+    The index is the argmax over the channels of the probabilities resampled to ``shape`` (``mode``:
+    ``trilinear`` for 3D, ``bilinear`` for 2D, ``align_corners=False``), the same voxel for voxel as
+    resampling all channels at once and taking the argmax (what MONAI's ``Invertd`` on probabilities then
+    ``AsDiscreted(argmax=True)`` computes), but resampled one channel at a time against a running maximum,
+    so the memory on the scan's grid is about 10 bytes a voxel whatever the number of channels (all
+    channels at once take 4·C bytes a voxel). A channel whose probability is below 1/C everywhere on the
+    model's grid is not resampled: the winner of every voxel has at least 1/C after resampling (the
+    resampled probabilities still sum to 1), so such a channel wins nowhere. For one channel the index is
+    1 where the resampled probability is > 0.5; for two it is 1 where the resampled p₁ > 0.5 (the argmax,
+    resampling only that channel).
+
+    ``names[i]`` names channel i (``class_i`` past the names); a ``background`` channel and a channel that
+    wins no voxel give no label. Confidence and entropy are means over the label's voxels on the model's
+    grid (its argmax there), where the probabilities were computed; all voxels when it wins none there.
+    Runs on ``probs.device``; the index comes back as a NumPy array (uint8, uint16 past 256 channels).
     """
     channels = probs.shape[0]
+    resample = tuple(probs.shape[1:]) != tuple(shape)
+
+    def up(c: int) -> torch.Tensor:
+        one = probs[c : c + 1]
+        if not resample:
+            return one[0]
+        return F.interpolate(one[None], size=shape, mode=mode, align_corners=False)[0, 0]
+
+    if channels <= 2:
+        index = (up(channels - 1) > 0.5).to(torch.uint8)
+        values = [1] if channels == 1 else [0, 1]
+        voxels_on = int(index.sum())
+        voxels = [voxels_on] if channels == 1 else [index.numel() - voxels_on, voxels_on]
+    else:
+        index = _argmax_resampled(probs, up)
+        values = list(range(channels))
+        voxels = torch.bincount(index.flatten(), minlength=channels).tolist()
+    names = [names[c] if c < len(names) else f"class_{c}" for c in range(channels)]
     if channels == 1:
         p = probs[0].clamp(1e-7, 1 - 1e-7)
         entropy = -(p * p.log() + (1 - p) * (1 - p).log()) / np.log(2)
-        low = {0: probs[0] > 0.5}
+        winner = None
     else:
         winner = probs.argmax(dim=0)
-        entropy = -(probs * probs.clamp_min(1e-7).log()).sum(dim=0) / np.log(channels)
-        low = {c: winner == c for c in range(channels)}
-    resample = tuple(probs.shape[1:]) != tuple(shape)
-
-    def up(channel_probs: torch.Tensor) -> torch.Tensor:
-        if not resample:
-            return channel_probs
-        return F.interpolate(channel_probs[None], size=shape, mode=mode, align_corners=False)[0]
-
-    if channels <= 2:
-        full = {channels - 1: up(probs[channels - 1 : channels])[0] > 0.5}
-        if channels == 2:
-            full[0] = ~full[1]
-    else:
-        index = up(probs).argmax(dim=0)
-        full = {c: index == c for c in range(channels)}
-    out = []
-    for c in range(channels):
-        name = names[c] if c < len(names) else f"class_{c}"
-        if name.lower() == "background" or not bool(full[c].any()):
+        entropy = torch.zeros_like(probs[0])
+        for c in range(channels):  # one channel at a time: no (C, *grid) temporaries
+            entropy -= probs[c] * probs[c].clamp_min(1e-7).log()
+        entropy /= np.log(channels)
+    labels = []
+    for c, (name, value, count) in enumerate(zip(names, values, voxels, strict=True)):
+        if name.lower() == "background" or count == 0:
             continue
-        stats = low[c] if bool(low[c].any()) else torch.ones_like(low[c])
-        out.append(
+        stats = probs[0] > 0.5 if winner is None else winner == c
+        if not bool(stats.any()):
+            stats = torch.ones_like(stats)
+        labels.append(
             LabelResult(
                 name=name,
-                mask=full[c].cpu().numpy(),
+                value=value,
+                voxels=count,
                 confidence=float(probs[c][stats].mean()),
                 entropy=float(entropy[stats].mean()),
             )
         )
-    return out
+    dtype = np.uint8 if max(values) < 256 else np.uint16
+    return LabelMap(index=index.cpu().numpy().astype(dtype, copy=False), labels=labels)
+
+
+def _argmax_resampled(probs: torch.Tensor, up) -> torch.Tensor:
+    """``argmax_c up(c)`` on the scan's grid, one channel resampled at a time (ties: the lowest channel,
+    as ``torch.argmax``)."""
+    channels = probs.shape[0]
+    floor = (1.0 / channels) * (1 - 1e-3)  # below this everywhere: wins nowhere (rounding margin)
+    peaks = probs.flatten(1).amax(dim=1).tolist()
+    candidates = [c for c in range(channels) if peaks[c] >= floor]
+    dtype = torch.uint8 if channels <= 256 else torch.int32  # no uint16 comparisons in torch on all devices
+    best = up(candidates[0]).clone()
+    index = torch.full(best.shape, candidates[0], dtype=dtype, device=best.device)
+    for c in candidates[1:]:
+        p = up(c)
+        better = p > best
+        index.masked_fill_(better, c)
+        torch.maximum(best, p, out=best)
+        del p, better
+    return index

@@ -45,9 +45,8 @@ def split_labels(case: CaseRecord, kinds: Iterable[str], skipped: list[str]) -> 
 
 
 def mask_on_grid(case: CaseRecord, label: LabelRecord) -> np.ndarray:
-    """The label's mask as a bool array on the image array's grid: ``(X, Y, Z)``, or ``(X, Y)`` for 2D.
-
-    2D masks come as ``(rows, columns)`` = ``(Y, X)`` from PNG and are transposed. Raises FormatError when
+    """The label's mask as a bool array on the image array's grid: ``(X, Y, Z)``, or ``(X, Y)`` for 2D
+    (``LabelRecord.load_mask``: the codec's order for PNG and NIfTI files alike). Raises FormatError when
     the mask is not on the image grid (other shape, or a NIfTI mask with another affine).
     """
     where = f"{case.case_id}/{label.label_id}.mask"
@@ -56,8 +55,6 @@ def mask_on_grid(case: CaseRecord, label: LabelRecord) -> np.ndarray:
         raise FormatError(where, "mask label without a mask file")
     shape = tuple(int(n) for n in case.image.shape)
     is_nifti = str(label.mask_path).endswith((".nii", ".nii.gz"))
-    if len(shape) == 2 and not is_nifti:
-        mask = mask.T
     mask = np.asarray(mask, dtype=bool)
     if mask.shape != shape:
         raise FormatError(where, f"mask shape {list(mask.shape)} is not the image's {list(shape)}")

@@ -60,6 +60,7 @@ import json
 import re
 import warnings
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import highdicom as hd
@@ -436,6 +437,17 @@ def _segment(n: int, case: CaseRecord, label: LabelRecord) -> hd.seg.SegmentDesc
         item = description.SegmentedPropertyTypeCodeSequence[0]
         item.SegmentedPropertyTypeModifierCodeSequence = [hd.sr.CodedConcept.from_code(coded.modifier)]
     return description
+
+
+def segment_description(n: int, case_id: str, label: LabelRecord) -> hd.seg.SegmentDescription:
+    """Segment ``n`` of ``label`` as this export writes it (codes, colour, algorithm, tracking from
+    ``case_id``): the PACS store-back (``pacs.storeback``) describes its segments with it too."""
+    return _segment(n, _CaseId(case_id), label)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class _CaseId:
+    case_id: str
 
 
 def _stamp(meta: ReleaseMeta) -> datetime.datetime:

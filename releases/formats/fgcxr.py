@@ -54,6 +54,7 @@ from releases.records import (
     Sink,
     label_dict,
 )
+from studies.masks import mask_rows
 
 NAME = "fgcxr"
 LABEL_KINDS = ("mask", "box", "none")
@@ -227,6 +228,8 @@ class _Writer:
             box = [float(v) for v in label.box]
         elif label.kind == "mask":
             mask = label.load_mask()
+            if mask is not None and mask.ndim == 2:
+                mask = mask_rows(mask)  # the picture: (rows, columns) as the image and heatmaps
             check_shape(mask, shape, f"{where}.mask")
             stem = unique(slug(label.label_id), names)
             mask_png = self.put(f"findings/{cid}/{stem}.png", png_bytes(mask_8bit(mask)))

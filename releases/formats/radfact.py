@@ -56,6 +56,7 @@ from scipy import ndimage
 from labeling.rules.sentences import split_sentences
 from labeling.types import CHEXPERT_OBSERVATIONS
 from releases.records import CaseRecord, ExportSummary, FormatError, LabelRecord, ReleaseMeta, Sink
+from studies.masks import mask_rows
 
 NAME = "radfact"
 LABEL_KINDS = ("mask", "box", "none")
@@ -256,7 +257,9 @@ def label_boxes(label: LabelRecord, width: int, height: int, where: str) -> list
     mask = label.load_mask()
     if mask is None:
         raise FormatError(f"{where}.mask", "kind mask without a mask file")
-    mask = np.asarray(mask) != 0
+    if mask.ndim != 2:
+        raise FormatError(f"{where}.mask", f"a radiograph's mask is 2D, got shape {mask.shape}")
+    mask = mask_rows(np.asarray(mask) != 0)
     if mask.shape != (height, width):
         raise FormatError(
             f"{where}.mask", f"shape {mask.shape} is not the image's (rows, columns) {(height, width)}"

@@ -38,24 +38,23 @@ class UploadCreate(APIView):
             )
         data = UploadIn(data=request.data)
         data.is_valid(raise_exception=True)
-        v = data.validated_data
-        options = {
-            "modality": v.get("modality", ""),
-            "study_pattern": v.get("study_pattern") or None,
-            "report_id_column": v.get("report_id_column"),
-            "report_text_columns": [
-                c.strip() for c in v.get("report_text_columns", "").split(",") if c.strip()
-            ],
-            "report_link": v.get("report_link", "id"),
-            "report_link_pattern": v.get("report_link_pattern"),
-            "gaze_format": v.get("gaze_format", "reflacx"),
-        }
-        spec = UploadSpec(
-            files=v.get("files", []),
-            reports_csv=v.get("reports"),
-            gaze_archive=v.get("gaze"),
-            options=options,
-        )
+        spec = upload_spec(data.validated_data)
         job = upload_create(project=project, spec=spec, user=request.user)
         job.refresh_from_db()
         return Response(JobOut(job).data, status=status.HTTP_202_ACCEPTED)
+
+
+def upload_spec(v: dict) -> UploadSpec:
+    """The upload of ``UploadIn``'s validated data (also used by the console's upload page)."""
+    options = {
+        "modality": v.get("modality", ""),
+        "study_pattern": v.get("study_pattern") or None,
+        "report_id_column": v.get("report_id_column"),
+        "report_text_columns": [c.strip() for c in v.get("report_text_columns", "").split(",") if c.strip()],
+        "report_link": v.get("report_link", "id"),
+        "report_link_pattern": v.get("report_link_pattern"),
+        "gaze_format": v.get("gaze_format", "reflacx"),
+    }
+    return UploadSpec(
+        files=v.get("files", []), reports_csv=v.get("reports"), gaze_archive=v.get("gaze"), options=options
+    )

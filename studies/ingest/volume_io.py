@@ -27,6 +27,7 @@ import numpy as np
 from PIL import Image
 
 from studies.ingest.types import Volume
+from studies.masks import mask_file, nifti_mask_gz  # noqa: F401 - the mask codec; names kept for importers
 
 GZIP_LEVEL = 1  # level 1: ~2x faster than 6 on CT for ~3 % larger files (measured on a 512x512x30 CT)
 GZIP_CHUNK = 4 << 20
@@ -163,41 +164,6 @@ def volume_write_nifti(volume: Volume, path: str | os.PathLike[str]) -> None:
     finally:
         if tmp.exists():
             tmp.unlink()
-
-
-def nifti_mask_gz(mask: np.ndarray, affine: np.ndarray) -> bytes:
-    """A binary mask (X, Y[, Z]) as gzipped uint8 NIfTI-1 bytes with ``affine`` (voxel → RAS+ mm).
-
-    Written directly (header, then the voxels in Fortran order, deflated at level 1): on a 512×512×300
-    mask ~0.2 s where nibabel's ``to_bytes`` and ``gzip`` took ~0.7 s."""
-    mask = np.asarray(mask)
-    if mask.ndim not in (2, 3):
-        raise ValueError(f"mask must be 2D or 3D, got shape {mask.shape}")
-    voxels = mask.view(np.uint8) if mask.dtype == np.bool_ else (mask > 0).view(np.uint8)
-    image = nib.Nifti1Image(np.zeros((1,) * mask.ndim, np.uint8), np.asarray(affine, dtype=np.float64))
-    header = image.header
-    header.set_data_shape(mask.shape)
-    header.set_data_dtype(np.uint8)
-    header.set_xyzt_units("mm", "sec")
-    header.set_sform(image.affine, code=1)
-    header.set_qform(image.affine, code=1)
-    header.set_slope_inter(1.0, 0.0)
-    header["vox_offset"] = 352
-    deflate = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)  # wbits 31: a gzip member
-    flat = voxels.ravel(order="F")  # a view for Fortran-ordered masks (those read from NIfTI), else a copy
-    return (
-        deflate.compress(header.binaryblock + b"\x00\x00\x00\x00") + deflate.compress(flat) + deflate.flush()
-    )
-
-
-def mask_file(mask: np.ndarray, affine: np.ndarray) -> tuple[bytes, str]:
-    """A mask as stored for a scan: 2D (X, Y) as a 1-bit PNG with rows = Y (``.png``), 3D as gzipped
-    uint8 NIfTI with ``affine`` (``.nii.gz``)."""
-    if mask.ndim == 2:
-        out = io.BytesIO()
-        Image.fromarray(np.asarray(mask, dtype=bool).T).convert("1").save(out, format="PNG")
-        return out.getvalue(), ".png"
-    return nifti_mask_gz(mask, affine), ".nii.gz"
 
 
 def _oriented_slice(data, affine: np.ndarray, axis: str, index: int | None) -> np.ndarray:

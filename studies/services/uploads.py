@@ -21,6 +21,7 @@ from core.storage import storage_all_or_nothing
 from core.uploads import job_uploads_prefix
 from studies.ingest.bounded import PNG_MAGIC, nifti_read_bounded, raster_open_bounded
 from studies.ingest.types import IngestError
+from studies.masks import mask_from_rows
 
 
 class UploadTooLarge(IngestError):
@@ -129,7 +130,7 @@ def _png_mask(upload: UploadedFile, *, name: str, field: str, shape: tuple[int, 
     )
     with image:
         try:
-            pixels = np.asarray(image.convert("L")).T > 0  # rows are Y: (X, Y)
+            pixels = mask_from_rows(np.asarray(image.convert("L")) > 0)  # the codec's (X, Y)
         except (OSError, ValueError, SyntaxError) as exc:
             raise IngestError(name, f"not a readable PNG ({type(exc).__name__}: {exc})", field) from exc
     return pixels.reshape(shape, order="F") if shape is not None else pixels

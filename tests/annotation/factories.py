@@ -7,9 +7,11 @@ from studies.models import Report, Scan
 from studies.services.scans import scans_ingest
 
 
-def review_case(project, folder, *, shape=(8, 48, 48), spacing=(5.0, 6.0, 6.0), findings: str) -> Scan:
-    """A ReXGroundingCT project (no QA sampling) with one CT whose report states ``findings``; returns
-    the scan once its findings and annotate tasks exist."""
+def review_case(
+    project, folder, *, shape=(8, 48, 48), spacing=(5.0, 6.0, 6.0), findings: str, impression: str = ""
+) -> Scan:
+    """A ReXGroundingCT project (no QA sampling) with one CT whose report states ``findings`` (and
+    ``impression``); returns the scan once its findings and annotate tasks exist."""
     project.label_schema = "rexgroundingct"
     project.qa_sample_rate = 0.0
     project.save()
@@ -25,6 +27,7 @@ def review_case(project, folder, *, shape=(8, 48, 48), spacing=(5.0, 6.0, 6.0), 
         raw_text="x",
         checksum="1",
         findings=findings,
+        impression=impression,
     )
     label_run_execute(run=label_run_get_or_create(project=project, labeler="rules"))
     assert findings_from_proposals(project=project) >= 1

@@ -88,7 +88,7 @@ def test_platform_masks_equal_monai_bundle_run_on_the_real_ct(project, real_ct, 
     raw.pipeline.preprocessing = [t for t in raw.pipeline.preprocessing if t.name != "Orientationd"]
     model = load_model(bundle, "monai-bundle")
     old = bundle_predict(raw, model, scan_volume(real_ct), np.asarray(real_ct.affine), LABELS)
-    old_masks = {r.name: r.mask for r in old.labels}
+    old_masks = {r.name: old.mask(r) for r in old.labels}
     worst = min(
         _dice(old_masks.get(n, np.zeros_like(expected, bool)), expected == c)
         for c, n in enumerate(LABELS[1:], start=1)
@@ -114,7 +114,7 @@ def test_model_ts_only_dataparallel_keys_and_checkpoint_wrappers_run_the_same(tm
         assert bundle.torchscript == (label == "ts")
         model = load_model(folder, "monai-bundle")
         pred = bundle_predict(bundle, model, volume, affine, LABELS)
-        results[label] = {r.name: r.mask for r in pred.labels}
+        results[label] = {r.name: pred.mask(r) for r in pred.labels}
     for label in ("state_dict", "module", "ts"):
         assert results[label].keys() == results["model"].keys()
         for name, mask in results["model"].items():
@@ -287,8 +287,10 @@ def test_input_spec_models_see_the_scan_as_monai_orientationd_ras_gives_it(proje
         back = orient(
             MetaTensor(torch.from_numpy(got[r.name].astype(np.float32))[None], affine=torch.as_tensor(affine))
         )
-        assert np.array_equal(back[0].numpy() > 0.5, r.mask), r.name
-        assert _dice(got[r.name], old.mask) < 0.5, "the model is orientation-sensitive: the old way differed"
+        assert np.array_equal(back[0].numpy() > 0.5, expected.mask(r)), r.name
+        assert _dice(got[r.name], raw.mask(old)) < 0.5, (
+            "the model is orientation-sensitive: the old way differed"
+        )
 
 
 @pytest.mark.django_db(transaction=True)
@@ -334,9 +336,11 @@ def test_probabilities_inverted_a_few_channels_at_a_time_give_the_full_inversion
     folder = write_bundle(tmp_path / "seven", config=config, metadata=metadata, state=net.state_dict())
     bundle = bundle_read(folder)
     model = load_model(folder, "monai-bundle")
-    whole = {r.name: r.mask for r in bundle_predict(bundle, model, volume, affine, names, lean=False).labels}
+    whole_pred = bundle_predict(bundle, model, volume, affine, names, lean=False)
+    whole = {r.name: whole_pred.mask(r) for r in whole_pred.labels}
     monkeypatch.setattr(bundle_run, "INVERT_CHANNELS", 3)  # groups 0-2, 3-5, 6
-    grouped = {r.name: r.mask for r in bundle_predict(bundle, model, volume, affine, names).labels}
+    grouped_pred = bundle_predict(bundle, model, volume, affine, names)
+    grouped = {r.name: grouped_pred.mask(r) for r in grouped_pred.labels}
     assert whole.keys() == grouped.keys() and len(whole) >= 3
     for name in whole:
         assert np.array_equal(whole[name], grouped[name]), name

@@ -206,7 +206,7 @@ def test_out_of_gpu_memory_falls_back_and_says_so(monkeypatch):
     )
     assert [c[1:] for c in calls] == [("cuda", 4), ("cpu", 1), ("cpu", 4)]
     assert out.device == "cpu" and len(out.warnings) == 2 and "ran on the CPU" in out.warnings[1]
-    assert out.labels and out.labels[0].mask.all()
+    assert out.labels and out.mask(out.labels[0]).all()
 
 
 def test_text_conditioned_grounding_model_proposes_per_finding_sentence(project, ct_scan, tmp_path):

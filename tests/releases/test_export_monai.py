@@ -256,10 +256,11 @@ def test_monai_2d_png_mask(tmp_path):
 
 
 def _on_grid(case, label) -> np.ndarray:
-    """The label's mask on the image array's grid, read on its own: NIfTI masks are (X, Y, Z) already, PNG
-    masks of radiographs (rows, columns) = (Y, X)."""
+    """The label's mask on the image array's grid, read on its own: ``load_mask`` gives (X, Y[, Z]) for
+    NIfTI and PNG masks alike (studies/masks.py)."""
     mask = label.load_mask()
-    return mask if str(label.mask_path).endswith((".nii", ".nii.gz")) else mask.T
+    assert mask.shape == tuple(case.image.shape), f"{label.label_id}: {mask.shape} off the image grid"
+    return mask
 
 
 @pytest.mark.django_db

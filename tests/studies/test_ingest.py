@@ -254,50 +254,6 @@ def test_report_is_scrubbed_of_names_in_the_dicom_header(project, tmp_path):
     )
 
 
-def test_demo_setup_builds_the_demo_project(tmp_path, settings):
-    out = StringIO()
-    call_command("demo_setup", "--data-dir", str(tmp_path / "demo"), stdout=out)
-    text = out.getvalue()
-    assert "password" in text and "Scans: 4 stored" in text, text
-    from core.models import Project
-    from studies.models import GazeRecording, Report
-
-    project = Project.objects.get(slug="demo")
-    assert Scan.objects.filter(project=project).count() == 4
-    report = Report.objects.get(project=project)
-    ct = Scan.objects.get(project=project, study=report.study)
-    assert ct.shape == [192, 192, 48]
-    gaze = GazeRecording.objects.get(project=project)
-    assert gaze.scan.name == "RG1_UNCR" and gaze.fixation_count == 40
-    from labeling.models import FindingProposal
-
-    nodule = FindingProposal.objects.filter(report=report, assertion="present", code="2d")
-    first = nodule.first()
-    assert (first.size_mm, first.laterality, first.location) == (14.0, "right", "right upper lobe")
-    assert nodule.exists() and first.extra["region"] == "L", list(
-        FindingProposal.objects.filter(report=report).values("code", "assertion", "phrase")
-    )
-    assert "Gaze labels: run" in text and "1 of 1 recordings labelled" in text, text
-    from labeling.models import GazeHeatmap, GazeSentence
-
-    assert GazeSentence.objects.filter(recording=gaze).count() >= 1
-    heatmaps = GazeHeatmap.objects.count()
-    from annotation.models import Finding
-
-    nodule = Finding.objects.get(project=project, code="2d", status="accepted")
-    assert 0.5 < nodule.annotations.last().voxels * ct.spacing[0] * ct.spacing[1] * ct.spacing[2] / 1437 < 2
-    assert "Review: the nodule finding is accepted" in text
-    call_command("demo_setup", "--data-dir", str(tmp_path / "demo"), stdout=StringIO())
-    assert Scan.objects.filter(project=project).count() == 4
-    assert GazeHeatmap.objects.count() == heatmaps
-    # A newcomer's next step: freeze and export a release of the reviewed case.
-    call_command("release_create", "--dataset", "demo", "--project", "demo", stdout=StringIO())
-    out = tmp_path / "release"
-    call_command("release_export", "--dataset", "demo", "--format", "rexgroundingct", "--out", str(out),
-                 stdout=StringIO())  # fmt: skip
-    assert (out / "segmentations").is_dir() and "nodule" in (out / "dataset.json").read_text()
-
-
 def test_descriptions_are_cleaned_of_identifiers(project, tmp_path):
     volume, _ = demo.synthetic_chest_ct(shape=(4, 32, 32), spacing=(5.0, 2.0, 2.0))
     files = demo.write_ct_series(tmp_path / "ct", volume, (5.0, 2.0, 2.0), patient_name="ROE^RICHARD")

@@ -1,5 +1,5 @@
 """manage.py findings_from_proposals: review tasks from a label run's findings, each starting from the region
-proposal that fits it (annotation/proposals.py)."""
+proposal that fits it (annotation/proposals/)."""
 
 import json
 

@@ -15,11 +15,13 @@ from studies.services.ingest import GazeOptions, ReportOptions, ingest_run
 
 class Command(BaseCommand):
     help = (
-        "Create the demo project and a demo admin (its password is printed), then ingest demo data: "
-        "the real chest radiograph RG1_UNCR.dcm, pydicom's CT and MR files, a synthetic chest CT with a "
-        "nodule, its report, and a REFLACX-format gaze recording of the radiograph with anatomy masks of "
-        "its lungs and heart; then proposes the report's findings with the offline rules labeler and makes "
-        "the gaze labels (the platform's definitions and FG-CXR's preset). Safe to run again."
+        "Create the demo project and a demo admin (its password is printed), then ingest demo data: the "
+        "real chest CT series that ships with the project (TCIA Lung-PET-CT-Dx Lung_Dx-A0002, CC BY 4.0, "
+        "studies/demo_data), the real chest radiograph RG1_UNCR.dcm, pydicom's CT and MR files, reports of "
+        "the CT and the radiograph, and a REFLACX-format gaze recording of the radiograph with anatomy "
+        "masks of its lungs and heart; then proposes the reports' findings with the offline rules labeler, "
+        "makes the gaze labels (the platform's definitions and FG-CXR's preset), proposes the CT's lungs "
+        "with the lungs generator, and has demo users ground and approve the CT's mass. Safe to run again."
     )
 
     def add_arguments(self, parser):
@@ -45,10 +47,6 @@ class Command(BaseCommand):
         membership_set(project=project, user=user, role=Role.MANAGER)
 
         data = opts["data_dir"]
-        ct_dir = data / "synthetic-ct"
-        if not ct_dir.exists():
-            volume, _ = demo.synthetic_chest_ct()
-            demo.write_ct_series(ct_dir, volume, (5.0, 1.8, 1.8))
         report_csv = demo.write_demo_report_csv(data / "reports.csv")
         gaze_dir = data / "gaze-reflacx"
         if not gaze_dir.exists():
@@ -56,8 +54,8 @@ class Command(BaseCommand):
         self.stdout.write("Ingesting demo data ...")
         summary = ingest_run(
             project=project,
-            paths=[*demo.packaged_scans(), ct_dir],
-            reports=ReportOptions(csv=report_csv, id_column="accession", link="accession"),
+            paths=[demo.REAL_CT_ZIP, *demo.packaged_scans()],
+            reports=ReportOptions(csv=report_csv, id_column="study_uid", link="study-uid"),
             gaze=GazeOptions(path=gaze_dir, format="reflacx"),
         )
         scans = summary["scans"]
@@ -90,6 +88,7 @@ class Command(BaseCommand):
                 f"Gaze labels: run {gaze_run.pk} ({what}), {gaze_run.done} of {gaze_run.total} recordings "
                 f"labelled ({gaze_run.unusable} unusable), {records} region records"
             )
+        self._demo_lungs(project, user)
         from releases.demo import demo_review
 
         reviewers = {}
@@ -99,18 +98,27 @@ class Command(BaseCommand):
             person.save()
             membership_set(project=project, user=person, role=role)
             reviewers[name] = person
-        nodule = demo_review(project=project, **reviewers)
-        state = "is accepted" if nodule and nodule.status == "accepted" else "is open"
+        mass = demo_review(project=project, **reviewers)
+        state = "is accepted" if mass and mass.status == "accepted" else "is open"
+        from annotation.models import ReviewTask
+
+        waiting = ReviewTask.objects.filter(project=project).exclude(finding__status="accepted")
+        review = waiting.filter(stage__in=("review", "qa"), finding__scan__ndim=3).count()
+        annotate = waiting.filter(stage="annotate", finding__scan__ndim=2).count()
         self.stdout.write(
-            f"Review: the nodule finding {state}"
-            f" (demo-annotator grounded it, demo-radiologist approved it); make a release with\n"
-            f"  manage.py release_create --dataset demo --project {project.slug}\n"
-            f"  manage.py release_export --dataset demo --format rexgroundingct --out var/demo-release\n"
-            f"and one of the radiograph's gaze labels (FG-CXR, I-AI) with\n"
-            f"  manage.py release_create --dataset demo-gaze --project {project.slug} --source weak "
-            f"--modality CR\n"
-            f"  manage.py release_export --dataset demo-gaze --format fgcxr --out var/demo-fgcxr\n"
-            f"  manage.py release_export --dataset demo-gaze --format iai --out var/demo-iai"
+            f"Review: the CT's mass finding {state} (named in Findings and Impression: one finding; "
+            f"demo-annotator grounded it, demo-radiologist approved it); {review} CT finding(s) wait for "
+            f"demo-radiologist's review, {annotate} radiograph finding(s) with the gaze heatmap (key g) for "
+            f"an annotator.\nRelease the CT (every 3D format) with\n"
+            + "".join(
+                f"  manage.py {command}\n"
+                for command in demo.release_commands(project.slug, "demo", "CT", demo.FORMATS_3D)
+            )
+            + "and the radiograph with its report's and gaze labels (every 2D format) with\n"
+            + "".join(
+                f"  manage.py {command}\n"
+                for command in demo.release_commands(project.slug, "demo-gaze", "CR", demo.FORMATS_2D)
+            ).rstrip("\n")
         )
         for part, value in summary.items():
             for err in value.get("errors", []):
@@ -120,10 +128,30 @@ class Command(BaseCommand):
             self.style.SUCCESS(
                 f"\nDemo ready. Log in at http://127.0.0.1:8000/admin/ as {opts['username']!r} "
                 f"with password {password!r}\nAPI: http://127.0.0.1:8000/api/docs/\n"
-                f"Review screen: http://127.0.0.1:8000/review/{project.slug}/ (users demo-annotator and "
-                f"demo-radiologist, same password)"
+                f"Review screen: http://127.0.0.1:8000/review/{project.slug}/ (same password: "
+                f"demo-radiologist opens the real CT with its mass drawn, demo-annotator the radiograph "
+                f"with its gaze)"
             )
         )
+
+    def _demo_lungs(self, project, user) -> None:
+        """The lungs generator's left and right lung of the CT series (``ml.preannotate``; the real CT, not
+        pydicom's one-slice CT_small), unless there."""
+        from labeling.models import RegionProposal
+        from ml.preannotate import preannotate
+        from studies.models import Scan
+
+        for scan in Scan.objects.filter(project=project, modality="CT", ndim=3).order_by("id"):
+            if scan.shape[2] < 2:
+                continue
+            if not RegionProposal.objects.filter(scan=scan, source="lungs").exists():
+                outcome = preannotate(scan=scan, generator="lungs", user=user)
+                for warning in outcome.warnings:
+                    self.stderr.write(f"  lungs of scan {scan.pk}: {warning}")
+            proposals = RegionProposal.objects.filter(scan=scan, source="lungs").order_by("label")
+            self.stdout.write(
+                f"Lungs: scan {scan.pk}: " + ", ".join(f"{p.label} {p.volume_ml:.0f} ml" for p in proposals)
+            )
 
     def _demo_anatomy(self, project) -> None:
         """Anatomy masks of the demo radiograph for its gaze recording (``studies.demo.DEMO_ANATOMY``), so

@@ -1,0 +1,124 @@
+"""A finding's versions: adding the next one (its mask stored through the codec, ``studies/masks.py``),
+reading one back as a mask on the scan's grid ``(X, Y[, Z])``, and what changed between two of them."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from annotation.models import Annotation, AnnotationKind, Finding
+from core.storage import project_key, storage_save_bytes
+from studies.masks import mask_encode, mask_read
+
+
+def version_key(finding: Finding, number: int, suffix: str) -> str:
+    return project_key(finding.project, "annotations", f"finding-{finding.pk}", f"v{number}{suffix}")
+
+
+def version_add(
+    finding: Finding,
+    written: list[str],
+    *,
+    user,
+    kind: str,
+    array: np.ndarray | None,
+    voxels: int,
+    box=None,
+    points=None,
+    parent: Annotation | None = None,
+    comment: str = "",
+    mask_encoded: bytes | None = None,
+) -> Annotation:
+    """The finding's next version (the caller holds the finding's row lock and has checked the geometry):
+    its mask file stored (its key appended to ``written``), the row, ``current_version`` moved on.
+    ``array``: the mask ``(X, Y[, Z])``; ``mask_encoded``: its bytes when they already are the stored form
+    (a gzipped uint8 NIfTI of 0/1 on the scan's affine), kept as they are."""
+    number = finding.current_version + 1
+    key = ""
+    if array is not None:
+        if mask_encoded is not None and array.ndim == 3:
+            data, suffix = mask_encoded, ".nii.gz"
+        else:
+            data, suffix = mask_encode(array, np.asarray(finding.scan.affine, dtype=np.float64))
+        key = storage_save_bytes(version_key(finding, number, suffix), data)
+        written.append(key)
+    annotation = Annotation.objects.create(
+        finding=finding,
+        version=number,
+        kind=kind,
+        mask=key,
+        box=list(box) if box is not None else None,
+        points=[list(p) for p in points] if points is not None else None,
+        voxels=voxels,
+        author=user,
+        parent=parent,
+        comment=comment,
+    )
+    finding.current_version = number
+    finding.save(update_fields=["current_version", "updated_at"])
+    return annotation
+
+
+def version_mask(annotation: Annotation, shape: tuple[int, ...]) -> np.ndarray | None:
+    """A version as a boolean mask on the scan's grid ``(X, Y[, Z])``: its mask file, or its box filled
+    (min rounded down, max up, max exclusive); None for points or a mask on another grid."""
+    if annotation.kind == AnnotationKind.MASK and annotation.mask:
+        array = mask_read(annotation.mask.name)
+        return array if array.shape == shape else None
+    if annotation.box and len(annotation.box) == 2 * len(shape):
+        d = len(shape)
+        out = np.zeros(shape, bool)
+        out[
+            tuple(
+                slice(max(0, math.floor(annotation.box[i])), min(shape[i], math.ceil(annotation.box[d + i])))
+                for i in range(d)
+            )
+        ] = True
+        return out
+    return None
+
+
+def proposal_version(finding: Finding) -> Annotation | None:
+    """The version the finding started from: the one made from a region proposal (no author)."""
+    return (
+        finding.annotations.filter(author__isnull=True, region_proposal__isnull=False)
+        .order_by("version")
+        .first()
+    )
+
+
+def version_change(finding: Finding, result: Annotation | None) -> dict[str, Any]:
+    """What the annotator changed from the proposal: ``proposal`` (its version, or None when the finding
+    had none), ``result`` (the version submitted), ``kept_proposal`` (true only when there was a proposal
+    and the result is that very version), and when both are masks or boxes on the scan's grid ``dice``,
+    ``voxels_added`` and ``voxels_removed`` (voxels of the result not in the proposal, and the reverse)."""
+    proposal = proposal_version(finding)
+    out: dict[str, Any] = {
+        "proposal": proposal.version if proposal else None,
+        "proposal_voxels": proposal.voxels if proposal else None,
+        "result": result.version if result else None,
+        "result_voxels": result.voxels if result else None,
+        "kept_proposal": bool(proposal and result and proposal.pk == result.pk),
+        "dice": None,
+        "voxels_added": None,
+        "voxels_removed": None,
+    }
+    if proposal is None or result is None or finding.scan_id is None:
+        return out
+    if proposal.pk == result.pk:
+        out.update(dice=1.0, voxels_added=0, voxels_removed=0)
+        return out
+    shape = tuple(int(n) for n in finding.scan.shape[: finding.scan.ndim])
+    before, after = version_mask(proposal, shape), version_mask(result, shape)
+    if before is None or after is None:
+        return out
+    both = int(np.count_nonzero(before & after))
+    total = int(np.count_nonzero(before)) + int(np.count_nonzero(after))
+    out.update(
+        dice=2.0 * both / total if total else 1.0,
+        voxels_added=int(np.count_nonzero(after & ~before)),
+        voxels_removed=int(np.count_nonzero(before & ~after)),
+    )
+    return out
