@@ -130,6 +130,10 @@ def _model_scores(
     scores = {}
     for scan in scans:
         volume, spacing = scan_volume(scan), [float(v) for v in scan.spacing]
+        if scan.ndim == 3:  # models see the scan reordered to RAS, as pre-annotation gives it
+            from ml.engine.orientation import to_ras
+
+            volume, spacing, _ = to_ras(volume, scan.affine, spacing)
         if base == "bald":
             try:
                 value = active.bald(

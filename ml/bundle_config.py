@@ -31,6 +31,8 @@ from ml.specs import ModelError
 
 CONFIG_NAMES = ("configs/inference.json", "configs/inference.yaml", "configs/inference.yml")
 WEIGHTS_NAME = "models/model.pt"
+TORCHSCRIPT_NAME = "models/model.ts"  # what model-zoo bundles also ship (some only that)
+METADATA_NAME = "configs/metadata.json"
 MAX_CONFIG_BYTES = 4 * 1024 * 1024  # a network config is a few kilobytes
 MAX_DEPTH = 32  # nesting of values plus chained references
 MAX_NODES = 100_000  # values visited, references expanded included (YAML aliases, reference fan-out)
@@ -60,7 +62,7 @@ def read_bundle_files(path: Path, wanted: tuple[str, ...] = CONFIG_NAMES) -> dic
     if path.is_dir():
         for member in wanted:
             if (path / member).is_file():
-                if member in CONFIG_NAMES and (path / member).stat().st_size > MAX_CONFIG_BYTES:
+                if member.startswith("configs/") and (path / member).stat().st_size > MAX_CONFIG_BYTES:
                     raise ModelError(name, member, f"larger than {MAX_CONFIG_BYTES} bytes")
                 found[member] = (path / member).read_bytes()
         return found
@@ -71,13 +73,26 @@ def read_bundle_files(path: Path, wanted: tuple[str, ...] = CONFIG_NAMES) -> dic
                 member = "/".join(parts[-2:])
                 if len(parts) < 2 or member not in wanted or member in found:
                     continue
-                if member in CONFIG_NAMES and info.file_size > MAX_CONFIG_BYTES:
+                small = member.startswith("configs/")
+                if small and info.file_size > MAX_CONFIG_BYTES:
                     raise ModelError(name, member, f"larger than {MAX_CONFIG_BYTES} bytes")
                 with zf.open(info) as fh:
-                    found[member] = fh.read(MAX_CONFIG_BYTES + 1 if member in CONFIG_NAMES else -1)
+                    found[member] = fh.read(MAX_CONFIG_BYTES + 1 if small else -1)
     except (zipfile.BadZipFile, OSError) as exc:
         raise ModelError(name, "bundle", "not a zip file or folder") from exc
     return found
+
+
+def bundle_members(path: Path) -> set[str]:
+    """The members of a bundle (folder or zip) by their last two path parts (``models/model.pt``), without
+    reading them."""
+    if path.is_dir():
+        return {"/".join(p.relative_to(path).parts[-2:]) for p in path.rglob("*") if p.is_file()}
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return {"/".join(Path(i.filename).parts[-2:]) for i in zf.infolist() if not i.is_dir()}
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise ModelError(path.name, "bundle", "not a zip file or folder") from exc
 
 
 def parse_config(data: bytes, file: str, member: str) -> dict[str, Any]:
@@ -111,15 +126,24 @@ def bundle_network_def(path: Path) -> NetworkDef:
     return network_def(config, file=path.name, member=member)
 
 
-def network_def(config: dict[str, Any], *, file: str, member: str = "configs/inference.json") -> NetworkDef:
-    """``config["network_def"]`` with its references resolved, checked to be data (see the module)."""
-    reader = _Reader(config, file)
+def network_def(
+    config: dict[str, Any], *, file: str, member: str = "configs/inference.json", expressions: Any = None
+) -> NetworkDef:
+    """``config["network_def"]`` with its references resolved, checked to be data (see the module).
+    ``expressions``: the meaning of the few ``$`` idioms ``ml.bundle_pipeline`` recognises (default: every
+    ``$`` string refused)."""
+    reader = _Reader(config, file, expressions=expressions)
     if "network_def" not in config:
         raise ModelError(file, member, "needs a network_def with a _target_")
     definition = reader.value(config["network_def"], "network_def", depth=0, top=True)
     if not isinstance(definition, dict) or "_target_" not in definition:
         raise ModelError(file, "network_def", "needs a _target_ (a class of monai.networks.nets)")
     target = definition.pop("_target_")
+    if isinstance(target, str) and target.startswith("scripts."):
+        raise ModelError(
+            file, "network_def._target_", f"{target!r}: the bundle's scripts/ folder is never imported "
+            "(its code would run in the worker); only classes of monai.networks.nets can be built"
+        )  # fmt: skip
     if not isinstance(target, str) or not TARGET_FORM.match(target):
         raise ModelError(
             file, "network_def._target_", f"{target!r}: only classes of monai.networks.nets can be built"
@@ -138,8 +162,13 @@ def check_spec_args(args: Any, file: str, field: str = "network.args") -> dict[s
 
 
 class _Reader:
-    def __init__(self, root: dict[str, Any], file: str, *, references: bool = True) -> None:
+    def __init__(
+        self, root: dict[str, Any], file: str, *, references: bool = True, expressions: Any = None
+    ) -> None:
         self.root, self.file, self.references = root, file, references
+        # ``expressions(reader, raw, path, depth)``: what a ``$`` string means, for the few exact idioms a
+        # caller recognises (``ml.bundle_pipeline``); None: every ``$`` string is refused
+        self.expressions = expressions
         self.nodes = 0
         self.resolving: list[str] = []  # ids being resolved, for cycles
 
@@ -186,6 +215,8 @@ class _Reader:
         raise self.fail(path, f"{type(raw).__name__} values are not plain data")
 
     def string(self, raw: str, path: str, *, depth: int, top: bool) -> Any:
+        if raw.startswith("$") and self.expressions is not None:
+            return self.expressions(self, raw, path, depth)
         if raw.startswith("$") or "$@" in raw:
             raise self.fail(path, f"{_short(raw)}: $ expressions are never evaluated; give the value as data")
         if not raw.startswith(("@", "%")):
@@ -206,6 +237,20 @@ class _Reader:
             # a referenced value is resolved like one written in place: still data, no _target_ unless
             # it is the network_def itself
             return self.value(target, path, depth=depth + 1, top=top)
+        finally:
+            self.resolving.pop()
+
+    def reference(self, ref: str, raw: str, path: str, *, depth: int) -> Any:
+        """The value ``@ref`` names, resolved like one written in place (cycle-safe)."""
+        if not ref or ref.startswith(("::", "#")):
+            raise self.fail(path, f"{_short(raw)}: relative or empty ids are not supported")
+        if ref in self.resolving:
+            chain = " -> ".join([*self.resolving, ref])
+            raise self.fail(path, f"{_short(raw)}: the references form a cycle ({chain})")
+        target = self.lookup(ref, raw, path)
+        self.resolving.append(ref)
+        try:
+            return self.value(target, path, depth=depth + 1)
         finally:
             self.resolving.pop()
 

@@ -1,10 +1,11 @@
 """Model registry: versions of segmentation, grounding and anatomy models with their input spec.
 
-A ``ModelVersion`` is registered from a MONAI bundle (``configs/inference.json`` + ``models/model.pt``,
-as a zip or folder), a TorchScript file, or a state dict with a MONAI network spec
-(``{"name": "UNet", "args": {...}}``). It is ``validating`` until a worker (the ``gpu`` queue, or the CPU)
-has loaded it and run a forward pass on a dummy input of its input spec; then ``ready``, or ``rejected``
-with the reason. Only ready versions pre-annotate.
+A ``ModelVersion`` is registered from a MONAI bundle (``configs/inference.json`` + ``models/model.pt`` or
+``models/model.ts``, as a zip or folder; its ``metadata.json`` gives the label names), a TorchScript
+file, or a state dict with a MONAI network spec (``{"name": "UNet", "args": {...}}``). It is
+``validating`` until a worker (the ``gpu`` queue, or the CPU) has loaded it and run a forward pass on a
+dummy input of its input spec; then ``ready``, or ``rejected`` with the reason.
+Only ready versions pre-annotate.
 """
 
 from django.conf import settings
@@ -34,7 +35,9 @@ class ModelStatus(models.TextChoices):
 class ModelVersion(models.Model):
     """``input_spec``: ``{"ndim": 2|3, "channels": int, "modality": ["CT", ...], "spacing": [mm, ...] | null,
     "window": [low, high] | null, "roi_size": [int, ...]}``; ``label_names``: one per output channel
-    (``background`` first for softmax models); ``network``: the MONAI network spec of a state dict."""
+    (``background`` first for softmax models); ``network``: the MONAI network spec of a state dict, or for a
+    MONAI bundle ``{"bundle": ...}``: what the platform read of it (``network_def``, its pipeline, its
+    metadata; ``ml.bundle_pipeline.Bundle.summary``; the file is read again to run it)."""
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="model_versions")
     name = models.CharField(max_length=64)

@@ -163,17 +163,25 @@ def proposal_summary(p: RegionProposal) -> dict[str, Any]:
 
 
 def _model_regions(scan: Scan, name: str, params: dict, timings: dict) -> tuple[list[Region], Any, list[str]]:
+    """Regions of the newest ready version of model ``name`` on ``scan``. A MONAI bundle with its own
+    pipeline runs it (``ml.engine.bundle_run``: the bundle's preprocessing, inferer and postprocessing, as
+    MONAI's bundle runner does); any other model runs by its input spec (``ml.engine.inference.predict``)
+    on the scan reordered to RAS (``ml.engine.orientation``: what ``Orientationd("RAS")`` gives in
+    training), the masks brought back to the stored grid."""
     from ml.services import model_version_latest
 
     version = model_version_latest(project=scan.project, name=name)
     spec = version.input_spec
+    bundle_pipeline = version.format == "monai-bundle" and "pipeline" in (version.network or {}).get(
+        "bundle", {}
+    )
     if spec.get("modality") and scan.modality not in spec["modality"]:
         raise PreannotateError(
             "modality",
             f"model {name} v{version.version} takes {', '.join(spec['modality'])}, "
             f"the scan is {scan.modality}",
         )
-    if int(spec.get("ndim", 3)) != scan.ndim:
+    if int(spec.get("ndim", 3)) != scan.ndim and not bundle_pipeline:
         raise PreannotateError(
             "ndim", f"model {name} takes {spec.get('ndim')}D input, the scan is {scan.ndim}D"
         )
@@ -186,9 +194,18 @@ def _model_regions(scan: Scan, name: str, params: dict, timings: dict) -> tuple[
     volume = scan_volume(scan)
     timings["read"] = time.perf_counter() - t
     device = params.get("device") or pick_device()
+    if bundle_pipeline:
+        return _bundle_regions(scan, version, volume, device, params, timings)
     with storage_local_copy(version.weights.name) as local:
         model = load_model(local, version.format, network=version.network, device=device)
-    kwargs = {"device": device, "sw_batch_size": int(params.get("sw_batch_size", 4)), "affine": scan.affine}
+    spacing = [float(s) for s in scan.spacing]
+    affine = np.asarray(scan.affine, dtype=np.float64)
+    ornt = None
+    if scan.ndim == 3:  # models see the scan reordered to RAS (Orientationd), the affine with it
+        from ml.engine.orientation import from_ras, to_ras_with_affine
+
+        volume, spacing, affine, ornt = to_ras_with_affine(volume, affine, spacing)
+    kwargs = {"device": device, "sw_batch_size": int(params.get("sw_batch_size", 4)), "affine": affine}
     texts: list[tuple[str, str]] = [("", "")]  # (label, sentence); one pass without text
     if version.task == "grounding":
         texts = _grounding_texts(scan, params)
@@ -204,7 +221,7 @@ def _model_regions(scan: Scan, name: str, params: dict, timings: dict) -> tuple[
             prediction = predict(
                 model,
                 volume,
-                [float(s) for s in scan.spacing],
+                spacing,
                 InputSpec.from_dict(spec),
                 version.label_names,
                 **kwargs,
@@ -214,11 +231,13 @@ def _model_regions(scan: Scan, name: str, params: dict, timings: dict) -> tuple[
         timings["model"] += prediction.seconds_model
         timings["preprocess_and_resample"] += prediction.seconds_total - prediction.seconds_model
         warnings += prediction.warnings
+        # one label map for all the labels, back on the stored grid from the RAS order the model saw
+        label_map = from_ras(prediction.label_map, ornt) if ornt is not None else prediction.label_map
         regions += [
             Region(
                 label=label or r.name,
                 mask=None,
-                label_map=prediction.label_map,
+                label_map=label_map,
                 value=r.value,
                 code=label or r.name,
                 text=text,
@@ -228,6 +247,38 @@ def _model_regions(scan: Scan, name: str, params: dict, timings: dict) -> tuple[
             for r in prediction.labels
         ]
     return regions, version, warnings
+
+
+def _bundle_regions(
+    scan: Scan, version, volume: np.ndarray, device: str, params: dict, timings: dict
+) -> tuple[list[Region], Any, list[str]]:
+    """A MONAI bundle run with its own pipeline (``ml.engine.bundle_run``), re-read from the stored file."""
+    from ml.bundle_pipeline import bundle_read
+    from ml.engine.bundle_run import bundle_predict
+    from ml.engine.loading import load_model
+
+    with storage_local_copy(version.weights.name) as local:
+        bundle = bundle_read(local)
+        model = load_model(local, version.format, device=device)
+    if scan.ndim == 2:
+        volume = volume[:, :, None]  # a radiograph as a one-slice volume, as MONAI loads a 2D NIfTI/PNG
+    sw = params.get("sw_batch_size")
+    try:
+        prediction = bundle_predict(
+            bundle, model, volume, np.asarray(scan.affine, dtype=np.float64), version.label_names,
+            device=device, sw_batch_size=int(sw) if sw is not None else None,
+        )  # fmt: skip
+    except ModelError as exc:
+        raise PreannotateError("model", f"{exc}") from exc
+    timings["model"] = prediction.seconds_model
+    timings["preprocess_and_resample"] = prediction.seconds_total - prediction.seconds_model
+    label_map = prediction.label_map[:, :, 0] if scan.ndim == 2 else prediction.label_map
+    regions = [
+        Region(label=r.name, mask=None, label_map=label_map, value=r.value, code=r.name,
+               confidence=r.confidence, entropy=r.entropy)
+        for r in prediction.labels
+    ]  # fmt: skip
+    return regions, version, prediction.warnings
 
 
 def _grounding_texts(scan: Scan, params: dict) -> list[tuple[str, str]]:

@@ -28,7 +28,8 @@ import ml
 from core.jobs import job_create, job_dispatch
 from core.models import Job, Project
 from core.storage import project_key, sha256_file, storage_local_copy, storage_put_file
-from ml.bundle_config import bundle_network_def, check_spec_args
+from ml.bundle_config import check_spec_args
+from ml.bundle_pipeline import Bundle, bundle_read
 from ml.models import ModelFormat, ModelStatus, ModelTask, ModelVersion
 from ml.specs import CHECK_RESULT_PREFIX, InputSpec, ModelError, check_label_names
 
@@ -41,7 +42,7 @@ CHILD_ENV_PREFIXES = ("PATH", "HOME", "LANG", "LC_", "TMPDIR", "TEMP", "TMP", "L
                       "NVIDIA_", "ML_DEVICE", "OMP_", "MKL_", "TORCH", "PYTORCH_", "VIRTUAL_ENV")  # fmt: skip
 
 
-def _check(fmt: str, task: str, name: str, network: dict | None, file: str, path: Path) -> None:
+def _check(fmt: str, task: str, name: str, network: dict | None, file: str, path: Path) -> Bundle | None:
     if fmt not in ModelFormat.values:
         raise ModelError(file, "format", f"{fmt!r} is not one of {', '.join(ModelFormat.values)}")
     if task not in ModelTask.values:
@@ -55,7 +56,75 @@ def _check(fmt: str, task: str, name: str, network: dict | None, file: str, path
     if network is not None:
         check_spec_args(network.get("args") if isinstance(network, dict) else None, file)
     if fmt == ModelFormat.BUNDLE:
-        bundle_network_def(path)  # data only: $ expressions, foreign _target_ and the like refused here
+        # data only: $ expressions (but the recognised idioms), foreign _target_, scripts/ refused here
+        return bundle_read(path)
+    return None
+
+
+def bundle_specs(
+    bundle: Bundle, input_spec: dict[str, Any] | None, label_names: list[str] | None
+) -> tuple[dict[str, Any], list[str] | None]:
+    """The input spec and label names of a bundle: what its ``configs/metadata.json`` and pipeline say
+    (labels from ``outputs.pred.channel_def``; channels, modality and spatial shape from the inputs; roi
+    from the inferer, spacing from ``Spacingd``, window from ``ScaleIntensityRanged``), with
+    ``input_spec``/``label_names`` as overrides that must agree with them (``ModelError`` naming the field
+    and both values when they do not)."""
+    file = bundle.file
+    meta, pipeline = bundle.metadata, bundle.pipeline
+    derived: dict[str, Any] = {}
+    if meta is not None:
+        if meta.in_channels:
+            derived["channels"] = meta.in_channels
+        if meta.modality:
+            derived["modality"] = [meta.modality]
+        if meta.spatial_shape:
+            derived["ndim"] = len(meta.spatial_shape)
+            derived["roi_size"] = list(meta.spatial_shape)
+    if pipeline is not None:
+        roi = pipeline.inferer.args.get("roi_size")
+        if isinstance(roi, list) and roi and all(isinstance(v, int) and v > 0 for v in roi):
+            derived["roi_size"], derived["ndim"] = roi, len(roi)
+        for t in pipeline.preprocessing:
+            if t.name == "Spacingd" and isinstance(t.args.get("pixdim"), list):
+                derived["spacing"] = [float(v) for v in t.args["pixdim"]]
+            if t.name == "ScaleIntensityRanged" and {"a_min", "a_max"} <= set(t.args):
+                derived["window"] = [float(t.args["a_min"]), float(t.args["a_max"])]
+    given = dict(input_spec or {})
+    for key, value in given.items():
+        if key in derived and value is not None and _differs(value, derived[key]):
+            raise ModelError(
+                file, f"input_spec.{key}", f"{value!r} differs from the bundle's {derived[key]!r} "
+                "(configs/metadata.json and the inference config); leave it out or give the same"
+            )  # fmt: skip
+    spec = {**derived, **given}
+    names = [n.strip() for n in label_names] if label_names else None
+    meta_labels = meta.labels if meta is not None else None
+    if meta_labels is not None:
+        if meta.out_channels is not None and meta.out_channels != len(meta_labels):
+            raise ModelError(
+                file, "label_names", f"configs/metadata.json: outputs.pred has {meta.out_channels} channels "
+                f"but its channel_def names {len(meta_labels)}"
+            )  # fmt: skip
+        if names is not None and names != meta_labels:
+            raise ModelError(
+                file, "label_names", f"{names} differ from configs/metadata.json's channel_def "
+                f"{meta_labels}; leave them out or give the same"
+            )  # fmt: skip
+        names = meta_labels
+    if names is None:
+        raise ModelError(
+            file, "label_names", "give the label names: configs/metadata.json has no "
+            "network_data_format.outputs.pred.channel_def"
+        )  # fmt: skip
+    return spec, names
+
+
+def _differs(given: Any, derived: Any) -> bool:
+    if isinstance(given, list) and isinstance(derived, list):
+        return len(given) != len(derived) or any(_differs(a, b) for a, b in zip(given, derived, strict=True))
+    if isinstance(given, (int, float)) and isinstance(derived, (int, float)):
+        return abs(float(given) - float(derived)) > 1e-6
+    return given != derived
 
 
 def model_version_register(
@@ -65,8 +134,8 @@ def model_version_register(
     fmt: str,
     name: str,
     task: str = ModelTask.SEGMENTATION,
-    input_spec: dict[str, Any],
-    label_names: list[str],
+    input_spec: dict[str, Any] | None = None,
+    label_names: list[str] | None = None,
     network: dict | None = None,
     parent: ModelVersion | None = None,
     metrics: dict | None = None,
@@ -75,12 +144,17 @@ def model_version_register(
     text_encoder: Path | None = None,
 ) -> ModelVersion:
     """Store ``path`` (a file; a bundle folder is zipped) as the next version of ``name`` and start its
-    validation. ``ModelError`` (file and field) for what is wrong before anything is stored."""
+    validation. ``ModelError`` (file and field) for what is wrong before anything is stored. A MONAI
+    bundle's input spec and label names come from its metadata and pipeline (``bundle_specs``);
+    ``input_spec``/``label_names`` given for one must agree with them."""
     path = Path(path)
     file = path.name
     if not path.exists():
         raise ModelError(file, "file", "no such file or folder")
-    _check(fmt, task, name, network, file, path)
+    bundle = _check(fmt, task, name, network, file, path)
+    if bundle is not None and (bundle.metadata is not None or bundle.pipeline is not None):
+        input_spec, label_names = bundle_specs(bundle, input_spec, label_names)
+        network = {"bundle": bundle.summary()}  # what runs, for the model list; re-read from the file to run
     spec = InputSpec.from_dict(input_spec or {}, file)
     names = check_label_names(label_names, file)
     if text_encoder is not None:  # a grounding model's own sentence-transformers encoder (ml.encoders)

@@ -278,7 +278,13 @@ def _cases(run: TrainingRun, scan_ids: list[int]):
         for e in run.examples:
             if e["scan"] == scan.pk:
                 labels[_mask_array(e["mask"], e["sha256"])] = names.index(e["label"])
-        image, _ = preprocess(volume, [float(s) for s in scan.spacing], spec)
+        spacing = [float(s) for s in scan.spacing]
+        if scan.ndim == 3:  # models see the scan reordered to RAS, as pre-annotation gives it
+            from ml.engine.orientation import to_ras
+
+            labels = to_ras(labels, np.asarray(scan.affine), spacing)[0]
+            volume, spacing, _ = to_ras(volume, np.asarray(scan.affine), spacing)
+        image, _ = preprocess(volume, spacing, spec)
         out.append(training_case(image, labels))
     return out
 
@@ -399,6 +405,7 @@ def grounding_predictor(model, version: ModelVersion, *, device: str, encoder=No
     channels when the model takes them; sigmoid > 0.5 for one output channel)."""
     from ml.encoders import text_encoder_for
     from ml.engine.inference import predict
+    from ml.engine.orientation import from_ras, to_ras_with_affine
     from ml.preannotate import scan_volume
     from ml.specs import InputSpec
 
@@ -409,14 +416,21 @@ def grounding_predictor(model, version: ModelVersion, *, device: str, encoder=No
         scan = case.scan
         volume = scan_volume(scan)
         embeddings = encoder.encode([f.text for f in case.findings])
+        spacing, affine, ornt = list(case.spacing), np.asarray(case.affine, dtype=np.float64), None
+        if volume.ndim == 3:  # the model sees the scan reordered to RAS, as in training and pre-annotation
+            volume, spacing, affine, ornt = to_ras_with_affine(volume, affine, spacing)
         out = []
         for i in range(len(case.findings)):
             prediction = predict(
-                model, volume, case.spacing, spec, version.label_names, device=device,
-                text_embedding=embeddings[i], affine=case.affine,
+                model, volume, spacing, spec, version.label_names, device=device,
+                text_embedding=embeddings[i], affine=affine,
             )  # fmt: skip
-            masks = [r.mask for r in prediction.labels]
-            out.append(np.logical_or.reduce(masks) if masks else None)
+            values = [r.value for r in prediction.labels]
+            if not values:
+                out.append(None)
+                continue
+            mask = np.isin(prediction.label_map, values)
+            out.append(from_ras(mask, ornt) if ornt is not None else mask)
         return out
 
     return run
@@ -456,18 +470,22 @@ def _grounding_cases(run: TrainingRun, scan_ids: list[int], texts: list[str]):
     out = []
     for scan in Scan.objects.filter(pk__in=scan_ids).order_by("pk"):
         volume = scan_volume(scan)
-        shape = volume.shape[: spec.ndim]
         masks: dict[int, np.ndarray] = {}
         for e in run.examples:
             if e["scan"] == scan.pk:
                 index = texts.index(e["text"])
                 mask = _mask_array(e["mask"], e["sha256"])
                 masks[index] = mask | masks[index] if index in masks else mask
-        image, _ = preprocess(volume, [float(s) for s in scan.spacing], spec)
+        spacing, affine = [float(s) for s in scan.spacing], np.asarray(scan.affine, dtype=np.float64)
+        if scan.ndim == 3:  # models see the scan reordered to RAS, as pre-annotation gives it
+            from ml.engine.orientation import to_ras, to_ras_with_affine
+
+            masks = {i: to_ras(m, affine, spacing)[0] for i, m in masks.items()}
+            volume, spacing, affine, _ = to_ras_with_affine(volume, affine, spacing)
+        shape = volume.shape[: spec.ndim]
+        image, _ = preprocess(volume, spacing, spec)
         out.append(
-            grounding_case(
-                image, sorted(masks.items()), affine=scan.affine, scan_shape=shape, position=position
-            )
+            grounding_case(image, sorted(masks.items()), affine=affine, scan_shape=shape, position=position)
         )
     return out
 

@@ -53,9 +53,15 @@ class ModelVersionIn(serializers.Serializer):
     format = serializers.ChoiceField(ModelFormat.values)
     task = serializers.ChoiceField(ModelTask.values, default=ModelTask.SEGMENTATION)
     input_spec = serializers.CharField(
-        help_text='JSON, e.g. {"ndim": 3, "roi_size": [96, 96, 96], "window": [-1000, 400]}'
+        required=False,
+        help_text='JSON, e.g. {"ndim": 3, "roi_size": [96, 96, 96], "window": [-1000, 400]}; a MONAI '
+        "bundle's comes from its metadata and pipeline (given, it must agree)",
     )
-    label_names = serializers.CharField(help_text="JSON list or comma-separated, one per output channel")
+    label_names = serializers.CharField(
+        required=False,
+        help_text="JSON list or comma-separated, one per output channel; a MONAI bundle's come from "
+        "configs/metadata.json (given, they must agree)",
+    )
     network = serializers.CharField(required=False, help_text="JSON MONAI network spec for state dicts")
     text_encoder = serializers.FileField(
         required=False,
@@ -109,10 +115,10 @@ class ProjectModels(APIView):
         data = ModelVersionIn(data=request.data)
         data.is_valid(raise_exception=True)
         v = data.validated_data
-        labels = v["label_names"].strip()
+        labels = (v.get("label_names") or "").strip()
         names = (
             _json(labels, "label_names") if labels.startswith("[") else [s.strip() for s in labels.split(",")]
-        )
+        ) if labels else None  # fmt: skip
         with tempfile.TemporaryDirectory(prefix="upload-") as tmp:
             local = Path(tmp) / Path(v["file"].name).name
             with open(local, "wb") as out:
@@ -124,7 +130,7 @@ class ProjectModels(APIView):
                 fmt=v["format"],
                 name=v["name"],
                 task=v["task"],
-                input_spec=_json(v["input_spec"], "input_spec"),
+                input_spec=_json(v["input_spec"], "input_spec") if v.get("input_spec") else None,
                 label_names=names,
                 network=_json(v["network"], "network") if v.get("network") else None,
                 user=request.user,

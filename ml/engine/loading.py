@@ -1,9 +1,9 @@
 """Loading registered models and checking them with a forward pass on a dummy input.
 
 Formats: a MONAI bundle (a folder or zip holding ``configs/inference.json`` (or ``.yaml``) with a
-``network_def`` and ``models/model.pt`` with its state dict), a TorchScript file, or a state dict with a
-MONAI network spec ``{"name": "UNet", "args": {...}}`` (a class of ``monai.networks.nets``). Every problem
-is a ``ModelError`` whose message names the file and the field.
+``network_def`` and ``models/model.pt`` with its state dict, or only ``models/model.ts``), a TorchScript
+file, or a state dict with a MONAI network spec ``{"name": "UNet", "args": {...}}`` (a class of
+``monai.networks.nets``). Every problem is a ``ModelError`` whose message names the file and the field.
 
 Configs and specs are data, never code: ``ml.bundle_config`` reads them (no ``$`` evaluation, references
 resolved by the platform), the network is built only from an allow-listed ``monai.networks.nets`` class
@@ -14,6 +14,7 @@ is not used. A TorchScript file is code the JIT runs: validation loads it in a c
 
 from __future__ import annotations
 
+import inspect
 import io
 from pathlib import Path
 from typing import Any
@@ -22,12 +23,10 @@ import monai.networks.nets as nets
 import torch
 
 from ml.bundle_config import (
-    CONFIG_NAMES,
     TARGET_FORM,
+    TORCHSCRIPT_NAME,
     WEIGHTS_NAME,
     check_spec_args,
-    network_def,
-    parse_config,
     read_bundle_files,
 )
 from ml.specs import InputSpec, ModelError
@@ -35,6 +34,9 @@ from ml.specs import InputSpec, ModelError
 # Constructor arguments that fetch or read weights from elsewhere (a URL, the hub, a file path): the weights
 # of a registered model come from its own file, so these must be absent, null or false.
 FETCHING_ARGS = {"pretrained", "pretrained_url", "weights", "path_or_repo_id", "filename", "checkpoint"}
+# Arguments MONAI first ignored (deprecated) and later removed: configs written for the older MONAI (the
+# model zoo's swin_unetr_btcv_segmentation passes img_size) build as they did there.
+REMOVED_ARGS = {"SwinUNETR": {"img_size"}}
 # Modules of monai.networks.nets whose networks load files or download at construction whatever the args.
 EXCLUDED_MODULES = {"monai.networks.nets.transchex", "monai.networks.nets.cell_sam_wrapper"}
 
@@ -70,6 +72,9 @@ def network_build(
             raise ModelError(
                 file, f"{field}.{key}", "weights come from the registered file; must be null or false"
             )
+    for key in sorted(REMOVED_ARGS.get(cls.__name__, set()) & set(args)):
+        if key not in inspect.signature(cls.__init__).parameters:
+            args = {k: v for k, v in args.items() if k != key}  # deprecated and ignored, then removed
     try:
         return cls(**args)
     except Exception as exc:  # the network's own argument checks
@@ -98,7 +103,7 @@ def load_model(path: Path, fmt: str, *, network: dict | None = None, device: str
             model = network_from_spec(network or {}, name)
             _load_state(model, _torch_load(Path(path).read_bytes(), name, "weights"), name)
         elif fmt == "monai-bundle":
-            model = _bundle(Path(path))
+            model = _bundle(Path(path), device)
         else:
             raise ModelError(name, "format", f"unknown format {fmt!r}")
     except ModelError:
@@ -135,20 +140,24 @@ def _load_state(model: torch.nn.Module, state: dict, file: str) -> None:
         raise ModelError(file, "weights", "does not fit the network: " + " ".join(first)) from exc
 
 
-def _bundle(path: Path) -> torch.nn.Module:
-    """A MONAI bundle's ``network_def`` built from its config read as data (``ml.bundle_config``: no ``$``
-    evaluation, ``_target_`` only from the allow-list) with the state dict of ``models/model.pt``."""
+def _bundle(path: Path, device: str = "cpu") -> torch.nn.Module:
+    """A MONAI bundle's network: ``network_def`` built from its config read as data (``ml.bundle_pipeline``:
+    no ``$`` evaluation beyond the recognised idioms, ``_target_`` only from the allow-list) with the state
+    dict of ``models/model.pt``; or, when the bundle ships only ``models/model.ts``, that TorchScript file
+    (code the JIT runs: the validation loads it in a child process, ``ml.engine.check``)."""
+    from ml.bundle_pipeline import bundle_read
+
     name = path.name
-    files = read_bundle_files(path, (*CONFIG_NAMES, WEIGHTS_NAME))
-    member = next((m for m in CONFIG_NAMES if m in files), None)
-    if member is None:
-        raise ModelError(name, CONFIG_NAMES[0], "missing from the MONAI bundle")
-    if WEIGHTS_NAME not in files:
-        raise ModelError(name, WEIGHTS_NAME, "missing from the MONAI bundle")
-    definition = network_def(parse_config(files[member], name, member), file=name, member=member)
+    bundle = bundle_read(path)
+    if bundle.torchscript:
+        data = read_bundle_files(path, (TORCHSCRIPT_NAME,))[TORCHSCRIPT_NAME]
+        return torch.jit.load(io.BytesIO(data), map_location=device)
+    definition = bundle.network
+    assert definition is not None
     model = network_build(
         definition.target, definition.args, name, field="network_def", target_field="network_def._target_"
     )
+    files = read_bundle_files(path, (WEIGHTS_NAME,))
     _load_state(model, _torch_load(files[WEIGHTS_NAME], name, WEIGHTS_NAME), name)
     return model
 

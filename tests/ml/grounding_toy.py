@@ -173,6 +173,7 @@ def real_ct_grounding(
     generalises to other patients."""
     from ml.engine.grounding import grounding_from_spec
     from ml.engine.inference import preprocess
+    from ml.engine.orientation import to_ras, to_ras_with_affine
     from ml.engine.text import SentenceEncoder
     from ml.engine.training import grounding_case, train_grounding
     from ml.preannotate import scan_volume
@@ -203,12 +204,11 @@ def real_ct_grounding(
     case = cases[0]
     texts = [f.text for f in case.findings]
     spec = InputSpec.from_dict(REAL_SPEC)
-    volume = scan_volume(real.ct)
-    image, shape = preprocess(volume, case.spacing, spec)
-    training = grounding_case(
-        image, [(i, f.mask) for i, f in enumerate(case.findings)], affine=case.affine, scan_shape=shape,
-        position=True,
-    )  # fmt: skip
+    # the model sees the scan reordered to RAS, as the platform's training and pre-annotation give it
+    volume, spacing, affine, _ = to_ras_with_affine(scan_volume(real.ct), case.affine, list(case.spacing))
+    truth = [(i, to_ras(f.mask, case.affine, list(case.spacing))[0]) for i, f in enumerate(case.findings)]
+    image, shape = preprocess(volume, spacing, spec)
+    training = grounding_case(image, truth, affine=affine, scan_shape=shape, position=True)
     params = TrainParams(steps=steps, batch_size=2, learning_rate=lr, checkpoint_every=steps,
                          foreground_fraction=fg, seed=seed)  # fmt: skip
     text = SentenceEncoder(device).encode(texts)

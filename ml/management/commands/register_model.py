@@ -11,7 +11,8 @@ from ml.models import ModelFormat, ModelTask
 
 class Command(BaseCommand):
     help = (
-        "Register a model: a MONAI bundle (folder or zip with configs/inference.json and models/model.pt), a "
+        "Register a model: a MONAI bundle (folder or zip with configs/inference.json and models/model.pt or "
+        "models/model.ts; its metadata.json gives the labels and its pipeline how to run it), a "
         'TorchScript file, or a state dict with --network \'{"name": "UNet", "args": {...}}\'. The file is '
         "loaded and run on a dummy input of --input-spec; a broken or mismatched file is rejected."
     )
@@ -24,11 +25,15 @@ class Command(BaseCommand):
         parser.add_argument("--task", choices=ModelTask.values, default=ModelTask.SEGMENTATION)
         parser.add_argument(
             "--input-spec",
-            required=True,
             help='JSON: {"ndim": 3, "channels": 1, "roi_size": [96,96,96], "spacing": [1.5,1.5,2], '
-            '"window": [-1000, 400], "modality": ["CT"]}',
+            '"window": [-1000, 400], "modality": ["CT"]}. Required but for a MONAI bundle with '
+            "configs/metadata.json and its pipeline, where it is read from them (given, it must agree)",
         )
-        parser.add_argument("--labels", required=True, help="comma-separated output channel names")
+        parser.add_argument(
+            "--labels",
+            help="comma-separated output channel names. A MONAI bundle's come from configs/metadata.json "
+            "(outputs.pred.channel_def); given, they must be the same",
+        )
         parser.add_argument("--network", help="JSON MONAI network spec (state dicts)")
         parser.add_argument(
             "--text-encoder",
@@ -59,8 +64,8 @@ class Command(BaseCommand):
                 fmt=opts["format"],
                 name=opts["name"],
                 task=opts["task"],
-                input_spec=specs.get("input_spec", {}),
-                label_names=[s.strip() for s in opts["labels"].split(",")],
+                input_spec=specs.get("input_spec"),
+                label_names=[s.strip() for s in opts["labels"].split(",")] if opts["labels"] else None,
                 network=specs.get("network"),
                 text_encoder=opts["text_encoder"],
             )
