@@ -112,6 +112,6 @@ export type Case = {
   agreement?: Agreement | null;
 };
 
-export type Mode = "view" | "paint" | "erase" | "fill" | "box" | "click";
+export type Mode = "view" | "paint" | "erase" | "fill" | "box" | "click" | "grow";
 
 export type Showing = "annotator" | "proposal";
