@@ -60,7 +60,8 @@ async function loadScan(c: Case): Promise<void> {
   nv.closeDrawing();
   while (nv.volumes.length) nv.removeVolume(nv.volumes[0]);
   state.loadedScan = null;
-  const scanBytes = await (await api(`/api/scans/${c.scan.id}/nifti/`)).arrayBuffer();
+  // encoding=http: a .nii.gz store arrives inflated by the browser (NiiVue would inflate it in JavaScript)
+  const scanBytes = await (await api(`/api/scans/${c.scan.id}/nifti/?encoding=http`)).arrayBuffer();
   const gz = new Uint8Array(scanBytes.slice(0, 2));
   const name = gz[0] === 0x1f && gz[1] === 0x8b ? `scan-${c.scan.id}.nii.gz` : `scan-${c.scan.id}.nii`;
   const ct = c.scan.modality === "CT" && !state.is2D;

@@ -91,26 +91,33 @@ nv.onDrawingChanged = (action: string) => {
   if (box && history.record(nv, box)) changed("mask");
   performance.mark("stroke-recorded"); // bench/bench_viewer.py
 };
-// NiiVue draws at most once an animation frame: it asked for a draw on every mouse move, often twice, and
-// in software WebGL each draw of a 512×512×300 CT took longer than a move (the moves queued up behind the
-// frames). Every frame it draws (slice change, resize, zoom, window) moves the overlay with it and updates
-// the status line (the window's name or level / width, the zoom).
+// While a mouse button is down (a stroke, the crosshair dragged), NiiVue draws at most once an animation
+// frame: it asked for a draw on every mouse move, often twice, and in software WebGL each draw of a
+// 512×512×300 CT took longer than a move (the moves queued up behind the frames). Other draws (and a pan
+// or window drag, which the draw itself applies) happen at once, as callers of drawScene expect. Every
+// frame moves the overlay with it and updates the status line (the window's name or level / width, zoom).
 const drawScene = nv.drawScene.bind(nv);
+const ui = (nv as unknown as { uiData: { mousedown: boolean; isDragging: boolean } }).uiData;
 let frame = 0;
-const draw = (): void => {
-  frame = 0;
-  drawScene();
-  drawOverlay();
-  showStatus();
-};
+let statusFrame = 0;
 nv.drawScene = () => {
-  // A pan (or another drag) is applied by the draw itself: while one is under way, draw at once.
-  if ((nv as unknown as { uiData: { isDragging: boolean } }).uiData.isDragging) {
-    if (frame) cancelAnimationFrame(frame);
-    draw();
+  if (ui.mousedown && !ui.isDragging) {
+    if (!frame) {
+      frame = requestAnimationFrame(() => {
+        frame = 0;
+        drawScene();
+        drawOverlay();
+        showStatus();
+      });
+    }
     return;
   }
-  if (!frame) frame = requestAnimationFrame(draw);
+  if (frame) cancelAnimationFrame(frame);
+  frame = 0;
+  const out = drawScene();
+  drawOverlaySoon();
+  if (!statusFrame) statusFrame = requestAnimationFrame(() => ((statusFrame = 0), showStatus()));
+  return out;
 };
 new ResizeObserver(drawOverlaySoon).observe(el("viewer-box"));
 // Working on the image gives the keys back to the page (after typing the box depth, s saves).

@@ -127,7 +127,11 @@ async function post(c: Case, base: number, box: number[] | null): Promise<Annota
     } else {
       const bytes = await nv.saveImage({ filename: "", isSaveDrawing: true, volumeByIndex: 0 });
       if (!(bytes instanceof Uint8Array)) throw new Error("Nothing to save: no scan or no drawing is open.");
-      form.append("mask", new Blob([bytes as Uint8Array<ArrayBuffer>], { type: "application/octet-stream" }), "mask.nii");
+      // gzipped in the browser (a 512×512×300 drawing is 78 MB raw, about 1 MB gzipped): the server
+      // stores a gzipped uint8 NIfTI on the scan's grid as it comes
+      const raw = new Blob([bytes as Uint8Array<ArrayBuffer>]);
+      const gz = await new Response(raw.stream().pipeThrough(new CompressionStream("gzip"))).blob();
+      form.append("mask", new Blob([gz], { type: "application/gzip" }), "mask.nii.gz");
     }
     return (await (await api(url, { method: "POST", body: form })).json()) as Annotation;
   } catch (err) {
