@@ -9,7 +9,7 @@ import { pngToBitmap } from "./masks";
 import { drawOverlay } from "./overlay";
 import { opacity, preview, role, root, say } from "./page";
 import { renderShowing } from "./report";
-import { history, needCase, nv, setMode, state } from "./state";
+import { drawBatch, history, needCase, nv, setMode, state } from "./state";
 import type { Annotation, Case } from "./types";
 import { setLayout, showStatus, view, WINDOWS } from "./view";
 
@@ -131,7 +131,9 @@ export async function showVersion(version: Annotation | undefined, box?: Annotat
   } else if (state.shownBox && !state.is2D) {
     crosshairToBox(state.shownBox.box);
   }
-  nv.refreshDrawing(true);
+  // loadDrawing and createEmptyDrawing sent the drawing to the GPU already; a radiograph's bitmap was set here
+  if (state.is2D && loaded) nv.refreshDrawing(true);
+  else nv.drawScene();
   drawOverlay();
 }
 
@@ -156,13 +158,23 @@ export async function loadImages(c: Case): Promise<void> {
   root.classList.toggle("scan-2d", state.is2D);
   root.classList.toggle("scan-3d", !state.is2D);
   root.classList.toggle("scan-ct", c.scan.modality === "CT" && !state.is2D);
+  drawBatch.on = true; // one draw at the end (review.ts)
+  try {
+    await loadCase(c, c.scan);
+  } finally {
+    drawBatch.on = false;
+    nv.drawScene();
+  }
+}
+
+async function loadCase(c: Case, scan: NonNullable<Case["scan"]>): Promise<void> {
   setColour(c);
   const proposal = role === "radiologist" && state.showing === "proposal";
   const { mask, box } = groundingOf(c);
   const version = proposal ? proposalVersion(c) : (mask ?? box);
   const fetched = fetchMask(version); // the mask travels while the scan loads
   fetched.catch(() => undefined); // (its failure is shown by showVersion)
-  if (state.loadedScan !== c.scan.id || !nv.volumes.length) await loadScan(c);
+  if (state.loadedScan !== scan.id || !nv.volumes.length) await loadScan(c);
   await showVersion(version, proposal ? undefined : box, fetched);
 }
 

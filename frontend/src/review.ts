@@ -45,7 +45,7 @@ import {
 } from "./page";
 import { hideMissingForm, onOpenFinding, onRenderVersions } from "./report";
 import { changed, guardUnsaved } from "./saving";
-import { guarded, history, nv, state } from "./state";
+import { drawBatch, guarded, history, nv, state } from "./state";
 import { listenForBoxDrags, setOpacity } from "./tools";
 
 // A click on another finding of the list opens its task (report.ts renders the list; navigation.ts, which
@@ -101,7 +101,7 @@ const ui = (nv as unknown as { uiData: { mousedown: boolean; isDragging: boolean
 let frame = 0;
 let statusFrame = 0;
 nv.drawScene = () => {
-  if (ui.mousedown && !ui.isDragging) {
+  if ((ui.mousedown && !ui.isDragging) || drawBatch.on) {
     if (!frame) {
       frame = requestAnimationFrame(() => {
         frame = 0;

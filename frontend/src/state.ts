@@ -51,6 +51,10 @@ export const state: ScreenState = {
 
 export const history = new DrawHistory();
 
+/** While a case's images load, NiiVue's draws are coalesced into one (review.ts): each draw of a large CT
+ * in software WebGL costs a frame's rendering, and loading asked for about ten. */
+export const drawBatch = { on: false };
+
 export const nv = new Niivue({
   backColor: [0, 0, 0, 1],
   // A thin grey crosshair with a gap at its centre: no finding's colour (cases.ts PALETTE), and it does not
