@@ -1,23 +1,37 @@
 // The images of the case in NiiVue: the server's preview first, then the scan (a CT in three planes, a
 // radiograph in one 2D view), the finding's colour, a version in the drawing (a mask) or on the overlay
 // (a box) with the crosshair moved to it, a radiologist's proposal / result toggle and a CT's windows.
-import { NVImage, cmapper } from "@niivue/niivue";
+import { NVImage, SLICE_TYPE, cmapper } from "@niivue/niivue";
 import { api } from "./api";
-import { annotatorVersion, findingColour, proposalVersion, resultName, versionOf } from "./cases";
+import { annotatorVersion, findingColour, proposalVersion, resultName } from "./cases";
 import { affineOf } from "./geometry";
 import { pngToBitmap } from "./masks";
 import { drawOverlay } from "./overlay";
 import { opacity, preview, role, root, say } from "./page";
 import { renderShowing } from "./report";
-import { history, needCase, nv, setMode, state } from "./state";
+import { drawBatch, history, needCase, nv, setMode, state } from "./state";
 import type { Annotation, Case } from "./types";
+import { setLayout, showStatus, view, WINDOWS } from "./view";
 
-/** Window presets in Hounsfield units: [min, max] = level ∓ width / 2. */
-const WINDOWS: Record<string, [number, number]> = {
-  lung: [-1350, 150],
-  mediastinum: [-160, 240],
-  bone: [-700, 1300],
-};
+/** A finding's grounding as the screen shows it: its newest mask in the drawing and its newest box on the
+ * overlay (up to version `upTo`). A box and a mask are separate annotations: saving one never hides the
+ * other. */
+export function groundingOf(c: Case, upTo = c.finding.current_version): { mask?: Annotation; box?: Annotation } {
+  const upto = c.versions.filter((v) => v.version <= upTo);
+  const newest = (kind: string): Annotation | undefined => upto.filter((v) => v.kind === kind).at(-1);
+  return { mask: newest("mask"), box: newest("box") };
+}
+
+type Fetched = { version: Annotation; bytes: ArrayBuffer | Blob } | null;
+
+/** Ask for a mask version's file (started before the scan is loaded: both travel at once). */
+function fetchMask(version: Annotation | undefined): Promise<Fetched> {
+  if (version?.kind !== "mask") return Promise.resolve(null);
+  // encoding=http: the server sends the NIfTI with Content-Encoding gzip, and the browser inflates it
+  // natively (NiiVue inflating 78 M voxels in JavaScript took ~20 s).
+  const url = state.is2D ? `/api/annotations/${version.id}/mask/` : `/api/annotations/${version.id}/mask/?encoding=http`;
+  return api(url).then(async (r) => ({ version, bytes: state.is2D ? await r.blob() : await r.arrayBuffer() }));
+}
 
 function setColour(c: Case): void {
   const [r, g, b] = findingColour(c, c.finding.id);
@@ -46,42 +60,44 @@ async function loadScan(c: Case): Promise<void> {
   nv.closeDrawing();
   while (nv.volumes.length) nv.removeVolume(nv.volumes[0]);
   state.loadedScan = null;
-  const scanBytes = await (await api(`/api/scans/${c.scan.id}/nifti/`)).arrayBuffer();
+  // encoding=http: a .nii.gz store arrives inflated by the browser (NiiVue would inflate it in JavaScript)
+  const scanBytes = await (await api(`/api/scans/${c.scan.id}/nifti/?encoding=http`)).arrayBuffer();
   const gz = new Uint8Array(scanBytes.slice(0, 2));
   const name = gz[0] === 0x1f && gz[1] === 0x8b ? `scan-${c.scan.id}.nii.gz` : `scan-${c.scan.id}.nii`;
   const ct = c.scan.modality === "CT" && !state.is2D;
   const [min, max] = ct ? WINDOWS.lung : [NaN, NaN];
   const volume = await NVImage.loadFromUrl({ url: name, name, buffer: scanBytes, cal_min: min, cal_max: max });
-  nv.setSliceType(state.is2D ? nv.sliceTypeAxial : nv.sliceTypeMultiplanar);
   nv.setCrosshairWidth(state.is2D ? 0 : 1);
   nv.setIsOrientationTextVisible(!state.is2D); // a radiograph's rows are not anterior-posterior
   nv.addVolume(volume);
+  if (state.is2D) nv.setSliceType(SLICE_TYPE.AXIAL);
+  else setLayout(view.layout);
   state.loadedScan = c.scan.id;
   root.dataset.window = ct ? "lung" : "image";
+  showStatus();
 }
 
-/** Load `version` into the drawing (a mask) or the overlay (a box); an empty drawing otherwise. */
-async function showVersion(version: Annotation | undefined): Promise<void> {
+/** Load a mask version into the drawing and a box version onto the overlay (either may be missing: an
+ * empty drawing, no box). `fetched`: the mask's file when it was asked for already. */
+export async function showVersion(version: Annotation | undefined, box?: Annotation, fetched?: Promise<Fetched>): Promise<void> {
   state.shownBox = null;
   state.pendingBox = null;
   let loaded = false;
-  if (version?.kind === "mask") {
+  const maskVersion = version?.kind === "mask" ? version : undefined;
+  const boxVersion = version?.kind === "box" ? version : box;
+  if (maskVersion) {
+    const got = await (fetched ?? fetchMask(maskVersion));
     if (state.is2D) {
-      const png = await (await api(`/api/annotations/${version.id}/mask/`)).blob();
       try {
-        const bitmap = await pngToBitmap(nv, png);
+        const bitmap = await pngToBitmap(nv, got?.bytes as Blob);
         nv.createEmptyDrawing();
         nv.drawBitmap = bitmap;
-        nv.drawClearAllUndoBitmaps();
-        nv.drawAddUndoBitmap();
         loaded = true;
       } catch (err) {
-        say(`Mask v${version.version}: ${err instanceof Error ? err.message : String(err)}`, "error");
+        say(`Mask v${maskVersion.version}: ${err instanceof Error ? err.message : String(err)}`, "error");
       }
     } else {
-      // encoding=http: the server sends the NIfTI with Content-Encoding gzip, and the browser inflates it
-      // natively (NiiVue inflating 78 M voxels in JavaScript took ~20 s).
-      const maskBytes = await (await api(`/api/annotations/${version.id}/mask/?encoding=http`)).arrayBuffer();
+      const maskBytes = got?.bytes as ArrayBuffer;
       const view = new DataView(maskBytes);
       const gz = view.byteLength > 2 && view.getUint8(0) === 0x1f && view.getUint8(1) === 0x8b;
       const nifti = view.byteLength > 348 && view.getInt32(0, true) === 348;
@@ -89,13 +105,14 @@ async function showVersion(version: Annotation | undefined): Promise<void> {
         const name = gz ? "mask.nii.gz" : "mask.nii";
         const drawing = await NVImage.loadFromUrl({ url: name, name, buffer: maskBytes });
         loaded = nv.loadDrawing(drawing);
-        if (!loaded) say(`Mask v${version.version} does not fit the scan's grid.`, "error");
+        if (!loaded) say(`Mask v${maskVersion.version} does not fit the scan's grid.`, "error");
       } else {
-        say(`Mask v${version.version} is a 2D image: not shown on the volume.`, "error");
+        say(`Mask v${maskVersion.version} is a 2D image: not shown on the volume.`, "error");
       }
     }
-  } else if (version?.kind === "box" && version.box) {
-    state.shownBox = { box: version.box, label: `v${version.version} box` };
+  }
+  if (boxVersion?.kind === "box" && boxVersion.box) {
+    state.shownBox = { box: boxVersion.box, label: `v${boxVersion.version} box` };
   }
   if (!loaded) nv.createEmptyDrawing();
   nv.setDrawOpacity(Number(opacity.value) / 100);
@@ -105,6 +122,8 @@ async function showVersion(version: Annotation | undefined): Promise<void> {
   setMode(state.mode);
   const [n, centre] = drawnVoxels();
   root.dataset.maskVoxels = String(n);
+  root.dataset.shownMask = maskVersion ? String(maskVersion.version) : "";
+  root.dataset.shownBox = state.shownBox && boxVersion ? String(boxVersion.version) : "";
   if (centre && !state.is2D) {
     // Show the mask: the crosshair to the painted voxel nearest its centroid's slices.
     nv.scene.crosshairPos = nv.vox2frac(centre);
@@ -112,7 +131,9 @@ async function showVersion(version: Annotation | undefined): Promise<void> {
   } else if (state.shownBox && !state.is2D) {
     crosshairToBox(state.shownBox.box);
   }
-  nv.refreshDrawing(true);
+  // loadDrawing and createEmptyDrawing sent the drawing to the GPU already; a radiograph's bitmap was set here
+  if (state.is2D && loaded) nv.refreshDrawing(true);
+  else nv.drawScene();
   drawOverlay();
 }
 
@@ -137,10 +158,24 @@ export async function loadImages(c: Case): Promise<void> {
   root.classList.toggle("scan-2d", state.is2D);
   root.classList.toggle("scan-3d", !state.is2D);
   root.classList.toggle("scan-ct", c.scan.modality === "CT" && !state.is2D);
+  drawBatch.on = true; // one draw at the end (review.ts)
+  try {
+    await loadCase(c, c.scan);
+  } finally {
+    drawBatch.on = false;
+    nv.drawScene();
+  }
+}
+
+async function loadCase(c: Case, scan: NonNullable<Case["scan"]>): Promise<void> {
   setColour(c);
-  if (state.loadedScan !== c.scan.id || !nv.volumes.length) await loadScan(c);
-  const version = role === "radiologist" && state.showing === "proposal" ? proposalVersion(c) : versionOf(c, c.finding.current_version);
-  await showVersion(version);
+  const proposal = role === "radiologist" && state.showing === "proposal";
+  const { mask, box } = groundingOf(c);
+  const version = proposal ? proposalVersion(c) : (mask ?? box);
+  const fetched = fetchMask(version); // the mask travels while the scan loads
+  fetched.catch(() => undefined); // (its failure is shown by showVersion)
+  if (state.loadedScan !== scan.id || !nv.volumes.length) await loadScan(c);
+  await showVersion(version, proposal ? undefined : box, fetched);
 }
 
 /** Painted voxels of the drawing (label > 0) and their centroid, rounded, in the drawing's voxel grid
@@ -192,4 +227,5 @@ export function windowPreset(name: string): void {
   [volume.cal_min, volume.cal_max] = WINDOWS[name];
   nv.updateGLVolume();
   root.dataset.window = name;
+  showStatus();
 }

@@ -12,6 +12,10 @@ import { hideMissingForm, showMissingForm } from "./report";
 import { returnTask, save, transition } from "./saving";
 import { guarded, needEditable, setMode, state } from "./state";
 import { fillHoles, redo, setOpacity, undo } from "./tools";
+import { fillBetweenSlices, growTool } from "./edit3d";
+import { stepPenSize } from "./strokes";
+import { toggleRange } from "./rangeui";
+import { cycleLayout, resetView, toggleMaximise } from "./view";
 
 function toggleHelp(): void {
   const help = el("help");
@@ -39,6 +43,8 @@ const toggles: Record<string, () => void> = {
   fill: () => (needEditable(), setMode(state.mode === "fill" ? "view" : "fill")),
   box: () => (needEditable(), setMode(state.mode === "box" ? "view" : "box")),
   click: clickTool,
+  grow: growTool,
+  interpolate: fillBetweenSlices,
   holes: fillHoles,
   undo,
   redo,
@@ -54,6 +60,12 @@ const global: Record<string, () => void> = {
   lung: () => windowPreset("lung"),
   mediastinum: () => windowPreset("mediastinum"),
   bone: () => windowPreset("bone"),
+  "pen-smaller": () => stepPenSize(-1),
+  "pen-larger": () => stepPenSize(1),
+  range: toggleRange,
+  layout: cycleLayout,
+  maximise: () => toggleMaximise(),
+  "reset-view": resetView,
   escape: () => {
     el("help").hidden = true;
     hideMissingForm();
@@ -63,7 +75,8 @@ const global: Record<string, () => void> = {
 
 const ANNOTATOR_KEYS: Record<string, string> = {
   n: "next", s: "save", a: "accept", r: "reject", p: "paint", e: "erase", f: "fill", h: "holes", b: "box",
-  z: "undo", y: "redo", m: "missing", c: "click",
+  z: "undo", y: "redo", m: "missing", c: "click", w: "grow", i: "interpolate", t: "range", ",": "pen-smaller",
+  ".": "pen-larger",
 };
 
 const RADIOLOGIST_KEYS: Record<string, string> = { n: "next", a: "approve", r: "return", v: "versions" };
@@ -71,6 +84,7 @@ const RADIOLOGIST_KEYS: Record<string, string> = { n: "next", a: "approve", r: "
 const COMMON_KEYS: Record<string, string> = {
   "[": "prev-finding", "]": "next-finding", g: "gaze", "?": "help", "-": "opacity-down", "=": "opacity-up",
   "+": "opacity-up", "1": "lung", "2": "mediastinum", "3": "bone", escape: "escape", l: "layers",
+  o: "layout", x: "maximise", "0": "reset-view",
 };
 
 export function trigger(name: string): void {

@@ -26,6 +26,13 @@ export function onOpenFinding(open: (f: Finding) => Promise<void>): void {
   openFinding = open;
 }
 
+/** What is added to each item of the versions list (versions.ts: open and restore; review.ts sets it). */
+let decorateVersions: (c: Case) => void = () => {};
+
+export function onRenderVersions(decorate: (c: Case) => void): void {
+  decorateVersions = decorate;
+}
+
 export function renderReport(c: Case): void {
   const box = el("report");
   box.replaceChildren();
@@ -111,6 +118,7 @@ export function renderFindings(c: Case): void {
     list.append(item);
   }
   renderVersions(c);
+  decorateVersions(c);
   renderAgreement(c);
 }
 

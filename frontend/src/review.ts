@@ -16,12 +16,20 @@
 // header, missing-finding form), panels.ts (versions, agreement), images.ts (the scan and the shown
 // version), overlay.ts (boxes, gaze), caseview.ts (opening a case), navigation.ts (next case, other
 // findings), saving.ts (saves, autosave, transitions), tools.ts (drawing tools, box drags), clicks.ts (the
-// click tool: proposals from clicks), keys.ts.
+// click tool: proposals from clicks), keys.ts; view.ts (layouts, zoom, pan, window, the status line),
+// strokes.ts (incremental strokes, the threshold brush, the brush's size and cursor), history.ts (undo as
+// patches), edit3d.ts (region grow, fill between slices), voxels.ts / rangeui.ts (intensities, the range),
+// versions.ts (open and restore any version).
 import { listenForClicks } from "./clicks";
+import { listenForGrowClicks } from "./edit3d";
+import { listenForRange } from "./rangeui";
+import { endStroke, listenForBrushCursor, makeStrokesIncremental, setPenSize } from "./strokes";
+import { decorateVersions } from "./versions";
+import { listenForView, savedLayout, setLayout, showStatus } from "./view";
 import { windowPreset } from "./images";
 import { onKey, trigger } from "./keys";
 import { addMissing, openFinding } from "./navigation";
-import { drawOverlaySoon, setGaze } from "./overlay";
+import { drawOverlay, drawOverlaySoon, setGaze } from "./overlay";
 import {
   canvas,
   depthInput,
@@ -35,16 +43,25 @@ import {
   say,
   stage,
 } from "./page";
-import { hideMissingForm, onOpenFinding } from "./report";
-import { changed } from "./saving";
-import { guarded, history, nv, state } from "./state";
+import { hideMissingForm, onOpenFinding, onRenderVersions } from "./report";
+import { changed, guardUnsaved } from "./saving";
+import { drawBatch, guarded, history, nv, state } from "./state";
 import { listenForBoxDrags, setOpacity } from "./tools";
 
 // A click on another finding of the list opens its task (report.ts renders the list; navigation.ts, which
 // imports it, opens the finding).
 onOpenFinding(openFinding);
+onRenderVersions(decorateVersions);
+makeStrokesIncremental();
 listenForBoxDrags();
 listenForClicks();
+listenForGrowClicks();
+listenForView();
+listenForBrushCursor();
+listenForRange();
+guardUnsaved();
+const penSize = el<HTMLInputElement>("pen-size");
+penSize.addEventListener("input", () => setPenSize(Number(penSize.value)));
 // The buttons name their actions (keys.ts); the window buttons name a CT window.
 for (const b of root.querySelectorAll<HTMLButtonElement>("button[data-action]")) {
   // Keep the report's text selection: the missing-finding button reads it.
@@ -67,17 +84,39 @@ missingForm.addEventListener("keydown", (event) => {
 
 document.addEventListener("keydown", onKey);
 
-// NiiVue: a stroke ended (pen, eraser, filled outline): a new state of the drawing.
+// NiiVue: a stroke ended (pen, eraser, filled outline): its box is one undo step (strokes.ts).
 nv.onDrawingChanged = (action: string) => {
   if (action !== "draw" || !state.current) return;
-  history.recordFromRing(nv);
-  changed("mask");
+  const box = endStroke();
+  if (box && history.record(nv, box)) changed("mask");
+  performance.mark("stroke-recorded"); // bench/bench_viewer.py
 };
-// Every frame NiiVue draws (slice change, resize, zoom) moves the overlay with it.
+// While a mouse button is down (a stroke, the crosshair dragged), NiiVue draws at most once an animation
+// frame: it asked for a draw on every mouse move, often twice, and in software WebGL each draw of a
+// 512×512×300 CT took longer than a move (the moves queued up behind the frames). Other draws (and a pan
+// or window drag, which the draw itself applies) happen at once, as callers of drawScene expect. Every
+// frame moves the overlay with it and updates the status line (the window's name or level / width, zoom).
 const drawScene = nv.drawScene.bind(nv);
+const ui = (nv as unknown as { uiData: { mousedown: boolean; isDragging: boolean } }).uiData;
+let frame = 0;
+let statusFrame = 0;
 nv.drawScene = () => {
+  if ((ui.mousedown && !ui.isDragging) || drawBatch.on) {
+    if (!frame) {
+      frame = requestAnimationFrame(() => {
+        frame = 0;
+        drawScene();
+        drawOverlay();
+        showStatus();
+      });
+    }
+    return;
+  }
+  if (frame) cancelAnimationFrame(frame);
+  frame = 0;
   const out = drawScene();
   drawOverlaySoon();
+  if (!statusFrame) statusFrame = requestAnimationFrame(() => ((statusFrame = 0), showStatus()));
   return out;
 };
 new ResizeObserver(drawOverlaySoon).observe(el("viewer-box"));
@@ -97,6 +136,8 @@ depthInput.addEventListener("keydown", (event) => {
 root.classList.add(`role-${role}`);
 if (root.dataset.manager === "1") root.classList.add("is-manager"); // the "Tasks from proposals" button
 setOpacity(50);
+setPenSize(3);
+setLayout(...savedLayout());
 nv.attachToCanvas(canvas)
   .then(() => {
     nv.setSliceType(nv.sliceTypeMultiplanar);

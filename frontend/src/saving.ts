@@ -6,7 +6,7 @@
 import { ApiError, api, describe, postJson } from "./api";
 import { doneText, endpoint, readingLabel } from "./cases";
 import { clearCase, openCase, reload } from "./caseview";
-import { bitmapToPng, countDrawn } from "./masks";
+import { bitmapToPng } from "./masks";
 import { drawOverlay } from "./overlay";
 import { button, commentBox, role, root, say, setSaveState, ShownError, slug } from "./page";
 import { renderFindings, renderTask } from "./report";
@@ -15,16 +15,36 @@ import type { Annotation, Case, Reading, Task } from "./types";
 
 export const AUTOSAVE_MS = 3000;
 
-/** The drawing or a box changed: count, remember for autosave. */
+export const maskDirty = (): boolean => state.dirty === "mask" || state.dirty === "both";
+export const boxDirty = (): boolean => state.dirty === "box" || state.dirty === "both";
+
+/** The drawing or a box changed: count (kept by the history, stroke by stroke), remember for autosave. */
 export function changed(kind: "mask" | "box"): void {
-  state.dirty = kind;
+  state.dirty = state.dirty === null || state.dirty === kind ? kind : "both";
   state.leaveAnyway = false;
-  root.dataset.maskVoxels = String(countDrawn(nv.drawBitmap));
+  root.dataset.maskVoxels = String(history.count);
   setSaveState("unsaved changes", "dirty");
   scheduleAutosave();
 }
 
-function scheduleAutosave(delay = AUTOSAVE_MS): void {
+/** Before the page is left (closed, reloaded, another address) with unsaved changes, the browser asks;
+ * when the tab is hidden, what changed is saved at once rather than after the autosave delay. */
+export function guardUnsaved(): void {
+  window.addEventListener("beforeunload", (event) => {
+    if (!state.dirty || state.decided || role !== "annotator") return;
+    event.preventDefault();
+    event.returnValue = ""; // older browsers need it set to ask
+  });
+  document.addEventListener("visibilitychange", () => {
+    if (document.visibilityState === "hidden" && state.dirty && !state.decided && role === "annotator") scheduleAutosave(0);
+  });
+}
+
+/** The autosave's delay: AUTOSAVE_MS, unless #review's data-autosave-ms says otherwise (the browser tests
+ * set a long one, so that the versions they count are the ones they save). */
+const autosaveDelay = (): number => Number(root.dataset.autosaveMs) || AUTOSAVE_MS;
+
+function scheduleAutosave(delay = autosaveDelay()): void {
   window.clearTimeout(state.autosaveTimer);
   if (role !== "annotator" || state.decided || !state.current) return;
   state.autosaveTimer = window.setTimeout(() => {
@@ -94,52 +114,31 @@ function readingLeaseLost(c: Case, reason: string): ShownError {
   return new ShownError(`Not saved — lease: ${reason}`, again);
 }
 
-async function saveNow(auto: boolean): Promise<void> {
-  const c = needEditable();
-  window.clearTimeout(state.autosaveTimer);
-  setSaveState("saving…");
+/** Post one version (a box as JSON, a mask as a file) on top of `base`; a 409 or a 400 as the user's words. */
+async function post(c: Case, base: number, box: number[] | null): Promise<Annotation> {
   const url = `${endpoint(c)}/annotations/`;
-  const base = c.finding.current_version;
-  // What changed; with no change (a second press of s) what the current version is, so that saving again
-  // never turns a box into an empty mask.
-  const box = state.dirty === "box" ? state.pendingBox : state.dirty === null && state.shownBox ? state.shownBox.box : null;
-  let saved: Annotation;
   try {
-    if (box) {
-      saved = (await postJson(url, { base_version: base, kind: "box", box })) as Annotation;
+    if (box) return (await postJson(url, { base_version: base, kind: "box", box })) as Annotation;
+    const form = new FormData();
+    form.append("kind", "mask");
+    form.append("base_version", String(base));
+    if (state.is2D) {
+      form.append("mask", await bitmapToPng(nv), "mask.png");
     } else {
-      const form = new FormData();
-      form.append("kind", "mask");
-      form.append("base_version", String(base));
-      if (state.is2D) {
-        form.append("mask", await bitmapToPng(nv), "mask.png");
-      } else {
-        const bytes = await nv.saveImage({ filename: "", isSaveDrawing: true, volumeByIndex: 0 });
-        if (!(bytes instanceof Uint8Array)) throw new Error("Nothing to save: no scan or no drawing is open.");
-        form.append("mask", new Blob([bytes as Uint8Array<ArrayBuffer>], { type: "application/octet-stream" }), "mask.nii");
-      }
-      saved = (await (await api(url, { method: "POST", body: form })).json()) as Annotation;
+      const bytes = await nv.saveImage({ filename: "", isSaveDrawing: true, volumeByIndex: 0 });
+      if (!(bytes instanceof Uint8Array)) throw new Error("Nothing to save: no scan or no drawing is open.");
+      // gzipped in the browser (a 512×512×300 drawing is 78 MB raw, about 1 MB gzipped): the server
+      // stores a gzipped uint8 NIfTI on the scan's grid as it comes
+      const raw = new Blob([bytes as Uint8Array<ArrayBuffer>]);
+      const gz = await new Response(raw.stream().pipeThrough(new CompressionStream("gzip"))).blob();
+      form.append("mask", new Blob([gz], { type: "application/gzip" }), "mask.nii.gz");
     }
+    return (await (await api(url, { method: "POST", body: form })).json()) as Annotation;
   } catch (err) {
     setSaveState("not saved", "error");
     if (err instanceof ApiError && err.status === 409) {
       const body = err.body as { current?: Annotation | null; yours?: number; lease?: string };
-      if (body.current !== undefined) {
-        const theirs = body.current;
-        if (c.reading) {
-          // A reading conflicts only with its reader's own saves (another tab, another window).
-          throw new ShownError(
-            `Your reading has version ${theirs ? theirs.version : 0}${theirs ? ` (saved ${theirs.created_at})` : ""} ` +
-              `since the one you edited (version ${body.yours ?? base}) — reload.`,
-            button("Reload", () => void guarded(reload)),
-          );
-        }
-        throw new ShownError(
-          `Someone saved version ${theirs ? theirs.version : 0}${theirs?.author ? ` (${theirs.author}, ${theirs.created_at})` : ""} ` +
-            `since yours (you edited version ${body.yours ?? base}) — reload.`,
-          button("Reload", () => void guarded(reload)),
-        );
-      }
+      if (body.current !== undefined) throw conflict(c, body.current, body.yours ?? base);
       if (body.lease) throw leaseLost(c, body.lease);
     }
     if (err instanceof ApiError && err.status === 400) {
@@ -147,28 +146,89 @@ async function saveNow(auto: boolean): Promise<void> {
     }
     throw err;
   }
-  c.versions.push(saved);
-  c.finding.current_version = saved.version;
-  const sibling = c.findings.find((f) => f.id === c.finding.id);
-  if (sibling) sibling.current_version = saved.version;
+}
+
+/** Someone saved since the version the user edited: their drawing and box stay on the screen, unsaved;
+ * the user re-applies their edits on the newer version (then saves), or drops them and reloads. */
+function conflict(c: Case, theirs: Annotation | null, yours: number): ShownError {
+  const since = `version ${theirs ? theirs.version : 0}${theirs?.author ? ` (${theirs.author}, ${theirs.created_at})` : theirs ? ` (saved ${theirs.created_at})` : ""}`;
+  const who = c.reading ? `Your reading has ${since}` : `Someone saved ${since}`;
+  const reapply = button("Re-apply my edits on it", () => void guarded(reapplyEdits));
+  const drop = button("Drop mine and reload", () =>
+    void guarded(async () => {
+      state.dirty = null;
+      await reload();
+    }),
+  );
+  root.dataset.conflict = "1";
+  const extra = document.createElement("span");
+  extra.append(reapply, " ", drop);
+  return new ShownError(`${who} since yours (you edited version ${yours}) — your edits are kept on the screen, not saved.`, extra);
+}
+
+/** Load the newest version and re-apply the user's strokes and box on it (voxel by voxel: what they
+ * painted or erased, nothing else), unsaved, so that they look and save. */
+async function reapplyEdits(): Promise<void> {
+  const edits = maskDirty() ? history.edits() : new Map<number, number>();
+  const box = boxDirty() ? state.pendingBox : null;
   state.dirty = null;
-  if (saved.kind === "box" && saved.box) {
-    // The version is the box now: the drawing starts empty, as when the case is opened again.
-    state.shownBox = { box: saved.box, label: `v${saved.version} box` };
-    state.pendingBox = null;
-    nv.createEmptyDrawing();
-    history.reset(nv);
-    root.dataset.maskVoxels = "0";
-    drawOverlay();
-  } else {
-    state.shownBox = null;
+  await reload();
+  const bitmap = nv.drawBitmap;
+  if (edits.size && bitmap) {
+    for (const [i, value] of edits) if (i < bitmap.length) bitmap[i] = value;
+    nv.refreshDrawing(true);
+    history.record(nv);
+    changed("mask");
+  }
+  if (box) {
+    state.pendingBox = box;
+    changed("box");
     drawOverlay();
   }
+  delete root.dataset.conflict;
+  const c = needCase();
+  say(`Your edits are re-applied on version ${c.finding.current_version}: look, then save (s).`, "ok");
+}
+
+async function saveNow(auto: boolean): Promise<void> {
+  const c = needEditable();
+  window.clearTimeout(state.autosaveTimer);
+  setSaveState("saving…");
+  // What changed (a box and a mask are separate annotations: each is its own version); with no change (a
+  // second press of s) the current version again, so that saving again never turns a box into a mask.
+  const jobs: (number[] | null)[] = [];
+  if (boxDirty() && state.pendingBox) jobs.push(state.pendingBox);
+  if (maskDirty()) jobs.push(null);
+  if (!jobs.length) {
+    const current = c.versions.find((v) => v.version === c.finding.current_version);
+    jobs.push(current?.kind === "box" && state.shownBox ? state.shownBox.box : null);
+  }
+  const saved: Annotation[] = [];
+  for (const box of jobs) {
+    const one = await post(c, c.finding.current_version, box);
+    saved.push(one);
+    c.versions.push(one);
+    c.finding.current_version = one.version;
+    const sibling = c.findings.find((f) => f.id === c.finding.id);
+    if (sibling) sibling.current_version = one.version;
+    if (one.kind === "box" && one.box) {
+      // The box is its own annotation: the drawing (the mask) stays as it is.
+      state.shownBox = { box: one.box, label: `v${one.version} box` };
+      state.pendingBox = null;
+      state.dirty = maskDirty() ? "mask" : null;
+    } else {
+      state.dirty = boxDirty() ? "box" : null;
+    }
+  }
+  state.dirty = null;
+  drawOverlay();
   renderTask(c);
   renderFindings(c);
-  setSaveState(`saved v${saved.version}`, "ok");
-  const size = saved.kind === "box" ? `box [${(saved.box ?? []).join(", ")}]` : `${saved.voxels ?? 0} voxels`;
-  say(`${auto ? "Autosaved" : "Saved"} version ${saved.version} (${size}).`, "ok");
+  const last = saved[saved.length - 1];
+  setSaveState(`saved v${last.version}`, "ok");
+  const sizes = saved.map((v) => (v.kind === "box" ? `box [${(v.box ?? []).join(", ")}]` : `mask, ${v.voxels ?? 0} voxels`));
+  const numbers = saved.map((v) => v.version).join(" and ");
+  say(`${auto ? "Autosaved" : "Saved"} version ${numbers} (${sizes.join("; ")}).`, "ok");
 }
 
 export async function save(): Promise<void> {

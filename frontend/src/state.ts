@@ -1,6 +1,6 @@
 // What the review screen's modules share: the NiiVue viewer, the drawing's undo / redo history, the open
 // case and what the user is doing with it, one action at a time (guarded), and the drawing mode.
-import { Niivue, SHOW_RENDER, MULTIPLANAR_TYPE } from "@niivue/niivue";
+import { DRAG_MODE, Niivue, SHOW_RENDER, MULTIPLANAR_TYPE } from "@niivue/niivue";
 import { doneText } from "./cases";
 import type { Tile } from "./geometry";
 import { DrawHistory } from "./history";
@@ -12,8 +12,9 @@ type ScreenState = {
   mode: Mode;
   busy: boolean;
   decided: boolean;
-  /** What the user changed since the last save: a mask (the drawing) or a box. */
-  dirty: "mask" | "box" | null;
+  /** What the user changed since the last save: the mask (the drawing), the box, or both (a box and a
+   * mask are separate annotations of the finding: saving one never replaces the other). */
+  dirty: "mask" | "box" | "both" | null;
   autosaveTimer: number | undefined;
   autosaving: Promise<void> | null;
   /** A failed save before leaving the case: the next try leaves without saving. */
@@ -50,9 +51,16 @@ export const state: ScreenState = {
 
 export const history = new DrawHistory();
 
+/** While a case's images load, NiiVue's draws are coalesced into one (review.ts): each draw of a large CT
+ * in software WebGL costs a frame's rendering, and loading asked for about ten. */
+export const drawBatch = { on: false };
+
 export const nv = new Niivue({
   backColor: [0, 0, 0, 1],
-  crosshairColor: [0.25, 0.8, 1, 0.6], // not red: the first finding's colour
+  // A thin grey crosshair with a gap at its centre: no finding's colour (cases.ts PALETTE), and it does not
+  // cover the voxel it points at.
+  crosshairColor: [0.7, 0.7, 0.7, 0.45],
+  crosshairGap: 12,
   show3Dcrosshair: false,
   dragAndDropEnabled: false,
   isResizeCanvas: true,
@@ -62,6 +70,14 @@ export const nv = new Niivue({
   penSize: 3,
   maxDrawUndoBitmaps: 32,
   isRadiologicalConvention: true, // patient right on the screen's left, as radiologists read
+});
+// view.ts: left moves the crosshair (or draws), ctrl+left and the middle button pan, the right button
+// sets window / level continuously (up / down: level, left / right: width). (Not a constructor option:
+// NiiVue drops options whose default is undefined.)
+nv.setMouseEventConfig({
+  leftButton: { primary: DRAG_MODE.crosshair, withCtrl: DRAG_MODE.pan },
+  rightButton: DRAG_MODE.windowing,
+  centerButton: DRAG_MODE.pan,
 });
 
 /** Run one user action at a time; every failure ends up in the message area. */
@@ -100,9 +116,10 @@ export function needEditable(): Case {
 export function setMode(next: Mode): void {
   state.mode = next;
   const drawing = next === "paint" || next === "erase" || next === "fill";
+  if (next !== "paint" && next !== "erase") el("brush").hidden = true;
   nv.setDrawingEnabled(drawing);
   if (drawing) nv.setPenValue(next === "erase" ? 0 : 1, next === "fill");
-  for (const name of ["paint", "erase", "fill", "box", "click"]) el(name).classList.toggle("on", next === name);
+  for (const name of ["paint", "erase", "fill", "box", "click", "grow"]) el(name).classList.toggle("on", next === name);
   overlay.classList.toggle("active", next === "box");
   root.dataset.mode = next;
 }

@@ -1,7 +1,9 @@
 // The annotator's tools: undo / redo of the drawing, filling the holes of the mask on a slice, the mask's
 // opacity, and the box tool (a drag on the axial tile; the box spans the slices of its depth).
 import { affineOf, axialTile, canvasPoint, inTile, mmToVox, tileToMM, type Tile } from "./geometry";
+import type { Box } from "./history";
 import { fillHolesInSlice } from "./masks";
+import { refreshBox } from "./strokes";
 import { drawOverlay, drawOverlaySoon, inPlaneAxes } from "./overlay";
 import { canvas, depthInput, el, opacity, overlay, say } from "./page";
 import { AUTOSAVE_MS, changed } from "./saving";
@@ -10,13 +12,13 @@ import type { Case } from "./types";
 
 export function undo(): void {
   needEditable();
-  if (history.undo(nv)) changed(state.dirty === "box" ? "box" : "mask");
+  if (history.undo(nv)) changed("mask");
   else say("Nothing to undo.");
 }
 
 export function redo(): void {
   needEditable();
-  if (history.redo(nv)) changed(state.dirty === "box" ? "box" : "mask");
+  if (history.redo(nv)) changed("mask");
   else say("Nothing to redo.");
 }
 
@@ -31,8 +33,9 @@ export function fillHoles(): void {
     say("No holes in the mask on this slice (fill closes regions surrounded by paint).");
     return;
   }
-  nv.refreshDrawing(true);
-  history.record(nv);
+  const slice: Box = { lo: [0, 0, z], hi: [dims[1], dims[2], z + 1] };
+  refreshBox(slice);
+  history.record(nv, slice);
   changed("mask");
   say(`Filled ${filled} ${state.is2D ? "pixels" : "voxels"} of holes${state.is2D ? "" : " on this axial slice"}.`, "ok");
 }

@@ -145,6 +145,6 @@ export type Case = {
   submission?: Submission | null;
 };
 
-export type Mode = "view" | "paint" | "erase" | "fill" | "box" | "click";
+export type Mode = "view" | "paint" | "erase" | "fill" | "box" | "click" | "grow";
 
 export type Showing = "annotator" | "proposal";

@@ -13,12 +13,23 @@ from studies.selectors import scan_get_for_user
 
 class ScanNifti(APIView):
     """The scan's canonical NIfTI file (``.nii``, or ``.nii.gz`` where the deployment compresses them;
-    voxel-to-RAS affine in its header)."""
+    voxel-to-RAS affine in its header). With ``?encoding=http`` a ``.nii.gz`` is sent as the ``.nii`` it
+    holds with ``Content-Encoding: gzip`` (the stored bytes as they are), so that a browser inflates it
+    natively rather than in JavaScript (the review screen; a ``.nii`` is sent as it is)."""
 
-    @extend_schema(responses={(200, "application/octet-stream"): OpenApiTypes.BINARY})
+    @extend_schema(
+        parameters=[OpenApiParameter("encoding", str, enum=["http"])],
+        responses={(200, "application/octet-stream"): OpenApiTypes.BINARY},
+    )
     def get(self, request, pk: int):
         scan = scan_get_for_user(request.user, pk)
         gz = scan.file.name.endswith(".gz")
+        if gz and request.query_params.get("encoding") == "http":
+            response = stored_file_response(
+                scan.file.name, filename=f"scan-{scan.pk}.nii", content_type="application/octet-stream"
+            )
+            response["Content-Encoding"] = "gzip"
+            return response
         return stored_file_response(
             scan.file.name,
             filename=f"scan-{scan.pk}.nii" + (".gz" if gz else ""),

@@ -143,7 +143,7 @@ def test_stale_save_says_who_saved_since(browser, live_server, project, case, pe
     ann.keyboard.press("s")
     wait_message(ann, "error", f"Someone saved version {theirs.version}")
     assert f"you edited version {case.current_version}" in message(ann)
-    ann.click("#messages button")  # Reload
+    ann.click("#messages button:has-text('Drop mine and reload')")
     wait_message(ann, "ok", f"version {theirs.version} is current")
 
 

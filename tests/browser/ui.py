@@ -34,9 +34,9 @@ def browser(monkeypatch):
         launched.close()
 
 
-def open_review(browser, live_server, username: str, slug: str):
+def open_review(browser, live_server, username: str, slug: str, viewport: tuple[int, int] = (1400, 900)):
     """A fresh browser session: log in through the login page, land on the review screen."""
-    page = browser.new_context(viewport={"width": 1400, "height": 900}).new_page()
+    page = browser.new_context(viewport={"width": viewport[0], "height": viewport[1]}).new_page()
     page.set_default_timeout(TIMEOUT_MS)
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
