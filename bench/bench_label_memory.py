@@ -250,7 +250,11 @@ def child(args) -> None:
                                       params={"device": args.device, "sw_batch_size": SW_BATCH})  # fmt: skip
                 extra = {"labels": len(outcome.proposals)}
         except (MemoryError, RuntimeError) as exc:
-            if isinstance(exc, RuntimeError) and "alloc" not in str(exc):
+            chain, e = [], exc  # MONAI wraps a transform's error: look down the chain
+            while e is not None:
+                chain.append(e)
+                e = e.__cause__ or e.__context__
+            if not any(isinstance(e, MemoryError) or "alloc" in str(e) for e in chain):
                 raise
             print(json.dumps({"error": f"over the {args.cap_gb:g} GB cap", "start_mb": start}))
             return
