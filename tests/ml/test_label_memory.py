@@ -221,11 +221,39 @@ def test_peak_memory_does_not_grow_with_the_label_count(tmp_path):
     in a fresh process: 3 against 60 labels on a
     2 M-voxel scan grid. All channels resampled at once (the code before) take 4 bytes per voxel per
     channel, ~470 MB more at 60 labels: measured here too, so the test shows it can fail."""
-    new3, new60 = _peak_mb(3, "new", tmp_path), _peak_mb(60, "new", tmp_path)
-    old3, old60 = _peak_mb(3, "old", tmp_path), _peak_mb(60, "old", tmp_path)
+    for _attempt in range(3):  # a busy machine can disturb a process's RSS: measure again until calibrated
+        new3, new60 = _peak_mb(3, "new", tmp_path), _peak_mb(60, "new", tmp_path)
+        old3, old60 = _peak_mb(3, "old", tmp_path), _peak_mb(60, "old", tmp_path)
+        if old60 - old3 > 300:
+            break
     assert old60 - old3 > 300, (old3, old60)  # the measurement sees a growth of this size
     assert new60 < new3 + 40, (new3, new60)  # 57 more channels: 57 x 8.2 MB = 467 MB if they grew
     assert new60 < old60 / 5
+
+
+def test_no_scan_grid_buffer_holds_more_than_one_channel(monkeypatch):
+    """The same property without measuring a process: every tensor resampled to the scan's grid (what
+    costs memory per label) holds one channel, where the code before resampled all 60 at once. A spy
+    records what the real ``F.interpolate`` returns."""
+    sizes: list[int] = []
+    real = F.interpolate
+
+    def spy(*args, **kwargs):
+        out = real(*args, **kwargs)
+        sizes.append(out.numel())
+        return out
+
+    monkeypatch.setattr(F, "interpolate", spy)
+    probs = _smooth_probs(60, (16, 16, 8), seed=0)
+    names = ["background"] + [f"c{c}" for c in range(1, 60)]
+    shape = (64, 64, 32)
+    voxels = 64 * 64 * 32
+    result = label_map_from_probabilities(probs, names, shape)
+    assert sizes and max(sizes) <= voxels, (max(sizes), voxels)
+    sizes.clear()
+    before = _resample_all_then_argmax(probs, names, shape, "trilinear")
+    assert max(sizes) >= 60 * voxels  # the code before: every channel on the scan's grid at once
+    assert before is not None and result.index.shape == shape
 
 
 pytestmark_db = pytest.mark.django_db(transaction=True)
