@@ -129,8 +129,9 @@ class Command(BaseCommand):
                 f"\nDemo ready. Log in at http://127.0.0.1:8000/admin/ as {opts['username']!r} "
                 f"with password {password!r}\nAPI: http://127.0.0.1:8000/api/docs/\n"
                 f"Review screen: http://127.0.0.1:8000/review/{project.slug}/ (same password: "
-                f"demo-radiologist opens the real CT with its mass drawn, demo-annotator the radiograph "
-                f"with its gaze)"
+                f"demo-annotator opens the radiograph with its gaze; the real CT's mass is grounded and "
+                f"approved, ready for the release commands above)\n"
+                f"Console (the project as its manager): http://127.0.0.1:8000/console/{project.slug}/"
             )
         )
 
