@@ -17,7 +17,7 @@ a training run's examples or a frozen release still name is kept in storage when
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -26,44 +26,17 @@ from django.core.files.storage import default_storage
 from django.db import transaction
 from django.utils import timezone
 
-from core.errors import FieldError
 from core.jobs import job_create, job_dispatch
 from core.models import Job
-from core.storage import project_key, storage_all_or_nothing, storage_local_copy, storage_save_bytes
+from core.storage import project_key, storage_all_or_nothing, storage_save_bytes
 from labeling.models import RegionProposal
+from ml.model_regions import model_regions
 from ml.models import TrainingRun
-from ml.specs import ModelError
+from ml.regions import PreannotateError, Region, scan_volume
 from studies.ingest.volume_io import mask_file
 from studies.models import Scan
 
 GENERATORS = ("lungs", "pet-suv", "gaze")
-
-
-class PreannotateError(FieldError):
-    """The scan cannot be pre-annotated with this generator: ``(field, reason)``."""
-
-
-@dataclass
-class Region:
-    label: str
-    mask: np.ndarray | None  # bool, scan grid (X, Y[, Z]); None: ``label_map == value``
-    code: str = ""
-    text: str = ""
-    confidence: float | None = None
-    entropy: float | None = None
-    score: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict)
-    # A model's labels share one label-index volume (scan grid) instead of one mask each: 100 labels of
-    # a 512x512x300 CT would be 7.8 GB of masks; each mask is derived when it is stored, one at a time.
-    label_map: np.ndarray | None = None
-    value: int = 0
-
-    def full_mask(self) -> np.ndarray:
-        """The bool mask on the scan's grid (for a label map: a new array, derived now)."""
-        if self.mask is not None:
-            return self.mask
-        assert self.label_map is not None, "a Region needs a mask or a label map"
-        return self.label_map == self.value
 
 
 @dataclass
@@ -71,18 +44,6 @@ class Outcome:
     proposals: list[RegionProposal]
     warnings: list[str]
     seconds: dict[str, float]
-
-
-def scan_volume(scan: Scan) -> np.ndarray:
-    """The canonical array of a scan (X, Y[, Z]) as float32."""
-    import nibabel as nib
-
-    with storage_local_copy(scan.file.name) as path:
-        image = nib.load(str(path))
-        data = np.asarray(image.dataobj, dtype=np.float32)
-    if scan.ndim == 2 and data.ndim == 3 and data.shape[2] == 1:
-        data = data[:, :, 0]
-    return data
 
 
 def preannotate(
@@ -98,7 +59,7 @@ def preannotate(
     warnings: list[str] = []
     model_version = None
     if generator.startswith("model:"):
-        regions, model_version, more = _model_regions(scan, generator.split(":", 1)[1], params, timings)
+        regions, model_version, more = model_regions(scan, generator.split(":", 1)[1], params, timings)
         warnings += more
     elif generator == "lungs":
         regions, more = _lung_regions(scan, params)
@@ -160,152 +121,6 @@ def proposal_summary(p: RegionProposal) -> dict[str, Any]:
         "entropy": p.entropy,
         "model_version": p.model_version_id,
     }
-
-
-def _model_regions(scan: Scan, name: str, params: dict, timings: dict) -> tuple[list[Region], Any, list[str]]:
-    """Regions of the newest ready version of model ``name`` on ``scan``. A MONAI bundle with its own
-    pipeline runs it (``ml.engine.bundle_run``: the bundle's preprocessing, inferer and postprocessing, as
-    MONAI's bundle runner does); any other model runs by its input spec (``ml.engine.inference.predict``)
-    on the scan reordered to RAS (``ml.engine.orientation``: what ``Orientationd("RAS")`` gives in
-    training), the masks brought back to the stored grid."""
-    from ml.services import model_version_latest
-
-    version = model_version_latest(project=scan.project, name=name)
-    spec = version.input_spec
-    bundle_pipeline = version.format == "monai-bundle" and "pipeline" in (version.network or {}).get(
-        "bundle", {}
-    )
-    if spec.get("modality") and scan.modality not in spec["modality"]:
-        raise PreannotateError(
-            "modality",
-            f"model {name} v{version.version} takes {', '.join(spec['modality'])}, "
-            f"the scan is {scan.modality}",
-        )
-    if int(spec.get("ndim", 3)) != scan.ndim and not bundle_pipeline:
-        raise PreannotateError(
-            "ndim", f"model {name} takes {spec.get('ndim')}D input, the scan is {scan.ndim}D"
-        )
-    from ml.engine.devices import pick_device
-    from ml.engine.inference import predict
-    from ml.engine.loading import load_model
-    from ml.specs import InputSpec
-
-    t = time.perf_counter()
-    volume = scan_volume(scan)
-    timings["read"] = time.perf_counter() - t
-    device = params.get("device") or pick_device()
-    if bundle_pipeline:
-        return _bundle_regions(scan, version, volume, device, params, timings)
-    with storage_local_copy(version.weights.name) as local:
-        model = load_model(local, version.format, network=version.network, device=device)
-    spacing = [float(s) for s in scan.spacing]
-    affine = np.asarray(scan.affine, dtype=np.float64)
-    ornt = None
-    if scan.ndim == 3:  # models see the scan reordered to RAS (Orientationd), the affine with it
-        from ml.engine.orientation import from_ras, to_ras_with_affine
-
-        volume, spacing, affine, ornt = to_ras_with_affine(volume, affine, spacing)
-    kwargs = {"device": device, "sw_batch_size": int(params.get("sw_batch_size", 4)), "affine": affine}
-    texts: list[tuple[str, str]] = [("", "")]  # (label, sentence); one pass without text
-    if version.task == "grounding":
-        texts = _grounding_texts(scan, params)
-        from ml.encoders import text_encoder_for  # the bundled MiniLM or the model's own encoder
-
-        embeddings = text_encoder_for(version.network, device).encode([t for _, t in texts])
-    regions, warnings = [], []
-    timings["model"] = timings["preprocess_and_resample"] = 0.0
-    for i, (label, text) in enumerate(texts):
-        if text:
-            kwargs["text_embedding"] = embeddings[i]
-        try:
-            prediction = predict(
-                model,
-                volume,
-                spacing,
-                InputSpec.from_dict(spec),
-                version.label_names,
-                **kwargs,
-            )
-        except ModelError as exc:
-            raise PreannotateError("model", f"{exc}") from exc
-        timings["model"] += prediction.seconds_model
-        timings["preprocess_and_resample"] += prediction.seconds_total - prediction.seconds_model
-        warnings += prediction.warnings
-        # one label map for all the labels, back on the stored grid from the RAS order the model saw
-        label_map = from_ras(prediction.label_map, ornt) if ornt is not None else prediction.label_map
-        regions += [
-            Region(
-                label=label or r.name,
-                mask=None,
-                label_map=label_map,
-                value=r.value,
-                code=label or r.name,
-                text=text,
-                confidence=r.confidence,
-                entropy=r.entropy,
-            )
-            for r in prediction.labels
-        ]
-    return regions, version, warnings
-
-
-def _bundle_regions(
-    scan: Scan, version, volume: np.ndarray, device: str, params: dict, timings: dict
-) -> tuple[list[Region], Any, list[str]]:
-    """A MONAI bundle run with its own pipeline (``ml.engine.bundle_run``), re-read from the stored file."""
-    from ml.bundle_pipeline import bundle_read
-    from ml.engine.bundle_run import bundle_predict
-    from ml.engine.loading import load_model
-
-    with storage_local_copy(version.weights.name) as local:
-        bundle = bundle_read(local)
-        model = load_model(local, version.format, device=device)
-    if scan.ndim == 2:
-        volume = volume[:, :, None]  # a radiograph as a one-slice volume, as MONAI loads a 2D NIfTI/PNG
-    sw = params.get("sw_batch_size")
-    try:
-        prediction = bundle_predict(
-            bundle, model, volume, np.asarray(scan.affine, dtype=np.float64), version.label_names,
-            device=device, sw_batch_size=int(sw) if sw is not None else None,
-        )  # fmt: skip
-    except ModelError as exc:
-        raise PreannotateError("model", f"{exc}") from exc
-    timings["model"] = prediction.seconds_model
-    timings["preprocess_and_resample"] = prediction.seconds_total - prediction.seconds_model
-    label_map = prediction.label_map[:, :, 0] if scan.ndim == 2 else prediction.label_map
-    regions = [
-        Region(label=r.name, mask=None, label_map=label_map, value=r.value, code=r.name,
-               confidence=r.confidence, entropy=r.entropy)
-        for r in prediction.labels
-    ]  # fmt: skip
-    return regions, version, prediction.warnings
-
-
-def _grounding_texts(scan: Scan, params: dict) -> list[tuple[str, str]]:
-    """(label, sentence) pairs a grounding model proposes a mask for: ``params["text"]`` (one sentence or a
-    list), else the sentence of every present finding of the study's reports."""
-    from labeling.models import FindingProposal
-
-    given = params.get("text")
-    if given:
-        sentences = [given] if isinstance(given, str) else list(given)
-        return [("finding", str(t)) for t in sentences]
-    found = FindingProposal.objects.filter(
-        project=scan.project, report__study=scan.study, assertion="present"
-    )
-    out, seen = [], set()
-    for f in found.select_related("report").order_by("id"):
-        sentence = (getattr(f.report, f.section, "") or "")[f.start : f.end] or f.phrase
-        if (f.code, sentence) not in seen:
-            seen.add((f.code, sentence))
-            out.append((f.code, sentence))
-    if not out:
-        raise PreannotateError(
-            "params",
-            f"scan {scan.pk}'s study has no present finding to ground (label its reports), "
-            "and no text was given",
-        )
-    return out
 
 
 def _lung_regions(scan: Scan, params: dict) -> tuple[list[Region], list[str]]:

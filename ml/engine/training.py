@@ -82,9 +82,39 @@ def train(
     on_step: Callable[[int, float], None] | None = None,
 ) -> TrainResult:
     """Train ``model`` in place for ``params.steps`` steps in all, continuing from ``resume``."""
+    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
+
+    def batch(rng: np.random.Generator) -> tuple[Callable[[], torch.Tensor], torch.Tensor]:
+        images, labels = [], []
+        for _ in range(params.batch_size):
+            case = cases[int(rng.integers(len(cases)))]
+            image, label = _patch(case, roi, rng, foreground=rng.random() < params.foreground_fraction)
+            images.append(image)
+            labels.append(label)
+        x = torch.stack(images).to(device)
+        return (lambda: model(x)), torch.stack(labels)[:, None].to(device)
+
+    return _loop(model, loss_fn, batch, params, save=save, resume=resume, device=device, on_step=on_step)
+
+
+def _loop(
+    model: torch.nn.Module,
+    loss_fn: torch.nn.Module,
+    batch: Callable[[np.random.Generator], tuple[Callable[[], torch.Tensor], torch.Tensor]],
+    params: TrainParams,
+    *,
+    save: Callable[[Checkpoint], None],
+    resume: Checkpoint | None,
+    device: str,
+    on_step: Callable[[int, float], None] | None,
+    before: Callable[[], None] | None = None,
+) -> TrainResult:
+    """The training loop ``train`` and ``train_grounding`` share: Adam, ``batch(rng)`` giving the forward
+    call and the target of each step, a non-finite loss refused, checkpoints (model, optimiser, step and
+    both random states) every ``params.checkpoint_every`` steps and at the end, resumed from ``resume``.
+    ``before``: run once before the first step of a fresh (not resumed) training."""
     model.to(device).train()
     optimiser = torch.optim.Adam(model.parameters(), lr=params.learning_rate)
-    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
     rng = np.random.default_rng(params.seed)
     step = 0
     if resume is not None:
@@ -93,20 +123,14 @@ def train(
         step = int(resume["step"])
         rng.bit_generator.state = resume["rng"]
         torch.set_rng_state(resume["torch_rng"])
-    resumed_from = step
-    result = TrainResult(steps_done=step, resumed_from=resumed_from)
+    elif before is not None:
+        before()
+    result = TrainResult(steps_done=step, resumed_from=step)
     started = time.perf_counter()
     while step < params.steps:
-        images, labels = [], []
-        for _ in range(params.batch_size):
-            case = cases[int(rng.integers(len(cases)))]
-            image, label = _patch(case, roi, rng, foreground=rng.random() < params.foreground_fraction)
-            images.append(image)
-            labels.append(label)
-        x = torch.stack(images).to(device)
-        y = torch.stack(labels)[:, None].to(device)
+        forward, y = batch(rng)
         optimiser.zero_grad(set_to_none=True)
-        loss = loss_fn(model(x), y)
+        loss = loss_fn(forward(), y)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"loss: not finite at step {step + 1}")
         loss.backward()
@@ -128,7 +152,7 @@ def train(
             )
     result.steps_done = step
     result.seconds = time.perf_counter() - started
-    done = (step - resumed_from) * params.batch_size
+    done = (step - result.resumed_from) * params.batch_size
     result.patches_per_second = done / result.seconds if result.seconds > 0 else 0.0
     model.eval()
     return result
@@ -275,26 +299,13 @@ def train_grounding(
     ``grounding_patch`` (``params.foreground_fraction`` of them on the entity's own mask), the sentence's
     row of ``text`` ``(n_texts, text_dim)`` and the entity's mask as the target; loss Dice (over the
     batch, so patches with an empty target count) + binary cross-entropy. Checkpoints as ``train``."""
-    model.to(device).train()
-    optimiser = torch.optim.Adam(model.parameters(), lr=params.learning_rate)
     loss_fn = DiceCELoss(sigmoid=True, batch=True)
-    rng = np.random.default_rng(params.seed)
     entities = [(c, e) for c, case in enumerate(cases) for e in range(len(case.entities))]
     if not entities:
         raise ValueError("no (sentence, mask) pair to train on")
     text = text.to(device)
-    if resume is None and hasattr(model, "set_text_statistics"):
-        model.set_text_statistics(text)  # a first training standardises the sentences by its own
-    step = 0
-    if resume is not None:
-        model.load_state_dict(resume["model"])
-        optimiser.load_state_dict(resume["optimiser"])
-        step = int(resume["step"])
-        rng.bit_generator.state = resume["rng"]
-        torch.set_rng_state(resume["torch_rng"])
-    result = TrainResult(steps_done=step, resumed_from=step)
-    started = time.perf_counter()
-    while step < params.steps:
+
+    def batch(rng: np.random.Generator) -> tuple[Callable[[], torch.Tensor], torch.Tensor]:
         images, targets, rows = [], [], []
         for _ in range(params.batch_size):
             c, e = entities[int(rng.integers(len(entities)))]
@@ -303,31 +314,12 @@ def train_grounding(
             targets.append(target)
             rows.append(cases[c].entities[e][0])
         x = torch.stack(images).to(device)
-        y = torch.stack(targets)[:, None].to(device)
-        optimiser.zero_grad(set_to_none=True)
-        loss = loss_fn(model(x, text[rows]), y)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss: not finite at step {step + 1}")
-        loss.backward()
-        optimiser.step()
-        step += 1
-        value = float(loss.detach())
-        result.losses.append(value)
-        if on_step is not None:
-            on_step(step, value)
-        if step % params.checkpoint_every == 0 or step == params.steps:
-            save(
-                {
-                    "model": model.state_dict(),
-                    "optimiser": optimiser.state_dict(),
-                    "step": step,
-                    "rng": rng.bit_generator.state,
-                    "torch_rng": torch.get_rng_state(),
-                }
-            )
-    result.steps_done = step
-    result.seconds = time.perf_counter() - started
-    done = (step - result.resumed_from) * params.batch_size
-    result.patches_per_second = done / result.seconds if result.seconds > 0 else 0.0
-    model.eval()
-    return result
+        return (lambda: model(x, text[rows])), torch.stack(targets)[:, None].to(device)
+
+    def first() -> None:  # a first training standardises the sentences by its own
+        if hasattr(model, "set_text_statistics"):
+            model.set_text_statistics(text)
+
+    return _loop(
+        model, loss_fn, batch, params, save=save, resume=resume, device=device, on_step=on_step, before=first
+    )
