@@ -22,7 +22,7 @@ MONAI's own runner's business and is not read, except two checks: ``network`` mu
   whitespace normalisation (``IDIOMS``: ``$@x``, ``$copy.deepcopy(@x)``, ``$monai.utils.CommonKeys.PRED``,
   ``$torch.float32`` ...), and literal expressions (numbers, strings, lists, ``@`` references,
   ``a if @flag else b``, ``+`` of lists or numbers, unary minus, ``len(@list)``) are interpreted from
-  their syntax tree by the platform's own code (``_literal``: no ``eval``, no names, no calls but
+  their syntax tree by the platform's own code (``ml.bundle_expressions``: no ``eval``, no names, no calls but
   ``len``, no attributes). Anything else is a ``ModelError`` naming the file and the key path.
 * ``configs/metadata.json``: label names from ``network_data_format.outputs.pred.channel_def``, input
   channels, spatial shape and modality from ``inputs.<image key>``.
@@ -32,7 +32,6 @@ No torch here: the web tier checks an upload with it before storing anything.
 
 from __future__ import annotations
 
-import ast
 import json
 import re
 from dataclasses import asdict, dataclass, field
@@ -52,6 +51,7 @@ from ml.bundle_config import (
     parse_config,
     read_bundle_files,
 )
+from ml.bundle_expressions import IDIOMS, REFERENCE_IDIOM, SCRIPTS_NOTE, expression, normalise
 from ml.specs import ModelError
 
 # what the platform does with each allowed monai.transforms class
@@ -82,22 +82,7 @@ EVALUATORS = {"SupervisedEvaluator", "monai.engines.SupervisedEvaluator"}
 NETWORK_IDIOMS = {"$@network_def.to(@device)", "@network_def", "$@network_def"}
 TRANSFORM_FORM = re.compile(r"^(?:monai\.transforms\.(?:[a-z_][a-z0-9_.]*\.)?)?([A-Za-z][A-Za-z0-9_]*)$")
 INFERER_FORM = re.compile(r"^(?:monai\.inferers\.(?:[a-z_][a-z0-9_.]*\.)?)?([A-Za-z][A-Za-z0-9_]*)$")
-SCRIPTS_NOTE = "the bundle's scripts/ folder is never imported (its code would run in the worker)"
 PRED_KEY = "pred"  # where MONAI's SupervisedEvaluator puts the network output (CommonKeys.PRED)
-
-# exact $ idioms (whitespace normalised by _normalise) and their meaning as data
-IDIOMS: dict[str, Any] = {
-    "monai.utils.CommonKeys.IMAGE": "image",
-    "monai.utils.CommonKeys.LABEL": "label",
-    "monai.utils.CommonKeys.PRED": "pred",
-    "None": None,
-    "True": True,
-    "False": False,
-    **{f"{mod}.{dt}": dt for mod in ("torch", "numpy", "np") for dt in (
-        "float32", "float16", "float64", "int8", "int16", "int32", "int64", "uint8", "bool")},
-}  # fmt: skip
-# a copy of a reference: what the platform makes of every reference anyway
-REFERENCE_IDIOM = re.compile(r"^(?:@([A-Za-z0-9_:#]+)|copy\.deepcopy\(@([A-Za-z0-9_:#]+)\))$")
 
 
 @dataclass
@@ -186,7 +171,7 @@ def bundle_read(path: Path) -> Bundle:
         )
     network = None
     if not torchscript:
-        network = network_def(config, file=name, member=member or CONFIG_NAMES[0], expressions=_expression)
+        network = network_def(config, file=name, member=member or CONFIG_NAMES[0], expressions=expression)
     metadata = None
     if METADATA_NAME in files:
         metadata = metadata_read(files[METADATA_NAME], name)
@@ -246,7 +231,7 @@ def metadata_read(data: bytes, file: str) -> BundleMetadata:
 def pipeline_read(config: dict[str, Any], *, file: str) -> BundlePipeline:
     """``preprocessing``, ``inferer`` and ``postprocessing`` of ``config`` as allow-listed transforms with
     data arguments (see the module docstring)."""
-    reader = _Reader(config, file, expressions=_expression)
+    reader = _Reader(config, file, expressions=expression)
     notes: list[str] = []
     _check_network_and_evaluator(config, reader)
     if "preprocessing" not in config:
@@ -265,85 +250,6 @@ def pipeline_read(config: dict[str, Any], *, file: str) -> BundlePipeline:
                           amp=amp, notes=notes)  # fmt: skip
 
 
-# ---- $ expressions ---------------------------------------------------------------------------------
-
-
-def _normalise(raw: str) -> str:
-    """The text after ``$`` with whitespace collapsed and removed next to punctuation (``@a or b`` keeps
-    its spaces: words stay apart), double quotes as single."""
-    text = re.sub(r"\s+", " ", raw[1:]).strip().replace('"', "'")
-    return re.sub(r"\s*([^\w\s])\s*", r"\1", text)
-
-
-def _expression(reader: _Reader, raw: str, path: str, depth: int) -> Any:
-    """The meaning of a ``$`` string (see the module docstring), or a refusal naming ``path``."""
-    text = _normalise(raw)
-    if text in IDIOMS:
-        return IDIOMS[text]
-    if m := REFERENCE_IDIOM.match(text):
-        return reader.reference(m.group(1) or m.group(2), raw, path, depth=depth)
-    if "scripts." in text or text.startswith("importscripts"):
-        raise reader.fail(path, f"{_short(raw)}: {SCRIPTS_NOTE}")
-    return _literal(reader, raw, path, depth)
-
-
-_REF = re.compile(r"@([A-Za-z0-9_]+(?:(?:::|#)[A-Za-z0-9_]+)*)")
-
-
-def _literal(reader: _Reader, raw: str, path: str, depth: int) -> Any:
-    """A literal expression interpreted from its syntax tree: constants, lists/tuples, ``@`` references,
-    ``a if c else b``, ``+``, unary ``-`` and ``len``. Nothing is evaluated: ``ast.parse`` only builds the
-    tree and this function walks it; a name, a call other than ``len``, an attribute, a subscript, a
-    comprehension or a lambda is refused."""
-    refs: list[str] = []
-
-    def placeholder(m: re.Match) -> str:
-        refs.append(m.group(1))
-        return f" __ref{len(refs) - 1}__ "
-
-    source = _REF.sub(placeholder, raw[1:].strip())
-    refused = reader.fail(
-        path, f"{_short(raw)}: $ expressions are never evaluated and this is not one the platform "
-        "recognises as data; give the value"
-    )  # fmt: skip
-    try:
-        tree = ast.parse(source, mode="eval")
-    except SyntaxError as exc:
-        raise refused from exc
-
-    def walk(node: ast.AST) -> Any:
-        if isinstance(node, ast.Constant) and isinstance(node.value, (int, float, str, bool, type(None))):
-            return node.value
-        if isinstance(node, (ast.List, ast.Tuple)):
-            return [walk(e) for e in node.elts]
-        if isinstance(node, ast.Name) and (m := re.fullmatch(r"__ref(\d+)__", node.id)):
-            return reader.reference(refs[int(m.group(1))], raw, path, depth=depth)
-        if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
-            value = walk(node.operand)
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                return -value if isinstance(node.op, ast.USub) else value
-        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
-            left, right = walk(node.left), walk(node.right)
-            if type(left) is type(right) and isinstance(left, (list, str)):
-                return left + right
-            if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (left, right)):
-                return left + right
-        if (
-            isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "len"
-            and len(node.args) == 1 and not node.keywords
-        ):  # fmt: skip
-            value = walk(node.args[0])
-            if isinstance(value, (list, str, dict)):
-                return len(value)
-        if isinstance(node, ast.IfExp):
-            test = walk(node.test)
-            if isinstance(test, bool):
-                return walk(node.body) if test else walk(node.orelse)
-        raise refused
-
-    return walk(tree.body)
-
-
 # ---- transforms ------------------------------------------------------------------------------------
 
 
@@ -351,7 +257,7 @@ def _deref(reader: _Reader, raw: Any, path: str, *, seen: tuple[str, ...] = ()) 
     """The raw config node a value stands for, following ``@x``, ``$@x`` and ``$copy.deepcopy(@x)`` (not
     converted: transform items keep their ``_target_``)."""
     if isinstance(raw, str) and raw.startswith(("@", "$")):
-        text = raw[1:] if raw.startswith("@") else _normalise(raw)
+        text = raw[1:] if raw.startswith("@") else normalise(raw)
         m = REFERENCE_IDIOM.match(text if raw.startswith("$") else "@" + text)
         if m is None:
             if raw.startswith("$") and "scripts." in raw:
@@ -371,9 +277,9 @@ _LIST_SUM = re.compile(r"^@[A-Za-z0-9_:#]+(?:\+@[A-Za-z0-9_:#]+)+$")
 
 def _deref_list(reader: _Reader, raw: Any, path: str) -> Any:
     """``_deref``, and ``$@a + @b`` (lists of transforms joined) read as the joined lists."""
-    if isinstance(raw, str) and raw.startswith("$") and _LIST_SUM.match(_normalise(raw)):
+    if isinstance(raw, str) and raw.startswith("$") and _LIST_SUM.match(normalise(raw)):
         out: list = []
-        for part in _normalise(raw).split("+"):
+        for part in normalise(raw).split("+"):
             node = _deref(reader, part, path)
             if not isinstance(node, list):
                 raise reader.fail(path, f"{_short(raw)}: {part} is not a list of transforms")
@@ -444,7 +350,7 @@ def _image_key(reader: _Reader, items: list[tuple[dict, str]]) -> str:
 def _disabled(reader: _Reader, raw: dict, where: str) -> bool:
     flag = raw.get("_disabled_", False)
     if isinstance(flag, str) and flag.startswith("$"):
-        flag = IDIOMS.get(_normalise(flag), flag)
+        flag = IDIOMS.get(normalise(flag), flag)
     if not isinstance(flag, bool):
         raise reader.fail(f"{where}._disabled_", "must be true or false (never evaluated)")
     return flag
