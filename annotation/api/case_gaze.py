@@ -10,6 +10,7 @@ from django.urls import reverse
 
 from annotation import selectors
 from annotation.models import Finding
+from annotation.proposals.names import LABEL_CODES
 
 NO_RUN = (
     "No gaze label run has labelled this recording yet: a manager starts one in the console (Labels, gaze "
@@ -21,17 +22,32 @@ def _png(heatmap_id: int | None) -> str | None:
     return reverse("gaze-heatmap-png", args=[heatmap_id]) if heatmap_id is not None else None
 
 
+def _same_kind(code: str) -> set[str]:
+    """``code`` and the codes of the other schema that name the same kind of finding (a sentence's CheXpert
+    "Lung Lesion" is a ReXGroundingCT project's "2d": ``annotation.proposals.names.LABEL_CODES``)."""
+    out = {code}
+    for codes in LABEL_CODES.values():
+        if code in codes:
+            out |= codes
+    return out
+
+
 def _tied(sentence_findings: list[dict], siblings: list[Finding]) -> list[int]:
     """The study's findings (``siblings``) a sentence states as present: those made from one of the
-    report's finding proposals it is linked to (``proposal_ids``), else those of the same code."""
+    report's finding proposals it is linked to (``proposal_ids``), else those of the same code, else those
+    of a code of the same kind in the project's schema (the sentences are read with CheXpert's rules)."""
     out: list[int] = []
     for stated in sentence_findings:
-        if stated.get("assertion") != "present":
+        code = stated.get("code") or ""
+        if stated.get("assertion") != "present" or not code:
             continue
         proposals = set(stated.get("proposal_ids") or [])
         ids = [f.pk for f in siblings if f.finding_proposal_id in proposals]
         if not ids:
-            ids = [f.pk for f in siblings if stated.get("code") and f.code == stated["code"]]
+            ids = [f.pk for f in siblings if f.code == code]
+        if not ids:
+            kind = _same_kind(code)
+            ids = [f.pk for f in siblings if f.code in kind]
         out += [pk for pk in ids if pk not in out]
     return out
 

@@ -8,7 +8,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from annotation.api.case_gaze import case_gaze_payload
+from annotation.api.case_gaze import _tied, case_gaze_payload
 from annotation.models import Finding
 from core.models import Role
 from core.services import membership_set
@@ -111,3 +111,14 @@ def test_before_any_gaze_run_the_recording_says_how_to_start_one(project, tmp_pa
     assert gaze["labels"] is None
     assert "No gaze label run" in gaze["labels_note"] and "console" in gaze["labels_note"]
     assert gaze["heatmap_png"].endswith("/heatmap/?output=png")  # the whole recording, computed now
+
+
+def test_a_sentence_is_tied_to_its_proposals_finding_else_one_of_its_code_else_of_its_kind():
+    # the sentences are read with CheXpert's rules; a ReXGroundingCT project's mass is "2d"
+    rex_mass, effusion, other = Finding(pk=1, code="2d"), Finding(pk=2, code="2e"), Finding(pk=3, code="2d")
+    rex_mass.finding_proposal_id, effusion.finding_proposal_id, other.finding_proposal_id = 10, 11, 12
+    lesion = {"code": "Lung Lesion", "assertion": "present", "proposal_ids": []}
+    assert _tied([lesion], [rex_mass, effusion]) == [1]
+    assert _tied([{**lesion, "proposal_ids": [12]}], [rex_mass, effusion, other]) == [3]  # its own first
+    assert _tied([{**lesion, "assertion": "absent"}], [rex_mass]) == []  # "no mass" states no finding
+    assert _tied([{"code": "Cardiomegaly", "assertion": "present"}], [rex_mass, effusion]) == []
