@@ -122,3 +122,33 @@ def test_a_sentence_is_tied_to_its_proposals_finding_else_one_of_its_code_else_o
     assert _tied([{**lesion, "proposal_ids": [12]}], [rex_mass, effusion, other]) == [3]  # its own first
     assert _tied([{**lesion, "assertion": "absent"}], [rex_mass]) == []  # "no mass" states no finding
     assert _tied([{"code": "Cardiomegaly", "assertion": "present"}], [rex_mass, effusion]) == []
+
+
+@pytest.mark.django_db
+def test_the_demo_radiographs_case_has_its_dictation_and_the_mass_said_in_its_first_sentence(tmp_path):
+    from io import StringIO
+
+    from django.contrib.auth import get_user_model
+    from django.core.management import call_command
+    from rest_framework.test import APIClient
+
+    from annotation.models import ReviewTask
+
+    call_command("demo_setup", "--data-dir", str(tmp_path / "demo"), stdout=StringIO())
+    task = ReviewTask.objects.filter(finding__scan__name="RG1_UNCR", stage="annotate").order_by("id").first()
+    client = APIClient()
+    client.force_login(get_user_model().objects.get(username="demo-annotator"))
+    [gaze] = client.get(reverse("task-detail", args=[task.pk])).json()["gaze"]
+    labels = gaze["labels"]
+    assert labels["preset"] == "fgcxr"  # the newest of the demo's two runs
+    assert [s["text"].lower() for s in labels["sentences"]] == [
+        "multiple masses in both lungs.",
+        "heart size is normal.",
+        "no pleural effusion.",
+    ]
+    # the radiograph's mass (ReXGroundingCT 2d) is what the first sentence states (CheXpert Lung Lesion)
+    assert labels["sentences"][0]["finding_ids"] == [task.finding_id] and task.finding.code == "2d"
+    assert labels["sentences"][2]["finding_ids"] == []  # "no pleural effusion" states none
+    assert len(labels["anatomies"]) == 7 and "heart" in {
+        a["anatomy"] for a in labels["anatomies"]
+    }  # FG-CXR's

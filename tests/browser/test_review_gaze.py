@@ -140,3 +140,52 @@ def test_gaze_panel_sentences_anatomies_legend_and_opacity(
     page.keyboard.press("g")
     assert not page.is_visible("#gaze") and page.inner_text("#gaze-shown").startswith("Hidden")
     assert page.errors == []
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_the_demo_radiograph_in_context(browser, live_server, tmp_path):
+    """``demo_setup``'s radiograph (the real RG1_UNCR.dcm, its dictation on the masses, the heart and the
+    bases): its first sentence's heatmap and the mass it states; the heart's heatmap."""
+    from io import StringIO
+
+    from django.contrib.auth import get_user_model
+    from django.core.management import call_command
+
+    from annotation.models import ReviewTask
+
+    call_command("demo_setup", "--data-dir", str(tmp_path / "demo"), stdout=StringIO())
+    person = get_user_model().objects.get(username="demo-annotator")
+    person.set_password(ui.PASSWORD)
+    person.save()
+    mass = ReviewTask.objects.filter(finding__scan__name="RG1_UNCR", stage="annotate").order_by("id").first()
+    page = open_review(browser, live_server, "demo-annotator", "demo", viewport=(1500, 950))
+    next_case(page)
+    if page.get_attribute("#review", "data-finding") != str(mass.finding_id):
+        ui.open_finding(page, mass.finding_id)
+    labels = page.evaluate("() => window.groundlabReview.current().gaze[0].labels")
+    width = page.evaluate("() => window.groundlabReview.current().scan.shape[0]")
+
+    first = page.locator("#gaze-sentences button[data-sentence='0']")
+    assert "multiple masses in both lungs" in first.inner_text().lower()
+    first.click()
+    page.wait_for_function(
+        """([url, w]) => { const g = document.getElementById('gaze');
+             return g.getAttribute('src') === url && g.complete && g.naturalWidth === w && !g.hidden; }""",
+        arg=[labels["sentences"][0]["heatmap_png"], width],
+    )
+    tag = page.locator(f"#findings li[data-finding='{mass.finding_id}'] .gaze-tag")
+    assert tag.inner_text() == "said in sentence 1"
+    page.locator("#gaze-box").scroll_into_view_if_needed()
+    page.screenshot(path=str(ARTIFACTS / "review-gaze-demo-sentence.png"))
+
+    heart = next(a for a in labels["anatomies"] if a["anatomy"] == "heart")
+    page.click("#gaze-anatomies button[data-anatomy=heart]")
+    page.wait_for_function(
+        "url => document.getElementById('gaze').getAttribute('src') === url"
+        " && document.getElementById('gaze').complete",
+        arg=heart["heatmap_png"],
+    )
+    assert page.inner_text("#gaze-shown").startswith("Shown: anatomy: heart, ")
+    page.screenshot(path=str(ARTIFACTS / "review-gaze-demo-anatomy.png"))
+    assert page.errors == []
