@@ -91,10 +91,12 @@ export function setGaze(on: boolean): void {
   el("gaze-toggle").setAttribute("aria-pressed", String(on));
   root.dataset.gaze = on ? "on" : "off";
   const g = recording(state.current);
-  if (g) {
+  if (!g) el("gaze-box").hidden = true; // no case (the queue is empty) or no recording
+  else {
     const now = shown(g);
     if (on && gazeImage.getAttribute("src") !== now.url) {
       delete root.dataset.gazeLoaded;
+      el("gaze-shown").dataset.loading = ""; // "(loading…)" until the heatmap is there
       gazeImage.src = now.url;
     }
     root.dataset.gazeShown = now.key;
@@ -274,8 +276,12 @@ export function listenForGaze(): void {
   const input = el<HTMLInputElement>("gaze-opacity");
   input.addEventListener("input", () => setGazeOpacity(Number(input.value)));
   setGazeOpacity(Number(input.value));
-  gazeImage.addEventListener("load", () => (root.dataset.gazeLoaded = root.dataset.gazeShown ?? ""));
+  gazeImage.addEventListener("load", () => {
+    root.dataset.gazeLoaded = root.dataset.gazeShown ?? "";
+    delete el("gaze-shown").dataset.loading;
+  });
   gazeImage.addEventListener("error", () => {
+    delete el("gaze-shown").dataset.loading;
     if (gazeImage.getAttribute("src")) say("The gaze heatmap could not be loaded (see the server's log).", "error");
   });
 }

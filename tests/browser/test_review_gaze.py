@@ -189,3 +189,26 @@ def test_the_demo_radiograph_in_context(browser, live_server, tmp_path):
     assert page.inner_text("#gaze-shown").startswith("Shown: anatomy: heart, ")
     page.screenshot(path=str(ARTIFACTS / "review-gaze-demo-anatomy.png"))
     assert page.errors == []
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_before_a_gaze_run_the_panel_says_how_to_start_one(
+    browser, live_server, project, make_user, tmp_path
+):
+    gaze_radiograph_case(project, tmp_path, label=False)
+    membership_set(project=project, user=make_user("ann"), role=Role.ANNOTATOR)
+    page = open_review(browser, live_server, "ann", project.slug)
+    next_case(page)
+    assert page.is_visible("#gaze-box") and not page.is_visible("#gaze-lists")
+    note = page.inner_text("#gaze-note")
+    assert "No gaze label run has labelled this recording yet" in note and "console" in note
+    # the whole recording's heatmap, computed now, is still there
+    page.click("#gaze-whole button")
+    page.wait_for_function(
+        "w => (g => g.complete && g.naturalWidth === w && !g.hidden)(document.getElementById('gaze'))",
+        arg=SIZE[0],
+    )
+    assert page.inner_text("#gaze-shown").startswith("Shown: whole recording")
+    assert page.get_attribute("#gaze-shown", "data-loading") is None
+    assert page.errors == []
