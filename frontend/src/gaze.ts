@@ -27,11 +27,13 @@ const anatomyName = (name: string): string => name.replace(/_/g, " ");
 const clip = (text: string, n = 48): string => (text.length > n ? `${text.slice(0, n - 1).trimEnd()}…` : text);
 
 function chosenSentence(g: Gaze): GazeSentence | undefined {
-  return choice.kind === "sentence" ? g.labels?.sentences.find((s) => s.index === (choice as { index: number }).index) : undefined;
+  const chosen = choice;
+  return chosen.kind === "sentence" ? g.labels?.sentences.find((s) => s.index === chosen.index) : undefined;
 }
 
 function chosenAnatomy(g: Gaze): GazeAnatomy | undefined {
-  return choice.kind === "anatomy" ? g.labels?.anatomies.find((a) => a.anatomy === (choice as { anatomy: string }).anatomy) : undefined;
+  const chosen = choice;
+  return chosen.kind === "anatomy" ? g.labels?.anatomies.find((a) => a.anatomy === chosen.anatomy) : undefined;
 }
 
 /** What the overlay shows for the current choice: the heatmap's URL, the legend's words and a key for
@@ -135,7 +137,7 @@ function item(label: string, parts: [string, string][], onChoose: () => void, di
   }
   const mark = document.createElement("span");
   mark.className = "gaze-mark";
-  mark.textContent = "◀ shown";
+  mark.textContent = "◀ chosen";
   b.append(mark);
   b.setAttribute("aria-label", label);
   b.addEventListener("click", onChoose);
@@ -211,7 +213,7 @@ function renderPanel(c: Case, g: Gaze | null): void {
   if (!labels.anatomies.length) anatomies.append(Object.assign(document.createElement("li"), { textContent: "No anatomy masks." }));
 }
 
-/** The chosen item: aria-current and the "◀ shown" mark; a chosen sentence's findings in the findings
+/** The chosen item: aria-current and the "◀ chosen" mark; a chosen sentence's findings in the findings
  * list get a "said in sentence N" tag. */
 function markChoice(): void {
   const key = choice.kind === "sentence" ? `[data-sentence="${choice.index}"]` : choice.kind === "anatomy" ? `[data-anatomy="${CSS.escape(choice.anatomy)}"]` : `[data-gaze-choice="whole"]`;
@@ -230,7 +232,7 @@ function markChoice(): void {
     const tag = document.createElement("span");
     tag.className = "gaze-tag";
     tag.textContent = `said in sentence ${sentence.index + 1}`;
-    li.querySelector(".f-meta")?.after(" ", tag);
+    li.querySelector(".f-meta")?.after(tag);
   }
 }
 

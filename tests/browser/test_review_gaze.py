@@ -1,7 +1,7 @@
 """Gaze in context on the review screen (Chromium through Playwright, a live server): a radiograph whose gaze
 recording a real gaze label run labelled. The gaze panel lists the transcript's sentences with their times
 and the anatomies with their dwell; choosing a sentence shows its window's heatmap over the image (where
-the reader looked while saying it), marks the sentence (aria-current, "shown") and the finding it states;
+the reader looked while saying it), marks the sentence (aria-current, "◀ chosen") and the finding it states;
 an anatomy shows its heatmap; the legend says what is shown; the opacity slider works from the keyboard.
 Screenshots: test-artifacts/review-gaze-*.png."""
 
@@ -79,7 +79,7 @@ def test_gaze_panel_sentences_anatomies_legend_and_opacity(
     listed.nth(1).click()
     _wait_shown(page, "sentence:1", sentences[1]["heatmap_png"])
     assert page.get_attribute("#review", "data-gaze") == "on"
-    assert listed.nth(1).get_attribute("aria-current") == "true" and "◀ shown" in listed.nth(1).inner_text()
+    assert listed.nth(1).get_attribute("aria-current") == "true" and "◀ chosen" in listed.nth(1).inner_text()
     assert listed.nth(0).get_attribute("aria-current") is None
     legend = page.inner_text("#gaze-shown")
     assert "sentence 2: “" in legend and "spoken 3.2–5.0 s" in legend and "gaze 1.2–5.0 s" in legend
