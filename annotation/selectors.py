@@ -12,6 +12,8 @@ Every view that returns one of these objects reads it through here. The rules:
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 from django.contrib.auth import get_user_model
 from django.db.models import F, Prefetch, Q, QuerySet
 
@@ -28,7 +30,14 @@ from annotation.models import (
 from core.errors import FieldError, NotFound
 from core.models import Membership, Project, Role
 from core.selectors import projects_for_user
-from labeling.models import RegionProposal
+from labeling.models import (
+    GazeAnatomyRecord,
+    GazeHeatmap,
+    GazeLabelResult,
+    GazeSentence,
+    RegionProposal,
+)
+from labeling.models.gaze import GazeResultStatus
 from studies.models import GazeRecording, Scan, Study
 
 REVIEWERS = (Role.MANAGER, Role.ANNOTATOR, Role.RADIOLOGIST)
@@ -183,10 +192,67 @@ def case_proposals(finding: Finding) -> list[RegionProposal]:
 
 
 def case_gaze(finding: Finding) -> list[GazeRecording]:
-    """The eye-gaze recordings of the finding's scan."""
+    """The eye-gaze recordings of the finding's scan (in the finding's project)."""
     if finding.scan_id is None:
         return []
-    return list(GazeRecording.objects.filter(scan_id=finding.scan_id).order_by("id"))
+    return list(
+        GazeRecording.objects.filter(scan_id=finding.scan_id, project_id=finding.project_id).order_by("id")
+    )
+
+
+@dataclass
+class CaseGazeLabels:
+    """What the newest gaze label run with a done result for a recording made of it (``result``, its run
+    loaded): the transcript's sentences in order, the heatmaps (the whole recording's, one per sentence
+    window, one per anatomy) and the anatomy records (dwell, time to first fixation) by anatomy."""
+
+    result: GazeLabelResult
+    sentences: list[GazeSentence] = field(default_factory=list)
+    heatmaps: list[GazeHeatmap] = field(default_factory=list)
+    records: list[GazeAnatomyRecord] = field(default_factory=list)
+
+
+def case_gaze_labels(recordings: list[GazeRecording]) -> tuple[dict[int, CaseGazeLabels], dict[int, str]]:
+    """The gaze labels of ``recordings`` (from ``case_gaze``): recording id -> the newest run whose result
+    for it is done (a run that labelled it whole, whatever the run's own state: the synchronous labelling
+    of one recording leaves its run pending), and recording id -> why the newest run without a done result
+    could not label it (unusable or failed, with the reason) for those with none done. Four queries
+    whatever the number of recordings, sentences and anatomies (none without recordings)."""
+    ids = [r.pk for r in recordings]
+    if not ids:
+        return {}, {}
+    project_ids = {r.project_id for r in recordings}
+    # The newest result per recording and status (DISTINCT ON): one done, one unusable, one failed at most.
+    newest = (
+        GazeLabelResult.objects.filter(recording_id__in=ids, run__project_id__in=project_ids)
+        .select_related("run")
+        .order_by("recording_id", "status", "-run_id")
+        .distinct("recording_id", "status")
+    )
+    done: dict[int, CaseGazeLabels] = {}
+    other: dict[int, GazeLabelResult] = {}
+    for result in newest:
+        if result.status == GazeResultStatus.DONE:
+            done[result.recording_id] = CaseGazeLabels(result=result)
+        elif result.recording_id not in other or result.run_id > other[result.recording_id].run_id:
+            other[result.recording_id] = result
+    notes = {
+        rec: f"gaze run {r.run_id}: {r.status}" + (f" ({r.error})" if r.error else "")
+        for rec, r in other.items()
+        if rec not in done
+    }
+    if not done:
+        return {}, notes
+    pairs = Q()
+    for labels in done.values():
+        pairs |= Q(run_id=labels.result.run_id, recording_id=labels.result.recording_id)
+    for row in GazeSentence.objects.filter(pairs).order_by("recording_id", "index"):
+        done[row.recording_id].sentences.append(row)
+    for row in GazeHeatmap.objects.filter(pairs).order_by("recording_id", "id"):
+        done[row.recording_id].heatmaps.append(row)
+    for row in GazeAnatomyRecord.objects.filter(pairs).order_by("recording_id", "-dwell_s", "anatomy"):
+        done[row.recording_id].records.append(row)
+    return done, notes
 
 
 def task_submission(task: ReviewTask) -> HistoryEvent | None:

@@ -5,9 +5,8 @@ layers and gaze recordings, and for the radiologists the annotator's submission.
 
 from __future__ import annotations
 
-from django.urls import reverse
-
 from annotation import selectors
+from annotation.api.case_gaze import case_gaze_payload
 from annotation.api.serializers import AnnotationOut, FindingOut, SubmissionOut, TaskOut
 from annotation.models import ReviewTask
 from annotation.proposals import finding_layers
@@ -52,12 +51,6 @@ def case_payload(task: ReviewTask, *, versions=None) -> dict:
         "layers": layers["layers"],
         "place": layers["place"],
         "start": layers["start"],
-        "gaze": [
-            {
-                "id": rec.pk,
-                "reader": rec.reader,
-                "heatmap_png": reverse("gaze-recording-heatmap", args=[rec.pk]) + "?output=png",
-            }
-            for rec in selectors.case_gaze(finding)
-        ],
+        # The scan's gaze recordings with their newest gaze labels (sentences, anatomies, heatmaps).
+        "gaze": case_gaze_payload(finding, siblings),
     }

@@ -1,11 +1,15 @@
 // What is drawn over NiiVue's axial tile: boxes (the finding's proposals dashed, the shown version solid,
-// a new one yellow, the drag under way) on the overlay canvas, and the eye-gaze heatmap over a radiograph.
+// a new one yellow, the drag under way) on the overlay canvas, and the eye-gaze heatmap's place over a
+// radiograph (gaze.ts: the heatmap, the gaze panel).
 import { findingColour, proposalsOf, rgb } from "./cases";
-import { affineOf, axialTile, cssPoint, mmToVox, regionOnTile, sliceAxis, type Tile } from "./geometry";
+import { placeGaze } from "./gaze";
+import { affineOf, axialTile, mmToVox, regionOnTile, sliceAxis, type Tile } from "./geometry";
 import { drawLayers2D } from "./layers";
-import { canvas, el, gazeImage, overlay, root } from "./page";
-import { needCase, nv, state } from "./state";
-import type { Case } from "./types";
+import { canvas, gazeImage, overlay } from "./page";
+import { nv, state } from "./state";
+
+// The gaze heatmap and panel live in gaze.ts; caseview.ts, keys.ts and review.ts import them from here.
+export { renderGazeChoices, setGaze, toggleGaze } from "./gaze";
 
 /** The current slice as native voxel coordinates (continuous) of the crosshair. */
 function crosshairVox(): [number, number, number] {
@@ -98,55 +102,4 @@ export function drawOverlay(): void {
     context.restore();
   }
   placeGaze(tile, affine, c);
-}
-
-function placeGaze(tile: Tile, affine: number[][], c: Case): void {
-  if (!state.gazeOn || !state.is2D || !c.scan) {
-    gazeImage.hidden = true;
-    return;
-  }
-  const [nx, ny] = c.scan.shape;
-  const { rect, flipX, flipY } = regionOnTile(tile, affine, [-0.5, -0.5], [nx - 0.5, ny - 0.5], 0, [0, 1]);
-  const [left, top] = cssPoint(canvas, rect[0], rect[1]);
-  const [right, bottom] = cssPoint(canvas, rect[2], rect[3]);
-  Object.assign(gazeImage.style, {
-    left: `${left}px`,
-    top: `${top}px`,
-    width: `${right - left}px`,
-    height: `${bottom - top}px`,
-    transform: `scale(${flipX ? -1 : 1}, ${flipY ? -1 : 1})`,
-  });
-  gazeImage.hidden = false;
-}
-
-// ---- gaze ------------------------------------------------------------------------------------------
-
-export function renderGazeChoices(c: Case): void {
-  const select = el<HTMLSelectElement>("gaze-reader");
-  select.replaceChildren();
-  for (const g of c.gaze ?? []) {
-    const option = document.createElement("option");
-    option.value = g.heatmap_png;
-    option.textContent = `gaze ${g.id}${g.reader ? ` (${g.reader})` : ""}`;
-    select.append(option);
-  }
-  select.hidden = (c.gaze ?? []).length < 2;
-}
-
-export function setGaze(on: boolean): void {
-  state.gazeOn = on;
-  el("gaze-toggle").classList.toggle("on", on);
-  root.dataset.gaze = on ? "on" : "off";
-  if (on && state.current) {
-    const url = el<HTMLSelectElement>("gaze-reader").value || state.current.gaze?.[0]?.heatmap_png || "";
-    if (gazeImage.getAttribute("src") !== url) gazeImage.src = url;
-  }
-  drawOverlay();
-}
-
-export function toggleGaze(): void {
-  const c = needCase();
-  if (!state.is2D) throw new Error("Gaze heatmaps are shown on radiographs.");
-  if (!(c.gaze ?? []).length) throw new Error("No eye-gaze recording of this image.");
-  setGaze(!state.gazeOn);
 }

@@ -29,7 +29,8 @@ import { listenForView, savedLayout, setLayout, showStatus } from "./view";
 import { windowPreset } from "./images";
 import { onKey, trigger } from "./keys";
 import { addMissing, openFinding } from "./navigation";
-import { drawOverlay, drawOverlaySoon, setGaze } from "./overlay";
+import { drawOverlay, drawOverlaySoon } from "./overlay";
+import { listenForGaze } from "./gaze";
 import {
   canvas,
   depthInput,
@@ -72,7 +73,7 @@ for (const b of root.querySelectorAll<HTMLButtonElement>("button[data-window]"))
   b.addEventListener("click", () => windowPreset(b.dataset.window ?? "lung"));
 }
 opacity.addEventListener("input", () => setOpacity(Number(opacity.value)));
-el<HTMLSelectElement>("gaze-reader").addEventListener("change", () => setGaze(state.gazeOn));
+listenForGaze(); // the gaze panel: transcript, anatomies, opacity, the reader select
 missingForm.addEventListener("submit", (event) => {
   event.preventDefault();
   void guarded(addMissing);

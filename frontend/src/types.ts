@@ -48,7 +48,52 @@ export type Proposal = {
   confidence: number | null;
 };
 
-export type Gaze = { id: number; reader: string; heatmap_png: string };
+/** A sentence of a gaze recording's transcript as the newest gaze label run made it: spoken ``start``..``end``
+ * s, its gaze ``window`` (s; starts before the speech by the run's lead), the findings it states and the
+ * study's findings they are tied to, and its window's heatmap. */
+export type GazeSentence = {
+  index: number;
+  text: string;
+  start: number;
+  end: number;
+  window: [number, number];
+  fixation_count: number;
+  anatomies: string[];
+  assigned_by: string;
+  findings: { code: string; assertion: string; phrase: string }[];
+  finding_ids: number[];
+  heatmap_id: number | null;
+  heatmap_png: string | null;
+};
+
+/** An anatomy of a gaze recording: dwell (s, and share of the recording's), its heatmap. */
+export type GazeAnatomy = {
+  anatomy: string;
+  dwell_s: number;
+  dwell_share: number;
+  fixation_count: number;
+  time_to_first_s: number | null;
+  sentence_indexes: number[];
+  caption: string;
+  heatmap_id: number | null;
+  heatmap_png: string | null;
+  heatmap_source: string;
+};
+
+export type GazeLabels = {
+  run_id: number;
+  preset: string;
+  method: string;
+  lead_s: number | null;
+  problems: string[];
+  recording: { heatmap_id: number | null; heatmap_png: string | null; fixation_count: number };
+  sentences: GazeSentence[];
+  anatomies: GazeAnatomy[];
+};
+
+/** An eye-gaze recording of the case's radiograph: ``heatmap_png`` the whole recording's heatmap computed
+ * now; ``labels`` what the newest gaze label run made of it (null before one: ``labels_note`` says why). */
+export type Gaze = { id: number; reader: string; heatmap_png: string; labels?: GazeLabels | null; labels_note?: string };
 
 /** An anatomy proposal of the case's scan, shown as a context layer (``context``: of the finding's place). */
 export type Layer = { id: number; label: string; organ: string; source: string; context: boolean };
