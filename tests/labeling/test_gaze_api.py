@@ -11,10 +11,10 @@ from django.urls import reverse
 from PIL import Image
 
 from labeling.gaze.heatmaps import heatmap
-from labeling.models import GazeLabelRun
+from labeling.models import GazeHeatmap, GazeLabelRun
 from studies.ingest.gaze.synthetic import EgdSpec, ReflacxSpec, write_egd, write_reflacx
 from studies.models import GazeRecording
-from studies.services.gaze import gaze_import
+from studies.services.gaze import anatomy_mask_set, gaze_import
 
 
 @pytest.fixture
@@ -173,3 +173,44 @@ def test_heatmap_of_any_time_window_now(project, annotator, outsider, api_client
     )
     assert no_angle.status_code == 400 and "ang_res_x" in str(no_angle.json())
     assert api_client(outsider).get(url).status_code == 404
+
+
+def test_heatmap_png_revalidates_with_its_etag(
+    project, manager, api_client, recordings, monkeypatch, django_capture_on_commit_callbacks
+):
+    """A heatmap's PNG carries an ETag: asked again with it, the answer is a 304 without the map being
+    computed; another style or a replaced anatomy mask (for a map inside an anatomy) is a new tag."""
+    from labeling.api import gaze as gaze_api
+
+    client = api_client(manager)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(reverse("gaze-label-runs", args=[project.slug]), {}, format="json")
+    assert response.status_code == 202, response.content
+    rf = recordings["reflacx"]
+    whole = GazeHeatmap.objects.get(recording=rf, kind="recording")
+    url = reverse("gaze-heatmap-png", args=[whole.pk])
+    first = client.get(url)
+    tag = first["ETag"]
+    assert first.status_code == 200 and first["Cache-Control"] == "private, no-cache" and len(tag) > 8
+    computed = []
+    real = gaze_api.gaze_heatmap_array
+    monkeypatch.setattr(
+        gaze_api, "gaze_heatmap_array", lambda found: computed.append(found.pk) or real(found)
+    )
+
+    again = client.get(url, HTTP_IF_NONE_MATCH=tag)
+    assert again.status_code == 304 and again.content == b"" and again["ETag"] == tag and computed == []
+    gray = client.get(url, {"style": "gray"}, HTTP_IF_NONE_MATCH=tag)
+    assert gray.status_code == 200 and gray["ETag"] != tag and computed == [whole.pk]
+
+    masked = GazeHeatmap.objects.exclude(mask="").select_related("recording").first()
+    assert masked is not None, "the run made no heatmap inside an anatomy mask"
+    rf = masked.recording
+    masked_url = reverse("gaze-heatmap-png", args=[masked.pk])
+    before = client.get(masked_url)["ETag"]
+    assert client.get(masked_url, HTTP_IF_NONE_MATCH=before).status_code == 304
+    target = rf.anatomy_masks.first()
+    with target.file.open("rb") as stored:
+        anatomy_mask_set(recording=rf, name=target.name, data=stored.read())
+    changed = client.get(masked_url, HTTP_IF_NONE_MATCH=before)
+    assert changed.status_code == 200 and changed["ETag"] != before
