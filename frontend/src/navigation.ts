@@ -38,14 +38,19 @@ async function getCase(path: string): Promise<Case> {
 }
 
 /** Claim task ``id`` and open it; when it cannot be the user's (someone else holds it, they annotated it
- * themselves), open it read-only with the server's reason. */
-async function claimOrView(id: number, text: string): Promise<void> {
+ * themselves): with ``orView`` (a link) open it read-only with the server's reason, else (a click in the
+ * findings list) say why and keep the current case. */
+async function claimOrView(id: number, text: string, orView: boolean): Promise<void> {
   let c: Case;
   try {
     const claimed = (await postJson(`/api/tasks/${id}/claim/`, {})) as Partial<Case>;
     c = claimed.task && claimed.finding && claimed.versions ? (claimed as Case) : await getCase(`/api/tasks/${id}/`);
   } catch (err) {
-    if (err instanceof ApiError && (err.status === 409 || err.status === 400 || err.status === 403)) {
+    const refused = err instanceof ApiError && (err.status === 409 || err.status === 400 || err.status === 403);
+    if (refused && !orView) {
+      throw new ShownError(`Cannot open “${text}”: ${describe(err.body)}. The current case stays open.`);
+    }
+    if (refused) {
       const viewed = await getCase(`/api/tasks/${id}/`);
       const holder = err.status === 409 && viewed.task.assignee ? ` ${viewed.task.assignee} holds it.` : "";
       // The platform's error says it in words (its detail); the field name adds nothing here.
@@ -67,8 +72,8 @@ async function view(id: number): Promise<void> {
   await openCase(c, c.readOnly);
 }
 
-/** Claim a finding's task (it must not be held by someone else) and open it; a finding at another stage
- * (closed, or with the other role) opens read-only. */
+/** Claim a finding's task and open it (held by someone else: say so, the current case stays); a finding
+ * at another stage (closed, or with the other role) opens read-only. */
 export async function openFinding(f: Finding): Promise<void> {
   if (beingRead(f)) {
     // Its task is with the readers (nobody claims it); readings come in the queue's order only.
@@ -78,7 +83,7 @@ export async function openFinding(f: Finding): Promise<void> {
   }
   if (f.task_id == null) throw new ShownError(`“${f.text}” has no review task. The current case stays open.`);
   await leaveCase();
-  if (canOpen(f)) await claimOrView(f.task_id, f.text);
+  if (canOpen(f)) await claimOrView(f.task_id, f.text, false);
   else await view(f.task_id);
 }
 
@@ -104,7 +109,7 @@ export async function openLinked(): Promise<boolean> {
   if (why) {
     c.readOnly = why;
     await openCase(c, why);
-  } else await claimOrView(task, c.finding.text);
+  } else await claimOrView(task, c.finding.text, true);
   return true;
 }
 
