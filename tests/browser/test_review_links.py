@@ -197,6 +197,7 @@ def test_a_manager_follows_a_task_link_from_the_console(browser, live_server, pr
     nodule, effusion = tasks
     boss = log_in(browser, live_server, "boss", f"/console/{project.slug}/tasks/")
     boss.wait_for_selector(f"tr[data-task='{effusion.pk}'] a")
+    boss.screenshot(path=str(ARTIFACTS / "review-deeplink-console-tasks.png"), full_page=True)
     boss.click(f"tr[data-task='{effusion.pk}'] a")
     boss.wait_for_url(f"**/review/{project.slug}/?task={effusion.pk}")
     settled(boss)
