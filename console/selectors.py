@@ -254,6 +254,32 @@ def open_tasks(user, project: Project, *, limit: int = 50) -> list:
     return tasks
 
 
+def project_tasks(user, project: Project, *, limit: int = 50) -> list:
+    """The project's review tasks, newest first (every stage), with their finding and holder, for links
+    into the review screen (``held``: a lease is running)."""
+    now = timezone.now()
+    tasks = list(
+        tasks_for_user(user)
+        .filter(project=project)
+        .select_related("finding", "assignee")
+        .order_by("-id")[:limit]
+    )
+    for task in tasks:
+        task.held = bool(task.assignee_id and task.lease_expires_at and task.lease_expires_at > now)
+    return tasks
+
+
+def accepted_findings(user, project: Project, *, limit: int = 20) -> list:
+    """The project's accepted findings, the newest first, for their read-only view in the review
+    screen."""
+    return list(
+        findings_for_user(user)
+        .filter(project=project, status=FindingStatus.ACCEPTED)
+        .select_related("scan")
+        .order_by("-id")[:limit]
+    )
+
+
 def assignable_members(user, project: Project) -> list[Membership]:
     """Members a manager may give a task to: annotators, managers and radiologists (as the API's assign)."""
     return [m for m in project_members(user, project) if m.role != Role.RESEARCHER]

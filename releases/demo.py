@@ -1,15 +1,18 @@
 """The demo's fully reviewed case: the real CT's mass grounded by a demo annotator and approved by a demo
-radiologist, so a release can be frozen and exported right after ``make demo``."""
+radiologist, so a release can be frozen and exported right after ``make demo``; and the radiograph's work
+for both demo accounts (``demo_radiograph``): its masses for the radiologist's review, its largest mass
+for the annotator to draw."""
 
 from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage
 
-from annotation.models import Finding, Stage
+from annotation.models import Finding, ReviewTask, Stage
 from annotation.proposals import read_mask
 from annotation.services import (
     annotation_save,
+    finding_create,
     findings_from_proposals,
     task_approve,
     task_claim,
@@ -17,7 +20,7 @@ from annotation.services import (
 )
 from core.models import Project
 from labeling.models import RegionProposal
-from studies.demo import REAL_CT_MASS_CLICK_LPS
+from studies.demo import RADIOGRAPH_LARGEST_MASS, REAL_CT_MASS_CLICK_LPS
 from studies.models import Scan
 
 
@@ -128,3 +131,49 @@ def demo_review(*, project: Project, annotator, radiologist) -> Finding | None:
         return None
     findings[0].refresh_from_db()
     return findings[0]
+
+
+def demo_radiograph(*, project: Project, annotator) -> tuple[ReviewTask | None, ReviewTask | None]:
+    """Work on the demo radiograph for each demo account, once the CT's mass is accepted (the radiologist
+    has no CT task left then): its masses finding (version 1 started from the reader's gaze) submitted by
+    ``annotator`` as it started, waiting in the radiologists' review; and the largest mass, which the
+    report names on its own (``RADIOGRAPH_LARGEST_MASS``), a finding of its own for ``annotator`` to
+    draw (held by them, as a finding they added). Tasks a person took meanwhile are left alone; running it
+    again changes nothing. Returns (the review task, the annotate task), None where there is none."""
+    masses = (
+        Finding.objects.filter(project=project, scan__ndim=2, scan__name="RG1_UNCR", code="2d")
+        .exclude(source="manual")
+        .select_related("task", "report", "scan")
+        .order_by("id")
+        .first()
+    )
+    if masses is None or masses.report is None:
+        return None, None
+    task = masses.task
+    if task.stage == Stage.ANNOTATE and task.assignee_id in (None, annotator.pk) and masses.current_version:
+        task = task_claim(task_id=task.pk, user=annotator, stages=(Stage.ANNOTATE,))
+        task = task_submit(
+            task_id=task.pk, user=annotator, decision="accept", comment="demo: the start from the gaze, kept"
+        )
+    start = masses.report.findings.find(RADIOGRAPH_LARGEST_MASS)
+    largest = (
+        Finding.objects.filter(project=project, scan=masses.scan, source="manual", start=start)
+        .select_related("task")
+        .first()
+    )
+    if largest is None and start >= 0:
+        created = finding_create(
+            project=project,
+            user=annotator,
+            study=masses.study,
+            scan=masses.scan,
+            text=RADIOGRAPH_LARGEST_MASS,
+            code="2d",
+            section="findings",
+            start=start,
+            end=start + len(RADIOGRAPH_LARGEST_MASS),
+        )
+        largest = created.finding
+    review = task if task.stage in (Stage.REVIEW, Stage.QA) else None
+    draw = largest.task if largest is not None and largest.task.stage == Stage.ANNOTATE else None
+    return review, draw

@@ -47,6 +47,10 @@ DEMO_REPORTS = {
     },
 }
 
+# The radiograph report's words on its largest mass: the demo adds it as a finding of its own, for
+# demo-annotator to draw (releases.demo.demo_radiograph).
+RADIOGRAPH_LARGEST_MASS = "the largest in the right lower zone"
+
 # Where the demo annotator clicks to ground the CT's mass: the middle of the mass, in the series' patient
 # coordinates (DICOM LPS, mm; slice z = 184 mm, the 14th slice from the feet). ``releases.demo`` maps it to
 # a voxel through the stored scan's affine.

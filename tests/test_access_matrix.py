@@ -236,7 +236,12 @@ RULES: dict[str, list[Case]] = {
     "console-export-create": [post(MANAGERS, lambda w: ["alpha", w["release"].pk])],
     # pages, schema, authentication
     "review-login": [get(ANYONE), post(ANYONE), Case("put", ANYONE)],
-    "review": [get(REVIEWERS, ALPHA, note="the review screen")],
+    "review": [
+        get(REVIEWERS, ALPHA, note="the review screen"),
+        # a link to one case (README "Links to a case"): the page is the reviewers', whatever the id
+        get(REVIEWERS, ALPHA, query=lambda w: {"task": w["task_accepted"].pk}, note="a task's link"),
+        get(REVIEWERS, ALPHA, query=lambda w: {"finding": "x"}, note="a bad link"),
+    ],
     "home": [get(ANYONE)],
     "schema": [get(ANYONE)],
     "swagger-ui": [get(ANYONE)],

@@ -4,7 +4,7 @@ from django.contrib.auth.decorators import login_required
 from django.shortcuts import render
 from django.urls import reverse
 
-from console.selectors import console_projects, project_overview
+from console.selectors import accepted_findings, console_projects, project_overview
 from console.views.base import LOGIN_URL, allow, console_page, render_page
 from core.models import Role
 
@@ -23,12 +23,13 @@ def project_list(request):
 @allow("get")
 @console_page()
 def project_overview_page(request, project):
-    """Counts, unfinished jobs, links into the review screen per queue and the project's tools."""
+    """Counts, unfinished jobs, links into the review screen per queue, the newest accepted findings (each
+    linked to its read-only view, ``?finding=<id>``) and the project's tools."""
     overview = project_overview(request.user, project)
     review = reverse("review", args=[project.slug])
     return render_page(
         request,
         project,
         "console/overview.html",
-        {"overview": overview, "review_url": review},
+        {"overview": overview, "review_url": review, "accepted": accepted_findings(request.user, project)},
     )

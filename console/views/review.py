@@ -6,7 +6,13 @@ from django.urls import reverse
 
 from annotation import services as annotation_services
 from annotation.selectors import task_get_for_user
-from console.selectors import assignable_members, open_tasks, proposal_state, queue_status
+from console.selectors import (
+    assignable_members,
+    open_tasks,
+    project_tasks,
+    proposal_state,
+    queue_status,
+)
 from console.views.base import allow, back_to, console_page, render_page
 from core.errors import FieldError
 from core.models import Role
@@ -18,9 +24,10 @@ REVIEWERS = [Role.MANAGER, Role.ANNOTATOR, Role.RADIOLOGIST]
 @allow("get", "post")
 @console_page("console-tasks")
 def tasks_page(request, project):
-    """GET: the newest finished label run, its present proposals and how many already have a finding.
-    POST: a finding and a review task for each present proposal that has none, each starting from the
-    region proposal that fits it (``annotation.proposals``), as ``findings_from_proposals`` does."""
+    """GET: the newest finished label run, its present proposals and how many already have a finding;
+    the project's newest review tasks, each linked into the review screen (``?task=<id>``). POST: a
+    finding and a review task for each present proposal that has none, each starting from the region
+    proposal that fits it (``annotation.proposals``), as ``findings_from_proposals`` does."""
     if request.method == "POST":
         role_require(request.user, project, [Role.MANAGER], "managers")
         made = annotation_services.findings_made(project=project, user=request.user)
@@ -34,6 +41,7 @@ def tasks_page(request, project):
     state = proposal_state(request.user, project)
     context = {
         "state": state,
+        "tasks": project_tasks(request.user, project),
         "waiting": max(state.present - state.with_finding, 0),
         "review_url": reverse("review", args=[project.slug]),
     }
@@ -44,7 +52,7 @@ def tasks_page(request, project):
 @console_page()
 def queue_page(request, project):
     """Per open stage: free and held tasks; per member: open work in their stages, held now, done; the
-    open tasks in queue order, each with a form to give it to someone."""
+    open tasks in queue order, each linked into the review screen and with a form to give it to someone."""
     context = {
         "queue": queue_status(request.user, project),
         "tasks": open_tasks(request.user, project),

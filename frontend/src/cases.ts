@@ -52,6 +52,7 @@ export function endpoint(c: Case): string {
 }
 
 export function doneText(c: Case): string {
+  if (c.readOnly) return `${c.readOnly} Press n for your next case.`;
   return c.reading ? "This reading is submitted: press n for the next case." : "This task is done: press n for the next case.";
 }
 
@@ -105,6 +106,33 @@ export function submissionText(s: Submission): string[] {
 export const beingRead = (f: Finding): boolean => f.stage === "read";
 
 export function canOpen(f: Finding): boolean {
-  const open = role === "radiologist" ? ["review", "qa"] : ["annotate"];
-  return f.task_id != null && f.stage != null && open.includes(f.stage);
+  return f.task_id != null && f.stage != null && workStages().includes(f.stage);
+}
+
+/** The stages the user works on (claims): radiologists review and QA, annotators and managers annotate. */
+export function workStages(): string[] {
+  return role === "radiologist" ? ["review", "qa"] : ["annotate"];
+}
+
+/** Why the user cannot work on a case now (its stage is not theirs), or "" when they may claim it. */
+export function whyReadOnly(c: Case): string {
+  const stage = c.task.stage;
+  if (stage === "accepted" || stage === "rejected") {
+    return `Finding ${c.finding.id} is ${c.finding.status} (task ${c.task.id} is closed): opened read-only.`;
+  }
+  if (stage === "read") return `Finding ${c.finding.id} is being read by its readers: opened read-only.`;
+  if (workStages().includes(stage)) return "";
+  const who = stage === "annotate" ? "the annotators" : "the radiologists";
+  const yours = role === "radiologist" ? "review and QA" : "annotate";
+  return `Task ${c.task.id} is with ${who} (stage ${stage}; you work on ${yours}): opened read-only.`;
+}
+
+/** The review screen's address of a case (README "Links to a case"): ?task=<id>, kept for a reading too
+ * (the page finds the user's reading of that task's finding). */
+export function caseLink(c: Case | null): string {
+  const url = new URL(window.location.href);
+  url.searchParams.delete("task");
+  url.searchParams.delete("finding");
+  if (c) url.searchParams.set("task", String(c.task.id));
+  return url.pathname + url.search + url.hash;
 }

@@ -1,6 +1,8 @@
 // Anatomy context layers (annotation/proposals.py): the anatomy proposals of the case's scan (the lungs
 // generator's, an anatomy model's), listed with a checkbox each; those of the finding's place (the
-// case's layers with context: its lobe, its side's lung, both lungs) are shown when the case opens. On a
+// case's layers with context: its lobe, its side's lung, both lungs) are marked, and start hidden: a layer
+// over the finding's place covers the finding itself (the demo's right lung hid its mass). The key l
+// shows them (and hides them again); the choice holds for the next cases until l is pressed again. On a
 // CT a layer is a NiiVue overlay volume under the finding's drawing (a translucent fill with its outline);
 // on a radiograph a tinted image drawn on the overlay canvas (drawLayers2D, called by overlay.ts). The key
 // l switches them all off and on again. The start note says which proposal version 1 came from and the
@@ -30,6 +32,8 @@ const loaded = new Map<number, Loaded>();
 /** The proposal ids shown for the open case. */
 const shown = new Set<number>();
 let lastShown: number[] = [];
+/** Whether the finding's place is shown when a case opens: off until the key l turns it on. */
+let placeShown = false;
 
 const colourOf = (c: Case, id: number) => COLOURS[Math.max(0, (c.layers ?? []).findIndex((l) => l.id === id)) % COLOURS.length];
 
@@ -55,13 +59,14 @@ export function renderLayers(c: Case): void {
   const list = el("layers");
   list.replaceChildren();
   shown.clear();
+  lastShown = (c.layers ?? []).filter((l) => l.context).map((l) => l.id);
   for (const layer of c.layers ?? []) {
-    if (layer.context) shown.add(layer.id);
+    if (layer.context && placeShown) shown.add(layer.id);
     const item = document.createElement("li");
     item.dataset.layer = String(layer.id);
     const box = document.createElement("input");
     box.type = "checkbox";
-    box.checked = layer.context;
+    box.checked = shown.has(layer.id);
     box.addEventListener("change", () => {
       if (box.checked) shown.add(layer.id);
       else shown.delete(layer.id);
@@ -75,7 +80,7 @@ export function renderLayers(c: Case): void {
     label.append(box, swatch, `${layer.label}`);
     const meta = document.createElement("span");
     meta.className = "f-meta";
-    meta.textContent = ` ${layer.source}${layer.context ? " · this finding's place" : ""}`;
+    meta.textContent = ` ${layer.source}${layer.context ? " · this finding's place (key l)" : ""}`;
     label.append(meta);
     item.append(label);
     list.append(item);
@@ -157,7 +162,8 @@ export async function syncLayers(c: Case): Promise<void> {
   }
 }
 
-/** Key l: every layer off, or the ones shown last (else the finding's place's) on again. */
+/** Key l: every layer off, or the ones shown last (at first the finding's place's) on; whether the next
+ * cases open with their place shown follows. */
 export function toggleLayers(): void {
   const c = state.current;
   if (!c || !(c.layers ?? []).length) throw new Error("This scan has no anatomy proposal to show.");
@@ -166,6 +172,7 @@ export function toggleLayers(): void {
   shown.clear();
   for (const id of ids) shown.add(id);
   if (keep.length) lastShown = keep;
+  placeShown = shown.size > 0;
   for (const box of el("layers").querySelectorAll<HTMLInputElement>("input[type=checkbox]")) {
     const id = Number(box.closest("li")?.dataset.layer);
     box.checked = shown.has(id);

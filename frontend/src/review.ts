@@ -4,7 +4,8 @@
 // outline, fill holes, undo / redo), boxes drawn on an overlay, gaze heatmaps over radiographs, versioned
 // saves (autosaved after painting stops) and the stage transitions of the review API (README "Review").
 // The page (annotation/ui.py) gives the project slug, the reviewer's role, the CSRF token and the project's
-// readers per finding as data attributes of #review.
+// readers per finding as data attributes of #review, and the case a link names (?task= or ?finding=: the
+// page resolves it, navigation.ts opens it; README "Links to a case").
 // Several readers per finding (README "Several readers per finding", readers_per_finding > 1): an
 // annotator works on blinded readings instead of tasks (next-reading; saves and accept / reject go to the
 // reading's endpoints; only the proposal and their own versions are shown), findings still with their
@@ -28,9 +29,10 @@ import { decorateVersions } from "./versions";
 import { listenForView, savedLayout, setLayout, showStatus } from "./view";
 import { windowPreset } from "./images";
 import { onKey, trigger } from "./keys";
-import { addMissing, openFinding } from "./navigation";
+import { addMissing, openFinding, openLinked } from "./navigation";
 import { drawOverlay, drawOverlaySoon } from "./overlay";
 import { listenForGaze } from "./gaze";
+import { showLink } from "./caseview";
 import {
   canvas,
   depthInput,
@@ -148,6 +150,14 @@ nv.attachToCanvas(canvas)
         ? `Ready: press n (Next case) to take your next reading (${readersPerFinding} readers per finding); ? lists the keys.`
         : `Ready: press n (Next case) to open the next ${stage} task; ? lists the keys.`,
     );
+    if (root.dataset.linkTask || root.dataset.linkError) {
+      void guarded(async () => {
+        await openLinked();
+      }).finally(() => {
+        // Not opened (a bad link): the address no longer names a case.
+        if (!state.current) showLink(null);
+      });
+    }
   })
   .catch((err: unknown) => say(`The image viewer could not start (WebGL2 needed): ${String(err)}`, "error"));
 

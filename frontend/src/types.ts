@@ -188,6 +188,8 @@ export type Case = {
   reading?: Reading;
   agreement?: Agreement | null;
   submission?: Submission | null;
+  /** Set by the screen (navigation.ts), not the API: why this case is open read-only (no claim). */
+  readOnly?: string;
 };
 
 export type Mode = "view" | "paint" | "erase" | "fill" | "box" | "click" | "grow";

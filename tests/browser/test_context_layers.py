@@ -2,8 +2,9 @@
 from proposals" button gives waiting findings their starts from the proposals that arrived (the lungs
 generator's lungs, a lesion model's masks); the annotator's case then shows the start as the drawing and
 the anatomy of the finding's place as a NiiVue layer (the right lung for a right upper lobe nodule, the left
-lung for a left effusion), which the list's checkboxes and the key l switch. Screenshots in
-test-artifacts/."""
+lung for a left effusion), which the list's checkboxes and the key l switch. The layers start hidden (a
+layer over the finding's place covers the finding itself); once l shows them, the next cases open with
+their place shown until l hides them again. Screenshots in test-artifacts/."""
 
 import io
 
@@ -83,13 +84,18 @@ def test_button_starts_and_anatomy_layers_in_the_browser(browser, live_server, p
     effusion.refresh_from_db()
     assert nodule.current_version == effusion.current_version == 1
 
-    # When the annotator opens the nodule: its right upper component is the drawing, the right lung its
-    # layer (shown, green), the left lung listed but off.
+    # When the annotator opens the nodule: its right upper component is the drawing, nothing over it; the
+    # key l shows the right lung as its layer (green), the left lung listed but off.
     ann = open_review(browser, live_server, "ann", project.slug)
     assert not ann.is_visible("button[data-action=from-proposals]")
     next_case(ann)
     assert ann.get_attribute("#review", "data-finding") == str(nodule.pk)
     right_id, left_id = str(lungs["right_lung"].pk), str(lungs["left_lung"].pk)
+    layers_ready(ann, "")
+    assert volume_count(ann) == 1 and green_pixels(ann) == 0
+    assert not ann.is_checked(f"#layers li[data-layer='{right_id}'] input")
+    assert "this finding's place" in ann.inner_text(f"#layers li[data-layer='{right_id}']")
+    ann.keyboard.press("l")
     layers_ready(ann, right_id)
     assert voxels(ann) == nodule.annotations.get(version=1).voxels == int(rul.sum())
     assert volume_count(ann) == 2
@@ -180,10 +186,12 @@ def test_radiograph_organ_start_and_side_in_the_browser(browser, live_server, pr
     assert heart_finding.annotations.get(version=1).region_proposal_id == organs[2].pk
     assert effusion.annotations.get(version=1).voxels == int(blobs[1].sum())
 
-    # The annotator's cardiomegaly: the heart is its start and its layer.
+    # The annotator's cardiomegaly: the heart is its start and, once l shows it, its layer.
     ann = open_review(browser, live_server, "ann", project.slug)
     next_case(ann)
     assert ann.get_attribute("#review", "data-finding") == str(heart_finding.pk)
+    layers_ready(ann, "")
+    ann.keyboard.press("l")
     layers_ready(ann, str(organs[2].pk))
     assert voxels(ann) == int(heart.sum())
     assert "the organ this finding is about" in ann.inner_text("#start-note")
@@ -194,9 +202,12 @@ def test_radiograph_organ_start_and_side_in_the_browser(browser, live_server, pr
     layers_ready(ann, "")
     assert green_pixels(ann) < green_heart / 20
 
-    # The left effusion: its start is the blob at the left base (the image's right), its layer the left
-    # lung, drawn on the image's right half.
+    # The left effusion (opened with the layers hidden, as l left them; l shows its place): its start is
+    # the blob at the left base (the image's right), its layer the left lung, drawn on the image's right
+    # half.
     open_finding(ann, effusion.pk)
+    layers_ready(ann, "")
+    ann.keyboard.press("l")
     layers_ready(ann, str(organs[1].pk))
     assert voxels(ann) == int(blobs[1].sum())
     shot = np.asarray(Image.open(io.BytesIO(ann.locator("#viewer").screenshot())).convert("RGB")).astype(int)

@@ -102,9 +102,10 @@ def test_queue_and_overview_with_more_tasks(people, browser_for, ct_case, tmp_pa
 
     queue = reverse("console-queue", args=[project.slug])
     overview = reverse("console-project", args=[project.slug])
-    q0, o0 = _queries(client, queue), _queries(client, overview)
+    tasks = reverse("console-tasks", args=[project.slug])  # every task linked into the review screen
+    q0, o0, t0 = _queries(client, queue), _queries(client, overview), _queries(client, tasks)
     more()
-    assert (_queries(client, queue), _queries(client, overview)) == (q0, o0)
+    assert (_queries(client, queue), _queries(client, overview), _queries(client, tasks)) == (q0, o0, t0)
 
 
 @pytest.mark.django_db(transaction=True)

@@ -1,8 +1,9 @@
 """``manage.py demo_setup`` (``make demo``) on real anatomy (issue 20): the real chest CT that ships with the
 project goes through the de-identifying ingest, the rules labeler finds its report's mass, the lungs
 generator proposes both lungs, demo-annotator grounds the mass and demo-radiologist approves it; the
-radiograph's report puts its gaze recording and heatmap in the review queue. Running it again adds
-nothing."""
+radiograph's report puts its gaze recording and heatmap in the review queue: its masses (started from the
+gaze) wait for demo-radiologist's review, its largest mass for demo-annotator to draw, and the closing
+message links each account to its case. Running it again adds nothing."""
 
 from io import StringIO
 
@@ -85,8 +86,18 @@ def test_demo_setup_builds_the_demo_on_real_anatomy(tmp_path):
     gaze = GazeRecording.objects.get(project=project)
     assert gaze.scan == radiograph and gaze.fixation_count == len(demo.demo_gaze_fixations()) == 22
     assert GazeHeatmap.objects.filter(recording=gaze).exists()
-    task = ReviewTask.objects.filter(finding__scan=radiograph, stage="annotate").order_by("id").first()
+    task = ReviewTask.objects.filter(finding__scan=radiograph).order_by("id").first()
     assert task is not None and task.finding.code == "2d" and task.finding.laterality == "bilateral"
+    assert task.stage == "review" and task.finding.current_version == 1  # for demo-radiologist
+    largest = ReviewTask.objects.get(finding__scan=radiograph, stage="annotate")
+    assert (
+        largest.finding.text == demo.RADIOGRAPH_LARGEST_MASS and largest.assignee.username == "demo-annotator"
+    )
+    assert largest.finding.spans.get().text == demo.RADIOGRAPH_LARGEST_MASS
+    # Each demo account's case, linked in the closing message
+    assert "demo-annotator: the radiograph's largest mass to draw" in text
+    assert f"/review/demo/?task={largest.pk}" in text and f"/review/demo/?task={task.pk}" in text
+    assert f"/review/demo/?finding={finding.pk}" in text  # the approved CT mass, read-only
     client = APIClient()
     client.force_login(get_user_model().objects.get(username="demo-annotator"))
     case = client.get(f"/api/tasks/{task.pk}/")

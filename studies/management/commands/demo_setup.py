@@ -21,7 +21,9 @@ class Command(BaseCommand):
         "the CT and the radiograph, and a REFLACX-format gaze recording of the radiograph with anatomy "
         "masks of its lungs and heart; then proposes the reports' findings with the offline rules labeler, "
         "makes the gaze labels (the platform's definitions and FG-CXR's preset), proposes the CT's lungs "
-        "with the lungs generator, and has demo users ground and approve the CT's mass. Safe to run again."
+        "with the lungs generator, and has demo users ground and approve the CT's mass; leaves the "
+        "radiograph's masses for demo-radiologist's review and its largest mass for demo-annotator to draw, "
+        "and prints a link to each. Safe to run again."
     )
 
     def add_arguments(self, parser):
@@ -89,7 +91,7 @@ class Command(BaseCommand):
                 f"labelled ({gaze_run.unusable} unusable), {records} region records"
             )
         self._demo_lungs(project, user)
-        from releases.demo import demo_review
+        from releases.demo import demo_radiograph, demo_review
 
         reviewers = {}
         for name, role in (("annotator", Role.ANNOTATOR), ("radiologist", Role.RADIOLOGIST)):
@@ -99,17 +101,14 @@ class Command(BaseCommand):
             membership_set(project=project, user=person, role=role)
             reviewers[name] = person
         mass = demo_review(project=project, **reviewers)
+        to_review, to_draw = demo_radiograph(project=project, annotator=reviewers["annotator"])
         state = "is accepted" if mass and mass.status == "accepted" else "is open"
-        from annotation.models import ReviewTask
-
-        waiting = ReviewTask.objects.filter(project=project).exclude(finding__status="accepted")
-        review = waiting.filter(stage__in=("review", "qa"), finding__scan__ndim=3).count()
-        annotate = waiting.filter(stage="annotate", finding__scan__ndim=2).count()
         self.stdout.write(
             f"Review: the CT's mass finding {state} (named in Findings and Impression: one finding; "
-            f"demo-annotator grounded it, demo-radiologist approved it); {review} CT finding(s) wait for "
-            f"demo-radiologist's review, {annotate} radiograph finding(s) with the gaze heatmap (key g) for "
-            f"an annotator.\nRelease the CT (every 3D format) with\n"
+            f"demo-annotator grounded it, demo-radiologist approved it); the radiograph's masses "
+            f"{'wait for demo-radiologist' if to_review else 'are not in review'}, its largest mass "
+            f"{'waits for demo-annotator to draw it' if to_draw else 'is not waiting'}.\n"
+            f"Release the CT (every 3D format) with\n"
             + "".join(
                 f"  manage.py {command}\n"
                 for command in demo.release_commands(project.slug, "demo", "CT", demo.FORMATS_3D)
@@ -124,14 +123,31 @@ class Command(BaseCommand):
             for err in value.get("errors", []):
                 where = err.get("file", "") + (f" [{err['field']}]" if err.get("field") else "")
                 self.stderr.write(f"  error [{part}] {where}: {err.get('reason')}")
+        site = "http://127.0.0.1:8000"
+        review = f"{site}/review/{project.slug}/"
+        finds = {
+            "demo-annotator": (
+                f"the radiograph's largest mass to draw, with the reader's gaze (key g): "
+                f"{review}?task={to_draw.pk}"
+                if to_draw
+                else f"the annotate queue: {review}"
+            ),
+            "demo-radiologist": (
+                f"the radiograph's masses to review: {review}?task={to_review.pk}"
+                if to_review
+                else f"the review queue: {review}"
+            )
+            + (f"; the CT's approved mass, read-only: {review}?finding={mass.pk}" if mass else ""),
+        }
         self.stdout.write(
             self.style.SUCCESS(
-                f"\nDemo ready. Log in at http://127.0.0.1:8000/admin/ as {opts['username']!r} "
-                f"with password {password!r}\nAPI: http://127.0.0.1:8000/api/docs/\n"
-                f"Review screen: http://127.0.0.1:8000/review/{project.slug}/ (same password: "
-                f"demo-annotator opens the radiograph with its gaze; the real CT's mass is grounded and "
-                f"approved, ready for the release commands above)\n"
-                f"Console (the project as its manager): http://127.0.0.1:8000/console/{project.slug}/"
+                f"\nDemo ready. Log in at {site}/admin/ as {opts['username']!r} with password "
+                f"{password!r}\nAPI: {site}/api/docs/\n"
+                f"Console (the project as its manager, {opts['username']!r}): {site}/console/{project.slug}/ "
+                f"(every review task linked: {site}/console/{project.slug}/tasks/)\n"
+                f"Review screen (same password; each link opens its case):\n"
+                + "".join(f"  {who}: {what}\n" for who, what in finds.items())
+                + "The real CT's mass is grounded and approved, ready for the release commands above."
             )
         )
 
