@@ -127,7 +127,8 @@ class Command(BaseCommand):
         review = f"{site}/review/{project.slug}/"
         finds = {
             "demo-annotator": (
-                f"the radiograph's largest mass to draw, with the reader's gaze (key g): "
+                f"the radiograph's largest mass to draw, with the reader's gaze (key g; the Gaze panel: "
+                f"each sentence's and each anatomy's heatmap): "
                 f"{review}?task={to_draw.pk}"
                 if to_draw
                 else f"the annotate queue: {review}"
