@@ -131,8 +131,25 @@ def version_change(finding: Finding, result: Annotation | None) -> dict[str, Any
 
 # --- a finding's current grounding ------------------------------------------------------------------------
 
-# The versions that ground a finding: a mask with its file, a box with its corners (points ground nothing).
-GROUNDS = (Q(kind=AnnotationKind.MASK) & ~Q(mask="")) | (Q(kind=AnnotationKind.BOX) & Q(box__isnull=False))
+# A mask with its file, a box with its corners (points ground nothing).
+GEOMETRY = (Q(kind=AnnotationKind.MASK) & ~Q(mask="")) | (Q(kind=AnnotationKind.BOX) & Q(box__isnull=False))
+
+
+def _reading_phase() -> Q:
+    """Versions a reader saved in their reading (several readers, ``annotation.readers``): authored by one
+    of the finding's readers and no later than the newest version a reading holds. They are the readings',
+    not the finding's (the consensus made of them is; a reader's box never sits beside it)."""
+    from annotation.models import Reading
+
+    of_finding = Reading.objects.filter(finding_id=OuterRef("finding_id"))
+    return Exists(of_finding.filter(reader_id=OuterRef("author_id"))) & Exists(
+        of_finding.filter(annotation__version__gte=OuterRef("version"))
+    )
+
+
+def _grounds() -> Q:
+    """The versions that may ground a finding: a mask or a box, not a reader's own in their reading."""
+    return GEOMETRY & ~_reading_phase()
 
 
 @dataclass(frozen=True)
@@ -140,7 +157,8 @@ class Grounding:
     """A finding's current grounding: its newest mask version and its newest box version, each up to its
     ``current_version``. Boxes and masks are separate annotations of a finding: saving a box after a mask
     keeps the mask (and the reverse); a restore saves the old version again as the newest one, so it is
-    the newest of its kind. An erased (empty) mask saved last is the newest mask."""
+    the newest of its kind. An erased (empty) mask saved last is the newest mask. With several readers,
+    the versions readers saved in their readings do not count: the consensus made of them does."""
 
     mask: Annotation | None = None
     box: Annotation | None = None
@@ -173,7 +191,7 @@ def groundings(findings: Iterable[Finding | int], *, related: tuple[str, ...] = 
     if not ids:
         return out
     newest = (
-        Annotation.objects.filter(GROUNDS, finding_id__in=ids, version__lte=F("finding__current_version"))
+        Annotation.objects.filter(_grounds(), finding_id__in=ids, version__lte=F("finding__current_version"))
         .annotate(
             rank=Window(RowNumber(), partition_by=[F("finding_id"), F("kind")], order_by=F("version").desc())
         )
@@ -193,13 +211,13 @@ def in_grounding() -> Q:
     """A filter of ``Annotation`` rows: the versions that are their finding's current grounding (its newest
     mask or newest box up to its current version), the queryset form of ``groundings``."""
     later = Annotation.objects.filter(
-        GROUNDS,
+        _grounds(),
         finding_id=OuterRef("finding_id"),
         kind=OuterRef("kind"),
         version__gt=OuterRef("version"),
         version__lte=OuterRef("finding__current_version"),
     )
-    return GROUNDS & Q(version__lte=F("finding__current_version")) & ~Exists(later)
+    return _grounds() & Q(version__lte=F("finding__current_version")) & ~Exists(later)
 
 
 def grounding(finding: Finding) -> Grounding:

@@ -56,7 +56,7 @@ def grounded(project, scan, ann, rad, steps: list[dict]) -> Finding:
     return finding
 
 
-def the_label(project) -> dict:
+def the_label(project) -> tuple:
     dataset = dataset_create(slug="grounded", name="Grounded", projects=[project])
     release = release_create(dataset=dataset)
     [case] = release_manifest(release)["cases"]
@@ -212,3 +212,31 @@ def test_box_formats_take_the_drawn_box_beside_a_mask(tmp_path):
 
     label = LabelRecord(label_id="f1", text="Opacity.", kind="mask", box=[10, 20, 30, 40], mask_path=None)
     assert label_boxes(label, 100, 80, "c/f1") == [{"x_min": 0.1, "y_min": 0.25, "x_max": 0.3, "y_max": 0.5}]
+
+
+def test_a_readers_box_does_not_sit_beside_the_consensus(project, tmp_path, make_user):
+    """Several readers: their own versions are the readings', not the finding's. One reader's box is
+    merged into the consensus mask with the others' masks; the grounding is the consensus alone."""
+    from annotation.readers import reading_next, reading_save, reading_submit
+
+    project.readers_per_finding = 3
+    project.save()
+    scan = review_case(project, tmp_path, findings="There is a 14 mm nodule in the right upper lobe.")
+    readers = [make_user(f"reader{n}") for n in range(3)]
+    rad = make_user("rad")
+    for user in readers:
+        membership_set(project=project, user=user, role=Role.ANNOTATOR)
+    membership_set(project=project, user=rad, role=Role.RADIOLOGIST)
+    saves = [{"kind": "mask", "mask": a_mask(scan, 4)}, {"kind": "box", "box": [4, 20, 2, 10, 30, 5]}]
+    saves.append(saves[0])
+    for user, save in zip(readers, saves, strict=True):
+        reading = reading_next(project=project, user=user)
+        reading_save(reading_id=reading.pk, user=user, base_version=0, **save)
+        reading_submit(reading_id=reading.pk, user=user, decision="accept")
+    finding = Finding.objects.get(pk=reading.finding_id)
+    consensus = finding.annotations.get(version=finding.current_version)
+    assert consensus.author is None and finding.current_version == 4
+    assert groundings([finding])[finding.pk].versions() == {"mask": 4, "box": None}
+    task_approve(task_id=task_next(project=project, user=rad, stages=REVIEW).pk, user=rad)
+    _, label = the_label(project)
+    assert label["kind"] == "mask" and label["mask_key"] == consensus.mask.name and label["box"] is None
