@@ -17,9 +17,7 @@ parent's on the same findings.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
-import io
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -28,7 +26,6 @@ import numpy as np
 from django.core.files.storage import default_storage
 from django.db import transaction
 from django.utils import timezone
-from PIL import Image
 
 from core.errors import FieldError, public_message
 from core.jobs import job_create, job_dispatch
@@ -37,6 +34,7 @@ from core.storage import project_key, storage_save_bytes
 from labeling.models import RegionProposal
 from ml.models import ModelFormat, ModelStatus, ModelTask, ModelVersion, TrainingRun
 from ml.specs import TrainParams
+from studies.masks import MaskError, mask_decode
 from studies.models import Scan
 
 
@@ -255,11 +253,10 @@ def _mask_array(key: str, expected_sha: str) -> np.ndarray:
         data = fh.read()
     if hashlib.sha256(data).hexdigest() != expected_sha:
         raise TrainingError("examples", f"the mask {key} changed after the run was created")
-    if key.endswith(".png"):
-        return np.asarray(Image.open(io.BytesIO(data)).convert("L")).T > 0
-    import nibabel as nib
-
-    return np.asarray(nib.Nifti1Image.from_bytes(gzip.decompress(data)).dataobj) > 0
+    try:
+        return mask_decode(data, name=key)  # the one mask codec: (X, Y[, Z]) booleans
+    except MaskError as exc:
+        raise TrainingError("examples", str(exc)) from exc
 
 
 def _cases(run: TrainingRun, scan_ids: list[int]):
