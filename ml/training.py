@@ -399,9 +399,10 @@ def _eval_cases(run: TrainingRun):
 def grounding_predictor(model, version: ModelVersion, *, device: str, encoder=None):
     """``predict(case)`` for ``releases.evaluation.evaluate``: one mask per finding of the case on the
     scan's grid, from its sentence alone (sliding-window inference with the whole volume's position
-    channels when the model takes them; sigmoid > 0.5 for one output channel)."""
+    channels when the model takes them; sigmoid > 0.5 for one output channel). The scan is preprocessed
+    once (``ml.engine.inference.prepare``) and that input reused for each of its sentences."""
     from ml.encoders import text_encoder_for
-    from ml.engine.inference import predict
+    from ml.engine.inference import predict, prepare
     from ml.engine.orientation import from_ras, to_ras_with_affine
     from ml.preannotate import scan_volume
     from ml.specs import InputSpec
@@ -416,11 +417,12 @@ def grounding_predictor(model, version: ModelVersion, *, device: str, encoder=No
         spacing, affine, ornt = list(case.spacing), np.asarray(case.affine, dtype=np.float64), None
         if volume.ndim == 3:  # the model sees the scan reordered to RAS, as in training and pre-annotation
             volume, spacing, affine, ornt = to_ras_with_affine(volume, affine, spacing)
+        prepared = prepare(model, volume, spacing, spec, affine)  # once per scan, for every sentence
         out = []
         for i in range(len(case.findings)):
             prediction = predict(
-                model, volume, spacing, spec, version.label_names, device=device,
-                text_embedding=embeddings[i], affine=affine,
+                model, None, spacing, spec, version.label_names, device=device,
+                text_embedding=embeddings[i], affine=affine, prepared=prepared,
             )  # fmt: skip
             values = [r.value for r in prediction.labels]
             if not values:
