@@ -39,6 +39,7 @@ from django.db import transaction
 from annotation.models import OPEN_STAGES, Annotation, Finding, FindingStatus, ReviewTask
 from annotation.queue import queue_reprioritise
 from annotation.training import accepted_examples
+from annotation.versions import groundings
 from core.errors import Conflict, FieldError, public_message
 from core.jobs import LIVE, job_create, job_dispatch
 from core.models import Job, JobStatus, Project
@@ -96,11 +97,12 @@ def _labels(parent: ModelVersion) -> list[str] | None:
 
 
 def _accepted(project: Project) -> list[Finding]:
-    """Accepted findings on a scan whose current version has a mask, oldest first."""
-    findings = Finding.objects.filter(project=project, status=FindingStatus.ACCEPTED, scan__isnull=False)
-    with_mask = Annotation.objects.filter(finding__in=findings).exclude(mask="")
-    current = {(a.finding_id, a.version) for a in with_mask.only("finding_id", "version")}
-    return [f for f in findings.order_by("id") if (f.pk, f.current_version) in current]
+    """Accepted findings on a scan that have a mask (their newest mask version, whatever box was saved
+    after it: ``annotation.versions.groundings``), oldest first."""
+    accepted = Finding.objects.filter(project=project, status=FindingStatus.ACCEPTED, scan__isnull=False)
+    findings = list(accepted.order_by("id"))
+    grounded = groundings(findings)
+    return [f for f in findings if grounded[f.pk].mask is not None]
 
 
 def _start_labels(findings: list[Finding]) -> dict[int, str]:

@@ -4,8 +4,8 @@ Every view that returns one of these objects reads it through here. The rules:
 - **project**: members of the object's project see it (superusers: every project); to anyone else it does
   not exist (404).
 - **role**: review work in progress is the reviewers' (managers, annotators, radiologists). Researchers see a
-  finding once it is accepted, its current version and its history; tasks, readings, open or rejected
-  findings and earlier versions do not exist for them (404).
+  finding once it is accepted, its current version (and its newest mask and box) and its history; tasks,
+  readings, open or rejected findings and earlier versions do not exist for them (404).
 - **blinding**: while a finding is with its readers (stage ``read``), a reader's versions, reading and
   history events are seen by that reader alone, managers included (see ``annotation/readers.py``).
 """
@@ -27,6 +27,7 @@ from annotation.models import (
     ReviewTask,
     Stage,
 )
+from annotation.versions import in_grounding
 from core.errors import FieldError, NotFound
 from core.models import Membership, Project, Role
 from core.selectors import projects_for_user
@@ -134,14 +135,15 @@ def reading_of_finding(user, finding_id: int) -> Reading | None:
 
 
 def annotations_for_user(user) -> QuerySet[Annotation]:
-    """Versions of visible findings; researchers: the current version of accepted findings only; nobody
+    """Versions of visible findings; researchers: of accepted findings only the current version and the
+    current grounding (the newest mask and the newest box: ``annotation.versions.in_grounding``); nobody
     sees another reader's version while the finding is with its readers."""
     ids, researcher = _projects(user)
     qs = Annotation.objects.filter(finding__project_id__in=ids).exclude(_blinded(user, "finding__", "author"))
     if researcher:
+        current = Q(version=F("finding__current_version")) | in_grounding()
         qs = qs.exclude(
-            Q(finding__project_id__in=researcher)
-            & (~Q(finding__status=FindingStatus.ACCEPTED) | ~Q(version=F("finding__current_version")))
+            Q(finding__project_id__in=researcher) & (~Q(finding__status=FindingStatus.ACCEPTED) | ~current)
         )
     return qs
 

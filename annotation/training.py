@@ -1,10 +1,12 @@
-"""Training examples from review: the current mask versions of accepted findings, in the form
+"""Training examples from review: the newest mask versions of accepted findings (a box saved after a mask
+leaves the mask the finding's: ``annotation.versions.groundings``), in the form
 ``ml.training.training_run_create(examples=...)`` freezes (mask file and its sha256)."""
 
 from __future__ import annotations
 
 from annotation.models import Finding, FindingStatus
 from annotation.selectors import accepted_mask_finding_ids
+from annotation.versions import groundings
 from core.models import Job, Project
 from ml.models import TrainingRun
 from ml.services import model_version_latest
@@ -17,18 +19,19 @@ def accepted_examples(
     labels: list[str] | None,
     label_map: dict[str, str] | None = None,
 ) -> list[dict]:
-    """The current mask version of accepted findings (what the radiologists approved), with the finding's
+    """The newest mask version of accepted findings (what the radiologists approved), with the finding's
     sentence (``text``: what a grounding model learns to ground). ``labels`` None: any label (a
     grounding model)."""
     findings = list(Finding.objects.filter(project=project, pk__in=finding_ids).select_related("study"))
     if missing := sorted(set(finding_ids) - {f.pk for f in findings}):
         raise TrainingError("finding_ids", f"not findings of {project.slug}: {missing[:20]}")
+    grounded = groundings(findings)
     out = []
     for f in findings:
         if f.status != FindingStatus.ACCEPTED:
             raise TrainingError("finding_ids", f"#{f.pk} is {f.status}, not accepted")
-        version = f.annotations.filter(version=f.current_version).first()
-        if version is None or not version.mask or f.scan_id is None:
+        version = grounded[f.pk].mask  # the newest mask, whatever box was saved after it
+        if version is None or f.scan_id is None:
             raise TrainingError(
                 "finding_ids", f"#{f.pk} has no mask on a scan (its version {f.current_version})"
             )

@@ -1,12 +1,17 @@
 """A finding's versions: adding the next one (its mask stored through the codec, ``studies/masks.py``),
-reading one back as a mask on the scan's grid ``(X, Y[, Z])``, and what changed between two of them."""
+reading one back as a mask on the scan's grid ``(X, Y[, Z])``, what changed between two of them, and a
+finding's current grounding (its newest mask and its newest box: a box never replaces a mask)."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from django.db.models import Exists, F, OuterRef, Q, Window
+from django.db.models.functions import RowNumber
 
 from annotation.models import Annotation, AnnotationKind, Finding
 from core.storage import project_key, storage_save_bytes
@@ -122,3 +127,99 @@ def version_change(finding: Finding, result: Annotation | None) -> dict[str, Any
         voxels_removed=int(np.count_nonzero(before & ~after)),
     )
     return out
+
+
+# --- a finding's current grounding ------------------------------------------------------------------------
+
+# A mask with its file, a box with its corners (points ground nothing).
+GEOMETRY = (Q(kind=AnnotationKind.MASK) & ~Q(mask="")) | (Q(kind=AnnotationKind.BOX) & Q(box__isnull=False))
+
+
+def _reading_phase() -> Q:
+    """Versions a reader saved in their reading (several readers, ``annotation.readers``): authored by one
+    of the finding's readers and no later than the newest version a reading holds. They are the readings',
+    not the finding's (the consensus made of them is; a reader's box never sits beside it)."""
+    from annotation.models import Reading
+
+    of_finding = Reading.objects.filter(finding_id=OuterRef("finding_id"))
+    return Exists(of_finding.filter(reader_id=OuterRef("author_id"))) & Exists(
+        of_finding.filter(annotation__version__gte=OuterRef("version"))
+    )
+
+
+def _grounds() -> Q:
+    """The versions that may ground a finding: a mask or a box, not a reader's own in their reading."""
+    return GEOMETRY & ~_reading_phase()
+
+
+@dataclass(frozen=True)
+class Grounding:
+    """A finding's current grounding: its newest mask version and its newest box version, each up to its
+    ``current_version``. Boxes and masks are separate annotations of a finding: saving a box after a mask
+    keeps the mask (and the reverse); a restore saves the old version again as the newest one, so it is
+    the newest of its kind. An erased (empty) mask saved last is the newest mask. With several readers,
+    the versions readers saved in their readings do not count: the consensus made of them does."""
+
+    mask: Annotation | None = None
+    box: Annotation | None = None
+
+    @property
+    def kind(self) -> str:
+        """``mask`` when the finding has a mask, else ``box`` when it has a box, else ``none``."""
+        return "mask" if self.mask is not None else "box" if self.box is not None else "none"
+
+    @property
+    def primary(self) -> Annotation | None:
+        """The version ``kind`` names (the mask, else the box)."""
+        return self.mask if self.mask is not None else self.box
+
+    def versions(self) -> dict[str, int | None]:
+        """``{"mask": n | None, "box": n | None}``: the version numbers of both."""
+        return {
+            "mask": self.mask.version if self.mask is not None else None,
+            "box": self.box.version if self.box is not None else None,
+        }
+
+
+def groundings(findings: Iterable[Finding | int], *, related: tuple[str, ...] = ()) -> dict[int, Grounding]:
+    """Finding id -> its current grounding (``Grounding``), for many findings in one query (the newest
+    mask and box versions up to each one's current version, picked by the database); findings without a
+    mask or box version map to an empty ``Grounding``. ``related``: ``select_related`` of the versions
+    (e.g. ``("author",)``)."""
+    ids = sorted({f if isinstance(f, int) else f.pk for f in findings})
+    out = {pk: Grounding() for pk in ids}
+    if not ids:
+        return out
+    newest = (
+        Annotation.objects.filter(_grounds(), finding_id__in=ids, version__lte=F("finding__current_version"))
+        .annotate(
+            rank=Window(RowNumber(), partition_by=[F("finding_id"), F("kind")], order_by=F("version").desc())
+        )
+        .filter(rank=1)
+    )
+    if related:
+        newest = newest.select_related(*related)
+    found: dict[int, dict[str, Annotation]] = {}
+    for a in newest:
+        found.setdefault(a.finding_id, {})[a.kind] = a
+    for pk, kinds in found.items():
+        out[pk] = Grounding(mask=kinds.get(AnnotationKind.MASK), box=kinds.get(AnnotationKind.BOX))
+    return out
+
+
+def in_grounding() -> Q:
+    """A filter of ``Annotation`` rows: the versions that are their finding's current grounding (its newest
+    mask or newest box up to its current version), the queryset form of ``groundings``."""
+    later = Annotation.objects.filter(
+        _grounds(),
+        finding_id=OuterRef("finding_id"),
+        kind=OuterRef("kind"),
+        version__gt=OuterRef("version"),
+        version__lte=OuterRef("finding__current_version"),
+    )
+    return _grounds() & Q(version__lte=F("finding__current_version")) & ~Exists(later)
+
+
+def grounding(finding: Finding) -> Grounding:
+    """One finding's current grounding (``groundings`` of one)."""
+    return groundings([finding.pk])[finding.pk]

@@ -199,14 +199,10 @@ def _foreground_aware_scores(
 def _scan_foreground(project: Project, scan: Scan, shape: list[int]):
     """A label map of ``shape`` from the project's region proposals on ``scan`` (one class per proposal
     label, in label order; a later proposal's voxels overwrite an earlier one's), or None without any."""
-    import gzip
-    import io
-
     import numpy as np
-    from django.core.files.storage import default_storage
-    from PIL import Image
 
     from labeling.models import RegionProposal
+    from studies.masks import MaskError, mask_read
 
     proposals = list(
         RegionProposal.objects.filter(project=project, scan=scan, pixels__gt=0)
@@ -218,15 +214,10 @@ def _scan_foreground(project: Project, scan: Scan, shape: list[int]):
     names = sorted({p.label or p.code for p in proposals})
     labels = np.zeros(shape, dtype=np.uint16)
     for p in proposals:
-        with default_storage.open(p.mask.name, "rb") as fh:
-            data = fh.read()
-        if p.mask.name.endswith(".png"):
-            mask = np.asarray(Image.open(io.BytesIO(data)).convert("L")).T > 0
-        else:
-            import nibabel as nib
-
-            raw = gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
-            mask = np.asarray(nib.Nifti1Image.from_bytes(raw).dataobj) > 0
+        try:
+            mask = mask_read(p.mask.name)  # the one mask codec (studies/masks.py): (X, Y[, Z]) booleans
+        except MaskError as exc:
+            raise ActiveLearningError("foreground", f"proposal #{p.pk}: {exc}") from exc
         mask = mask.reshape(mask.shape[: len(shape)]) if mask.ndim > len(shape) else mask
         if list(mask.shape) != shape:
             raise ActiveLearningError(

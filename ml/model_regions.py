@@ -19,7 +19,8 @@ def model_regions(scan: Scan, name: str, params: dict, timings: dict) -> tuple[l
     pipeline runs it (``ml.engine.bundle_run``: the bundle's preprocessing, inferer and postprocessing, as
     MONAI's bundle runner does); any other model runs by its input spec (``ml.engine.inference.predict``)
     on the scan reordered to RAS (``ml.engine.orientation``: what ``Orientationd("RAS")`` gives in
-    training), the masks brought back to the stored grid."""
+    training), the masks brought back to the stored grid. A grounding model's sentences share one
+    preprocessed input of the scan (``ml.engine.inference.prepare``)."""
     from ml.services import model_version_latest
 
     version = model_version_latest(project=scan.project, name=name)
@@ -38,7 +39,7 @@ def model_regions(scan: Scan, name: str, params: dict, timings: dict) -> tuple[l
             "ndim", f"model {name} takes {spec.get('ndim')}D input, the scan is {scan.ndim}D"
         )
     from ml.engine.devices import pick_device
-    from ml.engine.inference import predict
+    from ml.engine.inference import predict, prepare
     from ml.engine.loading import load_model
     from ml.specs import InputSpec
 
@@ -65,18 +66,18 @@ def model_regions(scan: Scan, name: str, params: dict, timings: dict) -> tuple[l
 
         embeddings = text_encoder_for(version.network, device).encode([t for _, t in texts])
     regions, warnings = [], []
-    timings["model"] = timings["preprocess_and_resample"] = 0.0
+    input_spec = InputSpec.from_dict(spec)
+    try:  # the scan's model input, made once and reused for each sentence
+        prepared = prepare(model, volume, spacing, input_spec, affine)
+    except ModelError as exc:
+        raise PreannotateError("model", f"{exc}") from exc
+    timings["model"], timings["preprocess_and_resample"] = 0.0, prepared.seconds
     for i, (label, text) in enumerate(texts):
         if text:
             kwargs["text_embedding"] = embeddings[i]
         try:
             prediction = predict(
-                model,
-                volume,
-                spacing,
-                InputSpec.from_dict(spec),
-                version.label_names,
-                **kwargs,
+                model, None, spacing, input_spec, version.label_names, prepared=prepared, **kwargs
             )
         except ModelError as exc:
             raise PreannotateError("model", f"{exc}") from exc

@@ -17,9 +17,7 @@ parent's on the same findings.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
-import io
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -28,7 +26,6 @@ import numpy as np
 from django.core.files.storage import default_storage
 from django.db import transaction
 from django.utils import timezone
-from PIL import Image
 
 from core.errors import FieldError, public_message
 from core.jobs import job_create, job_dispatch
@@ -37,6 +34,7 @@ from core.storage import project_key, storage_save_bytes
 from labeling.models import RegionProposal
 from ml.models import ModelFormat, ModelStatus, ModelTask, ModelVersion, TrainingRun
 from ml.specs import TrainParams
+from studies.masks import MaskError, mask_decode
 from studies.models import Scan
 
 
@@ -255,11 +253,10 @@ def _mask_array(key: str, expected_sha: str) -> np.ndarray:
         data = fh.read()
     if hashlib.sha256(data).hexdigest() != expected_sha:
         raise TrainingError("examples", f"the mask {key} changed after the run was created")
-    if key.endswith(".png"):
-        return np.asarray(Image.open(io.BytesIO(data)).convert("L")).T > 0
-    import nibabel as nib
-
-    return np.asarray(nib.Nifti1Image.from_bytes(gzip.decompress(data)).dataobj) > 0
+    try:
+        return mask_decode(data, name=key)  # the one mask codec: (X, Y[, Z]) booleans
+    except MaskError as exc:
+        raise TrainingError("examples", str(exc)) from exc
 
 
 def _cases(run: TrainingRun, scan_ids: list[int]):
@@ -402,9 +399,10 @@ def _eval_cases(run: TrainingRun):
 def grounding_predictor(model, version: ModelVersion, *, device: str, encoder=None):
     """``predict(case)`` for ``releases.evaluation.evaluate``: one mask per finding of the case on the
     scan's grid, from its sentence alone (sliding-window inference with the whole volume's position
-    channels when the model takes them; sigmoid > 0.5 for one output channel)."""
+    channels when the model takes them; sigmoid > 0.5 for one output channel). The scan is preprocessed
+    once (``ml.engine.inference.prepare``) and that input reused for each of its sentences."""
     from ml.encoders import text_encoder_for
-    from ml.engine.inference import predict
+    from ml.engine.inference import predict, prepare
     from ml.engine.orientation import from_ras, to_ras_with_affine
     from ml.preannotate import scan_volume
     from ml.specs import InputSpec
@@ -419,11 +417,12 @@ def grounding_predictor(model, version: ModelVersion, *, device: str, encoder=No
         spacing, affine, ornt = list(case.spacing), np.asarray(case.affine, dtype=np.float64), None
         if volume.ndim == 3:  # the model sees the scan reordered to RAS, as in training and pre-annotation
             volume, spacing, affine, ornt = to_ras_with_affine(volume, affine, spacing)
+        prepared = prepare(model, volume, spacing, spec, affine)  # once per scan, for every sentence
         out = []
         for i in range(len(case.findings)):
             prediction = predict(
-                model, volume, spacing, spec, version.label_names, device=device,
-                text_embedding=embeddings[i], affine=affine,
+                model, None, spacing, spec, version.label_names, device=device,
+                text_embedding=embeddings[i], affine=affine, prepared=prepared,
             )  # fmt: skip
             values = [r.value for r in prediction.labels]
             if not values:

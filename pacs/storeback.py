@@ -28,8 +28,9 @@ from django.utils import timezone
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
-from annotation.models import Annotation, AnnotationKind, Finding, FindingStatus
+from annotation.models import Annotation, Finding, FindingStatus
 from annotation.readers import version_mask
+from annotation.versions import groundings
 from core.errors import ApplicationError, public_message
 from pacs.client import client_for, pacs_call
 from pacs.models import PacsSeriesLink, PacsSource, PacsStoreBack, StoreBackStatus
@@ -173,28 +174,28 @@ def store_back_send(*, record: PacsStoreBack) -> PacsStoreBack:
 
 def store_back_due(*, source: PacsSource) -> list[PacsStoreBack]:
     """Rows for the accepted mask versions of ``source``'s imported scans that are not stored yet (made
-    where missing), failed ones with tries left included."""
+    where missing), failed ones with tries left included. A finding's mask version is its newest mask,
+    whatever box was saved after it (``annotation.versions.groundings``)."""
     if not source.store_back or not source.project.keep_identity_map:
         return []
-    findings = Finding.objects.filter(
-        project=source.project,
-        status=FindingStatus.ACCEPTED,
-        scan__pacs_link__source=source,
-        current_version__gt=0,
+    findings = list(
+        Finding.objects.filter(
+            project=source.project,
+            status=FindingStatus.ACCEPTED,
+            scan__pacs_link__source=source,
+            current_version__gt=0,
+        ).order_by("id")
     )
+    grounded = groundings(findings)
     due = []
     for finding in findings:
-        kind = (
-            Annotation.objects.filter(finding=finding, version=finding.current_version)
-            .values_list("kind", flat=True)
-            .first()
-        )
-        if kind != AnnotationKind.MASK:
+        mask = grounded[finding.pk].mask
+        if mask is None:
             continue
         record, _ = PacsStoreBack.objects.get_or_create(
             source=source,
             finding=finding,
-            version=finding.current_version,
+            version=mask.version,
             defaults={"project": source.project},
         )
         if record.status == StoreBackStatus.STORED or record.tries >= settings.PACS_STORE_BACK_TRIES:

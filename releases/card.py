@@ -97,6 +97,7 @@ class CardStats:
         self.kinds: set[str] = set()
         self.sources: set[str] = set()
         self.context = 0  # context (anatomy) labels
+        self.boxed_masks = 0  # mask labels with the finding's drawn box beside the mask
         self._pending: list[tuple[int, str, list[float]]] = []  # (scan id, modality, spacing) to read
 
     def add(self, case: dict) -> None:
@@ -124,6 +125,8 @@ class CardStats:
                 self.context += 1
             if e["kind"] == "mask":
                 self.classes[(class_name(e), role)] += 1
+                if e.get("box") is not None:
+                    self.boxed_masks += 1
             self.codes[(e["category"] or e["code"] or "", e["assertion"])] += 1
             p = e["provenance"]
             if p.get("labeler"):

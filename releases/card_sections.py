@@ -188,7 +188,10 @@ def legend(release: DatasetRelease, stats) -> list[str]:
         "generator's proposal (weak and model labels are not reviewed); `assertion` present / absent / "
         "uncertain (a finding the reviewers rejected is absent); `kind` mask / box / none; `role` `finding` "
         "or "
-        f"`context` (anatomy masks, {stats.context} in this version, kept apart from the findings).",
+        f"`context` (anatomy masks, {stats.context} in this version, kept apart from the findings). "
+        "A finding's box and mask are separate annotations: a finding grounded by both is kind `mask` "
+        f"(its newest mask) with its newest drawn `box` beside it ({stats.boxed_masks} in this version); "
+        "box formats take that box, mask formats the mask.",
         "",
     ]
     return lines

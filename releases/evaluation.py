@@ -133,17 +133,24 @@ def release_cases(release, split: str = "val", *, project=None, ndim: int | None
 
 
 def finding_cases(project, finding_ids: Sequence[int]) -> list[EvalCase]:
-    """Accepted findings' current masks (by id, in ``project``), grouped by scan."""
+    """Accepted findings' newest masks (by id, in ``project``; a box saved after the mask leaves it the
+    finding's mask: ``annotation.versions.groundings``), grouped by scan."""
     from annotation.models import Finding, FindingStatus
+    from annotation.versions import groundings
     from releases.labels import _category
 
-    findings = Finding.objects.filter(
-        project=project, pk__in=list(finding_ids), status=FindingStatus.ACCEPTED, scan__isnull=False
-    ).select_related("scan")
+    findings = list(
+        Finding.objects.filter(
+            project=project, pk__in=list(finding_ids), status=FindingStatus.ACCEPTED, scan__isnull=False
+        )
+        .select_related("scan")
+        .order_by("scan_id", "id")
+    )
+    grounded = groundings(findings)
     by_scan: dict[int, EvalCase] = {}
-    for f in findings.order_by("scan_id", "id"):
-        current = f.annotations.filter(version=f.current_version).first()
-        if current is None or current.kind != "mask" or not current.mask:
+    for f in findings:
+        current = grounded[f.pk].mask
+        if current is None:
             continue
         case = by_scan.get(f.scan_id)
         if case is None:

@@ -3,7 +3,10 @@ at a time, with the scans that may hold them.
 
 Label sources:
 - ``human``: findings an expert decided in review (accepted, or rejected when asked for); their current
-  annotation version (mask or box; none for a rejected one). A finding still in review is ``weak``.
+  grounding (``annotation.versions.groundings``: the newest mask version and the newest box version; a
+  box never replaces a mask). ``kind`` is ``mask`` when the finding has a mask, else ``box``, else
+  ``none`` (always none for a rejected one); ``box`` holds the drawn box whenever there is one, beside a
+  mask too. A finding still in review is ``weak``.
 - ``weak``: the report labeler's finding proposals (newest finished label run per project, every
   assertion; kind none) and the region proposals of models and generators not behind a selected
   finding (``model``: mask and box). Radiographs with gaze anatomy records (the newest finished gaze
@@ -20,9 +23,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.core.files.storage import default_storage
-from django.db.models import F
 
-from annotation.models import Annotation, Finding, FindingStatus, HistoryEvent
+from annotation.models import Finding, FindingStatus, HistoryEvent
+from annotation.versions import Grounding, groundings
 from core.models import JobStatus
 from core.storage import sha256_file, storage_local_copy
 from labeling.models import FindingProposal, GazeAnatomyRecord, GazeLabelRun, LabelRun, RegionProposal
@@ -154,13 +157,9 @@ def _human_labels(projects, sel: Selection, hasher, scan_ids: list[int]) -> dict
         .select_related("finding_proposal__run")
         .order_by("id")
     )
-    # The current versions and approving radiologists of the chunk's findings: two queries, not two each.
-    versions = {
-        a.finding_id: a
-        for a in Annotation.objects.filter(
-            finding__in=findings, version=F("finding__current_version")
-        ).select_related("author")
-    }
+    # The groundings (newest mask, newest box) and approving radiologists of the chunk's findings: two
+    # queries, not two each.
+    grounded = groundings(findings, related=("author",))
     reviewers: dict[int, set[str]] = defaultdict(set)
     approvals = HistoryEvent.objects.filter(finding__in=findings, action="approved", user__isnull=False)
     for finding_id, username in approvals.values_list("finding_id", "user__username"):
@@ -170,13 +169,11 @@ def _human_labels(projects, sel: Selection, hasher, scan_ids: list[int]) -> dict
         source = "human" if reviewed else "weak"
         if source not in sel.sources:
             continue
-        current = versions.get(f.pk) if f.current_version else None
-        kind, box, mask_key = "none", None, ""
-        if f.status != FindingStatus.REJECTED and current is not None:
-            if current.kind == "mask" and current.mask:
-                kind, mask_key = "mask", current.mask.name
-            elif current.kind == "box" and current.box:
-                kind, box = "box", current.box
+        g = grounded[f.pk] if f.status != FindingStatus.REJECTED else Grounding()
+        current = g.primary
+        kind = g.kind
+        mask_key = g.mask.mask.name if g.mask is not None else ""
+        box = list(g.box.box) if g.box is not None else None
         proposal = f.finding_proposal
         entry = {
             "label_id": f"finding-{f.pk}",
@@ -196,9 +193,12 @@ def _human_labels(projects, sel: Selection, hasher, scan_ids: list[int]) -> dict
                 "status": f.status,
                 "finding_source": f.source,
                 "version": f.current_version,
+                # ``annotation``, ``author``, ``region_proposal``: of the version ``kind`` names (the mask,
+                # else the box); ``versions``: both, each ``{version, annotation, author}`` or None.
                 "annotation": current.pk if current else None,
                 "author": current.author.username if current and current.author_id else None,
                 "region_proposal": current.region_proposal_id if current else None,
+                "versions": {name: _version_summary(v) for name, v in (("mask", g.mask), ("box", g.box))},
                 "reviewed_by": sorted(reviewers[f.pk]),
                 "label_run": proposal.run_id if proposal else None,
                 "labeler": proposal.run.labeler if proposal else None,
@@ -209,6 +209,17 @@ def _human_labels(projects, sel: Selection, hasher, scan_ids: list[int]) -> dict
         entry["digest"] = _digest(entry)
         by_scan[f.scan_id].append(entry)
     return by_scan
+
+
+def _version_summary(version) -> dict | None:
+    """A grounding version as a label's provenance keeps it."""
+    if version is None:
+        return None
+    return {
+        "version": version.version,
+        "annotation": version.pk,
+        "author": version.author.username if version.author_id else None,
+    }
 
 
 def _readers_summary(agreement: dict | None) -> dict | None:

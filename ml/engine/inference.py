@@ -10,6 +10,10 @@ each label's stats; the channels are resampled one at a time, so the memory on t
 grow with the number of labels; a label's mask is derived from the map when it is needed). A volume
 that does not fit in GPU memory is retried with the windows' outputs kept on the CPU, then wholly on the
 CPU; what happened is said in ``warnings``.
+
+A text-conditioned (grounding) model sees the same input for every sentence of a scan: ``prepare`` makes
+it once (preprocessing and the whole volume's position channels) and ``predict(..., prepared=...)``
+reuses it for each sentence, so a scan is preprocessed once, not once per sentence.
 """
 
 from __future__ import annotations
@@ -78,9 +82,38 @@ def preprocess(
     return x, shape
 
 
-def predict(
+@dataclass
+class Prepared:
+    """A scan's model input, made once (``prepare``): ``x`` ``(1, C[+ position], *model_grid)`` on the
+    CPU, the scan's spatial ``shape``, and the ``seconds`` it took."""
+
+    x: torch.Tensor
+    shape: tuple[int, ...]
+    seconds: float
+
+
+def prepare(
     model: torch.nn.Module,
     volume: np.ndarray,
+    spacing: list[float],
+    spec: InputSpec,
+    affine: list | np.ndarray | None = None,
+) -> Prepared:
+    """``model``'s input of ``volume``: ``preprocess``, then the whole volume's position channels when the
+    model takes them (``position_channels``: ``ml.engine.grounding.with_position``, which needs
+    ``affine``). Reuse it for each sentence of the scan (``predict(..., prepared=...)``)."""
+    started = time.perf_counter()
+    x, shape = preprocess(volume, spacing, spec)
+    if getattr(model, "position_channels", 0):
+        from ml.engine.grounding import with_position
+
+        x = with_position(x, affine, shape)
+    return Prepared(x=x, shape=shape, seconds=time.perf_counter() - started)
+
+
+def predict(
+    model: torch.nn.Module,
+    volume: np.ndarray | None,
     spacing: list[float],
     spec: InputSpec,
     label_names: list[str],
@@ -90,22 +123,23 @@ def predict(
     overlap: float = 0.25,
     text_embedding: torch.Tensor | None = None,
     affine: list | np.ndarray | None = None,
+    prepared: Prepared | None = None,
 ) -> Prediction:
     """Labels of ``volume`` (see the module docstring). ``label_names[i]`` names output channel i; a
     ``background`` channel gives no label. ``text_embedding`` ``(text_dim,)``: the sentence a
     text-conditioned model grounds. ``affine``: the scan's voxel -> RAS+ mm, needed by a model that takes
     the whole volume's position channels (``position_channels``, ``ml.engine.grounding.with_position``:
-    appended before windowing, so each window carries its place in the volume). Raises ``ModelError`` when
-    the model outputs NaN."""
-    position = getattr(model, "position_channels", 0)
+    appended before windowing, so each window carries its place in the volume). ``prepared``: the input
+    ``prepare`` made of this volume for this model (then ``volume`` is not read again, and its seconds
+    are not counted in ``seconds_total``). Raises ``ModelError`` when the model outputs NaN."""
+    started = time.perf_counter()
+    if prepared is None:
+        if volume is None:
+            raise ValueError("predict needs the volume or its prepared input")
+        prepared = prepare(model, volume, spacing, spec, affine)
+    x, shape = prepared.x, prepared.shape
     if text_embedding is not None:
         model = _WithText(model, text_embedding)
-    started = time.perf_counter()
-    x, shape = preprocess(volume, spacing, spec)
-    if position:
-        from ml.engine.grounding import with_position
-
-        x = with_position(x, affine, shape)
     warnings: list[str] = []
     t0 = time.perf_counter()
     try:

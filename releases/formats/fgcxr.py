@@ -221,12 +221,12 @@ class _Writer:
     ) -> dict[str, Any]:
         where = f"{case.case_id}/{label.label_id}"
         box = mask_png = None
-        if label.kind == "box":
+        if label.kind == "box" or label.box is not None:  # the drawn box, beside a mask too
             if label.box is None or len(label.box) != 4:
                 got = f"got {label.box!r}"
                 raise FormatError(f"{where}.box", f"a 2D box needs [xmin, ymin, xmax, ymax], {got}")
             box = [float(v) for v in label.box]
-        elif label.kind == "mask":
+        if label.kind == "mask":
             mask = label.load_mask()
             if mask is not None and mask.ndim == 2:
                 mask = mask_rows(mask)  # the picture: (rows, columns) as the image and heatmaps

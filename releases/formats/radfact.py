@@ -242,10 +242,12 @@ def normalised(text: str) -> str:
 
 
 def label_boxes(label: LabelRecord, width: int, height: int, where: str) -> list[dict[str, float]] | None:
-    """Normalised boxes of a label: None for kind none, [] for an empty mask."""
+    """Normalised boxes of a label: None for kind none; its drawn box when it has one (a finding grounded
+    by a mask and a box: the expert's box); else one box per component of its mask ([] for an empty
+    one)."""
     if label.kind == "none":
         return None
-    if label.kind == "box":
+    if label.kind == "box" or label.box is not None:
         if label.box is None or len(label.box) != 4:
             raise FormatError(f"{where}.box", f"a 2D box needs [xmin, ymin, xmax, ymax], got {label.box!r}")
         x0, y0, x1, y1 = (float(v) for v in label.box)
