@@ -24,13 +24,24 @@ export function groundingOf(c: Case, upTo = c.finding.current_version): { mask?:
 
 type Fetched = { version: Annotation; bytes: ArrayBuffer | Blob } | null;
 
+/** A step of opening a case, from `start` (performance.now()) to now, as the performance measure
+ * "case:<name>" (bench/bench_viewer.py prints where the time goes; a measure costs microseconds). */
+export function measured(name: string, start: number): void {
+  performance.measure(`case:${name}`, { start, end: performance.now() });
+}
+
 /** Ask for a mask version's file (started before the scan is loaded: both travel at once). */
 function fetchMask(version: Annotation | undefined): Promise<Fetched> {
   if (version?.kind !== "mask") return Promise.resolve(null);
   // encoding=http: the server sends the NIfTI with Content-Encoding gzip, and the browser inflates it
   // natively (NiiVue inflating 78 M voxels in JavaScript took ~20 s).
   const url = state.is2D ? `/api/annotations/${version.id}/mask/` : `/api/annotations/${version.id}/mask/?encoding=http`;
-  return api(url).then(async (r) => ({ version, bytes: state.is2D ? await r.blob() : await r.arrayBuffer() }));
+  const t = performance.now();
+  return api(url).then(async (r) => {
+    const bytes = state.is2D ? await r.blob() : await r.arrayBuffer();
+    measured("mask-fetch", t);
+    return { version, bytes };
+  });
 }
 
 function setColour(c: Case): void {
@@ -61,17 +72,25 @@ async function loadScan(c: Case): Promise<void> {
   while (nv.volumes.length) nv.removeVolume(nv.volumes[0]);
   state.loadedScan = null;
   // encoding=http: a .nii.gz store arrives inflated by the browser (NiiVue would inflate it in JavaScript)
+  let t = performance.now();
   const scanBytes = await (await api(`/api/scans/${c.scan.id}/nifti/?encoding=http`)).arrayBuffer();
+  measured("scan-fetch", t);
   const gz = new Uint8Array(scanBytes.slice(0, 2));
   const name = gz[0] === 0x1f && gz[1] === 0x8b ? `scan-${c.scan.id}.nii.gz` : `scan-${c.scan.id}.nii`;
   const ct = c.scan.modality === "CT" && !state.is2D;
   const [min, max] = ct ? WINDOWS.lung : [NaN, NaN];
+  t = performance.now();
   const volume = await NVImage.loadFromUrl({ url: name, name, buffer: scanBytes, cal_min: min, cal_max: max });
+  measured("scan-parse", t);
+  t = performance.now();
   nv.setCrosshairWidth(state.is2D ? 0 : 1);
   nv.setIsOrientationTextVisible(!state.is2D); // a radiograph's rows are not anterior-posterior
   nv.addVolume(volume);
+  measured("add-volume", t);
+  t = performance.now();
   if (state.is2D) nv.setSliceType(SLICE_TYPE.AXIAL);
   else setLayout(view.layout);
+  measured("layout", t);
   state.loadedScan = c.scan.id;
   root.dataset.window = ct ? "lung" : "image";
   showStatus();
@@ -86,7 +105,10 @@ export async function showVersion(version: Annotation | undefined, box?: Annotat
   const maskVersion = version?.kind === "mask" ? version : undefined;
   const boxVersion = version?.kind === "box" ? version : box;
   if (maskVersion) {
+    let t = performance.now();
     const got = await (fetched ?? fetchMask(maskVersion));
+    measured("mask-wait", t); // what the mask's fetch took beyond the scan's (they travel at once)
+    t = performance.now();
     if (state.is2D) {
       try {
         const bitmap = await pngToBitmap(nv, got?.bytes as Blob);
@@ -104,7 +126,10 @@ export async function showVersion(version: Annotation | undefined, box?: Annotat
       if (gz || nifti) {
         const name = gz ? "mask.nii.gz" : "mask.nii";
         const drawing = await NVImage.loadFromUrl({ url: name, name, buffer: maskBytes });
+        measured("mask-parse", t);
+        t = performance.now();
         loaded = nv.loadDrawing(drawing);
+        measured("mask-load-drawing", t);
         if (!loaded) say(`Mask v${maskVersion.version} does not fit the scan's grid.`, "error");
       } else {
         say(`Mask v${maskVersion.version} is a 2D image: not shown on the volume.`, "error");
@@ -114,13 +139,17 @@ export async function showVersion(version: Annotation | undefined, box?: Annotat
   if (boxVersion?.kind === "box" && boxVersion.box) {
     state.shownBox = { box: boxVersion.box, label: `v${boxVersion.version} box` };
   }
+  let t = performance.now();
   if (!loaded) nv.createEmptyDrawing();
   nv.setDrawOpacity(Number(opacity.value) / 100);
   history.reset(nv);
+  measured("drawing-reset", t);
   state.dirty = null;
   state.leaveAnyway = false;
   setMode(state.mode);
+  t = performance.now();
   const [n, centre] = drawnVoxels();
+  measured("centroid", t);
   root.dataset.maskVoxels = String(n);
   root.dataset.shownMask = maskVersion ? String(maskVersion.version) : "";
   root.dataset.shownBox = state.shownBox && boxVersion ? String(boxVersion.version) : "";
@@ -163,7 +192,9 @@ export async function loadImages(c: Case): Promise<void> {
     await loadCase(c, c.scan);
   } finally {
     drawBatch.on = false;
+    const t = performance.now();
     nv.drawScene();
+    measured("draw", t);
   }
 }
 
