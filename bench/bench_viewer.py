@@ -91,6 +91,38 @@ RECT_JS = """() => {
 }"""
 
 
+# What a load asks of NiiVue and the GPU (counted from before the click / loadVolumes until interactive):
+# NiiVue's calls that redo textures or frames, the voxels sent to 3D textures (texImage3D / texSubImage3D;
+# SwiftShader copies them in the GPU process) and the draw calls (each a pass rendered on the CPU).
+LOAD_CALLS = [
+    "updateGLVolume",
+    "refreshLayers",
+    "refreshColormaps",
+    "refreshDrawing",
+    "drawScene",
+    "setSliceType",
+]
+LOAD_PROBE_JS = """(names) => {
+  const nv = window.groundlabReview ? window.groundlabReview.nv : window.nv;
+  const load = (window.benchLoad = { calls: {}, uploadMvox: 0, uploads: 0, draws: 0 });
+  for (const name of names) {
+    if (typeof nv[name] !== "function") continue;
+    const original = nv[name].bind(nv);
+    nv[name] = (...args) => { load.calls[name] = (load.calls[name] ?? 0) + 1; return original(...args); };
+  }
+  const gl = nv.gl;
+  const wrap = (name, count) => {
+    const original = gl[name].bind(gl);
+    gl[name] = (...args) => { count(args); return original(...args); };
+  };
+  wrap("texImage3D", (a) => {
+    if (a.length > 9 && a[9]) { load.uploads++; load.uploadMvox += a[3] * a[4] * a[5] / 1e6; }
+  });
+  wrap("texSubImage3D", (a) => { load.uploads++; load.uploadMvox += a[5] * a[6] * a[7] / 1e6; });
+  wrap("drawArrays", () => load.draws++);
+  wrap("drawElements", () => load.draws++);
+}"""
+
 # Where a stroke's time goes: NiiVue's methods that a stroke calls, their outermost time summed.
 STEPS = ["drawPt", "drawPenLine", "refreshDrawing", "drawScene", "drawAddUndoBitmap"]
 WRAP_JS = """(names) => {
@@ -179,6 +211,7 @@ def open_review(context, base: str, slug: str) -> tuple[dict, object]:
         "() => document.querySelector('button[data-action=next]').addEventListener("
         "'click', () => { window.benchClick = performance.now(); }, { capture: true, once: true })"
     )
+    page.evaluate(LOAD_PROBE_JS, LOAD_CALLS)
     page.click("button[data-action=next]")
     page.wait_for_function(
         "() => performance.getEntriesByName('case-rendered').length > 0", polling=20, timeout=TIMEOUT_MS
@@ -212,7 +245,9 @@ def open_review(context, base: str, slug: str) -> tuple[dict, object]:
           };
         }"""
     )
+    out["load"] = page.evaluate("() => JSON.parse(JSON.stringify(window.benchLoad))")
     out["voxels"] = int(page.get_attribute("#review", "data-mask-voxels"))
+    out["mask_path"] = page.get_attribute("#review", "data-mask-path") or "nifti (before the runs)"
     # After the case is on screen the finding's anatomy layers load (issue 16: another volume, and the
     # scan's texture uploaded again): the stroke waits for them, as a user's would.
     t0 = time.perf_counter()
@@ -231,7 +266,9 @@ def open_bare(context, base: str, scan_id: int) -> tuple[dict, object]:
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     page.goto(f"{base}/bench-bare/")
     page.evaluate("() => window.nvReady")
+    page.evaluate(LOAD_PROBE_JS, LOAD_CALLS)
     out = page.evaluate("(url) => window.openBare(url)", f"/api/scans/{scan_id}/nifti/")
+    out["load"] = page.evaluate("() => JSON.parse(JSON.stringify(window.benchLoad))")
     if errors:
         raise RuntimeError(f"bare page errors: {errors}")
     return out, page
@@ -361,6 +398,22 @@ def main() -> None:
         f"| then two frames → interactive | {fmt(r['frames'] for r in review)} | "
         f"{fmt(b['tti'] - b['loaded'] for b in bare)} | |"
     )
+    for key, label in (
+        ("uploadMvox", "M voxels sent to 3D textures"),
+        ("uploads", "3D texture uploads"),
+        ("draws", "draw calls (render passes)"),
+    ):
+        print(
+            f"| while loading: {label} | {fmt(r['load'][key] for r in review)} | "
+            f"{fmt(b['load'][key] for b in bare)} | |"
+        )
+    for name in LOAD_CALLS:
+        print(
+            f"| while loading: NiiVue `{name}` calls | "
+            f"{fmt(r['load']['calls'].get(name, 0) for r in review)} | "
+            f"{fmt(b['load']['calls'].get(name, 0) for b in bare)} | |"
+        )
+    print(f"| how the mask arrived (review) | {first['mask_path']} | | |")
     names = sorted({name for r in review for name in r["steps"]}, key=lambda n: -review[0]["steps"].get(n, 0))
     for name in names:
         print(
