@@ -10,6 +10,7 @@ import { drawOverlay } from "./overlay";
 import { opacity, preview, role, root, say } from "./page";
 import { renderShowing } from "./report";
 import { drawBatch, history, needCase, nv, setMode, state } from "./state";
+import { touched } from "./strokes";
 import type { Annotation, Case } from "./types";
 import { setLayout, showStatus, view, WINDOWS } from "./view";
 
@@ -63,8 +64,8 @@ async function loadMaskNifti(version: Annotation): Promise<boolean> {
 }
 
 /** A mask sent as runs into the drawing: the bitmap filled here (in NiiVue's RAS order: `flips` of the
- * stored axes) and sent to the GPU once (NiiVue's createEmptyDrawing and loadDrawing send a 67 MB bitmap of
- * zeros first). */
+ * stored axes) and only the mask's box sent to the GPU (a new WebGL texture starts as zeros; NiiVue's
+ * createEmptyDrawing and loadDrawing sent a 67 MB bitmap of zeros, then the whole bitmap again). */
 function loadMaskRuns(runs: MaskRuns, flips: boolean[]): void {
   const dims = nv.back?.dims;
   if (!dims) throw new Error("no scan is loaded.");
@@ -79,12 +80,15 @@ function loadMaskRuns(runs: MaskRuns, flips: boolean[]): void {
     return;
   }
   const bitmap = new Uint8Array(grid[0] * grid[1] * grid[2]);
-  fillRuns(bitmap, runs.pairs, grid, flips);
+  const box = fillRuns(bitmap, runs.pairs, grid, flips);
   const inner = nv as unknown as { drawTexture: WebGLTexture | null; r8Tex: (t: WebGLTexture | null, unit: number, d: number[], init: boolean) => WebGLTexture };
   nv.drawClearAllUndoBitmaps();
   nv.drawBitmap = bitmap;
-  inner.drawTexture = inner.r8Tex(inner.drawTexture, TEXTURE7_DRAW, dims, false); // storage, no zeros sent
-  nv.refreshDrawing(false); // the one upload
+  inner.drawTexture = inner.r8Tex(inner.drawTexture, TEXTURE7_DRAW, dims, false); // storage: zeros
+  if (box) {
+    touched(box); // strokes.ts: the next refresh uploads this box only
+    nv.refreshDrawing(false);
+  }
 }
 
 function setColour(c: Case): void {

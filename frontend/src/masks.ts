@@ -2,6 +2,7 @@
 // for radiographs), voxel counts, and filling the holes of the mask in one axial slice.
 import type { Niivue, NVImage } from "@niivue/niivue";
 import { nativeToRAS } from "./geometry";
+import type { Box } from "./history";
 
 /** A 3D mask as the API's `?encoding=runs` sends it: runs of set voxels in the stored voxel order (X
  * fastest), the grid's shape, and the server's count of the set voxels and the sums of their indices. */
@@ -37,19 +38,18 @@ export function storedFlipsOfRAS(volume: NVImage | undefined): [boolean, boolean
 
 /** Fill NiiVue's drawing `bitmap` (zeros; RAS order over `dims` = [X, Y, Z]) with `value` over runs of the
  * stored order, flipping the axes of `flips`: each run split into its rows (a row stays contiguous, reversed
- * when X is flipped). Throws when a run reaches outside the grid. */
-export function fillRuns(bitmap: Uint8Array, pairs: Uint32Array, dims: number[], flips: boolean[], value = 1): void {
+ * when X is flipped). Returns the box of the filled voxels in the drawing's grid (null: none). Throws when a
+ * run reaches outside the grid. */
+export function fillRuns(bitmap: Uint8Array, pairs: Uint32Array, dims: number[], flips: boolean[], value = 1): Box | null {
   const [nx, ny, nz] = dims;
   const nxy = nx * ny;
   if (bitmap.length !== nxy * nz) throw new Error(`a drawing of ${bitmap.length} voxels for a ${dims.join(" × ")} grid`);
+  const lo: [number, number, number] = [nx, ny, nz];
+  const hi: [number, number, number] = [0, 0, 0];
   for (let p = 0; p < pairs.length; p += 2) {
     let i = pairs[p];
     const end = i + pairs[p + 1];
     if (end > bitmap.length) throw new Error(`a run ends at voxel ${end}, past the grid's ${bitmap.length}`);
-    if (!flips[0] && !flips[1] && !flips[2]) {
-      bitmap.fill(value, i, end);
-      continue;
-    }
     while (i < end) {
       const x = i % nx;
       const row = (i - x) / nx;
@@ -57,11 +57,20 @@ export function fillRuns(bitmap: Uint8Array, pairs: Uint32Array, dims: number[],
       const z = (row - y) / ny;
       const n = Math.min(end - i, nx - x); // the part of the run in this row
       const rx = flips[0] ? nx - x - n : x;
-      const at = rx + (flips[1] ? ny - 1 - y : y) * nx + (flips[2] ? nz - 1 - z : z) * nxy;
+      const ry = flips[1] ? ny - 1 - y : y;
+      const rz = flips[2] ? nz - 1 - z : z;
+      const at = rx + ry * nx + rz * nxy;
       bitmap.fill(value, at, at + n);
+      if (rx < lo[0]) lo[0] = rx;
+      if (rx + n > hi[0]) hi[0] = rx + n;
+      if (ry < lo[1]) lo[1] = ry;
+      if (ry + 1 > hi[1]) hi[1] = ry + 1;
+      if (rz < lo[2]) lo[2] = rz;
+      if (rz + 1 > hi[2]) hi[2] = rz + 1;
       i += n;
     }
   }
+  return hi[0] > 0 ? { lo, hi } : null;
 }
 
 /** The centroid of the runs' voxels in the drawing's (RAS) voxel grid, rounded (as the screen's own count

@@ -45,6 +45,20 @@ DRAWING_JS = f"""() => {{
 }}"""
 
 
+# the frame NiiVue renders now, read back from WebGL (same task: the buffer is not yet presented)
+FRAME_JS = f"""() => {{
+  const nv = {NV};
+  nv.drawScene();
+  const gl = nv.gl;
+  const [w, h] = [gl.drawingBufferWidth, gl.drawingBufferHeight];
+  const px = new Uint8Array(w * h * 4);
+  gl.readPixels(0, 0, w, h, gl.RGBA, gl.UNSIGNED_BYTE, px);
+  let sum = 0;
+  for (let i = 0; i < px.length; i++) sum += px[i] * ((i % 997) + 1);
+  return sum;
+}}"""
+
+
 @pytest.fixture
 def lung(project, tmp_path):
     """A finding whose version 1 is the lungs generator's mask of a small synthetic CT."""
@@ -104,6 +118,20 @@ def test_a_ct_mask_arrives_as_runs(browser, live_server, project, lung, ann):
     ras = np.flip(stored, [a for a in range(3) if perm[a] < 0])
     assert drawn["n"] == n and drawn["sum"] == int(np.flatnonzero(ras.ravel(order="F")).sum())
     assert [round(v) for v in drawn["vox"]] == mask_centroid(ras)[1]
+    frame = page.evaluate(FRAME_JS)  # the drawing's texture: only the mask's box was sent to the GPU
+    # the same drawing and the same frame as NiiVue's own path: version 1's NIfTI reoriented by loadDrawing
+    niivue = page.evaluate(
+        f"""async (id) => {{
+          const nv = {NV};
+          const bytes = await (await fetch(`/api/annotations/${{id}}/mask/?encoding=http`)).arrayBuffer();
+          const NVImage = nv.volumes[0].constructor;
+          const image = await NVImage.loadFromUrl({{ url: "v1.nii", name: "v1.nii", buffer: bytes }});
+          nv.loadDrawing(image);
+          return {{ ...({DRAWING_JS})(), frame: ({FRAME_JS})() }};
+        }}""",
+        lung.annotations.get(version=1).pk,
+    )
+    assert (niivue["n"], niivue["sum"], niivue["frame"]) == (drawn["n"], drawn["sum"], frame)
     # a stroke on it, undone and redone, then saved: the counts follow from the server's count
     page.evaluate("() => { document.querySelector('#review').dataset.autosaveMs = '600000'; }")
     rect = image_rect(page)
@@ -118,19 +146,6 @@ def test_a_ct_mask_arrives_as_runs(browser, live_server, project, lung, ann):
     wait_message(page, "ok", f"(mask, {painted} voxels)")
     saved = mask_read(lung.annotations.get(version=2).mask.name)
     assert int(saved.sum()) == painted and not (stored & ~saved).any()
-    # the same drawing as NiiVue's own path: version 1's NIfTI reoriented by loadDrawing
-    niivue = page.evaluate(
-        f"""async (id) => {{
-          const nv = {NV};
-          const bytes = await (await fetch(`/api/annotations/${{id}}/mask/?encoding=http`)).arrayBuffer();
-          const NVImage = nv.volumes[0].constructor;
-          const image = await NVImage.loadFromUrl({{ url: "v1.nii", name: "v1.nii", buffer: bytes }});
-          nv.loadDrawing(image);
-          return ({DRAWING_JS})();
-        }}""",
-        lung.annotations.get(version=1).pk,
-    )
-    assert (niivue["n"], niivue["sum"]) == (drawn["n"], drawn["sum"])
     assert page.errors == []
 
 
