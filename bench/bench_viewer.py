@@ -16,10 +16,27 @@ bench_case_open.py. Served by ``manage.py runserver --noreload`` (DEBUG) on loop
   animation frames after it resolved.
 - stroke (on the review screen after the finding's anatomy layers have loaded): pen mode, 12 mouse
   moves across the axial tile, then release. Per move: the event's time stamp → the second animation frame
-  after it (the painted frame); the stroke's end: mouse up → two frames after the screen recorded it (undo
+  after it (the painted frame: the screen paints the stroke into NiiVue's WebGL drawing and draws it in
+  the first frame; the second frame's callbacks run once that frame has gone to the screen); the stroke's
+  end: mouse up → two frames after the screen recorded it (undo
   step, voxel count). The same stroke on the bare page (NiiVue's pen, its empty drawing) is the baseline.
   NiiVue's methods in the stroke are timed too (main-thread time; the frames themselves are drawn by
   SwiftShader in the GPU process).
+
+Where the review screen's time goes: the screen's own performance measures ``case:<step>`` (images.ts; main
+thread, ms): ``scan-fetch`` (request → body), ``scan-parse`` (NVImage), ``add-volume`` (NiiVue's addVolume:
+the volume's textures), ``layout``, ``mask-fetch`` (the mask's request → decoded, beside the scan's),
+``mask-wait`` (how long the screen then waited for it), ``mask-runs-to-drawing`` (runs → NiiVue's drawing
+and its upload) or ``mask-nifti-to-drawing`` (the NIfTI fallback: parse and ``loadDrawing``),
+``drawing-reset`` (undo history), ``centroid`` (the screen's own count of the drawing, 0 when the server
+sent it), ``draw`` (the load's one draw); "then two frames → interactive": from that draw to the
+``case-rendered`` mark. The main-thread figures overlap with the GPU process's work (SwiftShader renders
+and copies textures there; a step that waits on it, e.g. ``mask-wait`` behind the first frame's
+``refreshLayers``, shows that time). For both pages the load's GL work is counted (voxels sent to 3D
+textures, texture uploads, draw calls) with the NiiVue calls that redo textures or frames
+(``updateGLVolume``, ``refreshLayers``, ``refreshColormaps``, ``refreshDrawing``, ``drawScene``
+requested, ``setSliceType``), from the click (or ``loadVolumes``) to interactive; and how the mask arrived
+(``data-mask-path``: ``runs`` or ``nifti``).
 
 By default the scan's anatomy proposals are deleted once version 1 of the finding was copied from one, so
 the review screen shows the scan and the mask (no anatomy layers: ``--keep-layers`` keeps them).
