@@ -16,10 +16,27 @@ bench_case_open.py. Served by ``manage.py runserver --noreload`` (DEBUG) on loop
   animation frames after it resolved.
 - stroke (on the review screen after the finding's anatomy layers have loaded): pen mode, 12 mouse
   moves across the axial tile, then release. Per move: the event's time stamp → the second animation frame
-  after it (the painted frame); the stroke's end: mouse up → two frames after the screen recorded it (undo
+  after it (the painted frame: the screen paints the stroke into NiiVue's WebGL drawing and draws it in
+  the first frame; the second frame's callbacks run once that frame has gone to the screen); the stroke's
+  end: mouse up → two frames after the screen recorded it (undo
   step, voxel count). The same stroke on the bare page (NiiVue's pen, its empty drawing) is the baseline.
   NiiVue's methods in the stroke are timed too (main-thread time; the frames themselves are drawn by
   SwiftShader in the GPU process).
+
+Where the review screen's time goes: the screen's own performance measures ``case:<step>`` (images.ts; main
+thread, ms): ``scan-fetch`` (request → body), ``scan-parse`` (NVImage), ``add-volume`` (NiiVue's addVolume:
+the volume's textures), ``layout``, ``mask-fetch`` (the mask's request → decoded, beside the scan's),
+``mask-wait`` (how long the screen then waited for it), ``mask-runs-to-drawing`` (runs → NiiVue's drawing
+and its upload) or ``mask-nifti-to-drawing`` (the NIfTI fallback: parse and ``loadDrawing``),
+``drawing-reset`` (undo history), ``centroid`` (the screen's own count of the drawing, 0 when the server
+sent it), ``draw`` (the load's one draw); "then two frames → interactive": from that draw to the
+``case-rendered`` mark. The main-thread figures overlap with the GPU process's work (SwiftShader renders
+and copies textures there; a step that waits on it, e.g. ``mask-wait`` behind the first frame's
+``refreshLayers``, shows that time). For both pages the load's GL work is counted (voxels sent to 3D
+textures, texture uploads, draw calls) with the NiiVue calls that redo textures or frames
+(``updateGLVolume``, ``refreshLayers``, ``refreshColormaps``, ``refreshDrawing``, ``drawScene``
+requested, ``setSliceType``), from the click (or ``loadVolumes``) to interactive; and how the mask arrived
+(``data-mask-path``: ``runs`` or ``nifti``).
 
 By default the scan's anatomy proposals are deleted once version 1 of the finding was copied from one, so
 the review screen shows the scan and the mask (no anatomy layers: ``--keep-layers`` keeps them).
@@ -60,8 +77,11 @@ window.nvReady = nv.attachToCanvas(document.getElementById("gl"))
 window.openBare = async (url) => {
   const t0 = performance.now();
   await nv.loadVolumes([{ url, name: "scan.nii", cal_min: -1350, cal_max: 150 }]);
+  const loaded = performance.now() - t0;
   await new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)));
-  return performance.now() - t0;
+  const scan = performance.getEntriesByType("resource")
+    .filter((e) => e.startTime >= t0 && e.name.includes("/nifti/"))[0];
+  return { tti: performance.now() - t0, loaded, fetch: scan ? scan.responseEnd - t0 : null };
 };
 </script></body></html>"""
 
@@ -87,6 +107,38 @@ RECT_JS = """() => {
            width: Math.abs(b[0] - a[0]) * sx, height: Math.abs(b[1] - a[1]) * sy };
 }"""
 
+
+# What a load asks of NiiVue and the GPU (counted from before the click / loadVolumes until interactive):
+# NiiVue's calls that redo textures or frames, the voxels sent to 3D textures (texImage3D / texSubImage3D;
+# SwiftShader copies them in the GPU process) and the draw calls (each a pass rendered on the CPU).
+LOAD_CALLS = [
+    "updateGLVolume",
+    "refreshLayers",
+    "refreshColormaps",
+    "refreshDrawing",
+    "drawScene",
+    "setSliceType",
+]
+LOAD_PROBE_JS = """(names) => {
+  const nv = window.groundlabReview ? window.groundlabReview.nv : window.nv;
+  const load = (window.benchLoad = { calls: {}, uploadMvox: 0, uploads: 0, draws: 0 });
+  for (const name of names) {
+    if (typeof nv[name] !== "function") continue;
+    const original = nv[name].bind(nv);
+    nv[name] = (...args) => { load.calls[name] = (load.calls[name] ?? 0) + 1; return original(...args); };
+  }
+  const gl = nv.gl;
+  const wrap = (name, count) => {
+    const original = gl[name].bind(gl);
+    gl[name] = (...args) => { count(args); return original(...args); };
+  };
+  wrap("texImage3D", (a) => {
+    if (a.length > 9 && a[9]) { load.uploads++; load.uploadMvox += a[3] * a[4] * a[5] / 1e6; }
+  });
+  wrap("texSubImage3D", (a) => { load.uploads++; load.uploadMvox += a[5] * a[6] * a[7] / 1e6; });
+  wrap("drawArrays", () => load.draws++);
+  wrap("drawElements", () => load.draws++);
+}"""
 
 # Where a stroke's time goes: NiiVue's methods that a stroke calls, their outermost time summed.
 STEPS = ["drawPt", "drawPenLine", "refreshDrawing", "drawScene", "drawAddUndoBitmap"]
@@ -176,6 +228,7 @@ def open_review(context, base: str, slug: str) -> tuple[dict, object]:
         "() => document.querySelector('button[data-action=next]').addEventListener("
         "'click', () => { window.benchClick = performance.now(); }, { capture: true, once: true })"
     )
+    page.evaluate(LOAD_PROBE_JS, LOAD_CALLS)
     page.click("button[data-action=next]")
     page.wait_for_function(
         "() => performance.getEntriesByName('case-rendered').length > 0", polling=20, timeout=TIMEOUT_MS
@@ -192,10 +245,26 @@ def open_review(context, base: str, slug: str) -> tuple[dict, object]:
             nifti_wire: nifti ? nifti.encodedBodySize : null,
             nifti_body: nifti ? nifti.decodedBodySize : null,
             mask_end: mask ? mask.responseEnd - t0 : null,
+            mask_wire: mask ? mask.encodedBodySize : null,
+            // where the time goes: the screen's "case:<step>" measures (images.ts), ms summed per step
+            steps: performance.getEntriesByType("measure")
+              .filter((e) => e.startTime >= t0 && e.name.startsWith("case:"))
+              .reduce((acc, e) => {
+                acc[e.name.slice(5)] = (acc[e.name.slice(5)] ?? 0) + e.duration;
+                return acc;
+              }, {}),
+            // the last draw of the load issued → the case-rendered mark (two frames rendered)
+            frames: (() => {
+              const draw = performance.getEntriesByName("case:draw").filter((e) => e.startTime >= t0).at(-1);
+              const done = performance.getEntriesByName("case-rendered")[0].startTime;
+              return draw ? done - (draw.startTime + draw.duration) : null;
+            })(),
           };
         }"""
     )
+    out["load"] = page.evaluate("() => JSON.parse(JSON.stringify(window.benchLoad))")
     out["voxels"] = int(page.get_attribute("#review", "data-mask-voxels"))
+    out["mask_path"] = page.get_attribute("#review", "data-mask-path") or "nifti (before the runs)"
     # After the case is on screen the finding's anatomy layers load (issue 16: another volume, and the
     # scan's texture uploaded again): the stroke waits for them, as a user's would.
     t0 = time.perf_counter()
@@ -207,17 +276,19 @@ def open_review(context, base: str, slug: str) -> tuple[dict, object]:
     return out, page
 
 
-def open_bare(context, base: str, scan_id: int) -> tuple[float, object]:
+def open_bare(context, base: str, scan_id: int) -> tuple[dict, object]:
     page = context.new_page()
     page.set_default_timeout(TIMEOUT_MS)
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     page.goto(f"{base}/bench-bare/")
     page.evaluate("() => window.nvReady")
-    tti = page.evaluate("(url) => window.openBare(url)", f"/api/scans/{scan_id}/nifti/")
+    page.evaluate(LOAD_PROBE_JS, LOAD_CALLS)
+    out = page.evaluate("(url) => window.openBare(url)", f"/api/scans/{scan_id}/nifti/")
+    out["load"] = page.evaluate("() => JSON.parse(JSON.stringify(window.benchLoad))")
     if errors:
         raise RuntimeError(f"bare page errors: {errors}")
-    return tti, page
+    return out, page
 
 
 def fmt(values) -> str:
@@ -299,8 +370,8 @@ def main() -> None:
                     order = ("bare", "review") if i % 2 == 0 else ("review", "bare")
                     for which in order:
                         if which == "bare":
-                            tti, page = open_bare(context, base, scan.pk)
-                            bare.append(tti)
+                            out, page = open_bare(context, base, scan.pk)
+                            bare.append(out)
                             bare_strokes.append(stroke(page, review=False))
                         else:
                             out, page = open_review(context, base, "big")
@@ -323,13 +394,49 @@ def main() -> None:
         f"({(first['nifti_body'] or 0) / 1e6:.1f} MB decoded); v1 mask {first['voxels']:,} voxels; set-up "
         f"{setup_s:.0f} s; {args.repeats} opens each"
     )
-    ratio = [r["tti"] / b for r, b in zip(review, bare, strict=True)]
+    ratio = [r["tti"] / b["tti"] for r, b in zip(review, bare, strict=True)]
     print("| ms (median / best) | review screen | plain NiiVue (baseline) | target |")
     print("|---|---|---|---|")
-    print(f"| **time to interactive** | {fmt(r['tti'] for r in review)} | {fmt(bare)} | ≤ 1.2 × plain |")
+    print(
+        f"| **time to interactive** | {fmt(r['tti'] for r in review)} | {fmt(b['tti'] for b in bare)} "
+        "| ≤ 1.2 × plain |"
+    )
     print(f"| review / plain, per run | {', '.join(f'{x:.2f}' for x in ratio)} | | |")
-    print(f"| scan received (review) | {fmt(r['nifti_end'] for r in review)} | | |")
-    print(f"| mask received (review) | {fmt(r['mask_end'] for r in review)} | | |")
+    print(f"| scan received | {fmt(r['nifti_end'] for r in review)} | {fmt(b['fetch'] for b in bare)} | |")
+    print(
+        f"| mask received ({(first['mask_wire'] or 0) / 1e6:.2f} MB over the wire) | "
+        f"{fmt(r['mask_end'] for r in review)} | | |"
+    )
+    print(
+        f"| loaded (review: images.ts done; plain: loadVolumes resolved) | "
+        f"{fmt(r['tti'] - (r['frames'] or 0) for r in review)} | {fmt(b['loaded'] for b in bare)} | |"
+    )
+    print(
+        f"| then two frames → interactive | {fmt(r['frames'] for r in review)} | "
+        f"{fmt(b['tti'] - b['loaded'] for b in bare)} | |"
+    )
+    for key, label in (
+        ("uploadMvox", "M voxels sent to 3D textures"),
+        ("uploads", "3D texture uploads"),
+        ("draws", "draw calls (render passes)"),
+    ):
+        print(
+            f"| while loading: {label} | {fmt(r['load'][key] for r in review)} | "
+            f"{fmt(b['load'][key] for b in bare)} | |"
+        )
+    for name in LOAD_CALLS:
+        print(
+            f"| while loading: NiiVue `{name}` calls | "
+            f"{fmt(r['load']['calls'].get(name, 0) for r in review)} | "
+            f"{fmt(b['load']['calls'].get(name, 0) for b in bare)} | |"
+        )
+    print(f"| how the mask arrived (review) | {first['mask_path']} | | |")
+    names = sorted({name for r in review for name in r["steps"]}, key=lambda n: -review[0]["steps"].get(n, 0))
+    for name in names:
+        print(
+            f"| review step `case:{name}` (main thread, ms) | "
+            f"{fmt(r['steps'].get(name) for r in review)} | | |"
+        )
     print(
         f"| after interactive: anatomy layers loaded (ids {first['layers'] or 'none'}), "
         f"Playwright wall clock | {fmt(r['layers_wall'] for r in review)} | | |"

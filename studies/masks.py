@@ -161,3 +161,60 @@ def mask_box(mask: np.ndarray) -> list[int] | None:
     if not where or where[0].size == 0:
         return None
     return [int(a.min()) for a in where] + [int(a.max()) + 1 for a in where]
+
+
+# --- runs (the review screen's compact form) --------------------------------------------------------
+
+RUN_DTYPE = np.dtype("<u4")  # little-endian uint32: a grid of up to 2**32 voxels (512×512×300 is 78 M)
+
+
+def mask_runs(mask: np.ndarray) -> np.ndarray:
+    """A mask ``(X, Y[, Z])`` as its runs of set voxels in the array's order with X fastest (the order of
+    the stored NIfTI, and of NiiVue's drawing bitmap when the scan's voxels already are RAS):
+    ``(n, 2)`` little-endian uint32 ``(start, length)``, starts ascending, runs separated by a gap."""
+    mask = np.asarray(mask)
+    if mask.size >= 2**32:
+        raise ValueError(f"a mask of {mask.size} voxels does not fit 32-bit runs")
+    flat = mask.ravel(order="F")  # a view for Fortran-ordered masks (those read from NIfTI)
+    flat = flat.view(np.int8) if flat.dtype == np.bool_ else (flat != 0).view(np.int8)
+    edges = np.flatnonzero(np.diff(flat, prepend=np.int8(0), append=np.int8(0)))
+    runs = edges.reshape(-1, 2)  # rising edge (start), falling edge (end, exclusive)
+    out = np.empty(runs.shape, RUN_DTYPE)
+    out[:, 0] = runs[:, 0]
+    out[:, 1] = runs[:, 1] - runs[:, 0]
+    return out
+
+
+def mask_from_runs(runs: np.ndarray | bytes, shape: tuple[int, ...]) -> np.ndarray:
+    """The inverse of :func:`mask_runs`: booleans of ``shape`` from ``(start, length)`` pairs (an array or
+    their little-endian uint32 bytes). A run outside the grid is a ``ValueError``."""
+    pairs = np.frombuffer(runs, RUN_DTYPE) if isinstance(runs, bytes | bytearray) else np.asarray(runs)
+    pairs = pairs.reshape(-1, 2).astype(np.int64)
+    size = int(np.prod(shape))
+    ends = pairs[:, 0] + pairs[:, 1]
+    if len(pairs) and (pairs[:, 0].min() < 0 or ends.max() > size):
+        raise ValueError(f"a run reaches outside the {size} voxels of a {shape} grid")
+    marks = np.zeros(size + 1, np.int32)
+    np.add.at(marks, pairs[:, 0], 1)
+    np.add.at(marks, ends, -1)
+    return (np.cumsum(marks[:size]) > 0).reshape(shape, order="F")
+
+
+def mask_index_sums(mask: np.ndarray) -> tuple[int, list[int]]:
+    """The set voxels of a mask and, per axis, the sum of their indices (exact integers: the centroid is
+    ``sums / n``, in any axis order or flip a viewer needs). From per-axis counts (no list of voxels)."""
+    mask = np.asarray(mask).astype(bool, copy=False)
+    n = int(np.count_nonzero(mask))
+    sums = []
+    for axis in range(mask.ndim):
+        others = tuple(a for a in range(mask.ndim) if a != axis)
+        counts = np.count_nonzero(mask, axis=others) if others else mask.astype(np.int64)
+        sums.append(int(np.dot(np.arange(mask.shape[axis], dtype=np.int64), np.asarray(counts, np.int64))))
+    return n, sums
+
+
+def mask_centroid(mask: np.ndarray) -> tuple[int, list[int] | None]:
+    """The set voxels of a mask and their centroid's voxel indices, each rounded half up (as the review
+    screen's ``Math.round``); ``(0, None)`` for an empty mask."""
+    n, sums = mask_index_sums(mask)
+    return n, ([(2 * total + n) // (2 * n) for total in sums] if n else None)  # floor(total / n + 0.5)

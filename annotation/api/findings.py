@@ -2,6 +2,10 @@
 filters, their history, and a version's mask file. Thin views: reads through ``annotation.selectors``,
 changes through ``annotation.services``."""
 
+import zlib
+
+from django.core.files.storage import default_storage
+from django.http import Http404, HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics, status
@@ -12,11 +16,12 @@ from annotation import selectors, services
 from annotation.api.cases import case_payload
 from annotation.api.serializers import FindingIn, FindingOut, HistoryOut, ReadingOut
 from annotation.api.tasks import ANNOTATORS
-from core.api.params import query_int
-from core.errors import NotFound
+from core.api.params import query_choice, query_int
+from core.errors import ApplicationError, NotFound
 from core.models import Role
 from core.selectors import project_get_for_user, project_ids_for_slug, role_require
 from studies.api.views import stored_file_response
+from studies.masks import GZIP_LEVEL, MaskError, mask_index_sums, mask_read, mask_runs
 
 
 class FindingsFromProposals(APIView):
@@ -113,18 +118,29 @@ class HistoryList(generics.ListAPIView):
 class AnnotationMask(APIView):
     """A version's mask as stored (``studies/masks.py``): PNG (2D, width = X, height = Y), or gzipped NIfTI
     (3D). With ``?encoding=http`` the NIfTI is sent as a plain ``.nii`` with ``Content-Encoding: gzip``,
-    so a browser inflates it natively (the review screen: inflating 78 M voxels in JavaScript took ~20 s)."""
+    so a browser inflates it natively (the review screen: inflating 78 M voxels in JavaScript took ~20 s).
+
+    ``?encoding=runs`` (the review screen): the mask's runs of set voxels in the stored voxel order, X
+    fastest (``studies.masks.mask_runs``), as little-endian uint32 ``(start, length)`` pairs with
+    ``Content-Encoding: gzip``; headers ``X-Mask-Shape`` (``X,Y[,Z]``), ``X-Mask-Voxels`` (set voxels),
+    ``X-Mask-Sums`` (per axis, the sum of their indices: the centroid in any flip of the axes),
+    ``X-Mask-Centroid`` (its voxel indices, rounded half up; empty for an empty mask) and ``X-Mask-Runs``.
+    The right lung of a 512×512×255 CT: 0.12 MB where the gzipped NIfTI is 0.59 MB, and no 67 MB NIfTI for
+    the browser to parse, reorient and count."""
 
     @extend_schema(
-        parameters=[OpenApiParameter("encoding", str, enum=["http"])],
+        parameters=[OpenApiParameter("encoding", str, enum=["file", "http", "runs"])],
         responses={(200, "application/octet-stream"): OpenApiTypes.BINARY},
     )
     def get(self, request, pk: int):
         found = selectors.annotation_get_for_user(request.user, pk)
         if not found.mask:
             raise NotFound("This version has no mask (it is a box or points).")
+        encoding = query_choice(request.query_params, "encoding", ["file", "http", "runs"], "file")
+        if encoding == "runs":
+            return mask_runs_response(found.mask.name)
         nifti = found.mask.name.endswith(".nii.gz")
-        if nifti and request.query_params.get("encoding") == "http":
+        if nifti and encoding == "http":
             response = stored_file_response(
                 found.mask.name,
                 filename=f"annotation-{found.pk}.nii",
@@ -137,3 +153,29 @@ class AnnotationMask(APIView):
             filename=f"annotation-{found.pk}" + (".nii.gz" if nifti else ".png"),
             content_type="application/gzip" if nifti else "image/png",
         )
+
+
+def mask_runs_response(key: str) -> HttpResponse:
+    """A stored mask as gzipped runs (``AnnotationMask``'s ``?encoding=runs``; not ``?format=``, which
+    DRF keeps for choosing a renderer)."""
+    if not default_storage.exists(key):
+        raise Http404("The file is missing from storage.")
+    try:
+        mask = mask_read(key)
+    except MaskError as exc:
+        raise ApplicationError(f"the stored mask cannot be read: {exc.reason}", field="mask") from exc
+    runs = mask_runs(mask)
+    voxels, sums = mask_index_sums(mask)
+    deflate = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)  # a gzip member: the browser inflates it
+    response = HttpResponse(
+        deflate.compress(runs.tobytes()) + deflate.flush(), content_type="application/octet-stream"
+    )
+    response["Content-Encoding"] = "gzip"
+    response["X-Mask-Shape"] = ",".join(str(n) for n in mask.shape)
+    response["X-Mask-Voxels"] = str(voxels)
+    response["X-Mask-Sums"] = ",".join(str(total) for total in sums)
+    response["X-Mask-Centroid"] = (
+        ",".join(str((2 * t + voxels) // (2 * voxels)) for t in sums) if voxels else ""
+    )
+    response["X-Mask-Runs"] = str(len(runs))
+    return response

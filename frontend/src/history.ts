@@ -80,14 +80,15 @@ export class DrawHistory {
 
   constructor(private readonly limit = 64) {}
 
-  /** Start over from the drawing as it is (a case or a version was loaded). */
-  reset(nv: Niivue): void {
+  /** Start over from the drawing as it is (a case or a version was loaded); `count`: its painted voxels
+   * when known already (the server's count of a mask sent as runs). */
+  reset(nv: Niivue, count?: number): void {
     const dims = dimsOf(nv);
     this.patches = [];
     this.at = 0;
     this.shadow = nv.drawBitmap && dims ? nv.drawBitmap.slice() : null;
     this.dims = dims ?? [0, 0, 0];
-    this.count = this.shadow ? painted(this.shadow) : 0;
+    this.count = this.shadow ? (count ?? painted(this.shadow)) : 0;
   }
 
   /** The drawing changed (inside `box` when given, else anywhere): one undo step. False when nothing did. */

@@ -5,13 +5,16 @@ import { NVImage, SLICE_TYPE, cmapper } from "@niivue/niivue";
 import { api } from "./api";
 import { annotatorVersion, findingColour, proposalVersion, resultName } from "./cases";
 import { affineOf } from "./geometry";
-import { pngToBitmap } from "./masks";
+import { fillRuns, pngToBitmap, readRuns, runsCentroid, storedFlipsOfRAS, type MaskRuns } from "./masks";
 import { drawOverlay } from "./overlay";
 import { opacity, preview, role, root, say } from "./page";
 import { renderShowing } from "./report";
 import { drawBatch, history, needCase, nv, setMode, state } from "./state";
+import { touched } from "./strokes";
 import type { Annotation, Case } from "./types";
 import { setLayout, showStatus, view, WINDOWS } from "./view";
+
+const TEXTURE7_DRAW = 33991; // NiiVue's texture unit of the drawing (TEXTURE_CONSTANTS.TEXTURE7_DRAW)
 
 /** A finding's grounding as the screen shows it: its newest mask in the drawing and its newest box on the
  * overlay (up to version `upTo`). A box and a mask are separate annotations: saving one never hides the
@@ -22,15 +25,70 @@ export function groundingOf(c: Case, upTo = c.finding.current_version): { mask?:
   return { mask: newest("mask"), box: newest("box") };
 }
 
-type Fetched = { version: Annotation; bytes: ArrayBuffer | Blob } | null;
+/** A mask version as it arrived: a 3D mask as runs (`?encoding=runs`), a 2D one as its PNG. */
+type Fetched = { version: Annotation; runs?: MaskRuns; png?: Blob } | null;
 
-/** Ask for a mask version's file (started before the scan is loaded: both travel at once). */
+/** A step of opening a case, from `start` (performance.now()) to now, as the performance measure
+ * "case:<name>" (bench/bench_viewer.py prints where the time goes; a measure costs microseconds). */
+export function measured(name: string, start: number): void {
+  performance.measure(`case:${name}`, { start, end: performance.now() });
+}
+
+/** Ask for a mask version (started before the scan is loaded: both travel at once). A 3D mask comes as
+ * gzipped runs with its voxel count and centroid (`?encoding=runs`: ~0.1 MB for a lung, where the NIfTI was
+ * 67 MB for NiiVue to parse, reorient and count); a radiograph's as its PNG. */
 function fetchMask(version: Annotation | undefined): Promise<Fetched> {
   if (version?.kind !== "mask") return Promise.resolve(null);
-  // encoding=http: the server sends the NIfTI with Content-Encoding gzip, and the browser inflates it
-  // natively (NiiVue inflating 78 M voxels in JavaScript took ~20 s).
-  const url = state.is2D ? `/api/annotations/${version.id}/mask/` : `/api/annotations/${version.id}/mask/?encoding=http`;
-  return api(url).then(async (r) => ({ version, bytes: state.is2D ? await r.blob() : await r.arrayBuffer() }));
+  const t = performance.now();
+  const url = `/api/annotations/${version.id}/mask/`;
+  return api(state.is2D ? url : `${url}?encoding=runs`).then(async (r) => {
+    const got = state.is2D ? { version, png: await r.blob() } : { version, runs: await readRuns(r) };
+    measured("mask-fetch", t);
+    return got;
+  });
+}
+
+/** The mask as NIfTI (the drawing loaded by NiiVue, which reorients it): for a scan whose stored axes
+ * NiiVue permutes (an oblique or sagittal acquisition; flips alone are filled from runs). encoding=http: the browser inflates it natively (NiiVue inflating 78 M voxels in
+ * JavaScript took ~20 s). */
+async function loadMaskNifti(version: Annotation): Promise<boolean> {
+  const bytes = await (await api(`/api/annotations/${version.id}/mask/?encoding=http`)).arrayBuffer();
+  const view = new DataView(bytes);
+  const gz = view.byteLength > 2 && view.getUint8(0) === 0x1f && view.getUint8(1) === 0x8b;
+  const nifti = view.byteLength > 348 && view.getInt32(0, true) === 348;
+  if (!gz && !nifti) throw new Error("a 2D image: not shown on the volume.");
+  const name = gz ? "mask.nii.gz" : "mask.nii";
+  const drawing = await NVImage.loadFromUrl({ url: name, name, buffer: bytes });
+  if (!nv.loadDrawing(drawing)) throw new Error("does not fit the scan's grid.");
+  return true;
+}
+
+/** A mask sent as runs into the drawing: the bitmap filled here (in NiiVue's RAS order: `flips` of the
+ * stored axes) and only the mask's box sent to the GPU (a new WebGL texture starts as zeros; NiiVue's
+ * createEmptyDrawing and loadDrawing sent a 67 MB bitmap of zeros, then the whole bitmap again). */
+function loadMaskRuns(runs: MaskRuns, flips: boolean[]): void {
+  const dims = nv.back?.dims;
+  if (!dims) throw new Error("no scan is loaded.");
+  const grid = [dims[1], dims[2], dims[3]];
+  if (runs.shape.length !== 3 || runs.shape.some((n, a) => n !== grid[a])) {
+    throw new Error(`does not fit the scan's grid (mask ${runs.shape.join(" × ")}, scan ${grid.join(" × ")}).`);
+  }
+  if (nv.opts.is2DSliceShader) {
+    nv.createEmptyDrawing(); // NiiVue's 2D texture of a huge volume: its own allocation
+    if (nv.drawBitmap) fillRuns(nv.drawBitmap, runs.pairs, grid, flips);
+    nv.refreshDrawing(false);
+    return;
+  }
+  const bitmap = new Uint8Array(grid[0] * grid[1] * grid[2]);
+  const box = fillRuns(bitmap, runs.pairs, grid, flips);
+  const inner = nv as unknown as { drawTexture: WebGLTexture | null; r8Tex: (t: WebGLTexture | null, unit: number, d: number[], init: boolean) => WebGLTexture };
+  nv.drawClearAllUndoBitmaps();
+  nv.drawBitmap = bitmap;
+  inner.drawTexture = inner.r8Tex(inner.drawTexture, TEXTURE7_DRAW, dims, false); // storage: zeros
+  if (box) {
+    touched(box); // strokes.ts: the next refresh uploads this box only
+    nv.refreshDrawing(false);
+  }
 }
 
 function setColour(c: Case): void {
@@ -61,17 +119,25 @@ async function loadScan(c: Case): Promise<void> {
   while (nv.volumes.length) nv.removeVolume(nv.volumes[0]);
   state.loadedScan = null;
   // encoding=http: a .nii.gz store arrives inflated by the browser (NiiVue would inflate it in JavaScript)
+  let t = performance.now();
   const scanBytes = await (await api(`/api/scans/${c.scan.id}/nifti/?encoding=http`)).arrayBuffer();
+  measured("scan-fetch", t);
   const gz = new Uint8Array(scanBytes.slice(0, 2));
   const name = gz[0] === 0x1f && gz[1] === 0x8b ? `scan-${c.scan.id}.nii.gz` : `scan-${c.scan.id}.nii`;
   const ct = c.scan.modality === "CT" && !state.is2D;
   const [min, max] = ct ? WINDOWS.lung : [NaN, NaN];
+  t = performance.now();
   const volume = await NVImage.loadFromUrl({ url: name, name, buffer: scanBytes, cal_min: min, cal_max: max });
+  measured("scan-parse", t);
+  t = performance.now();
   nv.setCrosshairWidth(state.is2D ? 0 : 1);
   nv.setIsOrientationTextVisible(!state.is2D); // a radiograph's rows are not anterior-posterior
   nv.addVolume(volume);
+  measured("add-volume", t);
+  t = performance.now();
   if (state.is2D) nv.setSliceType(SLICE_TYPE.AXIAL);
   else setLayout(view.layout);
+  measured("layout", t);
   state.loadedScan = c.scan.id;
   root.dataset.window = ct ? "lung" : "image";
   showStatus();
@@ -83,44 +149,52 @@ export async function showVersion(version: Annotation | undefined, box?: Annotat
   state.shownBox = null;
   state.pendingBox = null;
   let loaded = false;
+  let known: [number, [number, number, number] | null] | null = null; // voxels and centroid sent as runs
   const maskVersion = version?.kind === "mask" ? version : undefined;
   const boxVersion = version?.kind === "box" ? version : box;
+  root.dataset.maskPath = ""; // how a 3D mask arrived: "runs" (compact) or "nifti" (axes permuted)
   if (maskVersion) {
-    const got = await (fetched ?? fetchMask(maskVersion));
-    if (state.is2D) {
-      try {
-        const bitmap = await pngToBitmap(nv, got?.bytes as Blob);
+    const t = performance.now();
+    const name = `Mask v${maskVersion.version}`;
+    try {
+      const got = await (fetched ?? fetchMask(maskVersion));
+      measured("mask-wait", t); // what the mask's fetch took beyond the scan's (they travel at once)
+      const t1 = performance.now();
+      if (state.is2D) {
+        const bitmap = await pngToBitmap(nv, got?.png as Blob);
         nv.createEmptyDrawing();
         nv.drawBitmap = bitmap;
         loaded = true;
-      } catch (err) {
-        say(`Mask v${maskVersion.version}: ${err instanceof Error ? err.message : String(err)}`, "error");
-      }
-    } else {
-      const maskBytes = got?.bytes as ArrayBuffer;
-      const view = new DataView(maskBytes);
-      const gz = view.byteLength > 2 && view.getUint8(0) === 0x1f && view.getUint8(1) === 0x8b;
-      const nifti = view.byteLength > 348 && view.getInt32(0, true) === 348;
-      if (gz || nifti) {
-        const name = gz ? "mask.nii.gz" : "mask.nii";
-        const drawing = await NVImage.loadFromUrl({ url: name, name, buffer: maskBytes });
-        loaded = nv.loadDrawing(drawing);
-        if (!loaded) say(`Mask v${maskVersion.version} does not fit the scan's grid.`, "error");
+      } else if (got?.runs && storedFlipsOfRAS(nv.volumes[0])) {
+        const flips = storedFlipsOfRAS(nv.volumes[0]) ?? [false, false, false];
+        loadMaskRuns(got.runs, flips);
+        loaded = true;
+        known = [got.runs.voxels, runsCentroid(got.runs, flips)];
+        root.dataset.maskPath = "runs";
+        measured("mask-runs-to-drawing", t1);
       } else {
-        say(`Mask v${maskVersion.version} is a 2D image: not shown on the volume.`, "error");
+        loaded = await loadMaskNifti(maskVersion); // NiiVue permutes the scan's axes
+        root.dataset.maskPath = "nifti";
+        measured("mask-nifti-to-drawing", t1);
       }
+    } catch (err) {
+      say(`${name}: ${err instanceof Error ? err.message : String(err)}`, "error");
     }
   }
   if (boxVersion?.kind === "box" && boxVersion.box) {
     state.shownBox = { box: boxVersion.box, label: `v${boxVersion.version} box` };
   }
+  let t = performance.now();
   if (!loaded) nv.createEmptyDrawing();
   nv.setDrawOpacity(Number(opacity.value) / 100);
-  history.reset(nv);
+  history.reset(nv, known?.[0]);
+  measured("drawing-reset", t);
   state.dirty = null;
   state.leaveAnyway = false;
   setMode(state.mode);
-  const [n, centre] = drawnVoxels();
+  t = performance.now();
+  const [n, centre] = known ?? drawnVoxels();
+  measured("centroid", t);
   root.dataset.maskVoxels = String(n);
   root.dataset.shownMask = maskVersion ? String(maskVersion.version) : "";
   root.dataset.shownBox = state.shownBox && boxVersion ? String(boxVersion.version) : "";
@@ -163,7 +237,9 @@ export async function loadImages(c: Case): Promise<void> {
     await loadCase(c, c.scan);
   } finally {
     drawBatch.on = false;
+    const t = performance.now();
     nv.drawScene();
+    measured("draw", t);
   }
 }
 

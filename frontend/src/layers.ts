@@ -132,6 +132,7 @@ async function loadLayer(c: Case, layer: Layer): Promise<Loaded> {
 /** Show the checked layers of the open case and hide the others (loading what is not loaded yet). */
 export async function syncLayers(c: Case): Promise<void> {
   root.dataset.layersState = "loading";
+  let changed = false;
   try {
     for (const layer of c.layers ?? []) {
       const want = shown.has(layer.id);
@@ -141,9 +142,13 @@ export async function syncLayers(c: Case): Promise<void> {
         if (want && !on) {
           const { volume } = await loadLayer(c, layer);
           if (state.current !== c || !shown.has(layer.id)) continue; // the case moved on meanwhile
-          if (volume && !nv.volumes.includes(volume)) nv.addVolume(volume);
+          if (volume && !nv.volumes.includes(volume)) {
+            nv.addVolume(volume);
+            changed = true;
+          }
         } else if (!want && on && have?.volume) {
           nv.removeVolume(have.volume);
+          changed = true;
         }
       } else if (want && !have?.image) {
         await loadLayer(c, layer);
@@ -151,7 +156,9 @@ export async function syncLayers(c: Case): Promise<void> {
     }
     if (state.current !== c) return;
     nv.overlayOutlineWidth = 1; // an outline around each translucent layer
-    if (!state.is2D) nv.updateGLVolume();
+    // Only after a change: on a 512×512×255 CT in software WebGL the volume's textures are redone in ~10 s
+    // (bench/bench_viewer.py: the case's first frame waited for it though no layer changed).
+    if (!state.is2D && changed) nv.updateGLVolume();
     lastShown = [...shown];
     root.dataset.layers = [...shown].sort((a, b) => a - b).join(",");
     drawOverlay();

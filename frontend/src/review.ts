@@ -108,6 +108,7 @@ nv.drawScene = () => {
     if (!frame) {
       frame = requestAnimationFrame(() => {
         frame = 0;
+        if (drawBatch.on) return; // a case still loading: its one draw comes at the end (images.ts)
         drawScene();
         drawOverlay();
         showStatus();
