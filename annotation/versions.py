@@ -157,8 +157,9 @@ class Grounding:
     """A finding's current grounding: its newest mask version and its newest box version, each up to its
     ``current_version``. Boxes and masks are separate annotations of a finding: saving a box after a mask
     keeps the mask (and the reverse); a restore saves the old version again as the newest one, so it is
-    the newest of its kind. An erased (empty) mask saved last is the newest mask. With several readers,
-    the versions readers saved in their readings do not count: the consensus made of them does."""
+    the newest of its kind. A mask erased to nothing and saved is no mask: the finding has no mask (an
+    older one does not come back), only its box if it has one. With several readers, the versions readers
+    saved in their readings do not count: the consensus made of them does."""
 
     mask: Annotation | None = None
     box: Annotation | None = None
@@ -203,7 +204,10 @@ def groundings(findings: Iterable[Finding | int], *, related: tuple[str, ...] = 
     for a in newest:
         found.setdefault(a.finding_id, {})[a.kind] = a
     for pk, kinds in found.items():
-        out[pk] = Grounding(mask=kinds.get(AnnotationKind.MASK), box=kinds.get(AnnotationKind.BOX))
+        mask = kinds.get(AnnotationKind.MASK)
+        if mask is not None and mask.voxels == 0:
+            mask = None  # erased: no mask (an empty mask file is not a positive finding's grounding)
+        out[pk] = Grounding(mask=mask, box=kinds.get(AnnotationKind.BOX))
     return out
 
 

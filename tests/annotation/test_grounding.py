@@ -16,6 +16,7 @@ from annotation.training import accepted_examples
 from annotation.versions import groundings, version_mask
 from core.models import Role
 from core.services import membership_set
+from ml.training import TrainingError
 from releases.evaluation import finding_cases
 from releases.records import LabelRecord
 from releases.services import dataset_create, release_cases, release_create, release_manifest
@@ -240,3 +241,29 @@ def test_a_readers_box_does_not_sit_beside_the_consensus(project, tmp_path, make
     task_approve(task_id=task_next(project=project, user=rad, stages=REVIEW).pk, user=rad)
     _, label = the_label(project)
     assert label["kind"] == "mask" and label["mask_key"] == consensus.mask.name and label["box"] is None
+
+
+def test_an_erased_mask_is_no_mask(project, case):
+    """Mask (v1), erased to nothing and saved (v2), a box (v3): the finding's grounding is the box alone; the
+    first mask does not come back and the empty one is not released as a mask."""
+    scan, ann, rad, _ = case
+    empty = np.zeros(tuple(scan.shape), bool)
+    finding = grounded(
+        project,
+        scan,
+        ann,
+        rad,
+        [
+            {"kind": "mask", "mask": a_mask(scan, 4)},
+            {"kind": "mask", "mask": empty},
+            {"kind": "box", "box": BOX},
+        ],
+    )
+    g = groundings([finding])[finding.pk]
+    assert g.mask is None and g.box.version == 3 and g.kind == "box"
+    _, label = the_label(project)
+    assert label["kind"] == "box" and label["mask_key"] == "" and label["box"] == BOX
+    assert label["provenance"]["versions"]["mask"] is None
+    with pytest.raises(TrainingError, match=f"#{finding.pk} has no mask"):
+        accepted_examples(project, [finding.pk], None)
+    assert _accepted(project) == []
