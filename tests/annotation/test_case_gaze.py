@@ -132,7 +132,7 @@ def test_the_demo_radiographs_case_has_its_dictation_and_the_mass_said_in_its_fi
     from django.core.management import call_command
     from rest_framework.test import APIClient
 
-    from annotation.models import ReviewTask
+    from annotation.models import Finding, ReviewTask
 
     call_command("demo_setup", "--data-dir", str(tmp_path / "demo"), stdout=StringIO())
     task = ReviewTask.objects.filter(finding__scan__name="RG1_UNCR", stage="annotate").order_by("id").first()
@@ -146,8 +146,11 @@ def test_the_demo_radiographs_case_has_its_dictation_and_the_mass_said_in_its_fi
         "heart size is normal.",
         "no pleural effusion.",
     ]
-    # the radiograph's mass (ReXGroundingCT 2d) is what the first sentence states (CheXpert Lung Lesion)
-    assert labels["sentences"][0]["finding_ids"] == [task.finding_id] and task.finding.code == "2d"
+    # the radiograph's masses (ReXGroundingCT 2d) are what the first sentence states (CheXpert Lung Lesion):
+    # the masses finding (in review) and its largest mass, the demo's finding to draw (this task)
+    masses = Finding.objects.filter(scan__name="RG1_UNCR", code="2d").order_by("id")
+    assert labels["sentences"][0]["finding_ids"] == [f.pk for f in masses] and len(masses) == 2
+    assert task.finding.code == "2d" and task.finding_id in labels["sentences"][0]["finding_ids"]
     assert labels["sentences"][2]["finding_ids"] == []  # "no pleural effusion" states none
     assert len(labels["anatomies"]) == 7 and "heart" in {
         a["anatomy"] for a in labels["anatomies"]
