@@ -61,7 +61,8 @@ def main() -> None:
         return user_create(username=username or f"u{counter['n']}", password="pw-" + "x" * 12, **kwargs)
 
     from annotation.training import accepted_examples
-    from ml.training import grounding_predictor, training_run_create, training_run_execute
+    from ml.grounding_training import grounding_predictor
+    from ml.training import training_run_create, training_run_execute
     from releases.evaluation import release_cases
     from releases.metrics import dice
     from tests.ml.grounding_toy import LEFT_LOWER, RIGHT_UPPER, real_ct_grounding, toy_project

@@ -1,6 +1,7 @@
 """Grounding a report's sentences on one CT: the scan preprocessed once per sentence (before) against once
 per scan, its input reused for every sentence (after: ``ml.engine.inference.prepare``, as evaluation
-``ml.training.grounding_predictor`` and pre-annotation ``ml.model_regions`` now do), in the same run.
+``ml.grounding_training.grounding_predictor`` and pre-annotation ``ml.model_regions`` now do), in the
+same run.
 
 The model: the untrained ``TextConditionedUNet`` with whole-volume position channels of
 ``tests/ml/grounding_toy.py`` (``PARENT_NETWORK``) on the input spec of the real-CT grounding test

@@ -5,14 +5,11 @@ model version only when it beats its parent on the same validation cases.
 Labelled cases are region proposals chosen by id (the masks people have accepted, once review exists,
 are the intended source: ``examples`` keep the mask file and its sha256, whatever produced it).
 
-A text-conditioned grounding model (``task == "grounding"``, ``ml.engine.grounding``) trains from
-(sentence, mask) pairs instead: each example carries its finding's report sentence (``text``) and is one
-entity with its own mask (two findings of one scan are two targets, never one label map). Its run is
-evaluated with the ReXGroundingCT metrics (``releases.evaluation``) on the validation split of the newest
-frozen release that holds the project's scans (whose patients are then left out of training), or, with no
-such release, on the held-out accepted findings of a patient split; ``split["evaluation"]`` says which.
-The new version stores them under ``metrics["grounding"]``; it is made when its mean Dice beats the
-parent's on the same findings.
+A text-conditioned grounding model (``task == "grounding"``) trains from (sentence, mask) pairs instead:
+each example carries its finding's report sentence (``text``) and is one entity with its own mask. Its run
+is made here (its evaluation split: the validation split of the newest frozen release that holds the
+project's scans, or held-out accepted findings; ``split["evaluation"]`` says which) and trained and
+evaluated by ``ml.grounding_training``.
 """
 
 from __future__ import annotations
@@ -248,7 +245,7 @@ def training_run_start(*, run: TrainingRun, user=None) -> Job:
     return job
 
 
-def _mask_array(key: str, expected_sha: str) -> np.ndarray:
+def example_mask_array(key: str, expected_sha: str) -> np.ndarray:
     with default_storage.open(key, "rb") as fh:
         data = fh.read()
     if hashlib.sha256(data).hexdigest() != expected_sha:
@@ -274,7 +271,7 @@ def _cases(run: TrainingRun, scan_ids: list[int]):
         labels = np.zeros(volume.shape[: spec.ndim], dtype=np.int64)
         for e in run.examples:
             if e["scan"] == scan.pk:
-                labels[_mask_array(e["mask"], e["sha256"])] = names.index(e["label"])
+                labels[example_mask_array(e["mask"], e["sha256"])] = names.index(e["label"])
         spacing = [float(s) for s in scan.spacing]
         if scan.ndim == 3:  # models see the scan reordered to RAS, as pre-annotation gives it
             from ml.engine.orientation import to_ras
@@ -286,28 +283,11 @@ def _cases(run: TrainingRun, scan_ids: list[int]):
     return out
 
 
-def training_run_execute(*, run: TrainingRun, device: str | None = None, on_step=None) -> TrainingRun:
-    """Train (resuming from the run's checkpoint), validate, and register a better version."""
-    from ml.engine.devices import pick_device
-    from ml.engine.loading import load_model
-    from ml.engine.training import checkpoint_bytes, checkpoint_load, dice_score, save_state_dict, train
-    from ml.services import model_version_register
+def run_checkpoints(run: TrainingRun):
+    """``(resume, save)`` for a run's training loop: the state of its last checkpoint (``None`` for a new
+    run) and a ``save(state)`` that stores a new checkpoint in place of the old one and records its step."""
+    from ml.engine.training import checkpoint_bytes, checkpoint_load
 
-    device = device or pick_device()
-    TrainingRun.objects.filter(pk=run.pk).update(status=JobStatus.RUNNING, error="")
-    if run.parent.task == ModelTask.GROUNDING:
-        return _grounding_execute(run, device, on_step)
-    params = TrainParams.from_dict(run.params)
-    roi = run.parent.input_spec["roi_size"]
-    train_cases, val_cases = _cases(run, run.split["train"]), _cases(run, run.split["val"])
-    from core.storage import storage_local_copy
-
-    with storage_local_copy(run.parent.weights.name) as local:
-        model = load_model(local, run.parent.format, network=run.parent.network, device=device)
-    metrics = dict(run.metrics)
-    if "parent_val_dice" not in metrics:
-        metrics["parent_val_dice"] = dice_score(model, val_cases, roi, device=device)
-        TrainingRun.objects.filter(pk=run.pk).update(metrics=metrics)
     resume = None
     if run.checkpoint:
         with default_storage.open(run.checkpoint.name, "rb") as fh:
@@ -320,6 +300,35 @@ def training_run_execute(*, run: TrainingRun, device: str | None = None, on_step
         TrainingRun.objects.filter(pk=run.pk).update(checkpoint=stored, step=state["step"])
         if old and old != stored:
             default_storage.delete(old)
+
+    return resume, save
+
+
+def training_run_execute(*, run: TrainingRun, device: str | None = None, on_step=None) -> TrainingRun:
+    """Train (resuming from the run's checkpoint), validate, and register a better version."""
+    from ml.engine.devices import pick_device
+    from ml.engine.loading import load_model
+    from ml.engine.training import dice_score, save_state_dict, train
+    from ml.services import model_version_register
+
+    device = device or pick_device()
+    TrainingRun.objects.filter(pk=run.pk).update(status=JobStatus.RUNNING, error="")
+    if run.parent.task == ModelTask.GROUNDING:
+        from ml.grounding_training import grounding_run_execute
+
+        return grounding_run_execute(run, device, on_step)
+    params = TrainParams.from_dict(run.params)
+    roi = run.parent.input_spec["roi_size"]
+    train_cases, val_cases = _cases(run, run.split["train"]), _cases(run, run.split["val"])
+    from core.storage import storage_local_copy
+
+    with storage_local_copy(run.parent.weights.name) as local:
+        model = load_model(local, run.parent.format, network=run.parent.network, device=device)
+    metrics = dict(run.metrics)
+    if "parent_val_dice" not in metrics:
+        metrics["parent_val_dice"] = dice_score(model, val_cases, roi, device=device)
+        TrainingRun.objects.filter(pk=run.pk).update(metrics=metrics)
+    resume, save = run_checkpoints(run)
 
     result = train(
         model,
@@ -374,222 +383,3 @@ def training_job(*, job: Job) -> tuple[dict[str, Any], dict, list[dict]]:
         )
         raise
     return {"training_run": run.pk, "metrics": run.metrics, "model_version": run.result_id}, {}, []
-
-
-# -- text-conditioned grounding ----------------------------------------------------------------------------
-
-
-def _eval_cases(run: TrainingRun):
-    """The run's evaluation cases (``releases.evaluation``): the release's validation split, or the
-    held-out examples' findings."""
-    from releases.evaluation import finding_cases, release_cases
-    from releases.models import DatasetRelease
-
-    evaluation = run.split.get("evaluation") or {}
-    ndim = int(run.parent.input_spec.get("ndim", 3))
-    if evaluation.get("source") == "release":
-        release = DatasetRelease.objects.get(pk=evaluation["release"])
-        return release_cases(release, "val", project=run.project, ndim=ndim)
-    val = set(run.split["val"])
-    return finding_cases(
-        run.project, [e["finding"] for e in run.examples if e["scan"] in val and e.get("finding")]
-    )
-
-
-def grounding_predictor(model, version: ModelVersion, *, device: str, encoder=None):
-    """``predict(case)`` for ``releases.evaluation.evaluate``: one mask per finding of the case on the
-    scan's grid, from its sentence alone (sliding-window inference with the whole volume's position
-    channels when the model takes them; sigmoid > 0.5 for one output channel). The scan is preprocessed
-    once (``ml.engine.inference.prepare``) and that input reused for each of its sentences."""
-    from ml.encoders import text_encoder_for
-    from ml.engine.inference import predict, prepare
-    from ml.engine.orientation import from_ras, to_ras_with_affine
-    from ml.preannotate import scan_volume
-    from ml.specs import InputSpec
-
-    spec = InputSpec.from_dict(version.input_spec)
-    encoder = encoder or text_encoder_for(version.network, device)
-
-    def run(case) -> list:
-        scan = case.scan
-        volume = scan_volume(scan)
-        embeddings = encoder.encode([f.text for f in case.findings])
-        spacing, affine, ornt = list(case.spacing), np.asarray(case.affine, dtype=np.float64), None
-        if volume.ndim == 3:  # the model sees the scan reordered to RAS, as in training and pre-annotation
-            volume, spacing, affine, ornt = to_ras_with_affine(volume, affine, spacing)
-        prepared = prepare(model, volume, spacing, spec, affine)  # once per scan, for every sentence
-        out = []
-        for i in range(len(case.findings)):
-            prediction = predict(
-                model, None, spacing, spec, version.label_names, device=device,
-                text_embedding=embeddings[i], affine=affine, prepared=prepared,
-            )  # fmt: skip
-            values = [r.value for r in prediction.labels]
-            if not values:
-                out.append(None)
-                continue
-            mask = np.isin(prediction.label_map, values)
-            out.append(from_ras(mask, ornt) if ornt is not None else mask)
-        return out
-
-    return run
-
-
-def grounding_evaluate(version: ModelVersion, cases, *, device: str, model=None) -> dict[str, Any]:
-    """ReXGroundingCT metrics of ``version`` (or of ``model``, weights being trained from it) on ``cases``."""
-    from releases.evaluation import evaluate
-
-    if model is None:
-        from core.storage import storage_local_copy
-        from ml.engine.loading import load_model
-
-        with storage_local_copy(version.weights.name) as local:
-            model = load_model(local, version.format, network=version.network, device=device)
-    model.eval()
-    return evaluate(cases, grounding_predictor(model, version, device=device))
-
-
-def _summary(metrics: dict[str, Any]) -> dict[str, Any]:
-    """What a version keeps of an evaluation: the pooled figures and the per-category ones."""
-    return {k: metrics[k] for k in ("cases", "findings", "dice_mean", "hit_rate", "instance", "distance",
-                                    "by_category") if k in metrics}  # fmt: skip
-
-
-def _grounding_cases(run: TrainingRun, scan_ids: list[int], texts: list[str]):
-    """``GroundingCase``s of the training scans: the image on the model's grid with the whole volume's
-    position channels, one entity per sentence (findings of one scan with the same sentence: their
-    masks' union)."""
-    from ml.engine.inference import preprocess
-    from ml.engine.training import grounding_case
-    from ml.preannotate import scan_volume
-    from ml.specs import InputSpec
-
-    spec = InputSpec.from_dict(run.parent.input_spec)
-    position = bool((run.parent.network.get("args") or {}).get("position"))
-    out = []
-    for scan in Scan.objects.filter(pk__in=scan_ids).order_by("pk"):
-        volume = scan_volume(scan)
-        masks: dict[int, np.ndarray] = {}
-        for e in run.examples:
-            if e["scan"] == scan.pk:
-                index = texts.index(e["text"])
-                mask = _mask_array(e["mask"], e["sha256"])
-                masks[index] = mask | masks[index] if index in masks else mask
-        spacing, affine = [float(s) for s in scan.spacing], np.asarray(scan.affine, dtype=np.float64)
-        if scan.ndim == 3:  # models see the scan reordered to RAS, as pre-annotation gives it
-            from ml.engine.orientation import to_ras, to_ras_with_affine
-
-            masks = {i: to_ras(m, affine, spacing)[0] for i, m in masks.items()}
-            volume, spacing, affine, _ = to_ras_with_affine(volume, affine, spacing)
-        shape = volume.shape[: spec.ndim]
-        image, _ = preprocess(volume, spacing, spec)
-        out.append(
-            grounding_case(image, sorted(masks.items()), affine=affine, scan_shape=shape, position=position)
-        )
-    return out
-
-
-def _grounding_execute(run: TrainingRun, device: str, on_step=None) -> TrainingRun:
-    """Train a grounding model (resuming from the run's checkpoint), evaluate it and its parent with the
-    ReXGroundingCT metrics, and register it when its mean Dice is higher."""
-    from core.storage import storage_local_copy
-    from ml.encoders import text_encoder_for
-    from ml.engine.loading import load_model
-    from ml.engine.training import checkpoint_bytes, checkpoint_load, save_state_dict, train_grounding
-    from ml.services import model_version_register
-
-    parent = run.parent
-    params = TrainParams.from_dict(run.params)
-    roi = parent.input_spec["roi_size"]
-    train_scans = set(run.split["train"])
-    examples = [e for e in run.examples if e["scan"] in train_scans]
-    texts = sorted({e["text"] for e in examples})
-    train_cases = _grounding_cases(run, sorted(train_scans), texts)
-    eval_cases = _eval_cases(run)
-    encoder = text_encoder_for(parent.network, device)
-    with storage_local_copy(parent.weights.name) as local:
-        model = load_model(local, parent.format, network=parent.network, device=device)
-    metrics = dict(run.metrics)
-    evaluation = run.split.get("evaluation") or {}
-    if "parent_grounding" not in metrics:
-        metrics["parent_grounding"] = _summary(
-            grounding_evaluate(parent, eval_cases, device=device, model=model)
-        )
-        metrics["parent_val_dice"] = metrics["parent_grounding"]["dice_mean"]
-        TrainingRun.objects.filter(pk=run.pk).update(metrics=metrics)
-    resume = None
-    if run.checkpoint:
-        with default_storage.open(run.checkpoint.name, "rb") as fh:
-            resume = checkpoint_load(fh.read())
-    key = project_key(run.project, "training", f"run-{run.pk}", "checkpoint.pt")
-
-    def save(state) -> None:
-        old = TrainingRun.objects.get(pk=run.pk).checkpoint.name
-        stored = storage_save_bytes(key, checkpoint_bytes(state))
-        TrainingRun.objects.filter(pk=run.pk).update(checkpoint=stored, step=state["step"])
-        if old and old != stored:
-            default_storage.delete(old)
-
-    text = encoder.encode(texts)
-    result = train_grounding(
-        model, train_cases, text, roi, params, save=save, resume=resume, device=device, on_step=on_step
-    )
-    full = grounding_evaluate(parent, eval_cases, device=device, model=model)
-    grounding = _summary(full)
-    metrics.update(
-        grounding=grounding,
-        val_dice=grounding["dice_mean"],
-        per_case=full["per_case"],
-        evaluation=evaluation,
-        steps=result.steps_done,
-        resumed_from=result.resumed_from,
-        patches_per_second=result.patches_per_second,
-        train_cases=len(train_cases),
-        train_entities=sum(len(c.entities) for c in train_cases),
-        val_cases=len(eval_cases),
-    )
-    new_version = None
-    if metrics["val_dice"] > metrics["parent_val_dice"]:
-        with tempfile.TemporaryDirectory(prefix="trained-") as tmp:
-            path = Path(tmp) / "model.pt"
-            save_state_dict(model, path)
-            new_version = model_version_register(
-                project=run.project, path=path, fmt=ModelFormat.STATE_DICT, name=run.name, task=parent.task,
-                input_spec=parent.input_spec, label_names=parent.label_names, network=parent.network,
-                parent=parent,
-                metrics={"grounding": grounding, "evaluated_on": evaluation,
-                         "val_dice": grounding["dice_mean"], "parent_grounding": metrics["parent_grounding"],
-                         "training_run": run.pk},
-            )  # fmt: skip
-    TrainingRun.objects.filter(pk=run.pk).update(
-        status=JobStatus.SUCCEEDED, metrics=metrics, result=new_version, finished_at=timezone.now()
-    )
-    run.refresh_from_db()
-    return run
-
-
-def model_version_evaluate(
-    *, version: ModelVersion, release_id: int | None = None, device: str | None = None
-) -> dict[str, Any]:
-    """Evaluate a grounding version on the validation split of a release (``release_id``, default the
-    newest frozen one holding the project's scans) and store the figures on it
-    (``metrics["grounding"]``, ``metrics["evaluated_on"]``)."""
-    from ml.engine.devices import pick_device
-    from releases.evaluation import release_cases
-
-    if version.task != ModelTask.GROUNDING:
-        raise TrainingError(
-            "model", f"{version} is a {version.task} model; grounding metrics need a grounding one"
-        )
-    release = evaluation_release(version.project, release_id)
-    if release is None:
-        raise TrainingError("release", f"{version.project.slug} has no frozen release with validation cases")
-    ndim = int(version.input_spec.get("ndim", 3))
-    cases = release_cases(release, "val", project=version.project, ndim=ndim)
-    grounding = _summary(grounding_evaluate(version, cases, device=device or pick_device()))
-    evaluated_on = {"source": "release", "release": release.pk, "dataset": release.dataset.slug,
-                    "version": release.version, "split": "val"}  # fmt: skip
-    metrics = {**version.metrics, "grounding": grounding, "evaluated_on": evaluated_on}
-    ModelVersion.objects.filter(pk=version.pk).update(metrics=metrics)
-    version.metrics = metrics
-    return metrics

@@ -176,10 +176,10 @@ def real_ct_grounding(
     from ml.engine.orientation import to_ras, to_ras_with_affine
     from ml.engine.text import SentenceEncoder
     from ml.engine.training import grounding_case, train_grounding
+    from ml.grounding_training import grounding_evaluate
     from ml.preannotate import scan_volume
     from ml.services import model_version_register
     from ml.specs import InputSpec, TrainParams
-    from ml.training import grounding_evaluate
     from releases.evaluation import release_cases
     from releases.models import ReleaseCase
 
@@ -216,7 +216,7 @@ def real_ct_grounding(
         net, [training], text, spec.roi_size, params, save=lambda state: None, device=device
     )
     after = grounding_evaluate(parent, cases, device=device, model=net)
-    from ml.training import grounding_predictor
+    from ml.grounding_training import grounding_predictor
 
     masks = grounding_predictor(net, parent, device=device)(case)
     sizes = {

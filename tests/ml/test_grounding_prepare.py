@@ -1,6 +1,7 @@
 """A grounding model's scan is preprocessed once, not once per sentence: evaluation
-(``ml.training.grounding_predictor``) and pre-annotation (``ml.model_regions``) make the model input of a
-scan with ``ml.engine.inference.prepare`` and reuse it for each sentence, with the same masks as before.
+(``ml.grounding_training.grounding_predictor``) and pre-annotation (``ml.model_regions``) make the model
+input of a scan with ``ml.engine.inference.prepare`` and reuse it for each sentence,
+with the same masks as before.
 
 Real volumes (the toy CTs of ``tests/ml/grounding_toy.py``, ingested from DICOM), the real untrained
 ``TextConditionedUNet`` with position channels and the bundled MiniLM encoder, on the CPU. ``preprocess``
@@ -81,8 +82,8 @@ def test_a_prepared_input_gives_the_same_masks_as_preprocessing_per_sentence(pre
 def test_evaluation_and_preannotation_preprocess_each_scan_once(tmp_path, make_user, preprocess_calls):
     from core.storage import storage_local_copy
     from ml.engine.loading import load_model
+    from ml.grounding_training import grounding_predictor
     from ml.model_regions import model_regions
-    from ml.training import grounding_predictor
     from releases.evaluation import finding_cases
 
     toy = toy_project(

@@ -77,7 +77,8 @@ def test_toy_training_learns_text_and_position_and_stores_the_metrics(
     tmp_path, make_user, api_client, capsys
 ):
     from annotation.training import accepted_examples
-    from ml.training import grounding_predictor, training_run_create, training_run_execute
+    from ml.grounding_training import grounding_predictor
+    from ml.training import training_run_create, training_run_execute
     from releases.evaluation import release_cases
 
     # Given a toy project: two identical nodules per CT that only the sentence and the position tell apart,

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from core.storage import storage_save_bytes
-from ml.training import TrainingError, _mask_array
+from ml.training import TrainingError, example_mask_array
 from studies.masks import mask_encode
 
 
@@ -23,15 +23,15 @@ def test_frozen_masks_read_back_on_the_scan_grid(shape):
     mask[1:4, 2:4] = True  # X 1..3, Y 2..3: a non-square, non-symmetric mask
     data, suffix = mask_encode(mask, np.diag([0.7, 0.8, 2.0, 1.0]))
     key, sha = _stored(f"t/mask{suffix}", data)
-    got = _mask_array(key, sha)
+    got = example_mask_array(key, sha)
     assert got.dtype == bool and got.shape == shape and np.array_equal(got, mask)
 
 
 def test_a_changed_or_undecodable_mask_is_a_field_error():
     key, sha = _stored("t/not-a-mask.png", b"not a mask at all")
     with pytest.raises(TrainingError) as err:
-        _mask_array(key, sha)
+        example_mask_array(key, sha)
     assert err.value.field == "examples"
     assert key in str(err.value) and "not a PNG or NIfTI mask" in str(err.value)
     with pytest.raises(TrainingError, match="changed after the run was created"):
-        _mask_array(key, "0" * 64)
+        example_mask_array(key, "0" * 64)

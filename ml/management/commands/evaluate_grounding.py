@@ -24,11 +24,11 @@ class Command(BaseCommand):
     def handle(self, *args, **opts):
         from core.errors import FieldError
         from core.models import Project
+        from ml.grounding_training import model_version_evaluate
         from ml.management.commands.model_versions import _figures
         from ml.models import ModelVersion
         from ml.services import model_version_latest
         from ml.specs import ModelError
-        from ml.training import model_version_evaluate
 
         project = Project.objects.filter(slug=opts["project"]).first()
         if project is None:
