@@ -2,14 +2,15 @@
 hold (ReXGroundingCT categories, CheXpert observations, PET/CT seeds, anatomy context classes) and, per
 export format, its file layout and a loading snippet that reads it with the format's own library.
 
-Pure text, no database. The snippets read the files each exporter writes (``releases/formats/``) through
-their published keys; ``tests/releases/test_release_card.py`` runs every snippet on a real export, so a
-snippet that no longer fits its exporter fails there.
+Pure text, no database. The snippets (``releases/card_snippets/<format>.txt``) read the files each
+exporter writes (``releases/formats/``) through their published keys; ``tests/releases/test_release_card.py``
+runs every snippet on a real export, so a snippet that no longer fits its exporter fails there.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from labeling.types import CHEXPERT_OBSERVATIONS
 from labeling.vocabulary import REX_CATEGORIES
@@ -38,6 +39,15 @@ def code_meaning(code: str, role: str = "finding") -> str:
     return ""
 
 
+SNIPPETS = Path(__file__).resolve().parent / "card_snippets"
+
+
+def _snippet(name: str) -> str:
+    """A format's loading snippet: Python for the card's readers, kept as text beside this module (it
+    imports the format's own library, MONAI for one, which the web tier never imports)."""
+    return (SNIPPETS / f"{name}.txt").read_text(encoding="utf-8")
+
+
 @dataclass(frozen=True)
 class FormatDoc:
     name: str  # the exporter's NAME
@@ -45,7 +55,7 @@ class FormatDoc:
     dims: tuple[int, ...]  # image dimensions the format holds
     kinds: tuple[str, ...]  # label kinds it holds (its LABEL_KINDS)
     layout: str  # Markdown lines
-    snippet: str  # Python, run in the export's folder
+    snippet: str  # Python, run in the export's folder (releases/card_snippets/<name>.txt)
 
 
 FORMATS: tuple[FormatDoc, ...] = (
@@ -64,24 +74,7 @@ FORMATS: tuple[FormatDoc, ...] = (
 - `reports_dataset.json` (every label, negative and report-only ones too), `dataset_platform.json`
   (provenance, affine; the unreviewed and context masks in `segmentations_unreviewed/` and
   `segmentations_context/`)""",
-        snippet="""\
-import json
-
-import nibabel as nib
-import numpy as np
-
-data = json.load(open("dataset.json"))
-for split in ("train", "val", "test"):
-    for entry in data[split]:
-        name = entry["name"]  # e.g. train_12_a_1.nii.gz
-        s, patient, letter, _ = name[: -len(".nii.gz")].split("_")
-        image = nib.load(f"dataset/{s}/{s}_{patient}/{s}_{patient}_{letter}/{name}")
-        seg = np.asarray(nib.load(f"segmentations/{name}").dataobj)  # (F, H, W, D)
-        assert seg.shape[1:] == image.shape
-        for f, sentence in entry["findings"].items():
-            entities = seg[int(f)]  # 0 background, 1..n one value per entity
-            print(name, entry["categories"][f], sentence, int(entities.max()), "entities")
-""",
+        snippet=_snippet("rexgroundingct"),
     ),
     FormatDoc(
         name="monai",
@@ -92,20 +85,7 @@ for split in ("train", "val", "test"):
 - `dataset.json`: Decathlon layout; `training` / `validation` / `test` lists of `{"image", "label",
   "case_id"}`, `labels` `{"0": "background", "1": ...}` = the class table below; `cases` per case id
 - `imagesTr/<case>.nii.gz`, `labelsTr/<case>.nii.gz`: image and integer label image on one grid""",
-        snippet="""\
-import json
-
-from monai.data import load_decathlon_datalist
-from monai.transforms import LoadImaged
-
-load = LoadImaged(keys=["image", "label"])
-for key in ("training", "validation", "test"):
-    if not json.load(open("dataset.json"))[key]:
-        continue  # load_decathlon_datalist fails on an empty "test" list
-    for item in load_decathlon_datalist("dataset.json", True, key, base_dir="."):
-        data = load(item)  # data["image"], data["label"]: arrays on one grid
-        print(key, item["case_id"], tuple(data["image"].shape), sorted(set(data["label"].unique().tolist())))
-""",
+        snippet=_snippet("monai"),
     ),
     FormatDoc(
         name="dicom-seg",
@@ -117,26 +97,7 @@ for key in ("training", "validation", "test"):
 - `seg/<case>.dcm`: a BINARY Segmentation of that series, one segment per mask label
 - `index.json`: `cases` with their files, UIDs and `segments` (`segment_number` <-> `label_id`, text,
   code)""",
-        snippet="""\
-import json
-
-import highdicom as hd
-import pydicom
-
-index = json.load(open("index.json"))
-for case in index["cases"]:
-    series = [pydicom.dcmread(path) for path in case["files"]]  # slice order
-    if case["seg"] is None:
-        continue
-    seg = hd.seg.segread(case["seg"])
-    for segment in case["segments"]:
-        mask = seg.get_pixels_by_source_instance(
-            source_sop_instance_uids=[ds.SOPInstanceUID for ds in series],
-            segment_numbers=[segment["segment_number"]],
-            assert_missing_frames_are_empty=True,
-        )[..., 0]  # (slices, rows, columns)
-        print(case["case_id"], segment["label_id"], segment["text"], int(mask.sum()), "voxels")
-""",
+        snippet=_snippet("dicom-seg"),
     ),
     FormatDoc(
         name="chexpert",
@@ -150,20 +111,7 @@ for case in index["cases"]:
 - `chexpert/<split>/patient<NNNNN>/study<S>/view<V>_<frontal|lateral|unknown>.png`: the radiographs; `Path`
   is relative to the export's folder (`chexpert/` plays the part of `CheXpert-v1.0-small/`)
 - `chexpert/cases.csv`: `Path` -> the platform's case id, split, patient, study and report ids""",
-        snippet="""\
-import os
-
-import pandas as pd
-from PIL import Image
-
-root = "."  # the export's folder, the parent of chexpert/
-for name in ("train.csv", "valid.csv", "test.csv"):
-    labels = pd.read_csv(os.path.join(root, "chexpert", name))
-    for row in labels.itertuples():
-        image = Image.open(os.path.join(root, row.Path))  # 8-bit grayscale, rows x columns
-        assert image.size[0] > 0
-    print(name, len(labels), "radiographs; positive:", labels.iloc[:, 5:].eq(1.0).sum().to_dict())
-""",
+        snippet=_snippet("chexpert"),
     ),
     FormatDoc(
         name="radfact",
@@ -174,14 +122,7 @@ for name in ("train.csv", "valid.csv", "test.csv"):
 - `radfact/grounded_reports.json`: a list of `{"example_id", "split", "target", "prediction"}`; each phrase
   `{"text", "boxes"}`, boxes `{"x_min", "y_min", "x_max", "y_max"}` in [0, 1] or `null`; `target` = the
   reviewed findings, `prediction` = the unreviewed proposals of the same radiograph""",
-        snippet="""\
-import json
-
-examples = json.load(open("radfact/grounded_reports.json"))
-for example in examples:
-    for phrase in example["target"]:
-        print(example["example_id"], phrase["text"], phrase["boxes"])
-""",
+        snippet=_snippet("radfact"),
     ),
     FormatDoc(
         name="fgcxr",
@@ -197,21 +138,7 @@ for example in examples:
 - `fgcxr/images/<dicom_id>.jpg`, `fgcxr/heatmaps/<study_id>_<region>.png` (8-bit, maximum 255),
   `fgcxr/masks/<study_id>_mask.png`; `fgcxr/definitions.json` (how each heatmap was made, its maximum),
   `fgcxr/index.json` (per radiograph its report and grounded findings, `fgcxr/findings/`)""",
-        snippet="""\
-import json
-
-import numpy as np
-from PIL import Image
-
-root = "fgcxr"
-manifest = json.load(open(f"{root}/manifest.json"))
-for study in manifest["studies"]:
-    image = Image.open(f"{root}/{study['image']}").convert("RGB")
-    for region in study["regions"]:  # the seven regions, in FG-CXR's order
-        heatmap = np.asarray(Image.open(f"{root}/{region['heatmap']}").convert("L"))
-        assert heatmap.shape == (image.height, image.width)
-        print(study["study_id"], study["split"], region["name"], region["sentence"])
-""",
+        snippet=_snippet("fgcxr"),
     ),
     FormatDoc(
         name="iai",
@@ -225,21 +152,7 @@ for study in manifest["studies"]:
 - `iai/images/<case_id>.dcm` (the radiograph, a DICOM SimpleITK reads as one slice),
   `iai/heatmaps/<reflacx_id>_<type>.png` (8-bit, maximum 255), `iai/masks/<reflacx_id>_<type>.png` (0/255),
   `iai/definitions.json` (how each heatmap was made, the label rules)""",
-        snippet="""\
-import numpy as np
-import pandas as pd
-import SimpleITK as sitk
-from PIL import Image
-
-COLUMNS = {"c": "cardiomegaly", "l": "left lung", "r": "right lung"}
-table = pd.read_csv("iai/train.csv")
-for _, row in table.iterrows():
-    kind = COLUMNS[row["_type"]]
-    image = sitk.GetArrayFromImage(sitk.ReadImage(f"iai/{row['path']}"))  # (1, rows, columns)
-    heatmap = np.asarray(Image.open(f"iai/{row[f'heatmap ({kind})']}").convert("L").resize((224, 224)))
-    focus = heatmap > np.unique(heatmap)[len(np.unique(heatmap)) // 5]  # I-AI's intense focus
-    print(row["reflacx_id"], row["_type"], image.shape, int(focus.sum()))
-""",
+        snippet=_snippet("iai"),
     ),
 )
 
