@@ -87,6 +87,21 @@ def make_user(db):
 
 
 @pytest.fixture
+def make_members(make_user):
+    """``make_members(project, ann=Role.ANNOTATOR, rad=Role.RADIOLOGIST, ...)``: a user of each name with
+    that role in ``project``, as a dict by name (in the order given)."""
+
+    def make(project, **roles) -> dict:
+        out = {}
+        for name, role in roles.items():
+            out[name] = make_user(name)
+            membership_set(project=project, user=out[name], role=role)
+        return out
+
+    return make
+
+
+@pytest.fixture
 def project(db):
     return project_create(slug="alpha", name="Alpha")
 

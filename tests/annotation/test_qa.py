@@ -12,7 +12,6 @@ from PIL import Image
 from annotation.models import Finding, ReviewTask, Stage
 from annotation.services import annotation_save, finding_create, task_approve, task_next, task_submit
 from core.models import Role
-from core.services import membership_set
 from tests.annotation.factories import radiograph_case
 
 WIDTH, HEIGHT = 200, 160
@@ -20,12 +19,8 @@ PROPOSAL = (60, 50, 140, 120)  # the Cardiomegaly proposal's box: x0, y0, x1, y1
 
 
 @pytest.fixture
-def people(make_user, project):
-    out = {}
-    for name, role in (("ann", Role.ANNOTATOR), ("rad", Role.RADIOLOGIST), ("rad2", Role.RADIOLOGIST)):
-        out[name] = make_user(name)
-        membership_set(project=project, user=out[name], role=role)
-    return out
+def people(make_members, project):
+    return make_members(project, ann=Role.ANNOTATOR, rad=Role.RADIOLOGIST, rad2=Role.RADIOLOGIST)
 
 
 @pytest.fixture

@@ -37,7 +37,6 @@ from annotation.services import (
     task_submit,
 )
 from core.models import Role
-from core.services import membership_set
 from ml.preannotate import preannotate
 from tests.annotation.factories import review_case
 
@@ -52,20 +51,17 @@ def _readers_project(project, n: int, method: str = "majority"):
 
 
 @pytest.fixture
-def people(make_user, project):
-    out = {}
-    for name, role in (
-        ("ann1", Role.ANNOTATOR),
-        ("ann2", Role.ANNOTATOR),
-        ("ann3", Role.ANNOTATOR),
-        ("ann4", Role.ANNOTATOR),
-        ("rad", Role.RADIOLOGIST),
-        ("res", Role.RESEARCHER),
-        ("boss", Role.MANAGER),
-    ):
-        out[name] = make_user(name)
-        membership_set(project=project, user=out[name], role=role)
-    return out
+def people(make_members, project):
+    return make_members(
+        project,
+        ann1=Role.ANNOTATOR,
+        ann2=Role.ANNOTATOR,
+        ann3=Role.ANNOTATOR,
+        ann4=Role.ANNOTATOR,
+        rad=Role.RADIOLOGIST,
+        res=Role.RESEARCHER,
+        boss=Role.MANAGER,
+    )
 
 
 @pytest.fixture

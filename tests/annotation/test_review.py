@@ -21,7 +21,6 @@ from annotation.services import (
     task_submit,
 )
 from core.models import Role
-from core.services import membership_set
 from ml.preannotate import preannotate
 from tests.annotation.factories import review_case
 
@@ -41,17 +40,10 @@ def case(project, tmp_path):
 
 
 @pytest.fixture
-def people(make_user, project):
-    out = {}
-    for name, role in (
-        ("ann", Role.ANNOTATOR),
-        ("ann2", Role.ANNOTATOR),
-        ("rad", Role.RADIOLOGIST),
-        ("rad2", Role.RADIOLOGIST),
-    ):
-        out[name] = make_user(name)
-        membership_set(project=project, user=out[name], role=role)
-    return out
+def people(make_members, project):
+    return make_members(
+        project, ann=Role.ANNOTATOR, ann2=Role.ANNOTATOR, rad=Role.RADIOLOGIST, rad2=Role.RADIOLOGIST
+    )
 
 
 def test_findings_from_proposals_once_with_tasks_and_history(project, case):

@@ -22,16 +22,10 @@ LINK = re.compile(r'data-link-(task|reading|error)="([^"]*)"')
 
 
 @pytest.fixture
-def people(make_user, project, other_project):
-    out = {}
-    for name, role in (
-        ("ann", Role.ANNOTATOR),
-        ("ann2", Role.ANNOTATOR),
-        ("rad", Role.RADIOLOGIST),
-        ("res", Role.RESEARCHER),
-    ):
-        out[name] = make_user(name)
-        membership_set(project=project, user=out[name], role=role)
+def people(make_members, project, other_project):
+    out = make_members(
+        project, ann=Role.ANNOTATOR, ann2=Role.ANNOTATOR, rad=Role.RADIOLOGIST, res=Role.RESEARCHER
+    )
     membership_set(project=other_project, user=out["ann"], role=Role.ANNOTATOR)
     return out
 

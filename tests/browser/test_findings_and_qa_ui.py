@@ -12,7 +12,6 @@ import pytest
 from annotation.models import Finding, Stage
 from annotation.services import annotation_save, task_claim
 from core.models import Role
-from core.services import membership_set
 from tests.annotation.factories import review_case
 from tests.browser import ui
 from tests.browser.ui import ARTIFACTS, next_case, open_review, wait_message
@@ -31,12 +30,8 @@ def _shot(page, name: str) -> None:
 
 
 @pytest.fixture
-def people(make_user, project):
-    out = {}
-    for name, role in (("ann", Role.ANNOTATOR), ("rad", Role.RADIOLOGIST), ("rad2", Role.RADIOLOGIST)):
-        out[name] = make_user(name)
-        membership_set(project=project, user=out[name], role=role)
-    return out
+def people(make_members, project):
+    return make_members(project, ann=Role.ANNOTATOR, rad=Role.RADIOLOGIST, rad2=Role.RADIOLOGIST)
 
 
 @pytest.mark.slow

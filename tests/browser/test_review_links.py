@@ -17,7 +17,6 @@ from annotation.services import (
     task_submit,
 )
 from core.models import Role
-from core.services import membership_set
 from tests.annotation.factories import review_case
 from tests.browser import ui
 from tests.browser.ui import ARTIFACTS, PASSWORD, TIMEOUT_MS, message, next_case, wait_message
@@ -40,17 +39,10 @@ def tasks(project, tmp_path):
 
 
 @pytest.fixture
-def people(make_user, project):
-    out = {}
-    for name, role in (
-        ("ann", Role.ANNOTATOR),
-        ("ann2", Role.ANNOTATOR),
-        ("rad", Role.RADIOLOGIST),
-        ("boss", Role.MANAGER),
-    ):
-        out[name] = make_user(name)
-        membership_set(project=project, user=out[name], role=role)
-    return out
+def people(make_members, project):
+    return make_members(
+        project, ann=Role.ANNOTATOR, ann2=Role.ANNOTATOR, rad=Role.RADIOLOGIST, boss=Role.MANAGER
+    )
 
 
 def log_in(browser, live_server, username: str, path: str):

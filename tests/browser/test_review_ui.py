@@ -39,12 +39,8 @@ def case(project, tmp_path):
 
 
 @pytest.fixture
-def people(make_user, project):
-    out = {}
-    for name, role in (("ann", Role.ANNOTATOR), ("rad", Role.RADIOLOGIST)):
-        out[name] = make_user(name)
-        membership_set(project=project, user=out[name], role=role)
-    return out
+def people(make_members, project):
+    return make_members(project, ann=Role.ANNOTATOR, rad=Role.RADIOLOGIST)
 
 
 @pytest.mark.slow

@@ -12,17 +12,12 @@ from django.core.management.base import CommandError
 from django.urls import reverse
 
 from core.models import Role
-from core.services import membership_set
 from tests.releases.factories import reviewed_case
 
 
 @pytest.fixture
-def people(make_user, project):
-    out = {}
-    for name, role in (("res", Role.RESEARCHER), ("ann", Role.ANNOTATOR), ("rad", Role.RADIOLOGIST)):
-        out[name] = make_user(name)
-        membership_set(project=project, user=out[name], role=role)
-    return out
+def people(make_members, project):
+    return make_members(project, res=Role.RESEARCHER, ann=Role.ANNOTATOR, rad=Role.RADIOLOGIST)
 
 
 def test_release_over_the_api(
