@@ -47,14 +47,13 @@ the review screen shows the scan and the mask (no anatomy layers: ``--keep-layer
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.bench_case_open import free_port, make_case, wait_up  # noqa: E402
+from bench.bench_case_open import make_case, runserver  # noqa: E402
 from bench.common import REPO, django_setup  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
@@ -326,18 +325,7 @@ def main() -> None:
             RegionProposal.objects.filter(scan=scan).delete()
         nifti_size = (Path(os.environ["MEDIA_ROOT"]) / scan.file.name).stat().st_size
 
-        port = free_port()
-        base = f"http://127.0.0.1:{port}"
-        log = open(workdir / "runserver.log", "w")
-        server = subprocess.Popen(
-            [sys.executable, "manage.py", "runserver", "--noreload", f"127.0.0.1:{port}"],
-            cwd=REPO,
-            env={**os.environ, "DEBUG": "true"},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            wait_up(f"{base}/review/login/", server)
+        with runserver(workdir) as base:
             os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
             from playwright.sync_api import sync_playwright
 
@@ -381,10 +369,6 @@ def main() -> None:
                         page.close()
                         print(f"  run {i + 1} {which}: done", flush=True)
                 browser.close()
-        finally:
-            server.terminate()
-            server.wait(timeout=10)
-            log.close()
 
     first = review[0]
     print(
