@@ -66,11 +66,15 @@ def nifti_mask_gz(mask: np.ndarray, affine: np.ndarray) -> bytes:
     header.set_qform(image.affine, code=1)
     header.set_slope_inter(1.0, 0.0)
     header["vox_offset"] = 352
-    deflate = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)  # wbits 31: a gzip member
     flat = voxels.ravel(order="F")  # a view for Fortran-ordered masks (those read from NIfTI), else a copy
-    return (
-        deflate.compress(header.binaryblock + b"\x00\x00\x00\x00") + deflate.compress(flat) + deflate.flush()
-    )
+    return gzip_member(header.binaryblock + b"\x00\x00\x00\x00", flat)
+
+
+def gzip_member(*parts) -> bytes:
+    """``parts`` (bytes or contiguous arrays) compressed in turn into one gzip member at ``GZIP_LEVEL``
+    (what a browser inflates for ``Content-Encoding: gzip``), without joining them first."""
+    deflate = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)  # wbits 31: a gzip member
+    return b"".join(deflate.compress(part) for part in parts) + deflate.flush()
 
 
 def mask_png(mask: np.ndarray) -> bytes:
@@ -217,4 +221,10 @@ def mask_centroid(mask: np.ndarray) -> tuple[int, list[int] | None]:
     """The set voxels of a mask and their centroid's voxel indices, each rounded half up (as the review
     screen's ``Math.round``); ``(0, None)`` for an empty mask."""
     n, sums = mask_index_sums(mask)
-    return n, ([(2 * total + n) // (2 * n) for total in sums] if n else None)  # floor(total / n + 0.5)
+    return n, centroid_of(n, sums)
+
+
+def centroid_of(n: int, sums: list[int]) -> list[int] | None:
+    """The centroid's voxel indices from ``mask_index_sums``, each rounded half up (``floor(sum / n +
+    0.5)``, as the review screen's ``Math.round``); ``None`` for no voxel."""
+    return [(2 * total + n) // (2 * n) for total in sums] if n else None

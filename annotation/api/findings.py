@@ -2,8 +2,6 @@
 filters, their history, and a version's mask file. Thin views: reads through ``annotation.selectors``,
 changes through ``annotation.services``."""
 
-import zlib
-
 from django.core.files.storage import default_storage
 from django.http import Http404, HttpResponse
 from drf_spectacular.types import OpenApiTypes
@@ -21,7 +19,7 @@ from core.errors import ApplicationError, NotFound
 from core.models import Role
 from core.selectors import project_get_for_user, project_ids_for_slug, role_require
 from studies.api.views import stored_file_response
-from studies.masks import GZIP_LEVEL, MaskError, mask_index_sums, mask_read, mask_runs
+from studies.masks import MaskError, centroid_of, gzip_member, mask_index_sums, mask_read, mask_runs
 
 
 class FindingsFromProposals(APIView):
@@ -166,16 +164,11 @@ def mask_runs_response(key: str) -> HttpResponse:
         raise ApplicationError(f"the stored mask cannot be read: {exc.reason}", field="mask") from exc
     runs = mask_runs(mask)
     voxels, sums = mask_index_sums(mask)
-    deflate = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)  # a gzip member: the browser inflates it
-    response = HttpResponse(
-        deflate.compress(runs.tobytes()) + deflate.flush(), content_type="application/octet-stream"
-    )
+    response = HttpResponse(gzip_member(runs), content_type="application/octet-stream")
     response["Content-Encoding"] = "gzip"
     response["X-Mask-Shape"] = ",".join(str(n) for n in mask.shape)
     response["X-Mask-Voxels"] = str(voxels)
     response["X-Mask-Sums"] = ",".join(str(total) for total in sums)
-    response["X-Mask-Centroid"] = (
-        ",".join(str((2 * t + voxels) // (2 * voxels)) for t in sums) if voxels else ""
-    )
+    response["X-Mask-Centroid"] = ",".join(str(v) for v in centroid_of(voxels, sums) or [])
     response["X-Mask-Runs"] = str(len(runs))
     return response
