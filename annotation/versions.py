@@ -213,7 +213,8 @@ def groundings(findings: Iterable[Finding | int], *, related: tuple[str, ...] = 
 
 def in_grounding() -> Q:
     """A filter of ``Annotation`` rows: the versions that are their finding's current grounding (its newest
-    mask or newest box up to its current version), the queryset form of ``groundings``."""
+    mask or newest box up to its current version; an erased mask is none), the queryset form of
+    ``groundings``."""
     later = Annotation.objects.filter(
         _grounds(),
         finding_id=OuterRef("finding_id"),
@@ -221,7 +222,8 @@ def in_grounding() -> Q:
         version__gt=OuterRef("version"),
         version__lte=OuterRef("finding__current_version"),
     )
-    return _grounds() & Q(version__lte=F("finding__current_version")) & ~Exists(later)
+    erased = Q(kind=AnnotationKind.MASK, voxels=0)  # newest, but no mask: an older one does not come back
+    return _grounds() & Q(version__lte=F("finding__current_version")) & ~Exists(later) & ~erased
 
 
 def grounding(finding: Finding) -> Grounding:

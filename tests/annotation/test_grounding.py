@@ -246,7 +246,7 @@ def test_a_readers_box_does_not_sit_beside_the_consensus(project, tmp_path, make
 def test_an_erased_mask_is_no_mask(project, case):
     """Mask (v1), erased to nothing and saved (v2), a box (v3): the finding's grounding is the box alone; the
     first mask does not come back and the empty one is not released as a mask."""
-    scan, ann, rad, _ = case
+    scan, ann, rad, res = case
     empty = np.zeros(tuple(scan.shape), bool)
     finding = grounded(
         project,
@@ -267,3 +267,5 @@ def test_an_erased_mask_is_no_mask(project, case):
     with pytest.raises(TrainingError, match=f"#{finding.pk} has no mask"):
         accepted_examples(project, [finding.pk], None)
     assert _accepted(project) == []
+    # a researcher sees the box, neither the erased mask nor the one it erased
+    assert set(annotations_for_user(res).filter(finding=finding).values_list("version", flat=True)) == {3}
