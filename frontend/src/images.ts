@@ -49,8 +49,8 @@ function fetchMask(version: Annotation | undefined): Promise<Fetched> {
 }
 
 /** The mask as NIfTI (the drawing loaded by NiiVue, which reorients it): for a scan whose stored axes
- * NiiVue permutes (an oblique or sagittal acquisition; flips alone are filled from runs). encoding=http: the browser inflates it natively (NiiVue inflating 78 M voxels in
- * JavaScript took ~20 s). */
+ * NiiVue permutes (an oblique or sagittal acquisition; flips alone are filled from runs). encoding=http:
+ * the browser inflates it natively (NiiVue inflating 78 M voxels in JavaScript took ~20 s). */
 async function loadMaskNifti(version: Annotation): Promise<boolean> {
   const bytes = await (await api(`/api/annotations/${version.id}/mask/?encoding=http`)).arrayBuffer();
   const view = new DataView(bytes);
@@ -156,6 +156,7 @@ export async function showVersion(version: Annotation | undefined, box?: Annotat
   if (maskVersion) {
     const t = performance.now();
     const name = `Mask v${maskVersion.version}`;
+    let flips: boolean[] | null = null; // how NiiVue's RAS order flips the stored axes (null: it permutes them)
     try {
       const got = await (fetched ?? fetchMask(maskVersion));
       measured("mask-wait", t); // what the mask's fetch took beyond the scan's (they travel at once)
@@ -165,8 +166,7 @@ export async function showVersion(version: Annotation | undefined, box?: Annotat
         nv.createEmptyDrawing();
         nv.drawBitmap = bitmap;
         loaded = true;
-      } else if (got?.runs && storedFlipsOfRAS(nv.volumes[0])) {
-        const flips = storedFlipsOfRAS(nv.volumes[0]) ?? [false, false, false];
+      } else if (got?.runs && (flips = storedFlipsOfRAS(nv.volumes[0]))) {
         loadMaskRuns(got.runs, flips);
         loaded = true;
         known = [got.runs.voxels, runsCentroid(got.runs, flips)];
