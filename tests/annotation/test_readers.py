@@ -2,15 +2,12 @@
 readers' queue that never gives one reading to two people nor one finding twice to one reader, blinded
 readings (a reader sees the proposal and their own versions only), the consensus after the last reading
 (majority vote or STAPLE, voxel-exact), the agreement (equal to annotation.agreement's), a radiologist's
-confirmation, and the API of it all."""
+confirmation (the API: test_readers_api.py)."""
 
 import datetime as dt
-import gzip
 
-import nibabel as nib
 import numpy as np
 import pytest
-from django.urls import reverse
 from django.utils import timezone
 
 from annotation import agreement as ag
@@ -28,7 +25,6 @@ from annotation.services import (
     ReviewError,
     annotation_save,
     finding_create,
-    findings_from_proposals,
     task_approve,
     task_assign,
     task_claim,
@@ -36,47 +32,21 @@ from annotation.services import (
     task_return,
     task_submit,
 )
-from core.models import Role
-from ml.preannotate import preannotate
+from tests.annotation import readers_case
 from tests.annotation.factories import review_case
+from tests.annotation.readers_case import REPORT, box_mask, readers_project
 
 ANNOTATE, REVIEWING = ("annotate",), ("review", "qa")
-REPORT = "There is a 14 mm nodule in the right upper lobe. Small left pleural effusion."
-
-
-def _readers_project(project, n: int, method: str = "majority"):
-    project.readers_per_finding, project.consensus_method = n, method
-    project.save()
-    return project
-
-
-@pytest.fixture
-def people(make_members, project):
-    return make_members(
-        project,
-        ann1=Role.ANNOTATOR,
-        ann2=Role.ANNOTATOR,
-        ann3=Role.ANNOTATOR,
-        ann4=Role.ANNOTATOR,
-        rad=Role.RADIOLOGIST,
-        res=Role.RESEARCHER,
-        boss=Role.MANAGER,
-    )
+people = readers_case.people  # the readers, a radiologist, a researcher and a manager
 
 
 @pytest.fixture
 def case3(project, tmp_path):
     """Three readers per finding (majority vote); a CT with two present findings, no region proposals."""
-    _readers_project(project, 3)
+    readers_project(project, 3)
     scan = review_case(project, tmp_path, findings=REPORT)
     assert Finding.objects.count() >= 2
     return scan
-
-
-def _box_mask(shape, *slices) -> np.ndarray:
-    mask = np.zeros(shape, bool)
-    mask[slices] = True
-    return mask
 
 
 def _read(project, user, decision: str, mask: np.ndarray | None = None) -> Reading:
@@ -147,7 +117,7 @@ def test_expired_lease_passes_the_reading_on_afresh(project, case3, people):
         user=people["ann1"],
         base_version=0,
         kind="mask",
-        mask=_box_mask(shape, slice(2, 6), slice(2, 6), slice(1, 3)),
+        mask=box_mask(shape, slice(2, 6), slice(2, 6), slice(1, 3)),
     )
     reading_next(project=project, user=people["ann2"])
     reading_next(project=project, user=people["ann3"])
@@ -170,9 +140,9 @@ def test_expired_lease_passes_the_reading_on_afresh(project, case3, people):
 
 def test_consensus_by_majority_vote_agreement_and_radiologist_approval(project, case3, people):
     shape = tuple(case3.shape)
-    m1 = _box_mask(shape, slice(2, 10), slice(2, 10), slice(1, 3))
-    m2 = _box_mask(shape, slice(6, 14), slice(2, 10), slice(1, 3))  # overlaps m1 on [6:10]
-    m3 = _box_mask(shape, slice(30, 40), slice(30, 40), slice(4, 6))  # overlaps nobody
+    m1 = box_mask(shape, slice(2, 10), slice(2, 10), slice(1, 3))
+    m2 = box_mask(shape, slice(6, 14), slice(2, 10), slice(1, 3))  # overlaps m1 on [6:10]
+    m3 = box_mask(shape, slice(30, 40), slice(30, 40), slice(4, 6))  # overlaps nobody
     r1 = _read(project, people["ann1"], "accept", m1)
     finding = Finding.objects.get(pk=r1.finding_id)
     r2 = _read(project, people["ann2"], "accept", m2)
@@ -186,7 +156,7 @@ def test_consensus_by_majority_vote_agreement_and_radiologist_approval(project, 
     consensus = finding.annotations.get(version=finding.current_version)
     assert consensus.author is None and consensus.comment == "consensus of 3 readers (majority)"
     got = version_mask(consensus, shape)
-    assert np.array_equal(got, _box_mask(shape, slice(6, 10), slice(2, 10), slice(1, 3)))
+    assert np.array_equal(got, box_mask(shape, slice(6, 10), slice(2, 10), slice(1, 3)))
     assert np.array_equal(got, ag.majority_vote([m1, m2, m3])) and consensus.voxels == got.sum()
     assert consensus.box == [6, 2, 1, 10, 10, 3]
     # Every reader's version is kept, authored by them.
@@ -215,12 +185,12 @@ def test_consensus_by_majority_vote_agreement_and_radiologist_approval(project, 
 
 
 def test_consensus_by_staple(project, tmp_path, people):
-    _readers_project(project, 3, "staple")
+    readers_project(project, 3, "staple")
     scan = review_case(project, tmp_path, findings=REPORT)
     shape = tuple(scan.shape)
-    m1 = _box_mask(shape, slice(2, 12), slice(2, 12), slice(1, 4))
-    m2 = _box_mask(shape, slice(4, 12), slice(2, 12), slice(1, 4))
-    m3 = _box_mask(shape, slice(4, 14), slice(4, 14), slice(2, 5))
+    m1 = box_mask(shape, slice(2, 12), slice(2, 12), slice(1, 4))
+    m2 = box_mask(shape, slice(4, 12), slice(2, 12), slice(1, 4))
+    m3 = box_mask(shape, slice(4, 14), slice(4, 14), slice(2, 5))
     readings = [_read(project, people[n], "accept", m) for n, m in (("ann1", m1), ("ann2", m2), ("ann3", m3))]
     finding = Finding.objects.get(pk=readings[0].finding_id)
     consensus = finding.annotations.get(version=finding.current_version)
@@ -235,7 +205,7 @@ def test_consensus_by_staple(project, tmp_path, people):
 def test_majority_rejects_and_a_return_goes_to_the_annotate_queue(project, case3, people):
     shape = tuple(case3.shape)
     first = _read(project, people["ann1"], "reject")
-    _read(project, people["ann2"], "accept", _box_mask(shape, slice(2, 6), slice(2, 6), slice(1, 3)))
+    _read(project, people["ann2"], "accept", box_mask(shape, slice(2, 6), slice(2, 6), slice(1, 3)))
     _read(project, people["ann3"], "reject")
     finding = Finding.objects.get(pk=first.finding_id)
     task = finding.task
@@ -254,7 +224,7 @@ def test_majority_rejects_and_a_return_goes_to_the_annotate_queue(project, case3
         user=people["ann4"],
         base_version=fix.finding.current_version,
         kind="mask",
-        mask=_box_mask(shape, slice(2, 8), slice(2, 8), slice(1, 3)),
+        mask=box_mask(shape, slice(2, 8), slice(2, 8), slice(1, 3)),
     )
     task_submit(task_id=task.pk, user=people["ann4"], decision="accept")
     task_next(project=project, user=people["rad"], stages=REVIEWING)
@@ -262,11 +232,11 @@ def test_majority_rejects_and_a_return_goes_to_the_annotate_queue(project, case3
 
 
 def test_two_readers_tie_accepts_and_cohen_kappa(project, tmp_path, people):
-    _readers_project(project, 2)
+    readers_project(project, 2)
     scan = review_case(project, tmp_path, findings=REPORT)
     shape = tuple(scan.shape)
-    m1 = _box_mask(shape, slice(2, 10), slice(2, 10), slice(1, 3))
-    m2 = _box_mask(shape, slice(4, 12), slice(2, 10), slice(1, 3))
+    m1 = box_mask(shape, slice(2, 10), slice(2, 10), slice(1, 3))
+    m2 = box_mask(shape, slice(4, 12), slice(2, 10), slice(1, 3))
     findings = list(Finding.objects.order_by("id"))
     plan = [("accept", m1, "reject", None)] + [("accept", m1, "accept", m2)] * (len(findings) - 1)
     for d1, k1, d2, k2 in plan:
@@ -305,131 +275,6 @@ def test_a_finding_added_by_hand_is_read_too(project, case3, people):
     assert reading_next(project=project, user=people["ann1"]).pk == readings[0].pk  # the author's own
 
 
-def test_readings_over_the_api_blinded(project, tmp_path, people, api_client, outsider):
-    """A proposal's mask as version 1: every reader sees it and their own versions, never another's."""
-    _readers_project(project, 3)
-    scan = review_case(project, tmp_path, findings=REPORT)
-    Finding.objects.all().delete()
-    for p in preannotate(scan=scan, generator="lungs").proposals:
-        p.code = "2e"
-        p.save()
-    assert findings_from_proposals(project=project) >= 1
-    Finding.objects.exclude(code="2e").delete()  # the nodule: no proposal of its own
-    finding = Finding.objects.get(code="2e")
-    assert finding.current_version == 1 and finding.readings.count() == 3
-    shape = tuple(scan.shape)
-    c1, c2, c3 = (api_client(people[n]) for n in ("ann1", "ann2", "ann3"))
-    rad, res = api_client(people["rad"]), api_client(people["res"])
-    url = reverse("next-reading", args=[project.slug])
-    assert rad.get(url).status_code == 403 and api_client(outsider).get(url).status_code == 404
-
-    one = c1.get(url).json()
-    rid1 = one["reading"]["id"]
-    assert [v["version"] for v in one["versions"]] == [1] and one["finding"]["current_version"] == 1
-    assert one["task"]["stage"] == "read" and one["reading"]["reader"] == "ann1"
-    m1 = _box_mask(shape, slice(10, 20), slice(10, 20), slice(2, 4))
-    upload = gzip.compress(nib.Nifti1Image(m1.astype(np.uint8), np.asarray(scan.affine)).to_bytes())
-    saved = c1.post(
-        reverse("reading-annotations", args=[rid1]),
-        {"base_version": 1, "kind": "mask", "mask": _file(upload, "m1.nii.gz")},
-        format="multipart",
-    )
-    assert saved.status_code == 201, saved.content
-    mine = saved.json()
-    assert mine["version"] == 2 and mine["author"] == "ann1" and mine["parent_id"] == one["versions"][0]["id"]
-
-    two = c2.get(url).json()
-    rid2 = two["reading"]["id"]
-    assert rid2 != rid1 and two["finding"]["id"] == finding.pk
-    assert [v["version"] for v in two["versions"]] == [1] and two["finding"]["current_version"] == 1
-    assert all(v["author"] != "ann1" for v in two["versions"])
-    assert c2.get(reverse("annotation-mask", args=[mine["id"]])).status_code == 404  # not yours, yet
-    assert rad.get(reverse("annotation-mask", args=[mine["id"]])).status_code == 404
-    assert c1.get(reverse("annotation-mask", args=[mine["id"]])).status_code == 200
-    detail = c2.get(reverse("task-detail", args=[finding.task.pk])).json()
-    assert [v["version"] for v in detail["versions"]] == [1]
-    assert c2.get(reverse("reading-detail", args=[rid1])).status_code == 404
-    assert [v["version"] for v in c1.get(reverse("reading-detail", args=[rid1])).json()["versions"]] == [1, 2]
-
-    # ann2 edits from version 1: ann1's save is no conflict for them; a stale base is, showing only theirs.
-    box = c2.post(
-        reverse("reading-annotations", args=[rid2]),
-        {"base_version": 1, "kind": "box", "box": [12, 12, 2, 22, 20, 4]},
-        format="json",
-    )
-    assert box.status_code == 201 and box.json()["version"] == 3
-    stale = c2.post(
-        reverse("reading-annotations", args=[rid2]),
-        {"base_version": 1, "kind": "box", "box": [12, 12, 2, 22, 20, 4]},
-        format="json",
-    )
-    assert stale.status_code == 409 and stale.json()["current"]["version"] == 3 and stale.json()["yours"] == 1
-    bad = c2.post(
-        reverse("reading-annotations", args=[rid2]),
-        {"base_version": 3, "kind": "box", "box": [0, 0, 0, 999, 4, 2]},
-        format="json",
-    )
-    assert bad.status_code == 400 and "axis 0" in bad.json()["box"]
-    # another's reading does not exist for you (blinding: annotation.selectors), so submitting it is 404
-    assert (
-        c2.post(reverse("reading-submit", args=[rid1]), {"decision": "accept"}, format="json").status_code
-        == 404
-    )
-    assert "decision" in c2.post(reverse("reading-submit", args=[rid2]), {}, format="json").json()
-    submitted = c2.post(reverse("reading-submit", args=[rid2]), {"decision": "accept"}, format="json")
-    assert submitted.status_code == 200 and submitted.json()["status"] == "submitted"
-    assert submitted.json()["version"] == 3 and submitted.json()["stage"] == "read"
-    again = c2.post(reverse("reading-submit", args=[rid2]), {"decision": "accept"}, format="json")
-    assert again.status_code == 400 and "already submitted" in again.json()["status"]
-    assert c2.get(url).status_code == 204  # ann2 read the only finding
-
-    three = c3.get(url).json()
-    assert [v["version"] for v in three["versions"]] == [1]  # neither ann1's nor ann2's work
-    c3.post(reverse("reading-submit", args=[three["reading"]["id"]]), {"decision": "accept"}, format="json")
-    last = c1.post(reverse("reading-submit", args=[rid1]), {"decision": "accept"}, format="json").json()
-    assert last["stage"] == "review"
-
-    finding.refresh_from_db()
-    proposal = version_mask(finding.annotations.get(version=1), shape)
-    box_mask = _box_mask(shape, slice(12, 22), slice(12, 20), slice(2, 4))
-    masks = [m1, box_mask, proposal]  # ann1's mask, ann2's box, ann3 accepted the proposal as it was
-    consensus = finding.annotations.get(version=finding.current_version)
-    assert consensus.version == 4 and np.array_equal(version_mask(consensus, shape), ag.majority_vote(masks))
-    review = rad.get(reverse("next-task", args=[project.slug]), {"stage": "review"}).json()
-    assert review["task"]["id"] == finding.task.pk
-    assert {v["version"] for v in review["versions"]} == {1, 2, 3, 4}  # the radiologist sees everyone's
-    assert review["agreement"]["consensus_version"] == 4 and three["agreement"] is None
-    assert (
-        rad.post(reverse("task-approve", args=[finding.task.pk]), {}, format="json").json()["stage"]
-        == "accepted"
-    )
-
-    agreement_url = reverse("project-agreement", args=[project.slug])
-    assert c1.get(agreement_url).status_code == 403
-    body = rad.get(agreement_url).json()
-    row = body["findings"][0]
-    assert row["finding"] == finding.pk and row["decisions"] == {"accept": 3, "reject": 0}
-    assert sorted(r["index"] for r in row["readers"]) == [1, 2, 3]
-    by_user = {r["username"]: r for r in row["readers"]}
-    named = {"ann1": m1, "ann2": box_mask, "ann3": proposal}
-    per = ag.per_reader(named, "dice")
-    assert {u: by_user[u]["dice"] for u in named} == pytest.approx(per)
-    assert body["project"]["fleiss_kappa"] == 1.0 and body["project"]["findings"] == 1
-    assert {a["username"]: a["mean_dice"] for a in body["annotators"]} == pytest.approx(per)
-    assert (
-        res.get(agreement_url).json()["findings"][0]["finding"] == finding.pk
-    )  # accepted: researchers see it
-    assert "/api/projects/{slug}/next-reading/" in c1.get("/api/schema/").content.decode()
-
-
-def _file(data: bytes, name: str):
-    import io
-
-    out = io.BytesIO(data)
-    out.name = name
-    return out
-
-
 def test_one_reader_projects_are_unchanged(project, tmp_path, people):
     scan = review_case(project, tmp_path, findings=REPORT)
     assert project.readers_per_finding == 1 and not Reading.objects.exists()
@@ -441,7 +286,7 @@ def test_one_reader_projects_are_unchanged(project, tmp_path, people):
         user=people["ann1"],
         base_version=task.finding.current_version,
         kind="mask",
-        mask=_box_mask(tuple(scan.shape), slice(2, 6), slice(2, 6), slice(1, 3)),
+        mask=box_mask(tuple(scan.shape), slice(2, 6), slice(2, 6), slice(1, 3)),
     )
     assert task_submit(task_id=task.pk, user=people["ann1"], decision="accept").stage == "review"
     assert Annotation.objects.filter(author=None).count() == 0
@@ -456,7 +301,7 @@ def test_concurrent_readers_on_postgresql(postgres, project, tmp_path, people):
 
     from django.db import connection
 
-    _readers_project(project, 3)
+    readers_project(project, 3)
     review_case(project, tmp_path, findings=REPORT)
     names = ("ann1", "ann2", "ann3")
     barrier, got, errors = threading.Barrier(len(names)), {}, []
@@ -492,8 +337,8 @@ def test_a_release_reports_the_readers_agreement(project, case3, people):
     from releases.services import dataset_create, release_create, release_manifest
 
     shape = tuple(case3.shape)
-    m1 = _box_mask(shape, slice(2, 10), slice(2, 10), slice(1, 3))
-    m2 = _box_mask(shape, slice(4, 10), slice(2, 10), slice(1, 3))
+    m1 = box_mask(shape, slice(2, 10), slice(2, 10), slice(1, 3))
+    m2 = box_mask(shape, slice(4, 10), slice(2, 10), slice(1, 3))
     for user, mask in (("ann1", m1), ("ann2", m2), ("ann3", m1)):
         reading = _read(project, people[user], "accept", mask)
     task = ReviewTask.objects.get(finding_id=reading.finding_id)
