@@ -5,7 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from labeling.gaze import heatmap, heatmaps
+from labeling.gaze import gaussian_sum as gs
+from labeling.gaze import heatmap
 
 W, H = 40, 30
 TINY = float(np.finfo(np.float32).tiny)
@@ -150,13 +151,13 @@ def full_reference(fx, width, height):
 
 def spy(monkeypatch, name):
     calls = []
-    real = getattr(heatmaps, name)
+    real = getattr(gs, name)
 
     def wrapper(*args, **kwargs):
         calls.append(args)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(heatmaps, name, wrapper)
+    monkeypatch.setattr(gs, name, wrapper)
     return calls
 
 
@@ -182,7 +183,7 @@ def test_reflacx_float32_tiles_with_truncation(monkeypatch, integer):
     n, w, h = 150, 700, 560
     fx = recording(rng, n, w, h, [20.0, 24.0], [5, 9, 690, 541.5], integer)
     x, ax = np.asarray(fx["x"], float), np.asarray(fx["ang_res_x"])
-    assert (heatmaps._table(x, 1 / ax, w) is not None) == integer
+    assert (gs._table(x, 1 / ax, w) is not None) == integer
     f32 = spy(monkeypatch, "_gemm32")
     f64 = spy(monkeypatch, "_gemm64")
     got = heatmap(fx, width=w, height=h)
@@ -195,8 +196,8 @@ def test_reflacx_float32_tiles_with_truncation(monkeypatch, integer):
 def test_reflacx_float32_chunks(monkeypatch, max_chunks):
     # GEMMs split in chunks of 8 fixations, the chunk results summed in float32 or (beyond max_chunks)
     # in float64
-    monkeypatch.setattr(heatmaps, "_CHUNK", 8)
-    monkeypatch.setattr(heatmaps, "_MAX_CHUNKS", max_chunks)
+    monkeypatch.setattr(gs, "_CHUNK", 8)
+    monkeypatch.setattr(gs, "_MAX_CHUNKS", max_chunks)
     rng = np.random.default_rng(6)
     n, w, h = 60, 300, 260
     fx = recording(rng, n, w, h, [15.0, 18.0], [3, 7, 290, 250])
@@ -223,13 +224,13 @@ def test_reflacx_rect_reached_only_by_a_far_fixation(monkeypatch):
 
 
 def test_float32_error_budget():
-    # the worst case of the module docstring's "Exactness": left-out mass plus float32 rounding (inputs 2u,
+    # the worst case of gaussian_sum's docstring "Exactness": left-out mass plus float32 rounding (inputs 2u,
     # accumulation _CHUNK·u, chunk sum (_MAX_CHUNKS - 1)·u, scaling 2u), first order, stays below 1e-5;
     # the per-pixel check after a float32 product allows for the product's own rounding
     u = 2.0**-24
-    rounding = (heatmaps._CHUNK + heatmaps._MAX_CHUNKS + 3) * u
-    assert max(heatmaps._DROP, heatmaps._CHECK) + rounding * (1 + 1e-3) < 1e-5
-    assert (heatmaps._CHUNK + heatmaps._MAX_CHUNKS + 1) * u < heatmaps._SLACK
+    rounding = (gs._CHUNK + gs._MAX_CHUNKS + 3) * u
+    assert max(gs._DROP, gs._CHECK) + rounding * (1 + 1e-3) < 1e-5
+    assert (gs._CHUNK + gs._MAX_CHUNKS + 1) * u < gs._SLACK
 
 
 def test_egd_matches_reference():
