@@ -1,9 +1,10 @@
 """Store-back: an accepted finding's mask sent to the source it came from as a DICOM SEG (STOW-RS).
 
-The SEG is made with highdicom, as the release export makes its SEGs (``releases.formats.dicom_seg``: the
-same segment description, codes from ``releases.formats.dicom_codes``), but against the series as the PACS
-has it: its instances' metadata are retrieved (WADO-RS metadata, no pixels) under the original UIDs the
-project's identity map kept (``PacsSeriesLink``); each instance is matched to its slice of the canonical
+The SEG is made with highdicom, as the release export makes its SEGs
+(``releases.formats.dicom_segmentation``: the same segment description, codes from
+``releases.formats.dicom_codes``), but against the series as the PACS has it: its instances' metadata are
+retrieved (WADO-RS metadata, no pixels) under the original UIDs the project's identity map kept
+(``PacsSeriesLink``); each instance is matched to its slice of the canonical
 volume by its remapped SOP Instance UID (``ScanSource.slice_index``). Frame of instance k = mask[:, :, k]
 transposed to (rows = Y, columns = X). The SEG's own UIDs are derived from the source, finding and version,
 so that sending it again replaces nothing and duplicates nothing in the PACS.
@@ -34,7 +35,7 @@ from annotation.versions import groundings
 from core.errors import ApplicationError, public_message
 from pacs.client import client_for, pacs_call
 from pacs.models import PacsSeriesLink, PacsSource, PacsStoreBack, StoreBackStatus
-from releases.formats.dicom_seg import segment_description
+from releases.formats.dicom_segmentation import segment_description
 from releases.labels import class_category
 from releases.records import LabelRecord
 from studies import pseudonyms
