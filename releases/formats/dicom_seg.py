@@ -30,14 +30,8 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from releases.formats.common import check_unique, scratch_file, split_labels
-from releases.formats.dicom_segmentation import segment_description, segment_entry, segmentation
-from releases.formats.dicom_source import (
-    CT_IMAGE_STORAGE,
-    SECONDARY_CAPTURE_IMAGE_STORAGE,
-    derived_uid,
-    plane_geometry,
-    write_series,
-)
+from releases.formats.dicom_segmentation import segment_entry, segmentation
+from releases.formats.dicom_source import write_series
 from releases.records import (
     REPORT_ONLY_FIELDS,
     CaseRecord,
@@ -47,11 +41,6 @@ from releases.records import (
     Sink,
     label_dict,
 )
-
-__all__ = [
-    "CT_IMAGE_STORAGE", "LABEL_KINDS", "NAME", "SECONDARY_CAPTURE_IMAGE_STORAGE", "derived_uid", "export",
-    "plane_geometry", "segment_description",
-]  # fmt: skip
 
 NAME = "dicom-seg"
 LABEL_KINDS = ("mask", "none")

@@ -9,7 +9,7 @@ import pytest
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 
-from releases.formats import dicom_seg
+from releases.formats import dicom_seg, dicom_source
 from releases.records import CaseRecord, FormatError, ImageRecord
 from studies.deid.core import header_to_json
 from tests.releases.synth3d import (
@@ -99,7 +99,7 @@ def test_dicom_seg_round_trip(tmp_path, kind):
     sources = [pydicom.dcmread(out / f) for f in entry["files"]]
     volume = ct_array()
     for k, ds in enumerate(sources):
-        assert ds.SOPClassUID == dicom_seg.CT_IMAGE_STORAGE
+        assert ds.SOPClassUID == dicom_source.CT_IMAGE_STORAGE
         assert ds.SOPInstanceUID == case.image.sop_uids[k]
         assert (ds.StudyInstanceUID, ds.SeriesInstanceUID) == (case.image.study_uid, case.image.series_uid)
         assert (str(ds.PatientName), ds.PatientID, ds.PatientAge, ds.Manufacturer) == (
@@ -166,7 +166,8 @@ def test_dicom_seg_non_ct_float_image(tmp_path):
     export(dicom_seg, [case], out)
     entry = json.loads((out / "index.json").read_text())["cases"][0]
     sources = [pydicom.dcmread(out / f) for f in entry["files"]]
-    assert sources[0].SOPClassUID == dicom_seg.SECONDARY_CAPTURE_IMAGE_STORAGE and sources[0].Modality == "PT"
+    assert sources[0].SOPClassUID == dicom_source.SECONDARY_CAPTURE_IMAGE_STORAGE
+    assert sources[0].Modality == "PT"
     for k, ds in enumerate(sources):
         values = ds.pixel_array * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
         np.testing.assert_allclose(values, suv[:, :, k].T, atol=float(ds.RescaleSlope))
