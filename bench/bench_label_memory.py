@@ -182,31 +182,13 @@ def _plain_monai(info: dict, labels: int, device: str, out_dir: Path) -> dict:
     import torch
     from monai.inferers import sliding_window_inference
     from monai.networks.nets import UNet
-    from monai.transforms import (
-        Activationsd,
-        AsDiscreted,
-        Compose,
-        EnsureChannelFirstd,
-        Invertd,
-        LoadImaged,
-        ScaleIntensityRanged,
-        Spacingd,
-    )
+
+    from bench.plain_monai import plain_monai_transforms
 
     model = UNet(**network(labels)["args"])
     model.load_state_dict(torch.load(info["weights"][str(labels)], map_location=device, weights_only=True))
     model = model.to(device).eval()
-    pre = Compose([
-        LoadImaged("image", image_only=False),
-        EnsureChannelFirstd("image"),
-        ScaleIntensityRanged("image", a_min=-1000, a_max=400, b_min=0.0, b_max=1.0, clip=True),
-        Spacingd("image", pixdim=SPACING, mode="bilinear"),
-    ])  # fmt: skip
-    post = Compose([
-        Activationsd("pred", softmax=True),
-        Invertd("pred", transform=pre, orig_keys="image", nearest_interp=False, to_tensor=True),
-        AsDiscreted("pred", argmax=True),
-    ])  # fmt: skip
+    pre, post = plain_monai_transforms(spec()["window"], SPACING)
     data = pre({"image": info["nifti"]})
     grid = list(data["image"].shape[1:])
     with torch.no_grad():
