@@ -7,17 +7,13 @@ and registered when its mean Dice is higher; a version evaluated on a release.""
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-from django.utils import timezone
 
-from core.models import JobStatus
-from ml.models import ModelFormat, ModelTask, ModelVersion, TrainingRun
+from ml.models import ModelTask, ModelVersion, TrainingRun
 from ml.specs import TrainParams
-from ml.training import TrainingError, evaluation_release, example_mask_array, run_checkpoints
+from ml.training import TrainingError, evaluation_release, example_mask_array, run_checkpoints, run_finish
 from studies.models import Scan
 
 
@@ -137,8 +133,7 @@ def grounding_run_execute(run: TrainingRun, device: str, on_step=None) -> Traini
     from core.storage import storage_local_copy
     from ml.encoders import text_encoder_for
     from ml.engine.loading import load_model
-    from ml.engine.training import save_state_dict, train_grounding
-    from ml.services import model_version_register
+    from ml.engine.training import train_grounding
 
     parent = run.parent
     params = TrainParams.from_dict(run.params)
@@ -179,24 +174,9 @@ def grounding_run_execute(run: TrainingRun, device: str, on_step=None) -> Traini
         train_entities=sum(len(c.entities) for c in train_cases),
         val_cases=len(eval_cases),
     )
-    new_version = None
-    if metrics["val_dice"] > metrics["parent_val_dice"]:
-        with tempfile.TemporaryDirectory(prefix="trained-") as tmp:
-            path = Path(tmp) / "model.pt"
-            save_state_dict(model, path)
-            new_version = model_version_register(
-                project=run.project, path=path, fmt=ModelFormat.STATE_DICT, name=run.name, task=parent.task,
-                input_spec=parent.input_spec, label_names=parent.label_names, network=parent.network,
-                parent=parent,
-                metrics={"grounding": grounding, "evaluated_on": evaluation,
-                         "val_dice": grounding["dice_mean"], "parent_grounding": metrics["parent_grounding"],
-                         "training_run": run.pk},
-            )  # fmt: skip
-    TrainingRun.objects.filter(pk=run.pk).update(
-        status=JobStatus.SUCCEEDED, metrics=metrics, result=new_version, finished_at=timezone.now()
-    )
-    run.refresh_from_db()
-    return run
+    version_metrics = {"grounding": grounding, "evaluated_on": evaluation, "val_dice": grounding["dice_mean"],
+                       "parent_grounding": metrics["parent_grounding"], "training_run": run.pk}  # fmt: skip
+    return run_finish(run, model, metrics, version_metrics)
 
 
 def model_version_evaluate(

@@ -308,8 +308,7 @@ def training_run_execute(*, run: TrainingRun, device: str | None = None, on_step
     """Train (resuming from the run's checkpoint), validate, and register a better version."""
     from ml.engine.devices import pick_device
     from ml.engine.loading import load_model
-    from ml.engine.training import dice_score, save_state_dict, train
-    from ml.services import model_version_register
+    from ml.engine.training import dice_score, train
 
     device = device or pick_device()
     TrainingRun.objects.filter(pk=run.pk).update(status=JobStatus.RUNNING, error="")
@@ -349,23 +348,27 @@ def training_run_execute(*, run: TrainingRun, device: str | None = None, on_step
         train_cases=len(train_cases),
         val_cases=len(val_cases),
     )
+    return run_finish(run, model, metrics, {"val_dice": metrics["val_dice"], "training_run": run.pk})
+
+
+def run_finish(run: TrainingRun, model, metrics: dict, version_metrics: dict) -> TrainingRun:
+    """A trained run's end: its weights registered as a new version of its parent (with
+    ``version_metrics``) when its ``val_dice`` beats the parent's on the same cases, and the run marked
+    succeeded with ``metrics`` and that version (or none)."""
+    from ml.engine.training import save_state_dict
+    from ml.services import model_version_register
+
     new_version = None
     if metrics["val_dice"] > metrics["parent_val_dice"]:
+        parent = run.parent
         with tempfile.TemporaryDirectory(prefix="trained-") as tmp:
             path = Path(tmp) / "model.pt"
             save_state_dict(model, path)
             new_version = model_version_register(
-                project=run.project,
-                path=path,
-                fmt=ModelFormat.STATE_DICT,
-                name=run.name,
-                task=run.parent.task,
-                input_spec=run.parent.input_spec,
-                label_names=run.parent.label_names,
-                network=run.parent.network,
-                parent=run.parent,
-                metrics={"val_dice": metrics["val_dice"], "training_run": run.pk},
-            )
+                project=run.project, path=path, fmt=ModelFormat.STATE_DICT, name=run.name, task=parent.task,
+                input_spec=parent.input_spec, label_names=parent.label_names, network=parent.network,
+                parent=parent, metrics=version_metrics,
+            )  # fmt: skip
     TrainingRun.objects.filter(pk=run.pk).update(
         status=JobStatus.SUCCEEDED, metrics=metrics, result=new_version, finished_at=timezone.now()
     )

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from scipy import ndimage
 
@@ -52,6 +53,18 @@ class Toy:
     scans: list
     findings: list  # accepted Finding ids
     annotator: object = None  # a member who may list the project's models
+
+
+@pytest.fixture(autouse=True)
+def offline_one_thread(monkeypatch):
+    """For the modules that take it (``offline_one_thread = grounding_toy.offline_one_thread``): the bundled
+    MiniLM loaded offline, torch on one thread (restored after)."""
+    for key in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.setenv(key, "1")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def toy_volume(rng: np.random.Generator) -> np.ndarray:

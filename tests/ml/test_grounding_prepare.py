@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import ml.engine.inference as inference
+from tests.ml import grounding_toy
 from tests.ml.grounding_toy import (
     INPUT_SPEC,
     LEFT_LOWER,
@@ -23,15 +24,7 @@ from tests.ml.grounding_toy import (
     toy_volume,
 )
 
-
-@pytest.fixture(autouse=True)
-def _offline_one_thread(monkeypatch):
-    for key in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
-        monkeypatch.setenv(key, "1")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+offline_one_thread = grounding_toy.offline_one_thread  # autouse: the MiniLM offline, torch on one thread
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from ml.models import ModelVersion
+from tests.ml import grounding_toy
 from tests.ml.grounding_toy import LEFT_LOWER, PARENT_NETWORK, RIGHT_UPPER, toy_project
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -26,14 +27,7 @@ PARAMS = {
 }  # fmt: skip
 
 
-@pytest.fixture(autouse=True)
-def _offline_one_thread(monkeypatch):
-    for key in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
-        monkeypatch.setenv(key, "1")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+offline_one_thread = grounding_toy.offline_one_thread  # autouse: the MiniLM offline, torch on one thread
 
 
 def test_volume_position_is_ras_of_the_whole_volume_on_the_model_grid():
